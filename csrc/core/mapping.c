@@ -1,0 +1,84 @@
+/* Read-only whole-file mappings, shared by reference count between a weights
+ * table and every tensor view handed out from it. */
+#include "status.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct tl_mapping {
+    atomic_long refs;
+    const uint8_t *data;
+    size_t size;
+    char *path;
+};
+
+/* An empty file maps to this one byte, so data is never NULL. */
+static const uint8_t empty_file[1];
+
+tl_status tl_mapping_open(const char *path, tl_mapping **out) {
+    *out = NULL;
+    if (!path) return tl_set_error(TL_ERR_INVALID, "mapping: path is NULL");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        return tl_set_error(e == ENOENT ? TL_ERR_NOT_FOUND : TL_ERR_IO, "%s: %s", path, strerror(e));
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return tl_set_error(TL_ERR_IO, "%s: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return tl_set_error(TL_ERR_IO, "%s: not a regular file", path);
+    }
+    const uint8_t *data = empty_file;
+    size_t size = (size_t)st.st_size;
+    if (size > 0) {
+        void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            int e = errno;
+            close(fd);
+            return tl_set_error(TL_ERR_IO, "%s: mmap failed: %s", path, strerror(e));
+        }
+        data = p;
+    }
+    close(fd);
+    tl_mapping *m = calloc(1, sizeof *m);
+    char *copy = strdup(path);
+    if (!m || !copy) {
+        if (size > 0) munmap((void *)data, size);
+        free(m);
+        free(copy);
+        return tl_set_error(TL_ERR_NOMEM, "%s: out of memory", path);
+    }
+    atomic_init(&m->refs, 1);
+    m->data = data;
+    m->size = size;
+    m->path = copy;
+    *out = m;
+    return TL_OK;
+}
+
+void tl_mapping_retain(tl_mapping *m) {
+    if (m) atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+}
+
+void tl_mapping_release(tl_mapping *m) {
+    if (!m) return;
+    if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1) return;
+    if (m->size > 0) munmap((void *)m->data, m->size);
+    free(m->path);
+    free(m);
+}
+
+const uint8_t *tl_mapping_data(const tl_mapping *m) { return m->data; }
+size_t tl_mapping_size(const tl_mapping *m) { return m->size; }
+const char *tl_mapping_path(const tl_mapping *m) { return m->path; }

@@ -1,0 +1,166 @@
+/* The common weights table: readers fill it, everything above reads it. */
+#include "weights.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+tl_weights *tl_weights_new(tl_format format) {
+    tl_weights *w = calloc(1, sizeof *w);
+    if (w) w->format = format;
+    return w;
+}
+
+tl_status tl_weights_add_mapping(tl_weights *w, tl_mapping *m) {
+    tl_mapping **maps = realloc(w->maps, (size_t)(w->n_maps + 1) * sizeof *maps);
+    if (!maps) {
+        tl_mapping_release(m);
+        return tl_set_error(TL_ERR_NOMEM, "out of memory");
+    }
+    w->maps = maps;
+    w->maps[w->n_maps++] = m;
+    return TL_OK;
+}
+
+void tl_weights_free(tl_weights *w) {
+    if (!w) return;
+    for (int i = 0; i < w->n_maps; i++) tl_mapping_release(w->maps[i]);
+    free(w->maps);
+    free(w->kv_order);
+    free(w->tensor_order);
+    tl_arena_free_all(&w->arena);
+    free(w);
+}
+
+tl_status tl_weights_strdup(tl_weights *w, const char *s, size_t len, tl_string *out) {
+    if (len == SIZE_MAX) return tl_set_error(TL_ERR_NOMEM, "string too long");
+    char *p = tl_arena_alloc(&w->arena, len + 1, 1);
+    if (!p) return tl_set_error(TL_ERR_NOMEM, "out of memory copying a string of %zu bytes", len);
+    memcpy(p, s, len);
+    p[len] = '\0';
+    out->ptr = p;
+    out->len = len;
+    return TL_OK;
+}
+
+int tl_string_cmp(tl_string a, tl_string b) {
+    size_t n = a.len < b.len ? a.len : b.len;
+    int c = n ? memcmp(a.ptr, b.ptr, n) : 0;
+    if (c) return c;
+    return (a.len > b.len) - (a.len < b.len);
+}
+
+bool tl_string_eq_cstr(tl_string a, const char *s) {
+    size_t n = strlen(s);
+    return a.len == n && memcmp(a.ptr, s, n) == 0;
+}
+
+/* qsort has no context argument in C11: sort (index, key) pairs instead. */
+typedef struct {
+    tl_string key;
+    int64_t index;
+} keyed;
+
+static int keyed_cmp(const void *a, const void *b) {
+    const keyed *x = a, *y = b;
+    int c = tl_string_cmp(x->key, y->key);
+    if (c) return c;
+    return (x->index > y->index) - (x->index < y->index);
+}
+
+static tl_status sort_names(int64_t n, const void *base, size_t stride, size_t key_offset,
+                            int64_t **order_out, const char *kind, const char *what) {
+    keyed *k = malloc((size_t)(n ? n : 1) * sizeof *k);
+    int64_t *order = malloc((size_t)(n ? n : 1) * sizeof *order);
+    if (!k || !order) {
+        free(k);
+        free(order);
+        return tl_set_error(TL_ERR_NOMEM, "%s: out of memory sorting %lld %ss", what, (long long)n, kind);
+    }
+    for (int64_t i = 0; i < n; i++) {
+        memcpy(&k[i].key, (const char *)base + (size_t)i * stride + key_offset, sizeof(tl_string));
+        k[i].index = i;
+    }
+    if (n > 1) qsort(k, (size_t)n, sizeof *k, keyed_cmp);
+    for (int64_t i = 0; i < n; i++) {
+        if (i > 0 && tl_string_cmp(k[i - 1].key, k[i].key) == 0) {
+            tl_status s = tl_set_error(TL_ERR_FORMAT, "%s: duplicate %s '%.*s'", what, kind,
+                                       (int)(k[i].key.len > 200 ? 200 : k[i].key.len), k[i].key.ptr);
+            free(k);
+            free(order);
+            return s;
+        }
+        order[i] = k[i].index;
+    }
+    free(k);
+    *order_out = order;
+    return TL_OK;
+}
+
+tl_status tl_weights_finish(tl_weights *w, const char *what) {
+    tl_status s = sort_names(w->n_kv, w->kv, sizeof(tl_kv), offsetof(tl_kv, key), &w->kv_order,
+                             "metadata key", what);
+    if (s) return s;
+    return sort_names(w->n_tensors, w->tensors, sizeof(tl_named_tensor), offsetof(tl_named_tensor, name),
+                      &w->tensor_order, "tensor name", what);
+}
+
+tl_format tl_weights_format(const tl_weights *w) { return w->format; }
+uint32_t tl_weights_version(const tl_weights *w) { return w->version; }
+uint64_t tl_weights_alignment(const tl_weights *w) { return w->alignment; }
+int64_t tl_weights_n_kv(const tl_weights *w) { return w->n_kv; }
+int64_t tl_weights_n_tensors(const tl_weights *w) { return w->n_tensors; }
+
+const tl_kv *tl_weights_kv(const tl_weights *w, int64_t i) {
+    return i >= 0 && i < w->n_kv ? &w->kv[i] : NULL;
+}
+
+const tl_named_tensor *tl_weights_tensor(const tl_weights *w, int64_t i) {
+    return i >= 0 && i < w->n_tensors ? &w->tensors[i] : NULL;
+}
+
+/* Binary search over a sorted index. */
+static int64_t find(const int64_t *order, int64_t n, const void *base, size_t stride, size_t key_offset,
+                    const char *name) {
+    if (!order || !name) return -1;
+    tl_string key = {name, strlen(name)};
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        tl_string k;
+        memcpy(&k, (const char *)base + (size_t)order[mid] * stride + key_offset, sizeof k);
+        int c = tl_string_cmp(k, key);
+        if (c == 0) return order[mid];
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return -1;
+}
+
+const tl_kv *tl_weights_find_kv(const tl_weights *w, const char *key) {
+    int64_t i = find(w->kv_order, w->n_kv, w->kv, sizeof(tl_kv), offsetof(tl_kv, key), key);
+    return i < 0 ? NULL : &w->kv[i];
+}
+
+const tl_named_tensor *tl_weights_find_tensor(const tl_weights *w, const char *name) {
+    int64_t i = find(w->tensor_order, w->n_tensors, w->tensors, sizeof(tl_named_tensor),
+                     offsetof(tl_named_tensor, name), name);
+    return i < 0 ? NULL : &w->tensors[i];
+}
+
+size_t tl_weights_file_size(const tl_weights *w) {
+    size_t total = 0;
+    for (int i = 0; i < w->n_maps; i++) total += tl_mapping_size(w->maps[i]);
+    return total;
+}
+
+size_t tl_value_type_size(tl_value_type t) {
+    static const size_t sizes[TL_VAL_TYPE_COUNT] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
+    return (unsigned)t < TL_VAL_TYPE_COUNT ? sizes[t] : 0;
+}
+
+const char *tl_value_type_name(tl_value_type t) {
+    static const char *names[TL_VAL_TYPE_COUNT] = {"uint8", "int8", "uint16", "int16", "uint32",
+                                                   "int32", "float32", "bool", "string", "array",
+                                                   "uint64", "int64", "float64"};
+    return (unsigned)t < TL_VAL_TYPE_COUNT ? names[t] : "unknown";
+}

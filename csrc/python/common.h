@@ -1,0 +1,40 @@
+/* Shared declarations of the torchless._C extension (one file per Python type). */
+#ifndef TLPY_COMMON_H
+#define TLPY_COMMON_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#define PY_ARRAY_UNIQUE_SYMBOL torchless_ARRAY_API
+#ifndef TLPY_MODULE_C
+#define NO_IMPORT_ARRAY
+#endif
+#include <numpy/arrayobject.h>
+
+#include "torchless.h"
+
+extern PyTypeObject *TensorView_Type;
+extern PyTypeObject *WeightsFile_Type;
+
+/* Raises the Python exception matching a failed status, with tl_last_error():
+ * format/unsupported/invalid -> ValueError, not found -> FileNotFoundError,
+ * io -> OSError, nomem -> MemoryError. Returns NULL. */
+PyObject *tlpy_raise(tl_status s);
+
+/* Parses a dtype name ("q4_k", "F16", ...) into *out; raises ValueError. */
+int tlpy_dtype_from_object(PyObject *o, tl_dtype *out);
+
+/* A new TensorView over t (t.owner is retained, `base` kept alive if not NULL). */
+PyObject *tlpy_tensorview_new(const tl_tensor *t, const char *name, size_t name_len, PyObject *base);
+/* The tensor inside a TensorView, or NULL if o is not one (no exception set). */
+const tl_tensor *tlpy_tensorview_tensor(PyObject *o);
+
+/* Metadata value -> Python (int, float, bool, str, numpy array, list). */
+PyObject *tlpy_value_to_python(const tl_value *v);
+
+int tlpy_tensorview_init_type(PyObject *module);
+int tlpy_weightsfile_init_type(PyObject *module);
+
+PyObject *tlpy_gguf_write(PyObject *self, PyObject *args, PyObject *kwargs);
+
+#endif

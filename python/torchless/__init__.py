@@ -1,0 +1,16 @@
+"""torchless: large language models on CPUs and GPUs, with every heavy operation in C.
+
+    import torchless
+    f = torchless.load("model.gguf")          # or a catalog name, a .safetensors file, an HF folder
+    v = f.tensors["blk.0.attn_q.weight"]      # zero-copy TensorView
+    w = v.dequantize()                        # float32 ndarray
+"""
+
+from . import _C
+from ._C import TensorView
+from .files import ModelFile, load
+from .quant import dequantize, dtype_info, dtypes, quantize
+
+__version__ = "0.1.0"
+
+__all__ = ["ModelFile", "TensorView", "load", "quantize", "dequantize", "dtype_info", "dtypes", "__version__"]

@@ -1,0 +1,300 @@
+"""The ``torchless`` command line (console script ``torchless``, and ``python -m torchless``).
+
+Subcommands register themselves in ``COMMANDS`` with the ``command`` decorator: a function
+that adds its arguments to an argparse subparser and returns the handler to call with the
+parsed namespace. A handler returns the exit code. Errors a user can cause (missing or bad
+file, unknown catalog name, a fetch that failed) print one line ``torchless: error: ...``
+on stderr and exit with 1; argparse usage errors exit with 2.
+
+    torchless models                 the catalog of packaged models
+    torchless info MODEL [--json]    what a model file holds (path or catalog name)
+
+A bare prompt (``torchless "The capital of France is"``) is routed to the ``run`` command
+once it exists (see ``_route_bare_prompt``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from . import hub
+
+PROG = "torchless"
+Handler = Callable[[argparse.Namespace], int]
+
+
+# --------------------------------------------------------------------------- command registry
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    setup: Callable[[argparse.ArgumentParser], Handler]
+
+
+COMMANDS: Dict[str, Command] = {}
+
+
+def command(name: str, help: str) -> Callable[[Callable[[argparse.ArgumentParser], Handler]], Any]:
+    """Register a subcommand: ``setup(parser)`` adds arguments and returns the handler."""
+
+    def register(setup: Callable[[argparse.ArgumentParser], Handler]) -> Any:
+        COMMANDS[name] = Command(name, help, setup)
+        return setup
+
+    return register
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as ``torchless: error: <message>``, exit code 1."""
+
+
+# Errors a handler may let through; they become one line on stderr and exit code 1.
+# (OSError covers FileNotFoundError, PermissionError, I/O errors from the engine and
+# hub.DownloadError; hub.IntegrityError is a RuntimeError.)
+USER_ERRORS = (CLIError, ValueError, OSError, hub.HubError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="torchless: run large language models from Python and the shell.",
+    )
+
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for cmd in COMMANDS.values():
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        p.set_defaults(_handler=cmd.setup(p))
+    return parser
+
+
+def _route_bare_prompt(argv: List[str]) -> List[str]:
+    """``torchless "prompt" [opts]`` → ``torchless run "prompt" [opts]`` once `run` exists."""
+    if "run" in COMMANDS and argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        return ["run", *argv]
+    return argv
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(_route_bare_prompt(args_list))
+    try:
+        return int(args._handler(args) or 0)
+    except USER_ERRORS as e:
+        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    if isinstance(e, OSError) and e.filename and e.strerror:
+        text = f"{e.strerror}: {e.filename}"
+    return " ".join(text.split())
+
+
+# --------------------------------------------------------------------------- formatting helpers
+
+
+def format_count(n: Optional[int]) -> str:
+    """134_515_008 → '134.5 M'; small counts print whole."""
+    if n is None:
+        return "-"
+    for scale, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return str(n)
+
+
+def _plain(value: Any) -> Any:
+    """Metadata values as JSON-friendly Python values (NumPy arrays/scalars → lists/numbers)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+# llama.cpp's `general.file_type` (enum llama_ftype), without the MOSTLY_ prefix.
+FILE_TYPES = {
+    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
+    11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
+    17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS",
+    23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S",
+    29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0", 37: "TQ2_0",
+}
+
+
+# --------------------------------------------------------------------------- `info`
+
+
+def _n_elements(t: Any) -> int:
+    size = getattr(t, "size", None)
+    if isinstance(size, int):
+        return size
+    return math.prod(int(d) for d in t.shape)
+
+
+def _tensor_summary(tensors: Any) -> Dict[str, Any]:
+    """Element count, byte count and a per-dtype histogram of a name → TensorView mapping."""
+    n_params = n_bytes = 0
+    dtypes: Dict[str, Dict[str, int]] = {}
+    for t in tensors.values():
+        n, b = _n_elements(t), int(t.nbytes)
+        n_params += n
+        n_bytes += b
+        h = dtypes.setdefault(str(t.dtype), {"tensors": 0, "elements": 0, "bytes": 0})
+        h["tensors"] += 1
+        h["elements"] += n
+        h["bytes"] += b
+    ordered = dict(sorted(dtypes.items(), key=lambda kv: (-kv[1]["bytes"], kv[0])))
+    return {"n_params": n_params, "tensor_bytes": n_bytes, "n_tensors": len(tensors),
+            "dtypes": ordered}
+
+
+def describe(model: Any) -> Dict[str, Any]:
+    """The facts `torchless info` prints, as a JSON-friendly dict."""
+    md = model.metadata
+    arch = model.architecture or md.get("general.architecture")
+
+    def arch_key(key: str) -> Any:
+        return _plain(md.get(f"{arch}.{key}")) if arch else None
+
+    tokens = md.get("tokenizer.ggml.tokens")
+    vocab_size = len(tokens) if tokens is not None else arch_key("vocab_size")
+    summary = _tensor_summary(model.tensors)
+    file_type = _plain(md.get("general.file_type"))
+    return {
+        "path": str(model.path),
+        "format": model.format,
+        "version": _plain(model.version),
+        "architecture": arch,
+        "name": _plain(md.get("general.name")),
+        "file_type": FILE_TYPES.get(file_type, file_type) if file_type is not None else None,
+        "n_params": summary["n_params"],
+        "context_length": arch_key("context_length"),
+        "embedding_length": arch_key("embedding_length"),
+        "feed_forward_length": arch_key("feed_forward_length"),
+        "n_layers": arch_key("block_count"),
+        "n_heads": arch_key("attention.head_count"),
+        "n_kv_heads": arch_key("attention.head_count_kv"),
+        "vocab_size": vocab_size,
+        "tokenizer_model": _plain(md.get("tokenizer.ggml.model")),
+        "tokenizer_pre": _plain(md.get("tokenizer.ggml.pre")),
+        "file_size": int(model.file_size),
+        "n_tensors": summary["n_tensors"],
+        "tensor_bytes": summary["tensor_bytes"],
+        "bits_per_weight": (8 * summary["tensor_bytes"] / summary["n_params"]
+                            if summary["n_params"] else None),
+        "dtypes": summary["dtypes"],
+    }
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def _or_dash(v: Any) -> str:
+    return "-" if v is None else str(v)
+
+
+def format_info(d: Dict[str, Any]) -> str:
+    fmt = d["format"].upper() if d["format"] else "-"
+    if d["version"]:
+        fmt += f" v{d['version']}"
+    heads = _or_dash(d["n_heads"])
+    if d["n_kv_heads"] is not None:
+        heads += f" (kv {d['n_kv_heads']})"
+    tok = _or_dash(d["tokenizer_model"])
+    if d["tokenizer_pre"]:
+        tok += f" (pre: {d['tokenizer_pre']})"
+    params = format_count(d["n_params"])
+    if d["n_params"]:
+        params += f" ({d['n_params']:,})"
+    bpw = "-" if d["bits_per_weight"] is None else f"{d['bits_per_weight']:.2f}"
+    rows = [
+        ("path", d["path"]),
+        ("format", fmt),
+        ("architecture", _or_dash(d["architecture"])),
+        ("name", _or_dash(d["name"])),
+        ("file type", _or_dash(d["file_type"])),
+        ("parameters", params),
+        ("context length", _or_dash(d["context_length"])),
+        ("embedding length", _or_dash(d["embedding_length"])),
+        ("feed-forward length", _or_dash(d["feed_forward_length"])),
+        ("layers", _or_dash(d["n_layers"])),
+        ("heads", heads),
+        ("vocab size", _or_dash(d["vocab_size"])),
+        ("tokenizer", tok),
+        ("file size", _mib(d["file_size"])),
+        ("bits per weight", bpw),
+        ("tensors", str(d["n_tensors"])),
+    ]
+    width = max(len(k) for k, _ in rows) + 2
+    lines = [f"{k + ':':{width}}{v}" for k, v in rows]
+    for dtype, h in d["dtypes"].items():
+        lines.append(f"  {dtype:8s} {h['tensors']:5d} tensors {_mib(h['bytes']):>12s}  "
+                     f"{format_count(h['elements'])} elements")
+    return "\n".join(lines)
+
+
+def _open_model(name_or_path: str) -> Any:
+    import torchless  # the C extension is needed only here
+
+    path = hub.resolve(name_or_path)
+    return torchless.load(path)
+
+
+@command("info", help="describe a model file (a path or a catalog name)")
+def _setup_info(p: argparse.ArgumentParser) -> Handler:
+    p.add_argument("model", metavar="MODEL", help="a .gguf/.safetensors path or a catalog name")
+    p.add_argument("--json", action="store_true", help="print the facts as JSON")
+
+    def run(args: argparse.Namespace) -> int:
+        model = _open_model(args.model)
+        try:
+            d = describe(model)
+        finally:
+            model.close()
+        print(json.dumps(d, indent=2) if args.json else format_info(d))
+        return 0
+
+    return run
+
+
+# --------------------------------------------------------------------------- `models`
+
+
+@command("models", help="list the catalog of packaged models (see torchless.hub)")
+def _setup_models(p: argparse.ArgumentParser) -> Handler:
+    p.add_argument("--json", action="store_true", help="print the catalog as JSON")
+
+    def run(args: argparse.Namespace) -> int:
+        infos = [hub.info(name) for name in hub.list_models()]
+        if args.json:
+            print(json.dumps(infos, indent=2))
+            return 0
+        for d in infos:
+            state = "cached" if d["cached"] else "not fetched"
+            aliases = f" (aka {', '.join(d['aliases'])})" if d["aliases"] else ""
+            print(f"{d['name']}{aliases}\n  {d['description']}\n"
+                  f"  {d['architecture']}, {d['quant']}, {_mib(d['size'])}, {state}; "
+                  f"license: {d['license']}")
+        return 0
+
+    return run
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

