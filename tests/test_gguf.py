@@ -26,10 +26,10 @@ def reader_type_name(field) -> str:
 def flatten(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
-    if isinstance(value, list):
+    if isinstance(value, (list, torchless.StringArray)):
         out = []
         for v in value:
-            out.extend(flatten(v)) if isinstance(v, (list, np.ndarray)) else out.append(v)
+            out.extend(flatten(v)) if isinstance(v, (list, np.ndarray, torchless.StringArray)) else out.append(v)
         return out
     return value
 

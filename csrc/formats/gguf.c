@@ -182,15 +182,17 @@ static tl_status check_overlaps(tl_weights *w, const char *path, const uint64_t 
     for (int64_t i = 0; i < w->n_tensors; i++) s[i] = (span){offsets[i], offsets[i] + w->tensors[i].tensor.nbytes, i};
     qsort(s, (size_t)w->n_tensors, sizeof *s, span_cmp);
     tl_status st = TL_OK;
+    int64_t last = 0; /* the span that ends last so far (an empty one between must not hide it) */
     for (int64_t i = 1; i < w->n_tensors; i++) {
-        if (s[i].begin < s[i - 1].end && s[i].end > s[i].begin) {
-            const tl_string a = w->tensors[s[i - 1].index].name, b = w->tensors[s[i].index].name;
+        if (s[i].begin < s[last].end && s[i].end > s[i].begin) {
+            const tl_string a = w->tensors[s[last].index].name, b = w->tensors[s[i].index].name;
             st = tl_set_error(TL_ERR_FORMAT, "gguf: %s: tensors '%.*s' [%llu, %llu) and '%.*s' [%llu, %llu) overlap",
-                              path, clip(a.len), a.ptr, (unsigned long long)s[i - 1].begin,
-                              (unsigned long long)s[i - 1].end, clip(b.len), b.ptr,
+                              path, clip(a.len), a.ptr, (unsigned long long)s[last].begin,
+                              (unsigned long long)s[last].end, clip(b.len), b.ptr,
                               (unsigned long long)s[i].begin, (unsigned long long)s[i].end);
             break;
         }
+        if (s[i].end > s[last].end) last = i;
     }
     free(s);
     return st;
@@ -227,6 +229,11 @@ static tl_status read_tensor_info(reader *r, tl_named_tensor *nt, uint64_t *offs
         return tl_set_error(TL_ERR_FORMAT, "gguf: %s: tensor '%.*s' row of %lld elements is not a whole number of %s blocks of %lld",
                             r->path, clip(name.len), name.ptr, (long long)t->ne[0], tl_dtype_name(t->dtype),
                             (long long)tr->block_size);
+    /* The element count must fit in int64 even when a zero dimension makes it 0:
+     * tl_tensor_nelements / tl_tensor_nrows multiply the dimensions in order. */
+    int64_t nonzero = 1;
+    for (int i = 0; i < TL_MAX_DIMS; i++)
+        if (t->ne[i] && __builtin_mul_overflow(nonzero, t->ne[i], &nonzero)) goto too_big;
     /* bytes = row bytes * rows, every product overflow-checked */
     size_t bytes = tl_dtype_row_size(t->dtype, t->ne[0]);
     if (t->ne[0] > 0 && bytes == 0) goto too_big;
@@ -376,6 +383,8 @@ tl_status tl_weights_open(const char *path, tl_weights **out) {
     if (got == 4 && memcmp(head, "GGUF", 4) == 0) return tl_gguf_open(path, out);
     if (got == 4 && memcmp(head, "FUGG", 4) == 0)
         return tl_set_error(TL_ERR_UNSUPPORTED, "gguf: %s: big-endian GGUF is not supported", path);
+    /* a .gguf without the magic (empty, truncated, corrupt) gets the GGUF reader's message */
+    if (ends_with(path, ".gguf")) return tl_gguf_open(path, out);
     return tl_safetensors_open(path, out);
 }
 

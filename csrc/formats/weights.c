@@ -147,6 +147,12 @@ const tl_named_tensor *tl_weights_find_tensor(const tl_weights *w, const char *n
     return i < 0 ? NULL : &w->tensors[i];
 }
 
+int tl_weights_n_mappings(const tl_weights *w) { return w->n_maps; }
+
+tl_mapping *tl_weights_mapping(const tl_weights *w, int i) {
+    return i >= 0 && i < w->n_maps ? w->maps[i] : NULL;
+}
+
 size_t tl_weights_file_size(const tl_weights *w) {
     size_t total = 0;
     for (int i = 0; i < w->n_maps; i++) total += tl_mapping_size(w->maps[i]);

@@ -194,6 +194,8 @@ int64_t tl_weights_n_tensors(const tl_weights *w);
 const tl_named_tensor *tl_weights_tensor(const tl_weights *w, int64_t i);
 const tl_named_tensor *tl_weights_find_tensor(const tl_weights *w, const char *name);
 size_t tl_weights_file_size(const tl_weights *w); /* bytes of all mapped files together */
+int tl_weights_n_mappings(const tl_weights *w);   /* one per file (shards of an index) */
+tl_mapping *tl_weights_mapping(const tl_weights *w, int i); /* borrowed; retain to keep */
 
 /* ---------------------------------------------------------------- GGUF writer */
 

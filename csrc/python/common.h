@@ -15,6 +15,7 @@
 
 extern PyTypeObject *TensorView_Type;
 extern PyTypeObject *WeightsFile_Type;
+extern PyTypeObject *StringArray_Type;
 
 /* Raises the Python exception matching a failed status, with tl_last_error():
  * format/unsupported/invalid -> ValueError, not found -> FileNotFoundError,
@@ -29,11 +30,17 @@ PyObject *tlpy_tensorview_new(const tl_tensor *t, const char *name, size_t name_
 /* The tensor inside a TensorView, or NULL if o is not one (no exception set). */
 const tl_tensor *tlpy_tensorview_tensor(PyObject *o);
 
+/* A str from a file string (UTF-8, undecodable bytes kept with surrogateescape). */
+PyObject *tlpy_string_to_python(tl_string s);
+/* A StringArray over n strings that point into `owner` (retained). */
+PyObject *tlpy_stringarray_new(const tl_string *items, uint64_t n, tl_mapping *owner);
+
 /* Metadata value -> Python (int, float, bool, str, numpy array, list). */
-PyObject *tlpy_value_to_python(const tl_value *v);
+PyObject *tlpy_value_to_python(const tl_value *v, tl_mapping *owner);
 
 int tlpy_tensorview_init_type(PyObject *module);
 int tlpy_weightsfile_init_type(PyObject *module);
+int tlpy_stringarray_init_type(PyObject *module);
 
 PyObject *tlpy_gguf_write(PyObject *self, PyObject *args, PyObject *kwargs);
 

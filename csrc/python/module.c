@@ -176,7 +176,8 @@ PyMODINIT_FUNC PyInit__C(void) {
     import_array();
     PyObject *m = PyModule_Create(&module_def);
     if (!m) return NULL;
-    if (tlpy_tensorview_init_type(m) < 0 || tlpy_weightsfile_init_type(m) < 0) {
+    if (tlpy_tensorview_init_type(m) < 0 || tlpy_weightsfile_init_type(m) < 0 ||
+        tlpy_stringarray_init_type(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

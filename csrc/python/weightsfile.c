@@ -21,17 +21,6 @@ static int check_open(WeightsFile *f) {
 
 /* ---- metadata values -> Python ---- */
 
-static PyObject *string_to_python(tl_string s) {
-    /* vocabularies are 100k+ mostly-ASCII strings: copy those without the UTF-8 decoder */
-    const unsigned char *p = (const unsigned char *)s.ptr;
-    uint64_t i = 0;
-    while (i < s.len && p[i] < 0x80) i++;
-    if (i < s.len || s.len > (uint64_t)PY_SSIZE_T_MAX)
-        return PyUnicode_DecodeUTF8(s.ptr, (Py_ssize_t)s.len, "surrogateescape");
-    PyObject *u = PyUnicode_New((Py_ssize_t)s.len, 127);
-    if (u) memcpy(PyUnicode_1BYTE_DATA(u), p, s.len);
-    return u;
-}
 
 static int numpy_type_of(tl_value_type t) {
     switch (t) {
@@ -50,7 +39,7 @@ static int numpy_type_of(tl_value_type t) {
     }
 }
 
-PyObject *tlpy_value_to_python(const tl_value *v) {
+PyObject *tlpy_value_to_python(const tl_value *v, tl_mapping *owner) {
     switch (v->type) {
     case TL_VAL_UINT8: case TL_VAL_UINT16: case TL_VAL_UINT32: case TL_VAL_UINT64:
         return PyLong_FromUnsignedLongLong(v->u64);
@@ -58,7 +47,7 @@ PyObject *tlpy_value_to_python(const tl_value *v) {
         return PyLong_FromLongLong(v->i64);
     case TL_VAL_FLOAT32: case TL_VAL_FLOAT64: return PyFloat_FromDouble(v->f64);
     case TL_VAL_BOOL: return PyBool_FromLong(v->b);
-    case TL_VAL_STRING: return string_to_python(v->str);
+    case TL_VAL_STRING: return tlpy_string_to_python(v->str);
     case TL_VAL_ARRAY: break;
     default: PyErr_SetString(PyExc_ValueError, "unknown metadata value type"); return NULL;
     }
@@ -72,11 +61,13 @@ PyObject *tlpy_value_to_python(const tl_value *v) {
         if (a && n) memcpy(PyArray_DATA((PyArrayObject *)a), v->arr.data, (size_t)n * tl_value_type_size(v->arr.elem_type));
         return a;
     }
+    /* strings in a mapping: decoded lazily; strings elsewhere are copied out now */
+    if (v->arr.elem_type == TL_VAL_STRING && owner) return tlpy_stringarray_new(v->arr.data, n, owner);
     PyObject *list = PyList_New((Py_ssize_t)n);
     if (!list) return NULL;
     for (uint64_t i = 0; i < n; i++) {
-        PyObject *item = v->arr.elem_type == TL_VAL_STRING ? string_to_python(((const tl_string *)v->arr.data)[i])
-                                                          : tlpy_value_to_python(&((const tl_value *)v->arr.data)[i]);
+        PyObject *item = v->arr.elem_type == TL_VAL_STRING ? tlpy_string_to_python(((const tl_string *)v->arr.data)[i])
+                                                          : tlpy_value_to_python(&((const tl_value *)v->arr.data)[i], owner);
         if (!item) {
             Py_DECREF(list);
             return NULL;
@@ -159,10 +150,12 @@ static PyObject *WeightsFile_metadata(WeightsFile *f, PyObject *unused) {
     if (check_open(f)) return NULL;
     PyObject *d = PyDict_New();
     if (!d) return NULL;
+    /* GGUF string arrays point into the (single) mapping; keep it alive with them */
+    tl_mapping *owner = tl_weights_format(f->w) == TL_FORMAT_GGUF ? tl_weights_mapping(f->w, 0) : NULL;
     for (int64_t i = 0; i < tl_weights_n_kv(f->w); i++) {
         const tl_kv *kv = tl_weights_kv(f->w, i);
-        PyObject *k = string_to_python(kv->key);
-        PyObject *v = k ? tlpy_value_to_python(&kv->value) : NULL;
+        PyObject *k = tlpy_string_to_python(kv->key);
+        PyObject *v = k ? tlpy_value_to_python(&kv->value, owner) : NULL;
         if (!v || PyDict_SetItem(d, k, v) < 0) {
             Py_XDECREF(k);
             Py_XDECREF(v);
@@ -182,7 +175,7 @@ static PyObject *WeightsFile_metadata_types(WeightsFile *f, PyObject *unused) {
     if (!d) return NULL;
     for (int64_t i = 0; i < tl_weights_n_kv(f->w); i++) {
         const tl_kv *kv = tl_weights_kv(f->w, i);
-        PyObject *k = string_to_python(kv->key);
+        PyObject *k = tlpy_string_to_python(kv->key);
         PyObject *v = k ? value_type_name(&kv->value) : NULL;
         if (!v || PyDict_SetItem(d, k, v) < 0) {
             Py_XDECREF(k);
@@ -203,7 +196,7 @@ static PyObject *WeightsFile_tensor_names(WeightsFile *f, PyObject *unused) {
     PyObject *list = PyList_New((Py_ssize_t)n);
     if (!list) return NULL;
     for (int64_t i = 0; i < n; i++) {
-        PyObject *name = string_to_python(tl_weights_tensor(f->w, i)->name);
+        PyObject *name = tlpy_string_to_python(tl_weights_tensor(f->w, i)->name);
         if (!name) {
             Py_DECREF(list);
             return NULL;

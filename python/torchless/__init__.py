@@ -6,11 +6,15 @@
     w = v.dequantize()                        # float32 ndarray
 """
 
-from . import _C
-from ._C import TensorView
+from . import _C, gguf, hub
+from collections.abc import Sequence as _Sequence
+
+from ._C import StringArray, TensorView
 from .files import ModelFile, load
 from .quant import dequantize, dtype_info, dtypes, quantize
 
+_Sequence.register(StringArray)
+
 __version__ = "0.1.0"
 
-__all__ = ["ModelFile", "TensorView", "load", "quantize", "dequantize", "dtype_info", "dtypes", "__version__"]
+__all__ = ["gguf", "hub", "ModelFile", "StringArray", "TensorView", "load", "quantize", "dequantize", "dtype_info", "dtypes", "__version__"]

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -60,7 +61,7 @@ def _infer(value) -> str:
         if dt.str not in _FROM_NUMPY:
             raise TypeError(f"no GGUF type for NumPy dtype {value.dtype}")
         return f"array[{_FROM_NUMPY[dt.str]}]"
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, Sequence):
         if not value:
             return "array[int32]"
         return f"array[{_infer(value[0])}]"

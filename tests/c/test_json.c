@@ -4,12 +4,14 @@
  * parsed line by line as real JSON written by someone else).
  * Every input is parsed from a malloc'd copy of exactly its length, so a read
  * past the end shows up under AddressSanitizer. */
+#define _POSIX_C_SOURCE 200809L /* mkstemp */
 #include "formats/json.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int passed, failed;
 
@@ -371,13 +373,16 @@ static void test_parse_file_names_the_path(const char *data_dir) {
     char path[4096];
     snprintf(path, sizeof path, "%s/does-not-exist.json", data_dir);
     CHECK(tl_json_parse_file(path, &a, &v) == TL_ERR_NOT_FOUND && strstr(tl_last_error(), "does-not-exist.json"));
-    const char *tmp = "/tmp/torchless_test_json.json";
-    FILE *f = fopen(tmp, "wb");
+    char tmp[] = "/tmp/torchless_test_json_XXXXXX";
+    int fd = mkstemp(tmp);
+    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    CHECK(f != NULL);
     if (f) {
         fputs("{\"x\": [1, 2,]}\n", f);
         fclose(f);
-        CHECK(tl_json_parse_file(tmp, &a, &v) == TL_ERR_FORMAT &&
-              strstr(tl_last_error(), "/tmp/torchless_test_json.json: line 1, column 13: unexpected ']'"));
+        char want[256];
+        snprintf(want, sizeof want, "%s: line 1, column 13: unexpected ']'", tmp);
+        CHECK(tl_json_parse_file(tmp, &a, &v) == TL_ERR_FORMAT && strstr(tl_last_error(), want));
         remove(tmp);
     }
     tl_arena_free_all(&a);
