@@ -15,6 +15,7 @@ Random data comes from a per-run seed, printed; replay with TORCHLESS_SEED=<seed
 
 import os
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -59,8 +60,9 @@ def seed():
 
 
 def make_rng(seed, *salt):
-    """A generator per test, so one test's draws do not shift another's."""
-    return np.random.default_rng([seed, *[abs(hash(x)) % 2**32 for x in salt]])
+    """A generator per test (salted by a stable hash of its name, not Python's randomized
+    hash), so one test's draws do not shift another's and a seed replays exactly."""
+    return np.random.default_rng([seed, *[zlib.crc32(str(x).encode()) for x in salt]])
 
 
 def sizes(name):
@@ -98,13 +100,12 @@ def random_blocks(rng, name, n_blocks):
     scale of either sign, negative zero."""
     block, type_size = sizes(name)
     raw = rng.integers(0, 256, size=(n_blocks, type_size), dtype=np.uint8)
-    u16 = raw.view(np.uint8)
     special = [None, 0x0001, 0x03FF, 0x7BFF, 0xFBFF, 0x8000]
     for off in SCALE_FIELDS[name]:
         field = random_finite_f16_bits(rng, n_blocks)
         for i, v in enumerate(special[1:], start=1):
             field[i] = v
-        u16[:, off:off + 2] = field.astype("<u2").view(np.uint8).reshape(n_blocks, 2)
+        raw[:, off:off + 2] = field.astype("<u2").view(np.uint8).reshape(n_blocks, 2)
     raw[0] = 0
     return raw
 
@@ -250,13 +251,18 @@ def test_tiny_inputs_give_finite_output(seed):
 # ------------------------------------------------------------------ K-quants, Q8_K, Q8_1
 
 # Normwise round-trip error ||x - x'|| / ||x||, decoded by gguf, on 64 x 1024 rows.
-# Measured over 5 seeds (min-max): normal rows q2_k 0.295-0.298, q3_k 0.150-0.152,
-# q4_k 0.071-0.072, q5_k 0.0360-0.0361, q6_k 0.0177-0.0178; x 1e-3 the same except q6_k
-# 0.0203-0.0206 (its f16 super-block scale goes subnormal); with outliers (1% x 50)
-# q2_k 0.209-0.229, q3_k 0.083-0.087, q4_k 0.076-0.078, q5_k 0.049-0.051, q6_k 0.0327-0.0332.
-# Bounds: ~1.2x the measured maximum (the spread between seeds is under 2%).
-K_BOUNDS = {"q2_k": 0.35, "q3_k": 0.18, "q4_k": 0.085, "q5_k": 0.043, "q6_k": 0.022}
-K_OUTLIER_BOUNDS = {"q2_k": 0.28, "q3_k": 0.105, "q4_k": 0.095, "q5_k": 0.062, "q6_k": 0.04}
+# Measured over 40 seeds (min-max), normal rows (large and zero-block rows alike):
+#   q2_k 0.2945-0.2986  q3_k 0.1497-0.1515  q4_k 0.0710-0.0719  q5_k 0.0359-0.0363
+#   q6_k 0.0176-0.0178;  rows x 1e-3: q5_k up to 0.0373, q6_k 0.0203-0.0209 (the f16
+#   super-block scale goes subnormal), the others as normal rows;
+#   with outliers (1% x 50): q2_k 0.205-0.261, q3_k 0.082-0.090, q4_k 0.074-0.081,
+#   q5_k 0.049-0.051, q6_k 0.032-0.033.
+# Between seeds the error moves by under 1.5% (65 Ki samples), so the bounds sit ~6% above
+# the measured maxima (20% with outliers, which vary more): tight enough that dropping
+# ggml's scale search (make_qkx2_quants / make_qx_quants trial scales) fails for q2_k and q4_k.
+K_BOUNDS = {"q2_k": 0.318, "q3_k": 0.162, "q4_k": 0.0765, "q5_k": 0.0387, "q6_k": 0.0190}
+K_SMALL_BOUNDS = {"q2_k": 0.318, "q3_k": 0.162, "q4_k": 0.0765, "q5_k": 0.0396, "q6_k": 0.0222}
+K_OUTLIER_BOUNDS = {"q2_k": 0.32, "q3_k": 0.108, "q4_k": 0.097, "q5_k": 0.062, "q6_k": 0.04}
 
 
 @pytest.mark.parametrize("kind", ["normal", "small", "large", "outliers", "zeros"])
@@ -270,10 +276,7 @@ def test_k_quant_round_trip_error_under_bound(seed, name, kind):
     assert_bits_equal(torchless.dequantize(q, name, x.shape), y, f"{name} dequantize")
     assert np.isfinite(y).all()
     err = np.linalg.norm(x - y) / np.linalg.norm(x)
-    if kind == "outliers":
-        bound = K_OUTLIER_BOUNDS[name]
-    else:  # small / large rows: f16 rounding of the scales costs a little
-        bound = K_BOUNDS[name] * (1.0 if kind in ("normal", "zeros") else 1.1)
+    bound = {"outliers": K_OUTLIER_BOUNDS, "small": K_SMALL_BOUNDS}.get(kind, K_BOUNDS)[name]
     assert err <= bound, f"{name} ({kind}): normwise error {err:.4f} > {bound}"
     if kind == "zeros":  # all-zero 32-blocks come back as exact zeros
         zero = ~x.reshape(64, -1, 32).any(-1)
@@ -310,15 +313,16 @@ def _grid_best_affine(x, nmax, n_scale=101, n_min=25):
 # that the sub-block scales are themselves quantized (4 bits in Q2_K, 6 in Q3_K/Q4_K/Q5_K,
 # 8 in Q6_K) under one f16 scale, and ggml's reference fits a weighted error (|x|- or
 # x^2-weighted, absolute error for Q2_K), not the plain squared error the grid minimises.
-# Measured maxima over 40 seeds: q2_k 1.25 (2.31 on the outlier block: its 4-bit sub-block
-# scales are relative to the outlier's, so the other sub-blocks get only a few levels),
-# q3_k 1.15, q4_k 1.14, q5_k 1.21, q6_k 1.20; factors add ~10-15%.
+# Measured maxima over 300 seeds (normal rows / the outlier block): q2_k 1.36 / 2.79 (its
+# 4-bit sub-block scales are relative to the outlier's, so the other sub-blocks keep only a
+# few levels), q3_k 1.16 / 1.29, q4_k 1.13 / 1.22, q5_k 1.22 / 1.27, q6_k 1.27 / 1.38; the
+# factors add 15-25%. A quantizer that mis-fits or mis-packs lands far above (>= 2x).
 GRID = {
-    "q2_k": (16, lambda x: _grid_best_affine(x, 3), 1.45, 2.8),
-    "q3_k": (16, lambda x: _grid_best_symmetric(x, -4, 3), 1.3, 1.3),
-    "q4_k": (32, lambda x: _grid_best_affine(x, 15), 1.3, 1.3),
-    "q5_k": (32, lambda x: _grid_best_affine(x, 31), 1.35, 1.35),
-    "q6_k": (16, lambda x: _grid_best_symmetric(x, -32, 31), 1.35, 1.35),
+    "q2_k": (16, lambda x: _grid_best_affine(x, 3), 1.6, 3.4),
+    "q3_k": (16, lambda x: _grid_best_symmetric(x, -4, 3), 1.35, 1.55),
+    "q4_k": (32, lambda x: _grid_best_affine(x, 15), 1.35, 1.45),
+    "q5_k": (32, lambda x: _grid_best_affine(x, 31), 1.45, 1.5),
+    "q6_k": (16, lambda x: _grid_best_symmetric(x, -32, 31), 1.5, 1.65),
 }
 
 

@@ -202,6 +202,10 @@ static tl_status read_tensor_info(reader *r, tl_named_tensor *nt, uint64_t *offs
     tl_status st;
     tl_string name;
     if ((st = read_string(r, &name, "tensor name"))) return st;
+    /* tensors are found by C string: a name with a NUL in it could never be looked up */
+    if (memchr(name.ptr, '\0', name.len))
+        return tl_set_error(TL_ERR_FORMAT, "gguf: %s: tensor name '%.*s' contains a NUL character", r->path,
+                            clip(name.len), name.ptr);
     if ((st = tl_weights_strdup(r->w, name.ptr, name.len, &nt->name))) return st;
     uint32_t n_dims = 0, type = 0;
     if ((st = read_u32(r, &n_dims, "tensor dimension count"))) return st;

@@ -51,7 +51,7 @@ def gstr(x: str | bytes, length: int | None = None) -> bytes:
     return u64(len(b) if length is None else length) + b
 
 
-def kv(key: str, vtype: int, payload: bytes) -> bytes:
+def kv(key: str | bytes, vtype: int, payload: bytes) -> bytes:
     return gstr(key) + u32(vtype) + payload
 
 
@@ -191,6 +191,8 @@ CASES: list[tuple[str, bytes | dict, str, str]] = [
      "unknown array element type 13", FORMAT),
     ("gguf-arrays-nested-100.gguf", gguf([kv("x", ARRAY, nested_arrays(100))], []),
      "arrays nested deeper than", FORMAT),
+    # the message quotes the key's bytes, which are not UTF-8: Python must still raise ValueError naming the file
+    ("gguf-key-not-utf8.gguf", gguf([kv(b"general.\xa4\xff", 99, u32(0))], []), "has unknown value type 99", FORMAT),
     ("gguf-bool-value-2.gguf", gguf([kv("general.flag", BOOL, b"\2")], []), "bool value 2 (must be 0 or 1)", FORMAT),
     ("gguf-bool-array-element-7.gguf", gguf([kv("flags", ARRAY, arr(BOOL, 3, b"\0\7\1"))], []),
      "bool element 1 has value 7", FORMAT),
@@ -204,6 +206,8 @@ CASES: list[tuple[str, bytes | dict, str, str]] = [
     ("gguf-duplicate-tensor.gguf",
      gguf(GOOD_KVS, [tinfo("tok.weight", [4, 2], T_F32, 0), tinfo("tok.weight", [8], T_F32, 32)], F32_DATA * 2),
      "duplicate tensor name 'tok.weight'", FORMAT),
+    ("gguf-tensor-name-nul.gguf", one_tensor([8], name="tok\0weight"), "tensor name 'tok' contains a NUL character",
+     FORMAT),
     ("gguf-tensor-past-eof.gguf", one_tensor([4, 2], offset=4096), "tensor 't' extends past end of file", FORMAT),
     ("gguf-offset-overflow.gguf", one_tensor([4, 2], offset=2**64 - 32), "tensor 't' extends past end of file",
      FORMAT),
