@@ -89,7 +89,7 @@ def test_corpus_files_are_what_make_corpus_writes():
 
 # ---------------------------------------------------------------- random mutations
 
-MUTANTS = 300
+MUTANTS = 1000
 INTERESTING_U64 = [0, 1, 0x7F, 0x80, 0xFF, 0xFFFF, 2**31 - 1, 2**32 - 1, 2**32, 2**63 - 1, 2**63, 2**64 - 1]
 
 

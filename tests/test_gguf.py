@@ -291,3 +291,27 @@ def test_closed_file_raises_but_views_stay(smollm2_path):
     with pytest.raises(ValueError, match="closed"):
         f._handle.metadata()
     assert v.dequantize().shape == (576,)
+
+
+def test_tensors_at_odd_addresses_dequantize_correctly(tmp_path, rng):
+    """general.alignment 1 puts data at odd offsets; results must not depend on it."""
+    path = tmp_path / "packed.gguf"
+    x = rng.standard_normal((3, 256)).astype(np.float32)
+    tensors = {}
+    for dtype in ("f16", "bf16", "q4_0", "q8_0", "q4_k", "q6_k", "q8_k", "tq2_0"):
+        tensors[dtype] = (dtype, torchless.quantize(x, dtype), x.shape)
+    md = {"general.alignment": Value(1, "uint32")}
+    torchless.gguf.write(path, md, tensors)
+    with torchless.load(path) as f:
+        even = f.tensors["f16"].offset % 2 == 0
+    if even:  # one byte in front puts every (even-sized) tensor after it at an odd address
+        tensors = {"pad": np.ones(1, np.int8), **tensors}
+        torchless.gguf.write(path, md, tensors)
+    with torchless.load(path) as f:
+        offsets = [f.tensors[n].offset for n in f.tensors]
+        assert any(o % 2 for o in offsets), offsets
+        for dtype in tensors:
+            if dtype == "pad":
+                continue
+            expect = torchless.dequantize(tensors[dtype][1], dtype, x.shape)  # aligned NumPy memory
+            np.testing.assert_array_equal(f.tensors[dtype].dequantize(), expect, err_msg=dtype)

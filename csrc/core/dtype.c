@@ -4,6 +4,7 @@
 #include "quants.h"
 #include "status.h"
 
+#include <stdint.h>
 #include <string.h>
 
 /* ---- plain element types: straight conversions ---- */
@@ -138,13 +139,38 @@ static tl_status check_n(const tl_dtype_traits *tr, int t, int64_t n, const char
     return TL_OK;
 }
 
+/* Data in a file may lie at any address (GGUF general.alignment 1, odd safetensors
+ * headers) while the kernels read block fields through typed pointers. Such data
+ * goes through an aligned bounce buffer, a chunk of blocks at a time. */
+static size_t required_alignment(const tl_dtype_traits *tr) {
+    size_t a = tr->type_size & (~tr->type_size + 1); /* largest power of two dividing it */
+    return a > 8 ? 8 : a;
+}
+
+#define BOUNCE_BYTES (64 * 1024)
+
 tl_status tl_dequantize(tl_dtype t, const void *src, float *dst, int64_t n) {
     const tl_dtype_traits *tr = tl_dtype_traits_of(t);
     tl_status s = check_n(tr, t, n, "dequantize");
     if (s) return s;
     if (!tr->to_float)
         return tl_set_error(TL_ERR_UNSUPPORTED, "dequantize: no conversion from %s", tl_dtype_name(t));
-    if (n) tr->to_float(src, dst, n);
+    if (n == 0) return TL_OK;
+    if ((uintptr_t)src % required_alignment(tr) == 0) {
+        tr->to_float(src, dst, n);
+        return TL_OK;
+    }
+    _Alignas(64) unsigned char bounce[BOUNCE_BYTES];
+    int64_t blocks_per_chunk = (int64_t)(BOUNCE_BYTES / tr->type_size);
+    const unsigned char *p = src;
+    for (int64_t done = 0; done < n;) {
+        int64_t blocks = (n - done) / tr->block_size;
+        if (blocks > blocks_per_chunk) blocks = blocks_per_chunk;
+        memcpy(bounce, p, (size_t)blocks * tr->type_size);
+        tr->to_float(bounce, dst + done, blocks * tr->block_size);
+        p += (size_t)blocks * tr->type_size;
+        done += blocks * tr->block_size;
+    }
     return TL_OK;
 }
 
@@ -154,6 +180,25 @@ tl_status tl_quantize(tl_dtype t, const float *src, void *dst, int64_t n) {
     if (s) return s;
     if (!tr->from_float)
         return tl_set_error(TL_ERR_UNSUPPORTED, "quantize: no conversion to %s", tl_dtype_name(t));
-    if (n) tr->from_float(src, dst, n);
+    if (n == 0) return TL_OK;
+    if ((uintptr_t)dst % required_alignment(tr) == 0 && (uintptr_t)src % sizeof(float) == 0) {
+        tr->from_float(src, dst, n);
+        return TL_OK;
+    }
+    _Alignas(64) unsigned char bounce[BOUNCE_BYTES];
+    _Alignas(64) float in[BOUNCE_BYTES / sizeof(float)];
+    int64_t blocks_per_chunk = (int64_t)(BOUNCE_BYTES / tr->type_size);
+    int64_t in_blocks = (int64_t)(sizeof in / sizeof(float)) / tr->block_size;
+    if (in_blocks < blocks_per_chunk) blocks_per_chunk = in_blocks;
+    unsigned char *p = dst;
+    for (int64_t done = 0; done < n;) {
+        int64_t blocks = (n - done) / tr->block_size;
+        if (blocks > blocks_per_chunk) blocks = blocks_per_chunk;
+        memcpy(in, src + done, (size_t)(blocks * tr->block_size) * sizeof(float));
+        tr->from_float(in, bounce, blocks * tr->block_size);
+        memcpy(p, bounce, (size_t)blocks * tr->type_size);
+        p += (size_t)blocks * tr->type_size;
+        done += blocks * tr->block_size;
+    }
     return TL_OK;
 }

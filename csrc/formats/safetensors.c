@@ -133,7 +133,9 @@ static tl_status parse_entry(const char *path, const tl_json_member *m, uint64_t
                             "safetensors: %s: tensor '%.*s' has %zu dimensions; torchless supports at most %d", path,
                             nl, m->key, shape->array.n, TL_MAX_DIMS);
     e->n_dims = (int)shape->array.n;
-    uint64_t nelements = 1;
+    /* the product of the nonzero dimensions must fit too: a zero does not excuse an
+     * overflow, since code that walks rows multiplies the other dimensions */
+    uint64_t nelements = 1, nonzero = 1;
     for (int i = 0; i < e->n_dims; i++) {
         uint64_t d;
         const tl_json *dv = &shape->array.items[i];
@@ -143,7 +145,8 @@ static tl_status parse_entry(const char *path, const tl_json_member *m, uint64_t
                                 "integer",
                                 path, nl, m->key, i, dv->kind == TL_JSON_NUMBER ? dv->number.raw : tl_json_kind_name(dv->kind));
         e->shape[i] = (int64_t)d;
-        if (__builtin_mul_overflow(nelements, d, &nelements) || nelements > INT64_MAX)
+        if (__builtin_mul_overflow(nelements, d, &nelements) || nelements > INT64_MAX ||
+            (d && (__builtin_mul_overflow(nonzero, d, &nonzero) || nonzero > INT64_MAX)))
             return tl_set_error(TL_ERR_FORMAT, "safetensors: %s: tensor '%.*s' shape has too many elements", path, nl,
                                 m->key);
     }

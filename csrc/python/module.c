@@ -8,11 +8,18 @@
 PyObject *tlpy_raise(tl_status s) {
     const char *msg = tl_last_error();
     if (!msg || !*msg) msg = tl_status_name(s);
+    PyObject *exc;
     switch (s) {
-    case TL_ERR_NOT_FOUND: PyErr_SetString(PyExc_FileNotFoundError, msg); break;
-    case TL_ERR_IO: PyErr_SetString(PyExc_OSError, msg); break;
-    case TL_ERR_NOMEM: PyErr_SetString(PyExc_MemoryError, msg); break;
-    default: PyErr_SetString(PyExc_ValueError, msg); break;
+    case TL_ERR_NOT_FOUND: exc = PyExc_FileNotFoundError; break;
+    case TL_ERR_IO: exc = PyExc_OSError; break;
+    case TL_ERR_NOMEM: exc = PyExc_MemoryError; break;
+    default: exc = PyExc_ValueError; break;
+    }
+    /* messages quote names from the file, which need not be UTF-8 */
+    PyObject *text = PyUnicode_DecodeUTF8(msg, (Py_ssize_t)strlen(msg), "backslashreplace");
+    if (text) {
+        PyErr_SetObject(exc, text);
+        Py_DECREF(text);
     }
     return NULL;
 }

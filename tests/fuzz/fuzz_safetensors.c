@@ -5,6 +5,6 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    fuzz_open_and_walk(data, size, tl_safetensors_open);
+    fuzz_open_and_walk(data, size, tl_safetensors_open, NULL);
     return 0;
 }
