@@ -14,7 +14,7 @@ MODELS := smollm2-135m-instruct gemma3-270m
 JOBS ?= 2
 # warnings are errors in CI (CI=true) and whenever TORCHLESS_WERROR=1
 WERROR := $(if $(filter true 1,$(CI) $(TORCHLESS_WERROR)),ON,OFF)
-PY_DEPS := numpy>=1.26 scikit-build-core>=0.10 pytest>=7 gguf==0.19.0 safetensors>=0.4
+PY_DEPS := 'numpy>=1.26' 'scikit-build-core>=0.10' 'pytest>=7' 'gguf==0.19.0' 'safetensors>=0.4'
 
 .PHONY: run test setup system venv install models ctest fuzz-smoke pytest bench clean
 

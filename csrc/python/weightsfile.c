@@ -145,8 +145,13 @@ static PyObject *WeightsFile_close(WeightsFile *f, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
-static PyObject *WeightsFile_metadata(WeightsFile *f, PyObject *unused) {
-    (void)unused;
+static PyObject *value_type_of(const tl_value *v, tl_mapping *owner) {
+    (void)owner;
+    return value_type_name(v);
+}
+
+/* {key: convert(value)} over the file's metadata, in file order. */
+static PyObject *kv_dict(WeightsFile *f, PyObject *(*convert)(const tl_value *, tl_mapping *)) {
     if (check_open(f)) return NULL;
     PyObject *d = PyDict_New();
     if (!d) return NULL;
@@ -155,7 +160,7 @@ static PyObject *WeightsFile_metadata(WeightsFile *f, PyObject *unused) {
     for (int64_t i = 0; i < tl_weights_n_kv(f->w); i++) {
         const tl_kv *kv = tl_weights_kv(f->w, i);
         PyObject *k = tlpy_string_to_python(kv->key);
-        PyObject *v = k ? tlpy_value_to_python(&kv->value, owner) : NULL;
+        PyObject *v = k ? convert(&kv->value, owner) : NULL;
         if (!v || PyDict_SetItem(d, k, v) < 0) {
             Py_XDECREF(k);
             Py_XDECREF(v);
@@ -168,25 +173,14 @@ static PyObject *WeightsFile_metadata(WeightsFile *f, PyObject *unused) {
     return d;
 }
 
+static PyObject *WeightsFile_metadata(WeightsFile *f, PyObject *unused) {
+    (void)unused;
+    return kv_dict(f, tlpy_value_to_python);
+}
+
 static PyObject *WeightsFile_metadata_types(WeightsFile *f, PyObject *unused) {
     (void)unused;
-    if (check_open(f)) return NULL;
-    PyObject *d = PyDict_New();
-    if (!d) return NULL;
-    for (int64_t i = 0; i < tl_weights_n_kv(f->w); i++) {
-        const tl_kv *kv = tl_weights_kv(f->w, i);
-        PyObject *k = tlpy_string_to_python(kv->key);
-        PyObject *v = k ? value_type_name(&kv->value) : NULL;
-        if (!v || PyDict_SetItem(d, k, v) < 0) {
-            Py_XDECREF(k);
-            Py_XDECREF(v);
-            Py_DECREF(d);
-            return NULL;
-        }
-        Py_DECREF(k);
-        Py_DECREF(v);
-    }
-    return d;
+    return kv_dict(f, value_type_of);
 }
 
 static PyObject *WeightsFile_tensor_names(WeightsFile *f, PyObject *unused) {

@@ -11,17 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static int passed, failed;
-
-#define CHECK(cond)                                                                 \
-    do {                                                                            \
-        if (cond) passed++;                                                         \
-        else {                                                                      \
-            failed++;                                                               \
-            fprintf(stderr, "%s:%d: CHECK failed: %s (%s)\n", __FILE__, __LINE__, #cond, \
-                    tl_last_error());                                               \
-        }                                                                           \
-    } while (0)
+#include "check.h"
 
 static tl_string S(const char *s) { return (tl_string){s, strlen(s)}; }
 
@@ -165,7 +155,7 @@ static void test_fixture(const char *fixtures) {
     tl_weights *w = NULL;
     if (access(path, R_OK) != 0) {
         fprintf(stderr, "fixture missing: %s\n", path);
-        failed++;
+        n_fail++;
         return;
     }
     CHECK(tl_weights_open(path, &w) == TL_OK);
@@ -188,6 +178,5 @@ int main(int argc, char **argv) {
     test_writer_rejects(path);
     test_fixture(fixtures);
     unlink(path);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return check_summary();
 }

@@ -13,18 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static int passed, failed;
-
-#define CHECK(cond)                                                              \
-    do {                                                                         \
-        if (cond) {                                                              \
-            passed++;                                                            \
-        } else {                                                                 \
-            failed++;                                                            \
-            fprintf(stderr, "%s:%d: %s: check failed: %s\n", __FILE__, __LINE__, \
-                    __func__, #cond);                                            \
-        }                                                                        \
-    } while (0)
+#include "check.h"
 
 /* Parses exactly len bytes from a private heap copy. */
 static tl_status parse(tl_arena *a, const char *text, size_t len, const tl_json **out) {
@@ -401,6 +390,5 @@ int main(int argc, char **argv) {
     test_typed_getters_name_the_key_and_the_kind();
     test_fixture_jsonl_lines_parse(fixtures);
     test_parse_file_names_the_path(data_dir);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return check_summary();
 }

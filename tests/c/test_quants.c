@@ -17,19 +17,7 @@
 #include <string.h>
 #include <time.h>
 
-static int n_pass, n_fail;
-
-#define CHECK(cond, ...)                                              \
-    do {                                                              \
-        if (cond) {                                                   \
-            n_pass++;                                                 \
-        } else {                                                      \
-            n_fail++;                                                 \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);               \
-            printf(__VA_ARGS__);                                      \
-            printf("\n");                                             \
-        }                                                             \
-    } while (0)
+#include "check.h"
 
 /* ---- seeded random numbers (xorshift64*, Box-Muller) ---- */
 static uint64_t rng_state;
@@ -270,6 +258,5 @@ int main(int argc, char **argv) {
     free(x);
     free(y);
     free(q);
-    printf("%d passed, %d failed\n", n_pass, n_fail);
-    return n_fail ? 1 : 0;
+    return check_summary();
 }
