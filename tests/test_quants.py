@@ -387,3 +387,16 @@ def test_q8_1_quant_is_q8_0_plus_block_sum(seed, kind):
     d32 = np.abs(x.reshape(-1, 32)).max(-1) / np.float32(127)
     s = (ours["qs"].astype(np.int32).sum(-1).astype(np.float32) * d32).astype(np.float16)
     assert np.array_equal(ours["s"].view(np.uint16), s.view(np.uint16))
+
+
+def test_dequantize_into_out_array_matches_fresh_array(rng):
+    x = rng.standard_normal((4, 64)).astype(np.float32)
+    raw = torchless.quantize(x, "q8_0")
+    out = np.full(x.shape, np.nan, np.float32)
+    r = torchless.dequantize(raw, "q8_0", x.shape, out=out)
+    assert r is out
+    np.testing.assert_array_equal(out, torchless.dequantize(raw, "q8_0", x.shape))
+    with pytest.raises(ValueError, match="out must be"):
+        torchless.dequantize(raw, "q8_0", x.shape, out=np.empty(x.shape, np.float64))
+    with pytest.raises(ValueError, match="out must be"):
+        torchless.dequantize(raw, "q8_0", x.shape, out=np.empty((4, 63), np.float32))

@@ -675,13 +675,17 @@ void tl_dequantize_row_q4_K(const void *restrict src, float *restrict dst, int64
     const block_q4_K *b = src;
     for (int64_t i = 0; i < n / QK_K; i++, dst += QK_K) {
         const float d = tl_f16_to_f32(b[i].d), dmin = tl_f16_to_f32(b[i].dmin);
-        for (int s = 0; s < QK_K / 32; s++) {
-            int sc, m;
-            get_scale_min_k4(s, b[i].scales, &sc, &m);
-            const float d1 = d * (float)sc, m1 = dmin * (float)m;
+        /* each 32 bytes of qs hold two sub-blocks: low nibbles, then high nibbles */
+        for (int s = 0; s < QK_K / 32; s += 2) {
+            int sc0, m0, sc1, m1;
+            get_scale_min_k4(s, b[i].scales, &sc0, &m0);
+            get_scale_min_k4(s + 1, b[i].scales, &sc1, &m1);
+            const float d0 = d * (float)sc0, n0 = dmin * (float)m0;
+            const float d1 = d * (float)sc1, n1 = dmin * (float)m1;
             const uint8_t *q = b[i].qs + (s / 2) * 32;
-            const int shift = 4 * (s % 2);
-            for (int l = 0; l < 32; l++) dst[32 * s + l] = d1 * (float)((q[l] >> shift) & 0x0F) - m1;
+            float *y = dst + 32 * s;
+            for (int l = 0; l < 32; l++) y[l] = d0 * (float)(q[l] & 0x0F) - n0;
+            for (int l = 0; l < 32; l++) y[32 + l] = d1 * (float)(q[l] >> 4) - n1;
         }
     }
 }
@@ -785,15 +789,19 @@ void tl_dequantize_row_q6_K(const void *restrict src, float *restrict dst, int64
         const float d = tl_f16_to_f32(b[i].d);
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = b[i].ql + 64 * h, *qh = b[i].qh + 32 * h;
+            const int8_t *sc = b[i].scales + 8 * h;
             float *y = dst + 128 * h;
-            for (int part = 0; part < 4; part++) { /* elements 32 part + l of this half */
+            /* element 32 part + l of this half: 4 low bits from ql, 2 high bits from qh;
+             * its scale is sc[(32 part + l) / 16], one per 16 elements */
+            for (int part = 0; part < 4; part++) {
                 const uint8_t *lo = ql + 32 * (part % 2);
                 const int lshift = 4 * (part / 2), hshift = 2 * part;
-                for (int l = 0; l < 32; l++) {
-                    const int e = 32 * part + l;
-                    const float dl = d * (float)b[i].scales[(128 * h + e) / 16];
-                    int v = (((lo[l] >> lshift) & 0x0F) | ((qh[l] >> hshift) & 3) << 4) - 32;
-                    y[e] = dl * (float)v;
+                for (int half = 0; half < 2; half++) {
+                    const float dl = d * (float)sc[2 * part + half];
+                    for (int l = 16 * half; l < 16 * half + 16; l++) {
+                        int v = (((lo[l] >> lshift) & 0x0F) | ((qh[l] >> hshift) & 3) << 4) - 32;
+                        y[32 * part + l] = dl * (float)v;
+                    }
                 }
             }
         }

@@ -79,13 +79,15 @@ static PyObject *py_quantize(PyObject *self, PyObject *args, PyObject *kwargs) {
     return (PyObject *)dst;
 }
 
-/* dequantize(data, dtype, shape) -> float32 ndarray of `shape` (NumPy order) */
+/* dequantize(data, dtype, shape, out=None) -> float32 ndarray of `shape` (NumPy order);
+ * `out`, when given, is a C-contiguous float32 array of that many elements, filled and returned. */
 static PyObject *py_dequantize(PyObject *self, PyObject *args, PyObject *kwargs) {
     (void)self;
-    static char *kwlist[] = {"data", "dtype", "shape", NULL};
-    PyObject *obj, *dtype_obj, *shape_obj;
+    static char *kwlist[] = {"data", "dtype", "shape", "out", NULL};
+    PyObject *obj, *dtype_obj, *shape_obj, *out = Py_None;
     tl_dtype dt;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO:dequantize", kwlist, &obj, &dtype_obj, &shape_obj)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|O:dequantize", kwlist, &obj, &dtype_obj, &shape_obj, &out))
+        return NULL;
     if (tlpy_dtype_from_object(dtype_obj, &dt)) return NULL;
     PyArray_Dims dims = {NULL, 0};
     if (!PyArray_IntpConverter(shape_obj, &dims)) return NULL;
@@ -118,8 +120,19 @@ static PyObject *py_dequantize(PyObject *self, PyObject *args, PyObject *kwargs)
                      buf.len, row_bytes * (size_t)rows, tl_dtype_name(dt));
         goto done;
     }
-    result = PyArray_SimpleNew(dims.len, dims.ptr, NPY_FLOAT32);
-    if (!result) goto done;
+    if (out == Py_None) {
+        result = PyArray_SimpleNew(dims.len, dims.ptr, NPY_FLOAT32);
+        if (!result) goto done;
+    } else {
+        if (!PyArray_Check(out) || PyArray_TYPE((PyArrayObject *)out) != NPY_FLOAT32 ||
+            !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)out) || !PyArray_ISWRITEABLE((PyArrayObject *)out) ||
+            PyArray_SIZE((PyArrayObject *)out) != (npy_intp)(rows * cols)) {
+            PyErr_Format(PyExc_ValueError, "dequantize: out must be a writable C-contiguous float32 array of %lld elements",
+                         (long long)(rows * cols));
+            goto done;
+        }
+        result = Py_NewRef(out);
+    }
     tl_status s;
     Py_BEGIN_ALLOW_THREADS
     s = tl_dequantize(dt, buf.buf, PyArray_DATA((PyArrayObject *)result), rows * cols);

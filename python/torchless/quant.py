@@ -15,12 +15,13 @@ def quantize(array, dtype: str) -> np.ndarray:
     return _C.quantize(array, dtype)
 
 
-def dequantize(data, dtype: str, shape) -> np.ndarray:
+def dequantize(data, dtype: str, shape, out: np.ndarray | None = None) -> np.ndarray:
     """Float32 values of `data` (raw blocks of `dtype`: bytes, a uint8 array or a
-    TensorView), as an array of `shape` (NumPy order)."""
+    TensorView), as an array of `shape` (NumPy order); written into `out` (a C-contiguous
+    float32 array of as many elements) when given."""
     if isinstance(shape, int):
         shape = (shape,)
-    return _C.dequantize(data, dtype, tuple(shape))
+    return _C.dequantize(data, dtype, tuple(shape), out)
 
 
 def dtype_info(dtype: str) -> dict:
