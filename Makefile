@@ -1,6 +1,6 @@
 # The README's commands. Each works on a fresh Debian machine as root: it installs
 # what is missing (Debian packages, .venv, the model packages) and then does its job.
-#   make run    set up, then show the default packaged model
+#   make run    set up, then generate text with the default packaged model (PROMPT=... to change)
 #   make test   set up, then run every test (C tests under ASan/UBSan, fuzz smoke, pytest)
 #   make bench  set up, then run the benchmarks (JSON lines on stdout)
 
@@ -14,12 +14,14 @@ MODELS := smollm2-135m-instruct gemma3-270m
 JOBS ?= 2
 # warnings are errors in CI (CI=true) and whenever TORCHLESS_WERROR=1
 WERROR := $(if $(filter true 1,$(CI) $(TORCHLESS_WERROR)),ON,OFF)
-PY_DEPS := 'numpy>=1.26' 'scikit-build-core>=0.10' 'pytest>=7' 'gguf==0.19.0' 'safetensors>=0.4'
+PY_DEPS := 'numpy>=1.26' 'scikit-build-core>=0.10' 'pytest>=7' 'gguf==0.19.0' 'safetensors>=0.4' 'sentencepiece==0.2.3' 'tokenizers==0.23.3' 'jinja2>=3.1'
 
 .PHONY: run test setup system venv install models ctest fuzz-smoke pytest bench clean
 
+PROMPT ?= Write a short poem about the sea.
 run: install models
 	$(VENV)/bin/torchless info $(MODEL)
+	$(VENV)/bin/torchless run $(MODEL) "$(PROMPT)" -n 128
 
 test: install models ctest fuzz-smoke pytest
 
@@ -59,6 +61,7 @@ pytest: install models
 
 bench: install models
 	$(PY) benchmarks/bench_files.py
+	$(PY) benchmarks/bench.py
 
 clean:
 	rm -rf build dist

@@ -17,7 +17,8 @@ static void f32_from_float(const float *restrict src, void *restrict dst, int64_
 }
 static void f16_to_float(const void *restrict src, float *restrict dst, int64_t n) {
     const uint16_t *s = src;
-    for (int64_t i = 0; i < n; i++) dst[i] = tl_f16_to_f32(s[i]);
+    const float *table = tl_f16_table();
+    for (int64_t i = 0; i < n; i++) dst[i] = table[s[i]];
 }
 static void f16_from_float(const float *restrict src, void *restrict dst, int64_t n) {
     uint16_t *d = dst;

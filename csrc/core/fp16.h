@@ -55,6 +55,10 @@ static inline uint16_t tl_f32_to_f16(float f) {
     return (uint16_t)(sign | (r >> 13));
 }
 
+/* All 65,536 halves as floats, built on first use (thread-safe): one load per
+ * conversion in the hot loops (KV cache reads, dequantization of F16). */
+const float *tl_f16_table(void);
+
 static inline float tl_bf16_to_f32(uint16_t h) { return tl_bits_to_f32((uint32_t)h << 16); }
 
 /* Round to nearest even; NaN stays NaN (quiet), as the gguf package and torch do. */

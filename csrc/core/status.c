@@ -26,6 +26,7 @@ const char *tl_status_name(tl_status s) {
     case TL_ERR_NOMEM: return "out of memory";
     case TL_ERR_UNSUPPORTED: return "unsupported";
     case TL_ERR_NOT_FOUND: return "not found";
+    case TL_ERR_CANCELLED: return "cancelled";
     }
     return "unknown status";
 }

@@ -25,6 +25,7 @@ typedef enum tl_status {
     TL_ERR_NOMEM = 4,       /* allocation failed */
     TL_ERR_UNSUPPORTED = 5, /* well-formed but not supported (unknown dtype, version) */
     TL_ERR_NOT_FOUND = 6,   /* no such file, key or tensor */
+    TL_ERR_CANCELLED = 7,   /* stopped by tl_context_cancel (Ctrl-C) */
 } tl_status;
 
 /* The message of the last failure on this thread ("" if none). */
@@ -78,6 +79,10 @@ size_t tl_dtype_row_size(tl_dtype t, int64_t n);
  * TL_ERR_UNSUPPORTED where the dtype has no such conversion. */
 tl_status tl_dequantize(tl_dtype t, const void *src, float *dst, int64_t n);
 tl_status tl_quantize(tl_dtype t, const float *src, void *dst, int64_t n);
+
+/* The instruction set the CPU kernels were chosen for ("avx2", "scalar"); the
+ * environment variable TORCHLESS_CPU=scalar forces the portable kernels. */
+const char *tl_cpu_isa(void);
 
 /* ---------------------------------------------------------------- mapped files */
 
@@ -211,6 +216,227 @@ typedef struct tl_gguf_tensor_desc {
  * aligned to `alignment` (0 = general.alignment from kvs if present, else 32). */
 tl_status tl_gguf_write(const char *path, uint32_t version, const tl_kv *kvs, int64_t n_kv,
                         const tl_gguf_tensor_desc *tensors, int64_t n_tensors);
+
+
+/* ---------------------------------------------------------------- tokenizers */
+
+typedef struct tl_tokenizer tl_tokenizer;
+
+typedef enum tl_tokenizer_kind {
+    TL_TOKENIZER_SPM = 1, /* SentencePiece BPE: scores, '▁', byte fallback <0xNN> (GGUF "llama") */
+    TL_TOKENIZER_BPE = 2, /* byte-level BPE: GPT-2 byte map, merge ranks, pre-tokenizer (GGUF "gpt2") */
+} tl_tokenizer_kind;
+
+/* Token types as GGUF stores them (tokenizer.ggml.token_type). */
+typedef enum tl_token_type {
+    TL_TOKEN_NORMAL = 1,
+    TL_TOKEN_UNKNOWN = 2,
+    TL_TOKEN_CONTROL = 3,
+    TL_TOKEN_USER_DEFINED = 4,
+    TL_TOKEN_UNUSED = 5,
+    TL_TOKEN_BYTE = 6,
+} tl_token_type;
+
+/* From the tokenizer.ggml.* metadata of an opened file. The tokenizer copies what it needs. */
+tl_status tl_tokenizer_from_weights(const tl_weights *w, tl_tokenizer **out);
+/* By content: GGUF (a whole model or vocab-only), SentencePiece .model, llama2.c tokenizer.bin. */
+tl_status tl_tokenizer_open(const char *path, tl_tokenizer **out);
+void tl_tokenizer_free(tl_tokenizer *t);
+
+tl_tokenizer_kind tl_tokenizer_get_kind(const tl_tokenizer *t);
+int32_t tl_tokenizer_n_vocab(const tl_tokenizer *t);
+int32_t tl_tokenizer_bos(const tl_tokenizer *t); /* -1 when the vocabulary has none */
+int32_t tl_tokenizer_eos(const tl_tokenizer *t);
+bool tl_tokenizer_add_bos_default(const tl_tokenizer *t); /* CONVENTIONS.md: BOS/EOS */
+/* True for every id that ends generation: EOS, EOT, end-of-turn tokens (CONVENTIONS.md). */
+bool tl_tokenizer_is_eog(const tl_tokenizer *t, int32_t id);
+/* The vocabulary entry as stored (e.g. "▁the", "Ġthe", "<0x0A>"); NULL for a bad id. */
+const char *tl_tokenizer_token_text(const tl_tokenizer *t, int32_t id, size_t *len);
+float tl_tokenizer_token_score(const tl_tokenizer *t, int32_t id);
+tl_token_type tl_tokenizer_token_type(const tl_tokenizer *t, int32_t id);
+
+/* Text -> ids. Writes at most cap ids and sets *n_out to the number the text needs
+ * (call again with a larger buffer when *n_out > cap). special: control/user-defined
+ * token strings in the text become those tokens; otherwise they are plain text. */
+tl_status tl_tokenize(const tl_tokenizer *t, const char *text, size_t len, bool add_bos, bool special,
+                      int32_t *ids, size_t cap, size_t *n_out);
+/* The bytes one token contributes to output ('▁' -> ' ', <0xNN> -> the byte, byte-level
+ * BPE decoded). Control tokens give "" unless special. May be part of a UTF-8 character.
+ * Writes at most cap bytes, *n_out = bytes needed. */
+tl_status tl_token_to_piece(const tl_tokenizer *t, int32_t id, bool special, char *buf, size_t cap, size_t *n_out);
+/* ids -> text, as the oracle tokenizers decode (the SPM dummy-prefix space removed).
+ * Same buffer convention. */
+tl_status tl_detokenize(const tl_tokenizer *t, const int32_t *ids, size_t n, bool special, char *buf, size_t cap,
+                        size_t *n_out);
+
+/* ---------------------------------------------------------------- sampling */
+
+typedef struct tl_sampler_params {
+    float temperature;      /* <= 0: greedy */
+    int32_t top_k;          /* 0: off */
+    float top_p;            /* 1: off; (0, 1] */
+    float min_p;            /* 0: off; [0, 1) */
+    float repeat_penalty;   /* 1: off (llama.cpp's rule: logit / p if > 0 else logit * p) */
+    float presence_penalty; /* 0: off */
+    float frequency_penalty;/* 0: off */
+    int32_t penalty_last_n; /* window of recent tokens the penalties look at; -1: whole context */
+    uint64_t seed;
+    int32_t n_logit_bias;
+    const int32_t *logit_bias_ids; /* logit[id] += bias, before everything else */
+    const float *logit_bias;
+} tl_sampler_params;
+
+/* The defaults (llama.cpp's): temperature 0.8, top_k 40, top_p 0.95, min_p 0.05,
+ * repeat_penalty 1, presence/frequency 0, penalty_last_n 64, seed 0. */
+tl_sampler_params tl_sampler_default_params(void);
+
+typedef struct tl_sampler tl_sampler;
+/* Checks every parameter (TL_ERR_INVALID naming the field and its range). */
+tl_status tl_sampler_new(const tl_sampler_params *p, int32_t n_vocab, tl_sampler **out);
+void tl_sampler_free(tl_sampler *s);
+void tl_sampler_reset(tl_sampler *s, uint64_t seed); /* forget history, reseed */
+/* Tell the sampler about a token (prompt or generated) for the penalties. */
+void tl_sampler_accept(tl_sampler *s, int32_t token);
+
+typedef struct tl_token_logprob {
+    int32_t token;
+    float logprob; /* log softmax of the raw logits (before bias, penalties, temperature) */
+} tl_token_logprob;
+
+/* Picks the next token from n_vocab raw logits (not modified). *logprob (may be NULL) is
+ * the chosen token's raw log-probability; top (may be NULL) receives the n_top most
+ * likely tokens of the raw distribution, best first. Does not call accept. */
+tl_status tl_sampler_sample(tl_sampler *s, const float *logits, int32_t *token, float *logprob,
+                            tl_token_logprob *top, int32_t n_top);
+
+/* ---------------------------------------------------------------- models and contexts */
+
+typedef enum tl_rope_style {
+    TL_ROPE_NORM = 0, /* adjacent pairs (x0, x1), (x2, x3) ... (llama.cpp rope type NORM) */
+    TL_ROPE_NEOX = 2, /* halves (x_i, x_{i + d/2}) (rotate-half) */
+} tl_rope_style;
+
+typedef enum tl_rope_scaling {
+    TL_ROPE_SCALING_NONE = 0,
+    TL_ROPE_SCALING_LINEAR = 1, /* positions divided by factor */
+    TL_ROPE_SCALING_LLAMA3 = 2, /* LLaMA-3 inverse-frequency scaling */
+} tl_rope_scaling;
+
+/* Hyper-parameters (the C twin of ModelArgs) and architecture traits. */
+typedef struct tl_model_config {
+    char arch[32];          /* "llama", "qwen2", "qwen3" */
+    int32_t n_vocab;
+    int32_t dim;            /* embedding length */
+    int32_t n_layers;
+    int32_t n_heads;
+    int32_t n_kv_heads;
+    int32_t head_dim;       /* key/value length per head */
+    int32_t hidden_dim;     /* feed-forward length */
+    int32_t max_seq_len;    /* trained context length */
+    float norm_eps;
+    float rope_theta;
+    tl_rope_style rope_style;
+    tl_rope_scaling rope_scaling;
+    float rope_factor;            /* linear / llama3 factor */
+    float rope_low_freq_factor;   /* llama3 */
+    float rope_high_freq_factor;  /* llama3 */
+    int32_t rope_orig_ctx;        /* llama3: original context length */
+    int32_t rope_dim;             /* dimensions rotated per head (= head_dim unless the file says) */
+    bool qkv_bias;                /* qwen2 */
+    bool qk_norm;                 /* qwen3: RMSNorm per head on q and k */
+    bool tied_embeddings;         /* output head = token embedding */
+} tl_model_config;
+
+typedef struct tl_model tl_model; /* read-only once loaded; shared by any number of contexts */
+
+/* Loads a GGUF model (weights used where they lie in the mapping). Unknown
+ * architectures fail with a message listing the supported ones. */
+tl_status tl_model_load(const char *path, tl_model **out);
+void tl_model_free(tl_model *m);
+const tl_model_config *tl_model_get_config(const tl_model *m);
+const tl_tokenizer *tl_model_get_tokenizer(const tl_model *m);
+const tl_weights *tl_model_get_weights(const tl_model *m);
+
+typedef struct tl_context_params {
+    int32_t max_seq_len;    /* 0: the model's, capped at 4096 */
+    int32_t max_batch_size; /* sequences with their own KV cache; 0: 1 */
+    int32_t n_threads;      /* 0: physical cores */
+    tl_dtype kv_dtype;      /* TL_F16 (default) or TL_F32 */
+} tl_context_params;
+
+tl_context_params tl_context_default_params(void);
+
+typedef struct tl_context tl_context; /* KV cache, scratch, thread pool; one thread at a time */
+
+tl_status tl_context_new(const tl_model *m, const tl_context_params *p, tl_context **out);
+void tl_context_free(tl_context *c);
+int32_t tl_context_max_seq_len(const tl_context *c);
+int32_t tl_context_max_batch_size(const tl_context *c);
+/* Forget the cached positions of sequence seq (-1: all sequences). */
+void tl_context_clear(tl_context *c, int32_t seq);
+/* Positions of sequence seq already in the cache (the next position to feed). */
+int32_t tl_context_seq_len(const tl_context *c, int32_t seq);
+/* Safe from any thread or a signal handler: the running forward stops between layers
+ * with TL_ERR_CANCELLED. The flag is cleared when the next tl_forward starts. */
+void tl_context_cancel(tl_context *c);
+
+/* One forward step over n tokens, each with its position and sequence. Prefill =
+ * many positions of one sequence, decode = one position of many sequences; both mix.
+ * Positions of a sequence must continue its cache (pos == seq_len, seq_len+1, ...).
+ * logits: where want_logits[i] is nonzero (NULL: only the last token), rows of n_vocab
+ * floats are written to out in token order. */
+typedef struct tl_batch {
+    int32_t n_tokens;
+    const int32_t *tokens;
+    const int32_t *pos;
+    const int32_t *seq;
+    const int8_t *want_logits;
+} tl_batch;
+
+tl_status tl_forward(tl_context *c, const tl_batch *b, float *logits_out);
+
+/* Called between layers; returning true cancels the forward (TL_ERR_CANCELLED). */
+void tl_context_set_abort_callback(tl_context *c, bool (*should_abort)(void *user), void *user);
+
+/* ---------------------------------------------------------------- generation */
+
+typedef enum tl_finish_reason {
+    TL_FINISH_NONE = 0,   /* still generating */
+    TL_FINISH_STOP = 1,   /* an end-of-generation token or a stop string */
+    TL_FINISH_LENGTH = 2, /* max_new_tokens reached */
+} tl_finish_reason;
+
+typedef struct tl_generate_params {
+    int32_t max_new_tokens;
+    const char *const *stop; /* stop strings, removed from the output (also when split across tokens) */
+    int32_t n_stop;
+    bool ignore_eog;         /* keep going through end-of-generation tokens */
+    bool special;            /* render control tokens in the text */
+} tl_generate_params;
+
+/* One generated step: the token and the text it released. Text is held back while it
+ * could still be the start of a stop string or is half a UTF-8 character, and
+ * released with a later step; the final step releases the rest. */
+typedef struct tl_generated {
+    int32_t token;   /* -1 for a step that only flushes text */
+    float logprob;   /* raw log-probability of token */
+    const char *text; /* valid until the next call */
+    size_t text_len;
+    tl_finish_reason finish;
+} tl_generated;
+
+typedef struct tl_generation tl_generation;
+
+/* Prepares generation on sequence seq of the context (its cache is cleared and the
+ * prompt becomes positions 0..n_prompt-1). The sampler is borrowed. Fails with
+ * TL_ERR_INVALID when n_prompt + max_new_tokens exceeds the context (no silent
+ * truncation at this level). */
+tl_status tl_generation_new(tl_context *c, int32_t seq, const int32_t *prompt, size_t n_prompt, tl_sampler *sampler,
+                            const tl_generate_params *p, tl_generation **out);
+/* The next step (the first call runs the prompt). After a step with finish set, returns
+ * TL_ERR_INVALID. */
+tl_status tl_generation_next(tl_generation *g, tl_generated *out);
+void tl_generation_free(tl_generation *g);
 
 #ifdef __cplusplus
 }

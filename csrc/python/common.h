@@ -10,6 +10,7 @@
 #define NO_IMPORT_ARRAY
 #endif
 #include <numpy/arrayobject.h>
+#include <pythread.h>
 
 #include "torchless.h"
 
@@ -41,6 +42,18 @@ PyObject *tlpy_value_to_python(const tl_value *v, tl_mapping *owner);
 int tlpy_tensorview_init_type(PyObject *module);
 int tlpy_weightsfile_init_type(PyObject *module);
 int tlpy_stringarray_init_type(PyObject *module);
+/* Each adds its types and functions to the module (one file per Python type). */
+int tlpy_tokenizer_init(PyObject *module);   /* tokenizer.c: Tokenizer */
+int tlpy_pretokenize_init(PyObject *module); /* pretokenize.c: pretokenize() for tests */
+int tlpy_sampler_init(PyObject *module);     /* sampler.c: Sampler */
+int tlpy_model_init(PyObject *module);       /* model.c: Model */
+int tlpy_generation_init(PyObject *module);  /* generation.c: Generation */
+
+/* The engine model inside a Model object (borrowed). */
+const tl_model *tlpy_model_of(PyObject *model);
+/* A Generation iterator over sequence seq of ctx; the model object is kept alive. */
+PyObject *tlpy_generation_new(PyObject *model, tl_context *ctx, PyThread_type_lock lock, const int32_t *prompt,
+                              size_t n_prompt, const tl_sampler_params *sp, const tl_generate_params *gp, int32_t seq);
 
 PyObject *tlpy_gguf_write(PyObject *self, PyObject *args, PyObject *kwargs);
 

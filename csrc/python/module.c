@@ -13,6 +13,7 @@ PyObject *tlpy_raise(tl_status s) {
     case TL_ERR_NOT_FOUND: exc = PyExc_FileNotFoundError; break;
     case TL_ERR_IO: exc = PyExc_OSError; break;
     case TL_ERR_NOMEM: exc = PyExc_MemoryError; break;
+    case TL_ERR_CANCELLED: exc = PyExc_KeyboardInterrupt; break;
     default: exc = PyExc_ValueError; break;
     }
     /* messages quote names from the file, which need not be UTF-8 */
@@ -175,7 +176,14 @@ static PyObject *py_dtypes(PyObject *self, PyObject *unused) {
     return list;
 }
 
+static PyObject *py_cpu_isa(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    return PyUnicode_FromString(tl_cpu_isa());
+}
+
 static PyMethodDef module_methods[] = {
+    {"cpu_isa", py_cpu_isa, METH_NOARGS, "cpu_isa() -> the instruction set the CPU kernels use ('avx2', 'scalar')"},
     {"quantize", (PyCFunction)(void (*)(void))py_quantize, METH_VARARGS | METH_KEYWORDS,
      "quantize(array, dtype) -> uint8 array of shape array.shape[:-1] + (bytes_per_row,)"},
     {"dequantize", (PyCFunction)(void (*)(void))py_dequantize, METH_VARARGS | METH_KEYWORDS,
@@ -197,7 +205,8 @@ PyMODINIT_FUNC PyInit__C(void) {
     PyObject *m = PyModule_Create(&module_def);
     if (!m) return NULL;
     if (tlpy_tensorview_init_type(m) < 0 || tlpy_weightsfile_init_type(m) < 0 ||
-        tlpy_stringarray_init_type(m) < 0) {
+        tlpy_stringarray_init_type(m) < 0 || tlpy_tokenizer_init(m) < 0 || tlpy_pretokenize_init(m) < 0 ||
+        tlpy_sampler_init(m) < 0 || tlpy_model_init(m) < 0 || tlpy_generation_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

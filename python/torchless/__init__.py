@@ -9,12 +9,14 @@
 from . import _C, gguf, hub
 from collections.abc import Sequence as _Sequence
 
-from ._C import StringArray, TensorView
+from ._C import Sampler, StringArray, TensorView
 from .files import ModelFile, load
+from .model import Model
 from .quant import dequantize, dtype_info, dtypes, quantize
+from .tokenizer import Tokenizer
 
 _Sequence.register(StringArray)
 
 __version__ = "0.1.0"
 
-__all__ = ["gguf", "hub", "ModelFile", "StringArray", "TensorView", "load", "quantize", "dequantize", "dtype_info", "dtypes", "__version__"]
+__all__ = ["gguf", "hub", "Model", "ModelFile", "Sampler", "StringArray", "TensorView", "Tokenizer", "load", "quantize", "dequantize", "dtype_info", "dtypes", "__version__"]

@@ -298,3 +298,97 @@ def _setup_models(p: argparse.ArgumentParser) -> Handler:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+# --------------------------------------------------------------------------- run
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def _looks_like_model(arg: str) -> bool:
+    import os
+
+    return os.path.exists(arg) or hub._lookup(arg) is not None
+
+
+@command("run", help="generate text from a prompt (torchless [run] [MODEL] PROMPT [options])")
+def _setup_run(p: argparse.ArgumentParser) -> Handler:
+    p.add_argument("args", nargs="+", metavar="[MODEL] PROMPT",
+                   help=f"a model path or catalog name (default {DEFAULT_MODEL}), then the prompt")
+    p.add_argument("-n", "--max-new-tokens", type=int, default=256, help="tokens to generate at most (default 256)")
+    p.add_argument("--temp", "--temperature", dest="temperature", type=float, default=0.8,
+                   help="sampling temperature; 0 = greedy (default 0.8)")
+    p.add_argument("--top-k", type=int, default=40, help="keep the k most likely tokens; 0 = off (default 40)")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass in (0, 1] (default 0.95)")
+    p.add_argument("--min-p", type=float, default=0.05, help="drop tokens below min-p x the best (default 0.05)")
+    p.add_argument("--repeat-penalty", type=float, default=1.0, help="llama.cpp's repeat penalty; 1 = off")
+    p.add_argument("--presence-penalty", type=float, default=0.0)
+    p.add_argument("--frequency-penalty", type=float, default=0.0)
+    p.add_argument("--repeat-last-n", type=int, default=64, help="window of the penalties (default 64)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    p.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
+    p.add_argument("-c", "--ctx-size", type=int, default=0, help="context positions (default: the model's, up to 4096)")
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable); backslash escapes allowed")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--chat", dest="chat", action="store_true", default=None,
+                      help="render the prompt with the model's chat template (default when it has one)")
+    mode.add_argument("--raw", dest="chat", action="store_false", help="use the prompt as it is")
+
+    def run(args: argparse.Namespace) -> int:
+        import time
+
+        from .model import Model
+
+        if len(args.args) > 2:
+            raise CLIError("expected [MODEL] PROMPT; quote the prompt")
+        if len(args.args) == 2:
+            model_name, prompt = args.args
+        elif _looks_like_model(args.args[0]):
+            raise CLIError("no prompt given")
+        else:
+            model_name, prompt = DEFAULT_MODEL, args.args[0]
+        if not prompt:
+            raise CLIError("the prompt is empty")
+        stops = [s.encode("utf-8").decode("unicode_escape") for s in args.stop]
+        t0 = time.perf_counter()
+        model = Model(model_name, max_seq_len=args.ctx_size, n_threads=args.threads)
+        t_load = time.perf_counter() - t0
+        chat_mode = args.chat if args.chat is not None else model.chat_template is not None
+        text = model.apply_chat_template([{"role": "user", "content": prompt}]) if chat_mode else prompt
+        ids = model.encode_prompt(text)
+        budget = model.max_seq_len - len(ids)
+        if budget <= 0:
+            raise CLIError(f"the prompt has {len(ids)} tokens; the context holds {model.max_seq_len} (-c to enlarge)")
+        n_new = min(args.max_new_tokens, budget)
+        steps = model.steps(ids, max_new_tokens=n_new, temperature=args.temperature, top_k=args.top_k,
+                            top_p=args.top_p, min_p=args.min_p, repeat_penalty=args.repeat_penalty,
+                            presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
+                            penalty_last_n=args.repeat_last_n, seed=args.seed, stop=stops)
+        generated, t_first, t_start = 0, None, time.perf_counter()
+        interrupted = False
+        try:
+            for _, _, piece, _ in steps:
+                if t_first is None:
+                    t_first = time.perf_counter()
+                generated += 1
+                if piece:
+                    sys.stdout.write(piece)
+                    sys.stdout.flush()
+        except KeyboardInterrupt:
+            interrupted = True
+        t_end = time.perf_counter()
+        sys.stdout.write("\n")
+        prompt_s = (t_first or t_end) - t_start
+        gen_s = t_end - (t_first or t_end)
+        summary = (f"load {t_load * 1e3:.0f} ms | prompt {len(ids)} tokens, {len(ids) / prompt_s:.1f} tokens/s"
+                   if prompt_s > 0 else f"load {t_load * 1e3:.0f} ms | prompt {len(ids)} tokens")
+        if generated > 1 and gen_s > 0:
+            summary += f" | generation {generated} tokens, {(generated - 1) / gen_s:.1f} tokens/s"
+        else:
+            summary += f" | generation {generated} tokens"
+        if interrupted:
+            summary += " | interrupted"
+        print(summary, file=sys.stderr)
+        return 130 if interrupted else 0
+
+    return run

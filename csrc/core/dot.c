@@ -1,0 +1,140 @@
+#include "dot.h"
+
+#include "quants.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define TL_X86 1
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+AVX2 static inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* 8 signed bytes -> 8 floats */
+AVX2 static inline __m256 i8_to_ps(__m128i b) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)); }
+
+AVX2 static float dot_f32_avx2(const void *w, const float *x, int64_t n) {
+    const float *a = w;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(x + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(x + i + 8), acc1);
+    }
+    float s = hsum(_mm256_add_ps(acc0, acc1));
+    for (; i < n; i++) s += a[i] * x[i];
+    return s;
+}
+
+AVX2 static float dot_f16_avx2(const void *w, const float *x, int64_t n) {
+    const uint16_t *a = w;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i))), _mm256_loadu_ps(x + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i + 8))), _mm256_loadu_ps(x + i + 8),
+                               acc1);
+    }
+    float s = hsum(_mm256_add_ps(acc0, acc1));
+    for (; i < n; i++) s += _cvtsh_ss(a[i]) * x[i];
+    return s;
+}
+
+/* GGUF Q4_0: d * (q - 8); low nibbles are elements 0..15, high nibbles 16..31 */
+AVX2 static float dot_q4_0_avx2(const void *w, const float *x, int64_t n) {
+    const block_q4_0 *b = w;
+    const __m128i mask = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK4_0; i++, x += QK4_0) {
+        __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
+        __m128i lo = _mm_sub_epi8(_mm_and_si128(q, mask), eight);
+        __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), mask), eight);
+        __m256 v = _mm256_mul_ps(i8_to_ps(lo), _mm256_loadu_ps(x));
+        v = _mm256_fmadd_ps(i8_to_ps(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(x + 8), v);
+        v = _mm256_fmadd_ps(i8_to_ps(hi), _mm256_loadu_ps(x + 16), v);
+        v = _mm256_fmadd_ps(i8_to_ps(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(x + 24), v);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d)), v, acc);
+    }
+    return hsum(acc);
+}
+
+/* GGUF Q4_1: d * q + m  ->  d * sum(q x) + m * sum(x) */
+AVX2 static float dot_q4_1_avx2(const void *w, const float *x, int64_t n) {
+    const block_q4_1 *b = w;
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK4_1; i++, x += QK4_1) {
+        __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
+        __m128i lo = _mm_and_si128(q, mask), hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
+        __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8), x2 = _mm256_loadu_ps(x + 16),
+               x3 = _mm256_loadu_ps(x + 24);
+        __m256 v = _mm256_mul_ps(i8_to_ps(lo), x0);
+        v = _mm256_fmadd_ps(i8_to_ps(_mm_srli_si128(lo, 8)), x1, v);
+        v = _mm256_fmadd_ps(i8_to_ps(hi), x2, v);
+        v = _mm256_fmadd_ps(i8_to_ps(_mm_srli_si128(hi, 8)), x3, v);
+        __m256 sx = _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d)), v, acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].m)), sx, acc);
+    }
+    return hsum(acc);
+}
+
+/* GGUF Q8_0: d * q */
+AVX2 static float dot_q8_0_avx2(const void *w, const float *x, int64_t n) {
+    const block_q8_0 *b = w;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK8_0; i++, x += QK8_0) {
+        __m128i q0 = _mm_loadu_si128((const __m128i *)b[i].qs), q1 = _mm_loadu_si128((const __m128i *)(b[i].qs + 16));
+        __m256 v = _mm256_mul_ps(i8_to_ps(q0), _mm256_loadu_ps(x));
+        v = _mm256_fmadd_ps(i8_to_ps(_mm_srli_si128(q0, 8)), _mm256_loadu_ps(x + 8), v);
+        v = _mm256_fmadd_ps(i8_to_ps(q1), _mm256_loadu_ps(x + 16), v);
+        v = _mm256_fmadd_ps(i8_to_ps(_mm_srli_si128(q1, 8)), _mm256_loadu_ps(x + 24), v);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d)), v, acc);
+    }
+    return hsum(acc);
+}
+#endif
+
+static int use_simd = -1;
+
+static bool simd_enabled(void) {
+    if (use_simd < 0) {
+        const char *env = getenv("TORCHLESS_CPU");
+        bool forced_scalar = env && strcmp(env, "scalar") == 0;
+#ifdef TL_X86
+        __builtin_cpu_init();
+        use_simd = !forced_scalar && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                   __builtin_cpu_supports("f16c");
+#else
+        (void)forced_scalar;
+        use_simd = 0;
+#endif
+    }
+    return use_simd;
+}
+
+const char *tl_cpu_isa(void) { return simd_enabled() ? "avx2" : "scalar"; }
+
+tl_dot_fn tl_dot_kernel(tl_dtype t) {
+    if (!simd_enabled()) return NULL;
+#ifdef TL_X86
+    switch (t) {
+    case TL_F32: return dot_f32_avx2;
+    case TL_F16: return dot_f16_avx2;
+    case TL_Q4_0: return dot_q4_0_avx2;
+    case TL_Q4_1: return dot_q4_1_avx2;
+    case TL_Q8_0: return dot_q8_0_avx2;
+    default: return NULL;
+    }
+#else
+    (void)t;
+    return NULL;
+#endif
+}

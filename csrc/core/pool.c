@@ -1,0 +1,154 @@
+#include "pool.h"
+
+#include "status.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct tl_pool {
+    int n;
+    pthread_t *threads;
+    pthread_mutex_t mu;
+    pthread_cond_t start, done;
+    tl_pool_fn fn;
+    void *arg;
+    unsigned long generation; /* bumped for every run */
+    int pending;              /* workers still busy with this generation */
+    bool quit;
+};
+
+typedef struct {
+    tl_pool *pool;
+    int ith;
+} worker_arg;
+
+static void *worker(void *p) {
+    worker_arg wa = *(worker_arg *)p;
+    free(p);
+    tl_pool *pool = wa.pool;
+    unsigned long seen = 0;
+    pthread_mutex_lock(&pool->mu);
+    for (;;) {
+        while (!pool->quit && pool->generation == seen) pthread_cond_wait(&pool->start, &pool->mu);
+        if (pool->quit) break;
+        seen = pool->generation;
+        tl_pool_fn fn = pool->fn;
+        void *arg = pool->arg;
+        pthread_mutex_unlock(&pool->mu);
+        fn(arg, wa.ith, pool->n);
+        pthread_mutex_lock(&pool->mu);
+        if (--pool->pending == 0) pthread_cond_signal(&pool->done);
+    }
+    pthread_mutex_unlock(&pool->mu);
+    return NULL;
+}
+
+tl_status tl_pool_new(int n_threads, tl_pool **out) {
+    *out = NULL;
+    if (n_threads < 1 || n_threads > 1024)
+        return tl_set_error(TL_ERR_INVALID, "n_threads must be between 1 and 1024, got %d", n_threads);
+    tl_pool *p = calloc(1, sizeof *p);
+    if (!p) return tl_set_error(TL_ERR_NOMEM, "out of memory creating a thread pool");
+    p->n = n_threads;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->start, NULL);
+    pthread_cond_init(&p->done, NULL);
+    p->threads = calloc((size_t)n_threads, sizeof *p->threads);
+    if (!p->threads) {
+        tl_pool_free(p);
+        return tl_set_error(TL_ERR_NOMEM, "out of memory creating a thread pool");
+    }
+    /* workers inherit this mask: every signal blocked, so handlers run on the caller */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    tl_status st = TL_OK;
+    for (int i = 1; i < n_threads; i++) {
+        worker_arg *wa = malloc(sizeof *wa);
+        int e = wa ? 0 : -1;
+        if (wa) {
+            wa->pool = p;
+            wa->ith = i;
+            e = pthread_create(&p->threads[i], NULL, worker, wa);
+            if (e) free(wa);
+        }
+        if (e) {
+            st = tl_set_error(TL_ERR_NOMEM, "could not start worker thread %d: %s", i, e > 0 ? strerror(e) : "no memory");
+            p->n = i; /* threads [1, i) exist */
+            break;
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (st) {
+        tl_pool_free(p);
+        return st;
+    }
+    *out = p;
+    return TL_OK;
+}
+
+void tl_pool_free(tl_pool *p) {
+    if (!p) return;
+    if (p->threads) {
+        pthread_mutex_lock(&p->mu);
+        p->quit = true;
+        pthread_cond_broadcast(&p->start);
+        pthread_mutex_unlock(&p->mu);
+        for (int i = 1; i < p->n; i++) pthread_join(p->threads[i], NULL);
+        free(p->threads);
+    }
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->start);
+    pthread_cond_destroy(&p->done);
+    free(p);
+}
+
+int tl_pool_size(const tl_pool *p) { return p->n; }
+
+void tl_pool_run(tl_pool *p, tl_pool_fn fn, void *arg) {
+    if (p->n == 1) {
+        fn(arg, 0, 1);
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->fn = fn;
+    p->arg = arg;
+    p->pending = p->n - 1;
+    p->generation++;
+    pthread_cond_broadcast(&p->start);
+    pthread_mutex_unlock(&p->mu);
+    fn(arg, 0, p->n);
+    pthread_mutex_lock(&p->mu);
+    while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* Distinct (physical id, core id) pairs in /proc/cpuinfo; logical CPUs otherwise. */
+int tl_physical_cores(void) {
+    long logical = sysconf(_SC_NPROCESSORS_ONLN);
+    if (logical < 1) logical = 1;
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return (int)logical;
+    char line[256];
+    int phys = -1, cores = 0;
+    int seen[1024][2];
+    while (fgets(line, sizeof line, f)) {
+        int v;
+        if (sscanf(line, "physical id : %d", &v) == 1) phys = v;
+        else if (sscanf(line, "core id : %d", &v) == 1) {
+            bool dup = false;
+            for (int i = 0; i < cores; i++) dup |= seen[i][0] == phys && seen[i][1] == v;
+            if (!dup && cores < 1024) {
+                seen[cores][0] = phys;
+                seen[cores][1] = v;
+                cores++;
+            }
+        }
+    }
+    fclose(f);
+    return cores > 0 && cores <= logical ? cores : (int)logical;
+}

@@ -1,0 +1,129 @@
+/* Contexts: the KV cache of up to max_batch_size sequences, the RoPE frequencies,
+ * activation buffers and the thread pool. */
+#include "model.h"
+
+#include "core/fp16.h"
+#include "core/matmul.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef TL_HAVE_OPENBLAS
+#include <cblas.h>
+void openblas_set_num_threads(int);
+#endif
+
+tl_context_params tl_context_default_params(void) {
+    return (tl_context_params){.max_seq_len = 0, .max_batch_size = 1, .n_threads = 0, .kv_dtype = TL_F16};
+}
+
+/* Inverse frequencies of the rotated pairs (RoPE paper: theta^(-2i/d)), with the
+ * model's frequency scaling applied. */
+static void rope_frequencies(const tl_model *m, float *inv_freq) {
+    const tl_model_config *c = &m->config;
+    const int half = c->rope_dim / 2;
+    for (int i = 0; i < half; i++) {
+        double f = pow((double)c->rope_theta, -2.0 * i / c->rope_dim);
+        if (m->rope_freqs) f /= m->rope_freqs[i]; /* llama.cpp stores LLaMA-3 scaling as divisors */
+        switch (c->rope_scaling) {
+        case TL_ROPE_SCALING_LINEAR: f /= c->rope_factor; break;
+        case TL_ROPE_SCALING_LLAMA3: {
+            /* Meta's llama3 apply_scaling: long wavelengths slowed by the factor, short kept,
+             * a smooth blend in between */
+            const double low_wl = c->rope_orig_ctx / c->rope_low_freq_factor;
+            const double high_wl = c->rope_orig_ctx / c->rope_high_freq_factor;
+            const double wl = 2 * M_PI / f;
+            if (wl > low_wl) {
+                f /= c->rope_factor;
+            } else if (wl >= high_wl) {
+                double smooth = (c->rope_orig_ctx / wl - c->rope_low_freq_factor) /
+                                (c->rope_high_freq_factor - c->rope_low_freq_factor);
+                f = (1 - smooth) * f / c->rope_factor + smooth * f;
+            }
+            break;
+        }
+        default: break;
+        }
+        inv_freq[i] = (float)f;
+    }
+}
+
+tl_status tl_context_new(const tl_model *m, const tl_context_params *p, tl_context **out) {
+    *out = NULL;
+    tl_context_params d = tl_context_default_params();
+    if (!p) p = &d;
+    const tl_model_config *c = &m->config;
+    int32_t seq = p->max_seq_len ? p->max_seq_len : (c->max_seq_len < 4096 ? c->max_seq_len : 4096);
+    int32_t batch = p->max_batch_size ? p->max_batch_size : 1;
+    int32_t threads = p->n_threads ? p->n_threads : tl_physical_cores();
+    tl_dtype kv = p->kv_dtype == TL_F32 ? TL_F32 : TL_F16;
+    if (seq < 1 || seq > (1 << 20))
+        return tl_set_error(TL_ERR_INVALID, "max_seq_len must be between 1 and %d, got %d", 1 << 20, seq);
+    if (batch < 1 || batch > 1024)
+        return tl_set_error(TL_ERR_INVALID, "max_batch_size must be between 1 and 1024, got %d", batch);
+    if (p->kv_dtype != TL_F16 && p->kv_dtype != TL_F32)
+        return tl_set_error(TL_ERR_INVALID, "kv cache dtype must be f16 or f32");
+    tl_context *x = calloc(1, sizeof *x);
+    if (!x) return tl_set_error(TL_ERR_NOMEM, "context: out of memory");
+    x->model = m;
+    x->max_seq_len = seq;
+    x->max_batch_size = batch;
+    x->kv_dtype = kv;
+    tl_status s = tl_pool_new(threads, &x->pool);
+    if (s) {
+        free(x);
+        return s;
+    }
+    size_t kv_dim = (size_t)c->n_kv_heads * c->head_dim, cells;
+    size_t esize = tl_dtype_type_size(kv);
+    bool overflow = tl_mul_overflows((size_t)c->n_layers * batch, (size_t)seq, &cells) ||
+                    tl_mul_overflows(cells, kv_dim * esize, &cells);
+    /* calloc: pages are only touched as positions are filled */
+    x->k_cache = overflow ? NULL : calloc(1, cells);
+    x->v_cache = overflow ? NULL : calloc(1, cells);
+    x->seq_len = calloc((size_t)batch, sizeof *x->seq_len);
+    x->inv_freq = malloc((size_t)(c->rope_dim / 2 + 1) * sizeof(float));
+    if (!x->k_cache || !x->v_cache || !x->seq_len || !x->inv_freq) {
+        tl_context_free(x);
+        return tl_set_error(TL_ERR_NOMEM, "context: out of memory for a KV cache of %d sequences x %d positions",
+                            batch, seq);
+    }
+    rope_frequencies(m, x->inv_freq);
+#ifdef TL_HAVE_OPENBLAS
+    openblas_set_num_threads(1); /* our pool owns the threads (CONVENTIONS.md) */
+#endif
+    (void)tl_f16_table();
+    *out = x;
+    return TL_OK;
+}
+
+void tl_context_free(tl_context *x) {
+    if (!x) return;
+    tl_pool_free(x->pool);
+    free(x->k_cache);
+    free(x->v_cache);
+    free(x->seq_len);
+    free(x->inv_freq);
+    free(x->x);
+    free(x);
+}
+
+int32_t tl_context_max_seq_len(const tl_context *x) { return x->max_seq_len; }
+int32_t tl_context_max_batch_size(const tl_context *x) { return x->max_batch_size; }
+
+void tl_context_clear(tl_context *x, int32_t seq) {
+    for (int32_t s = 0; s < x->max_batch_size; s++)
+        if (seq < 0 || s == seq) x->seq_len[s] = 0;
+}
+
+int32_t tl_context_seq_len(const tl_context *x, int32_t seq) {
+    return seq >= 0 && seq < x->max_batch_size ? x->seq_len[seq] : -1;
+}
+
+void tl_context_cancel(tl_context *x) { x->cancel = 1; }
+
+void tl_context_set_abort_callback(tl_context *x, bool (*should_abort)(void *user), void *user) {
+    x->should_abort = should_abort;
+    x->abort_user = user;
+}

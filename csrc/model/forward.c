@@ -1,0 +1,279 @@
+/* The decoder forward pass, written once for every architecture; the config's
+ * traits (bias, qk-norm, rope style and scaling, tied head) switch its parts.
+ * One call runs a batch of (token, position, sequence): a prefill, a decode of
+ * several sequences, or both mixed. */
+#include "model.h"
+
+#include "core/fp16.h"
+#include "core/matmul.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- small kernels ---- */
+
+/* out = x / sqrt(mean(x^2) + eps) * w  (RMSNorm, Zhang & Sennrich 2019) */
+static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
+    double ss = 0;
+    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    const float scale = (float)(1.0 / sqrt(ss / n + eps));
+    for (int64_t i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
+}
+
+/* Rotate the first rope_dim dims of one head by the angles in cs (cos, sin pairs).
+ * NORM: pairs (x[2i], x[2i+1]); NEOX: pairs (x[i], x[i + d/2]). */
+static void rope(float *h, const float *cs, int rope_dim, tl_rope_style style) {
+    const int half = rope_dim / 2;
+    for (int i = 0; i < half; i++) {
+        const float c = cs[2 * i], s = cs[2 * i + 1];
+        const int a = style == TL_ROPE_NEOX ? i : 2 * i, b = style == TL_ROPE_NEOX ? i + half : 2 * i + 1;
+        const float x0 = h[a], x1 = h[b];
+        h[a] = x0 * c - x1 * s;
+        h[b] = x0 * s + x1 * c;
+    }
+}
+
+static inline float silu(float x) { return x / (1.0f + expf(-x)); }
+
+/* ---- buffers ---- */
+
+static tl_status reserve(tl_context *x, int32_t n) {
+    if (n <= x->cap_tokens) return TL_OK;
+    const tl_model_config *c = &x->model->config;
+    const size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+    size_t wide = (size_t)c->dim;
+    if (q_dim > wide) wide = q_dim;
+    size_t max_k = wide > (size_t)c->hidden_dim ? wide : (size_t)c->hidden_dim;
+    const int nth = tl_pool_size(x->pool);
+    x->scratch_floats = tl_matmul_scratch_floats((int64_t)max_k, nth);
+    x->scores_floats = (size_t)nth * (size_t)x->max_seq_len;
+    size_t per_token = (size_t)c->dim + wide + q_dim + 2 * kv_dim + q_dim + 2 * (size_t)c->hidden_dim + (size_t)c->rope_dim;
+    size_t total = per_token * (size_t)n + x->scratch_floats + x->scores_floats;
+    float *buf = aligned_alloc(64, ((total * sizeof(float)) + 63) & ~(size_t)63);
+    if (!buf) return tl_set_error(TL_ERR_NOMEM, "forward: out of memory for a batch of %d tokens", n);
+    free(x->x);
+    x->x = buf;
+    x->xb = x->x + (size_t)n * c->dim;
+    x->q = x->xb + (size_t)n * wide;
+    x->k = x->q + (size_t)n * q_dim;
+    x->v = x->k + (size_t)n * kv_dim;
+    x->att_out = x->v + (size_t)n * kv_dim;
+    x->hb = x->att_out + (size_t)n * q_dim;
+    x->hb2 = x->hb + (size_t)n * c->hidden_dim;
+    x->rope_cs = x->hb2 + (size_t)n * c->hidden_dim;
+    x->scratch = x->rope_cs + (size_t)n * c->rope_dim;
+    x->scores = x->scratch + x->scratch_floats;
+    x->cap_tokens = n;
+    return TL_OK;
+}
+
+/* ---- KV cache ---- */
+
+static size_t cache_index(const tl_context *x, int layer, int32_t seq, int32_t pos) {
+    const tl_model_config *c = &x->model->config;
+    size_t kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+    return (((size_t)layer * x->max_batch_size + (size_t)seq) * x->max_seq_len + (size_t)pos) * kv_dim;
+}
+
+static void cache_store(tl_context *x, void *cache, size_t at, const float *src, size_t n) {
+    if (x->kv_dtype == TL_F32) {
+        memcpy((float *)cache + at, src, n * sizeof(float));
+    } else {
+        uint16_t *d = (uint16_t *)cache + at;
+        for (size_t i = 0; i < n; i++) d[i] = tl_f32_to_f16(src[i]);
+    }
+}
+
+/* ---- attention: every (token, head) pair over its sequence's cached positions ---- */
+
+typedef struct {
+    tl_context *x;
+    const tl_batch *b;
+    int layer;
+} attn_job;
+
+static void attention_worker(void *p, int ith, int nth) {
+    const attn_job *j = p;
+    tl_context *x = j->x;
+    const tl_model_config *c = &x->model->config;
+    const int hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
+    const size_t q_dim = (size_t)c->n_heads * hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const float *f16 = tl_f16_table();
+    float *scores = x->scores + (size_t)ith * x->max_seq_len;
+    int64_t w0, w1;
+    tl_split((int64_t)j->b->n_tokens * c->n_heads, ith, nth, &w0, &w1);
+    for (int64_t w = w0; w < w1; w++) {
+        const int i = (int)(w / c->n_heads), h = (int)(w % c->n_heads), kvh = h / group;
+        const int32_t pos = j->b->pos[i], seq = j->b->seq[i];
+        const float *q = x->q + (size_t)i * q_dim + (size_t)h * hd;
+        float *out = x->att_out + (size_t)i * q_dim + (size_t)h * hd;
+        const size_t base = cache_index(x, j->layer, seq, 0) + (size_t)kvh * hd;
+        const size_t stride = (size_t)c->n_kv_heads * hd;
+        /* scores = q . k_t / sqrt(head_dim) for t = 0..pos (causal), then softmax */
+        float max = -INFINITY;
+        for (int32_t t = 0; t <= pos; t++) {
+            float s = 0;
+            if (x->kv_dtype == TL_F32) {
+                s = tl_dot_f32(q, (const float *)x->k_cache + base + t * stride, hd);
+            } else {
+                const uint16_t *k = (const uint16_t *)x->k_cache + base + t * stride;
+                float acc[8] = {0};
+                int d = 0;
+                for (; d + 8 <= hd; d += 8)
+                    for (int l = 0; l < 8; l++) acc[l] += q[d + l] * f16[k[d + l]];
+                s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+                for (; d < hd; d++) s += q[d] * f16[k[d]];
+            }
+            s *= scale;
+            scores[t] = s;
+            if (s > max) max = s;
+        }
+        double sum = 0;
+        for (int32_t t = 0; t <= pos; t++) {
+            scores[t] = expf(scores[t] - max);
+            sum += scores[t];
+        }
+        const float inv = (float)(1.0 / sum);
+        /* out = sum_t softmax_t v_t */
+        memset(out, 0, (size_t)hd * sizeof(float));
+        for (int32_t t = 0; t <= pos; t++) {
+            const float a = scores[t] * inv;
+            if (x->kv_dtype == TL_F32) {
+                const float *v = (const float *)x->v_cache + base + t * stride;
+                for (int d = 0; d < hd; d++) out[d] += a * v[d];
+            } else {
+                const uint16_t *v = (const uint16_t *)x->v_cache + base + t * stride;
+                for (int d = 0; d < hd; d++) out[d] += a * f16[v[d]];
+            }
+        }
+    }
+}
+
+/* ---- the batch: checked before anything changes ---- */
+
+static tl_status check_batch(const tl_context *x, const tl_batch *b, int32_t *new_len) {
+    const tl_model_config *c = &x->model->config;
+    if (!b || b->n_tokens < 1 || !b->tokens || !b->pos || !b->seq)
+        return tl_set_error(TL_ERR_INVALID, "forward: the batch needs at least one token with its position and sequence");
+    for (int32_t s = 0; s < x->max_batch_size; s++) new_len[s] = -1;
+    for (int32_t i = 0; i < b->n_tokens; i++) {
+        const int32_t t = b->tokens[i], p = b->pos[i], s = b->seq[i];
+        if (t < 0 || t >= c->n_vocab)
+            return tl_set_error(TL_ERR_INVALID, "forward: token id %d at index %d is out of range [0, %d)", t, i, c->n_vocab);
+        if (s < 0 || s >= x->max_batch_size)
+            return tl_set_error(TL_ERR_INVALID, "forward: sequence %d at index %d is out of range [0, %d) (max_batch_size)",
+                                s, i, x->max_batch_size);
+        if (p < 0 || p >= x->max_seq_len)
+            return tl_set_error(TL_ERR_INVALID, "forward: position %d of sequence %d is beyond the context (max_seq_len %d)",
+                                p, s, x->max_seq_len);
+        /* a sequence continues its cache (or rewinds to an earlier position), then counts up */
+        int32_t expect = new_len[s] < 0 ? x->seq_len[s] : new_len[s];
+        if (new_len[s] < 0 ? p > expect : p != expect)
+            return tl_set_error(TL_ERR_INVALID, "forward: position %d of sequence %d does not continue it (next position is %d)",
+                                p, s, expect);
+        new_len[s] = p + 1;
+    }
+    return TL_OK;
+}
+
+static void add_bias(float *y, const float *bias, int64_t n, int64_t m) {
+    if (!bias) return;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < m; j++) y[i * m + j] += bias[j];
+}
+
+tl_status tl_forward(tl_context *x, const tl_batch *b, float *logits_out) {
+    x->cancel = 0;
+    const tl_model *m = x->model;
+    const tl_model_config *c = &m->config;
+    int32_t *new_len = malloc((size_t)x->max_batch_size * sizeof *new_len);
+    if (!new_len) return tl_set_error(TL_ERR_NOMEM, "forward: out of memory");
+    tl_status s = check_batch(x, b, new_len);
+    if (!s && !logits_out) s = tl_set_error(TL_ERR_INVALID, "forward: no logits buffer");
+    if (!s) s = reserve(x, b->n_tokens);
+    if (s) {
+        free(new_len);
+        return s;
+    }
+    const int32_t n = b->n_tokens;
+    const int64_t dim = c->dim, hd = c->head_dim, q_dim = (int64_t)c->n_heads * hd, kv_dim = (int64_t)c->n_kv_heads * hd;
+    const int64_t hidden = c->hidden_dim;
+
+    /* token embeddings */
+    const size_t emb_row = tl_dtype_row_size(m->tok_embd->dtype, dim);
+    for (int32_t i = 0; i < n; i++)
+        tl_dequantize(m->tok_embd->dtype, (const uint8_t *)m->tok_embd->data + (size_t)b->tokens[i] * emb_row,
+                      x->x + (size_t)i * dim, dim);
+
+    /* RoPE angles for each token's position: pos * inv_freq, in double */
+    for (int32_t i = 0; i < n; i++)
+        for (int k = 0; k < c->rope_dim / 2; k++) {
+            double a = (double)b->pos[i] * x->inv_freq[k];
+            x->rope_cs[(size_t)i * c->rope_dim + 2 * k] = (float)cos(a);
+            x->rope_cs[(size_t)i * c->rope_dim + 2 * k + 1] = (float)sin(a);
+        }
+
+    for (int l = 0; l < c->n_layers; l++) {
+        const tl_layer_weights *L = &m->layers[l];
+        /* attention block: qkv projections of the normalised input */
+        for (int32_t i = 0; i < n; i++) rmsnorm(x->xb + i * dim, x->x + i * dim, L->attn_norm, dim, c->norm_eps);
+        tl_matmul(x->pool, L->wq, x->xb, n, x->q, x->scratch);
+        tl_matmul(x->pool, L->wk, x->xb, n, x->k, x->scratch);
+        tl_matmul(x->pool, L->wv, x->xb, n, x->v, x->scratch);
+        add_bias(x->q, L->bq, n, q_dim);
+        add_bias(x->k, L->bk, n, kv_dim);
+        add_bias(x->v, L->bv, n, kv_dim);
+        for (int32_t i = 0; i < n; i++) {
+            const float *cs = x->rope_cs + (size_t)i * c->rope_dim;
+            for (int h = 0; h < c->n_heads; h++) {
+                float *qh = x->q + i * q_dim + h * hd;
+                if (L->q_norm) rmsnorm(qh, qh, L->q_norm, hd, c->norm_eps); /* qwen3: per-head norm before RoPE */
+                rope(qh, cs, c->rope_dim, c->rope_style);
+            }
+            for (int h = 0; h < c->n_kv_heads; h++) {
+                float *kh = x->k + i * kv_dim + h * hd;
+                if (L->k_norm) rmsnorm(kh, kh, L->k_norm, hd, c->norm_eps);
+                rope(kh, cs, c->rope_dim, c->rope_style);
+            }
+            /* this position's key and value into the cache, before anyone attends */
+            size_t at = cache_index(x, l, b->seq[i], b->pos[i]);
+            cache_store(x, x->k_cache, at, x->k + i * kv_dim, (size_t)kv_dim);
+            cache_store(x, x->v_cache, at, x->v + i * kv_dim, (size_t)kv_dim);
+        }
+        attn_job aj = {x, b, l};
+        tl_pool_run(x->pool, attention_worker, &aj);
+        /* output projection, residual */
+        tl_matmul(x->pool, L->wo, x->att_out, n, x->xb, x->scratch);
+        for (int64_t i = 0; i < n * dim; i++) x->x[i] += x->xb[i];
+
+        /* feed-forward block: SwiGLU, w_down(silu(w_gate x) * w_up x) */
+        for (int32_t i = 0; i < n; i++) rmsnorm(x->xb + i * dim, x->x + i * dim, L->ffn_norm, dim, c->norm_eps);
+        tl_matmul(x->pool, L->w_gate, x->xb, n, x->hb, x->scratch);
+        tl_matmul(x->pool, L->w_up, x->xb, n, x->hb2, x->scratch);
+        for (int64_t i = 0; i < n * hidden; i++) x->hb[i] = silu(x->hb[i]) * x->hb2[i];
+        tl_matmul(x->pool, L->w_down, x->hb, n, x->xb, x->scratch);
+        for (int64_t i = 0; i < n * dim; i++) x->x[i] += x->xb[i];
+
+        if (x->cancel || (x->should_abort && x->should_abort(x->abort_user))) {
+            /* the cache holds this layer's entries but not the later ones': drop the batch */
+            free(new_len);
+            return tl_set_error(TL_ERR_CANCELLED, "forward: cancelled");
+        }
+    }
+
+    /* the positions now in the cache */
+    for (int32_t s2 = 0; s2 < x->max_batch_size; s2++)
+        if (new_len[s2] >= 0) x->seq_len[s2] = new_len[s2];
+    free(new_len);
+
+    /* final norm and output head for the rows asked for, packed */
+    int32_t rows = 0;
+    for (int32_t i = 0; i < n; i++) {
+        bool want = b->want_logits ? b->want_logits[i] != 0 : i == n - 1;
+        if (want) rmsnorm(x->xb + (size_t)rows++ * dim, x->x + (size_t)i * dim, m->output_norm, dim, c->norm_eps);
+    }
+    if (rows) tl_matmul(x->pool, m->output, x->xb, rows, logits_out, x->scratch);
+    return TL_OK;
+}

@@ -1,0 +1,132 @@
+/* Loading a model: config from metadata, the tokenizer, and a view of every weight
+ * with its shape checked against the config. */
+#include "model.h"
+
+#include "core/dtype.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct binder {
+    tl_model *m;
+    const char *path;
+} binder;
+
+/* The tensor `name`, which must have dims ne0 (x ne1); NULL + error when absent and required. */
+static tl_status get(binder *b, const char *name, int64_t ne0, int64_t ne1, bool required, const tl_tensor **out) {
+    *out = NULL;
+    const tl_named_tensor *nt = tl_weights_find_tensor(b->m->weights, name);
+    if (!nt) {
+        if (!required) return TL_OK;
+        return tl_set_error(TL_ERR_FORMAT, "model: %s: tensor '%s' is missing", b->path, name);
+    }
+    const tl_tensor *t = &nt->tensor;
+    int want_dims = ne1 > 0 ? 2 : 1;
+    int64_t n1 = t->n_dims > 1 ? t->ne[1] : 1;
+    bool ok = t->ne[0] == ne0 && (ne1 > 0 ? n1 == ne1 : n1 == 1);
+    for (int i = 2; i < t->n_dims; i++) ok &= t->ne[i] == 1;
+    if (!ok)
+        return tl_set_error(TL_ERR_FORMAT, "model: %s: tensor '%s' has shape [%lld, %lld], expected [%lld, %lld] (GGML order)",
+                            b->path, name, (long long)t->ne[0], (long long)n1, (long long)ne0,
+                            (long long)(want_dims == 2 ? ne1 : 1));
+    if (!tl_dtype_traits_of(t->dtype)->to_float)
+        return tl_set_error(TL_ERR_UNSUPPORTED, "model: %s: tensor '%s' has dtype %s, which cannot be computed with",
+                            b->path, name, tl_dtype_name(t->dtype));
+    *out = t;
+    return TL_OK;
+}
+
+/* A vector tensor converted to float32 in the model's arena. */
+static tl_status get_vec(binder *b, const char *name, int64_t n, bool required, const float **out) {
+    const tl_tensor *t;
+    *out = NULL;
+    tl_status s = get(b, name, n, 0, required, &t);
+    if (s || !t) return s;
+    float *v = tl_arena_alloc_array(&b->m->arena, (size_t)n, sizeof(float), 64);
+    if (!v) return tl_set_error(TL_ERR_NOMEM, "model: out of memory");
+    if ((s = tl_dequantize(t->dtype, t->data, v, n))) return s;
+    *out = v;
+    return TL_OK;
+}
+
+static tl_status bind(binder *b) {
+    tl_model *m = b->m;
+    tl_model_config *c = &m->config;
+    tl_status s;
+    const tl_named_tensor *emb = tl_weights_find_tensor(m->weights, "token_embd.weight");
+    if (!emb) return tl_set_error(TL_ERR_FORMAT, "model: %s: tensor 'token_embd.weight' is missing", b->path);
+    c->n_vocab = (int32_t)(emb->tensor.n_dims > 1 ? emb->tensor.ne[1] : 0);
+    if (c->n_vocab <= 0) return tl_set_error(TL_ERR_FORMAT, "model: %s: token_embd.weight has no rows", b->path);
+    if ((s = get(b, "token_embd.weight", c->dim, c->n_vocab, true, &m->tok_embd))) return s;
+    if ((s = get_vec(b, "output_norm.weight", c->dim, true, &m->output_norm))) return s;
+    if ((s = get(b, "output.weight", c->dim, c->n_vocab, false, &m->output))) return s;
+    c->tied_embeddings = m->output == NULL;
+    if (!m->output) m->output = m->tok_embd;
+    if ((s = get_vec(b, "rope_freqs.weight", c->rope_dim / 2, false, &m->rope_freqs))) return s;
+
+    const int64_t q_dim = (int64_t)c->n_heads * c->head_dim, kv_dim = (int64_t)c->n_kv_heads * c->head_dim;
+    m->layers = tl_arena_alloc_array(&m->arena, (size_t)c->n_layers, sizeof *m->layers, 64);
+    if (!m->layers) return tl_set_error(TL_ERR_NOMEM, "model: out of memory");
+    char name[96];
+#define T(field, fmt, ne0, ne1)                                          \
+    snprintf(name, sizeof name, "blk.%d." fmt, l);                       \
+    if ((s = get(b, name, ne0, ne1, true, &L->field))) return s;
+#define V(field, fmt, n, required)                                       \
+    snprintf(name, sizeof name, "blk.%d." fmt, l);                       \
+    if ((s = get_vec(b, name, n, required, &L->field))) return s;
+    for (int l = 0; l < c->n_layers; l++) {
+        tl_layer_weights *L = &m->layers[l];
+        V(attn_norm, "attn_norm.weight", c->dim, true);
+        T(wq, "attn_q.weight", c->dim, q_dim);
+        T(wk, "attn_k.weight", c->dim, kv_dim);
+        T(wv, "attn_v.weight", c->dim, kv_dim);
+        T(wo, "attn_output.weight", q_dim, c->dim);
+        V(bq, "attn_q.bias", q_dim, c->qkv_bias);
+        V(bk, "attn_k.bias", kv_dim, c->qkv_bias);
+        V(bv, "attn_v.bias", kv_dim, c->qkv_bias);
+        V(q_norm, "attn_q_norm.weight", c->head_dim, c->qk_norm);
+        V(k_norm, "attn_k_norm.weight", c->head_dim, c->qk_norm);
+        V(ffn_norm, "ffn_norm.weight", c->dim, true);
+        T(w_gate, "ffn_gate.weight", c->dim, c->hidden_dim);
+        T(w_up, "ffn_up.weight", c->dim, c->hidden_dim);
+        T(w_down, "ffn_down.weight", c->hidden_dim, c->dim);
+    }
+#undef T
+#undef V
+    return TL_OK;
+}
+
+tl_status tl_model_load(const char *path, tl_model **out) {
+    *out = NULL;
+    tl_model *m = calloc(1, sizeof *m);
+    if (!m) return tl_set_error(TL_ERR_NOMEM, "model: out of memory");
+    tl_status s = tl_weights_open(path, &m->weights);
+    if (!s && tl_weights_format(m->weights) != TL_FORMAT_GGUF)
+        s = tl_set_error(TL_ERR_UNSUPPORTED, "model: %s: only GGUF models can be run so far", path);
+    if (!s) s = tl_model_config_from_weights(m->weights, &m->config);
+    binder b = {m, path};
+    if (!s) s = bind(&b);
+    if (!s) s = tl_tokenizer_from_weights(m->weights, &m->tokenizer);
+    if (!s && tl_tokenizer_n_vocab(m->tokenizer) > m->config.n_vocab)
+        s = tl_set_error(TL_ERR_FORMAT, "model: %s: the tokenizer has %d tokens but the embedding only %d rows", path,
+                         tl_tokenizer_n_vocab(m->tokenizer), m->config.n_vocab);
+    if (s) {
+        tl_model_free(m);
+        return s;
+    }
+    *out = m;
+    return TL_OK;
+}
+
+void tl_model_free(tl_model *m) {
+    if (!m) return;
+    tl_tokenizer_free(m->tokenizer);
+    tl_weights_free(m->weights);
+    tl_arena_free_all(&m->arena);
+    free(m);
+}
+
+const tl_model_config *tl_model_get_config(const tl_model *m) { return &m->config; }
+const tl_tokenizer *tl_model_get_tokenizer(const tl_model *m) { return m->tokenizer; }
+const tl_weights *tl_model_get_weights(const tl_model *m) { return m->weights; }

@@ -1,0 +1,54 @@
+/* Model internals: the config, the per-layer weight views, the context. */
+#ifndef TL_MODEL_H
+#define TL_MODEL_H
+
+#include "core/arena.h"
+#include "core/pool.h"
+#include "core/status.h"
+#include "torchless.h"
+
+/* Matrices are used where they lie (any dtype); vectors (norms, biases) are small and
+ * converted to float32 once at load. */
+typedef struct tl_layer_weights {
+    const float *attn_norm;
+    const tl_tensor *wq, *wk, *wv, *wo;
+    const float *bq, *bk, *bv;        /* qwen2; NULL otherwise */
+    const float *q_norm, *k_norm;     /* qwen3 per-head RMSNorm; NULL otherwise */
+    const float *ffn_norm;
+    const tl_tensor *w_gate, *w_up, *w_down;
+} tl_layer_weights;
+
+struct tl_model {
+    tl_model_config config;
+    tl_weights *weights;
+    tl_tokenizer *tokenizer;
+    const tl_tensor *tok_embd;
+    const float *output_norm;
+    const tl_tensor *output;     /* = tok_embd when tied */
+    const float *rope_freqs;     /* rope_dim / 2 frequency divisors (llama.cpp's LLaMA-3 scaling), or NULL */
+    tl_layer_weights *layers;
+    tl_arena arena;              /* layers and the float32 vectors */
+};
+
+/* Reads config + traits from GGUF metadata and checks them. */
+tl_status tl_model_config_from_weights(const tl_weights *w, tl_model_config *c);
+
+struct tl_context {
+    const tl_model *model;
+    int32_t max_seq_len, max_batch_size;
+    tl_dtype kv_dtype;
+    tl_pool *pool;
+    void *k_cache, *v_cache; /* [layer][seq][pos][n_kv_heads * head_dim] */
+    int32_t *seq_len;        /* per sequence */
+    float *inv_freq;         /* rope_dim / 2 inverse frequencies */
+    volatile int cancel;     /* set by tl_context_cancel */
+    bool (*should_abort)(void *user);
+    void *abort_user;
+    bool busy;               /* a call is running: a second concurrent one is refused */
+    /* activations, grown to the largest batch seen */
+    int32_t cap_tokens;
+    float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *rope_cs, *scores, *scratch;
+    size_t scratch_floats, scores_floats;
+};
+
+#endif

@@ -1,0 +1,402 @@
+/* Model: the thin engine object. A loaded model plus one context (KV cache for
+ * max_batch_size sequences, thread pool); forward() returns logits as NumPy arrays
+ * written once, straight into the returned array's memory. The reference-style
+ * Llama/Transformer API (issue 4) is built on top of it. */
+#include "common.h"
+
+#include <string.h>
+
+typedef struct {
+    PyObject_HEAD
+    tl_model *model;
+    tl_context *ctx;
+    PyThread_type_lock lock; /* one call at a time */
+    PyObject *path;
+} Model;
+
+PyTypeObject *Model_Type;
+
+static PyObject *Model_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"path", "max_seq_len", "max_batch_size", "n_threads", "kv_dtype", NULL};
+    PyObject *path = NULL, *threads_obj = Py_None;
+    int max_seq_len = 0, max_batch_size = 1;
+    const char *kv = "f16";
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&|iiOs:Model", kwlist, PyUnicode_FSDecoder, &path, &max_seq_len,
+                                     &max_batch_size, &threads_obj, &kv))
+        return NULL;
+    tl_context_params p = tl_context_default_params();
+    p.max_seq_len = max_seq_len;
+    p.max_batch_size = max_batch_size;
+    if (threads_obj != Py_None) {
+        long t = PyLong_AsLong(threads_obj);
+        if (t == -1 && PyErr_Occurred()) goto fail;
+        if (t < 1 || t > 1024) {
+            PyErr_Format(PyExc_ValueError, "n_threads must be between 1 and 1024 (or None for the physical cores), got %ld", t);
+            goto fail;
+        }
+        p.n_threads = (int32_t)t;
+    }
+    if (max_seq_len < 0) {
+        PyErr_Format(PyExc_ValueError, "max_seq_len must be positive (or 0 for the model's), got %d", max_seq_len);
+        goto fail;
+    }
+    if (max_batch_size < 1) {
+        PyErr_Format(PyExc_ValueError, "max_batch_size must be at least 1, got %d", max_batch_size);
+        goto fail;
+    }
+    if (strcmp(kv, "f16") == 0) p.kv_dtype = TL_F16;
+    else if (strcmp(kv, "f32") == 0) p.kv_dtype = TL_F32;
+    else {
+        PyErr_Format(PyExc_ValueError, "kv_dtype must be 'f16' or 'f32', got '%s'", kv);
+        goto fail;
+    }
+    PyObject *bytes = PyUnicode_EncodeFSDefault(path);
+    if (!bytes) goto fail;
+    tl_model *m = NULL;
+    tl_context *c = NULL;
+    tl_status s;
+    Py_BEGIN_ALLOW_THREADS
+    s = tl_model_load(PyBytes_AS_STRING(bytes), &m);
+    if (!s) s = tl_context_new(m, &p, &c);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(bytes);
+    if (s) {
+        tl_model_free(m);
+        tlpy_raise(s);
+        goto fail;
+    }
+    Model *self = (Model *)tp->tp_alloc(tp, 0);
+    if (!self) {
+        tl_context_free(c);
+        tl_model_free(m);
+        goto fail;
+    }
+    self->model = m;
+    self->ctx = c;
+    self->path = path;
+    self->lock = PyThread_allocate_lock();
+    if (!self->lock) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)self;
+fail:
+    Py_XDECREF(path);
+    return NULL;
+}
+
+static void Model_dealloc(Model *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    tl_context_free(self->ctx);
+    tl_model_free(self->model);
+    if (self->lock) PyThread_free_lock(self->lock);
+    Py_XDECREF(self->path);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static int acquire(Model *self) {
+    if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {
+        PyErr_SetString(PyExc_RuntimeError, "this Model is in use by another thread (a context serves one thread at a time)");
+        return -1;
+    }
+    return 0;
+}
+
+/* An int32 1-D array from a sequence of ints; NULL + exception otherwise. */
+static PyArrayObject *int_array(PyObject *o, const char *what) {
+    PyArrayObject *a = (PyArrayObject *)PyArray_FROMANY(o, NPY_INT64, 1, 1, NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
+    if (!a) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError) || PyErr_ExceptionMatches(PyExc_ValueError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "%s must be a 1-D sequence of ints", what);
+        }
+        return NULL;
+    }
+    if (PyArray_TYPE(a) != NPY_INT64) {
+        Py_DECREF(a);
+        PyErr_Format(PyExc_TypeError, "%s must be a 1-D sequence of ints", what);
+        return NULL;
+    }
+    const int64_t *v = PyArray_DATA(a);
+    for (npy_intp i = 0; i < PyArray_SIZE(a); i++)
+        if (v[i] < INT32_MIN || v[i] > INT32_MAX) {
+            Py_DECREF(a);
+            PyErr_Format(PyExc_ValueError, "%s[%zd] = %lld is out of range", what, (Py_ssize_t)i, (long long)v[i]);
+            return NULL;
+        }
+    return a;
+}
+
+/* Runs one batch; returns the (rows, n_vocab) float32 logits array. */
+static PyObject *run_batch(Model *self, int32_t n, const int32_t *tok, const int32_t *pos, const int32_t *seq,
+                           const int8_t *want, int32_t rows) {
+    npy_intp dims[2] = {rows, tl_model_get_config(self->model)->n_vocab};
+    PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+    if (!out) return NULL;
+    if (acquire(self) < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    tl_batch b = {n, tok, pos, seq, want};
+    tl_status s;
+    Py_BEGIN_ALLOW_THREADS
+    s = tl_forward(self->ctx, &b, PyArray_DATA((PyArrayObject *)out));
+    Py_END_ALLOW_THREADS
+    PyThread_release_lock(self->lock);
+    if (s) {
+        Py_DECREF(out);
+        return tlpy_raise(s);
+    }
+    return out;
+}
+
+/* forward(ids, start_pos=0, seq=0) -> float32 (len(ids), n_vocab): logits of every position */
+static PyObject *Model_forward(Model *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"tokens", "start_pos", "seq", NULL};
+    PyObject *tokens_obj;
+    int start_pos = 0, seq = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|ii:forward", kwlist, &tokens_obj, &start_pos, &seq)) return NULL;
+    PyArrayObject *ids = int_array(tokens_obj, "tokens");
+    if (!ids) return NULL;
+    npy_intp n = PyArray_SIZE(ids);
+    PyObject *out = NULL;
+    if (n < 1 || n > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "forward: tokens must not be empty");
+        goto done;
+    }
+    int32_t *buf = PyMem_Malloc((size_t)n * 3 * sizeof(int32_t) + (size_t)n);
+    if (!buf) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int32_t *tok = buf, *pos = buf + n, *sq = buf + 2 * n;
+    int8_t *want = (int8_t *)(buf + 3 * n);
+    const int64_t *v = PyArray_DATA(ids);
+    for (npy_intp i = 0; i < n; i++) {
+        tok[i] = (int32_t)v[i];
+        pos[i] = start_pos + (int32_t)i;
+        sq[i] = seq;
+        want[i] = 1;
+    }
+    out = run_batch(self, (int32_t)n, tok, pos, sq, want, (int32_t)n);
+    PyMem_Free(buf);
+done:
+    Py_DECREF(ids);
+    return out;
+}
+
+/* forward_batch(tokens, positions, seqs, logits=None) -> float32 (rows, n_vocab) */
+static PyObject *Model_forward_batch(Model *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"tokens", "positions", "seqs", "logits", NULL};
+    PyObject *t_obj, *p_obj, *s_obj, *w_obj = Py_None, *out = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|O:forward_batch", kwlist, &t_obj, &p_obj, &s_obj, &w_obj))
+        return NULL;
+    PyArrayObject *t = int_array(t_obj, "tokens"), *p = t ? int_array(p_obj, "positions") : NULL,
+                  *s = p ? int_array(s_obj, "seqs") : NULL, *w = NULL;
+    if (!s) goto done;
+    npy_intp n = PyArray_SIZE(t);
+    if (n < 1 || PyArray_SIZE(p) != n || PyArray_SIZE(s) != n) {
+        PyErr_SetString(PyExc_ValueError, "forward_batch: tokens, positions and seqs must have the same non-zero length");
+        goto done;
+    }
+    if (w_obj != Py_None) {
+        w = (PyArrayObject *)PyArray_FROMANY(w_obj, NPY_BOOL, 1, 1, NPY_ARRAY_IN_ARRAY);
+        if (!w) goto done;
+        if (PyArray_SIZE(w) != n) {
+            PyErr_SetString(PyExc_ValueError, "forward_batch: logits must have one flag per token");
+            goto done;
+        }
+    }
+    int32_t *buf = PyMem_Malloc((size_t)n * 3 * sizeof(int32_t) + (size_t)n);
+    if (!buf) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int32_t *tok = buf, *pos = buf + n, *sq = buf + 2 * n, rows = 0;
+    int8_t *want = (int8_t *)(buf + 3 * n);
+    for (npy_intp i = 0; i < n; i++) {
+        tok[i] = (int32_t)((int64_t *)PyArray_DATA(t))[i];
+        pos[i] = (int32_t)((int64_t *)PyArray_DATA(p))[i];
+        sq[i] = (int32_t)((int64_t *)PyArray_DATA(s))[i];
+        want[i] = w ? ((npy_bool *)PyArray_DATA(w))[i] != 0 : 1;
+        rows += want[i];
+    }
+    out = run_batch(self, (int32_t)n, tok, pos, sq, want, rows);
+    PyMem_Free(buf);
+done:
+    Py_XDECREF(t);
+    Py_XDECREF(p);
+    Py_XDECREF(s);
+    Py_XDECREF(w);
+    return out;
+}
+
+static PyObject *Model_reset(Model *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"seq", NULL};
+    PyObject *seq_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:reset", kwlist, &seq_obj)) return NULL;
+    int seq = -1;
+    if (seq_obj != Py_None) {
+        seq = (int)PyLong_AsLong(seq_obj);
+        if (seq == -1 && PyErr_Occurred()) return NULL;
+        if (seq < 0 || seq >= tl_context_max_batch_size(self->ctx)) {
+            PyErr_Format(PyExc_ValueError, "seq must be in [0, %d), got %d", tl_context_max_batch_size(self->ctx), seq);
+            return NULL;
+        }
+    }
+    if (acquire(self) < 0) return NULL;
+    tl_context_clear(self->ctx, seq);
+    PyThread_release_lock(self->lock);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Model_seq_len(Model *self, PyObject *arg) {
+    long seq = PyLong_AsLong(arg);
+    if (seq == -1 && PyErr_Occurred()) return NULL;
+    if (seq < 0 || seq >= tl_context_max_batch_size(self->ctx)) {
+        PyErr_Format(PyExc_ValueError, "seq must be in [0, %d), got %ld", tl_context_max_batch_size(self->ctx), seq);
+        return NULL;
+    }
+    return PyLong_FromLong(tl_context_seq_len(self->ctx, (int32_t)seq));
+}
+
+const tl_model *tlpy_model_of(PyObject *model) { return ((Model *)model)->model; }
+
+/* generate_iter(prompt, *, max_new_tokens, temperature, top_k, top_p, min_p, repeat_penalty,
+ *               presence_penalty, frequency_penalty, penalty_last_n, seed, stop, ignore_eog,
+ *               special, seq) -> Generation */
+static PyObject *Model_generate_iter(Model *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"prompt", "max_new_tokens", "temperature", "top_k", "top_p", "min_p", "repeat_penalty",
+                             "presence_penalty", "frequency_penalty", "penalty_last_n", "seed", "stop", "ignore_eog",
+                             "special", "seq", NULL};
+    tl_sampler_params sp = tl_sampler_default_params();
+    tl_generate_params gp = {.max_new_tokens = 128};
+    PyObject *prompt_obj, *stop_obj = Py_None, *result = NULL, *stop_seq = NULL;
+    unsigned long long seed = 0;
+    int ignore_eog = 0, special = 0, seq = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$ififffffiKOppi:generate_iter", kwlist, &prompt_obj,
+                                     &gp.max_new_tokens, &sp.temperature, &sp.top_k, &sp.top_p, &sp.min_p,
+                                     &sp.repeat_penalty, &sp.presence_penalty, &sp.frequency_penalty, &sp.penalty_last_n,
+                                     &seed, &stop_obj, &ignore_eog, &special, &seq))
+        return NULL;
+    sp.seed = seed;
+    gp.ignore_eog = ignore_eog;
+    gp.special = special;
+    PyArrayObject *ids = int_array(prompt_obj, "prompt");
+    if (!ids) return NULL;
+    npy_intp n = PyArray_SIZE(ids);
+    int32_t *prompt = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int32_t));
+    const char **stops = NULL;
+    if (!prompt) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (npy_intp i = 0; i < n; i++) prompt[i] = (int32_t)((int64_t *)PyArray_DATA(ids))[i];
+    if (stop_obj != Py_None) {
+        stop_seq = PySequence_Fast(stop_obj, "stop must be a sequence of str");
+        if (!stop_seq) goto done;
+        Py_ssize_t k = PySequence_Fast_GET_SIZE(stop_seq);
+        stops = PyMem_Calloc((size_t)(k ? k : 1), sizeof *stops);
+        if (!stops) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < k; i++) {
+            PyObject *item = PySequence_Fast_GET_ITEM(stop_seq, i);
+            if (!PyUnicode_Check(item)) {
+                PyErr_SetString(PyExc_TypeError, "stop must be a sequence of str");
+                goto done;
+            }
+            stops[i] = PyUnicode_AsUTF8(item); /* lives as long as stop_seq */
+            if (!stops[i]) goto done;
+            if (!stops[i][0]) {
+                PyErr_SetString(PyExc_ValueError, "stop strings must not be empty");
+                goto done;
+            }
+        }
+        gp.stop = stops;
+        gp.n_stop = (int32_t)k;
+    }
+    /* generation_new copies the prompt and the stop strings */
+    result = tlpy_generation_new((PyObject *)self, self->ctx, self->lock, prompt, (size_t)n, &sp, &gp, seq);
+done:
+    PyMem_Free(prompt);
+    PyMem_Free(stops);
+    Py_XDECREF(stop_seq);
+    Py_DECREF(ids);
+    return result;
+}
+
+static PyObject *get_config(Model *self, void *c) {
+    (void)c;
+    const tl_model_config *k = tl_model_get_config(self->model);
+    static const char *scaling[] = {"none", "linear", "llama3"};
+    return Py_BuildValue(
+        "{s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:d,s:d,s:s,s:i,s:s,s:d,s:O,s:O,s:O}", "arch", k->arch, "n_vocab",
+        k->n_vocab, "dim", k->dim, "n_layers", k->n_layers, "n_heads", k->n_heads, "n_kv_heads", k->n_kv_heads,
+        "head_dim", k->head_dim, "hidden_dim", k->hidden_dim, "context_length", k->max_seq_len, "norm_eps",
+        (double)k->norm_eps, "rope_theta", (double)k->rope_theta, "rope_style",
+        k->rope_style == TL_ROPE_NEOX ? "neox" : "norm", "rope_dim", k->rope_dim, "rope_scaling",
+        scaling[k->rope_scaling], "rope_factor", (double)k->rope_factor, "qkv_bias", k->qkv_bias ? Py_True : Py_False,
+        "qk_norm", k->qk_norm ? Py_True : Py_False, "tied_embeddings", k->tied_embeddings ? Py_True : Py_False);
+}
+
+static PyObject *get_n_vocab(Model *self, void *c) {
+    (void)c;
+    return PyLong_FromLong(tl_model_get_config(self->model)->n_vocab);
+}
+static PyObject *get_max_seq_len(Model *self, void *c) {
+    (void)c;
+    return PyLong_FromLong(tl_context_max_seq_len(self->ctx));
+}
+static PyObject *get_max_batch_size(Model *self, void *c) {
+    (void)c;
+    return PyLong_FromLong(tl_context_max_batch_size(self->ctx));
+}
+static PyObject *get_path(Model *self, void *c) {
+    (void)c;
+    return Py_NewRef(self->path);
+}
+
+static PyGetSetDef Model_getset[] = {
+    {"config", (getter)get_config, NULL, "hyper-parameters and architecture traits", NULL},
+    {"n_vocab", (getter)get_n_vocab, NULL, "rows of the output head", NULL},
+    {"max_seq_len", (getter)get_max_seq_len, NULL, "positions each sequence's cache holds", NULL},
+    {"max_batch_size", (getter)get_max_batch_size, NULL, "sequences with their own cache", NULL},
+    {"path", (getter)get_path, NULL, "the model file", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef Model_methods[] = {
+    {"forward", (PyCFunction)(void (*)(void))Model_forward, METH_VARARGS | METH_KEYWORDS,
+     "forward(tokens, start_pos=0, seq=0) -> float32 ndarray (len(tokens), n_vocab)"},
+    {"forward_batch", (PyCFunction)(void (*)(void))Model_forward_batch, METH_VARARGS | METH_KEYWORDS,
+     "forward_batch(tokens, positions, seqs, logits=None) -> float32 ndarray (rows asked for, n_vocab)"},
+    {"reset", (PyCFunction)(void (*)(void))Model_reset, METH_VARARGS | METH_KEYWORDS,
+     "reset(seq=None): forget the cached positions of one sequence (None: all)"},
+    {"seq_len", (PyCFunction)Model_seq_len, METH_O, "seq_len(seq) -> positions of seq in the cache"},
+    {"generate_iter", (PyCFunction)(void (*)(void))Model_generate_iter, METH_VARARGS | METH_KEYWORDS,
+     "generate_iter(prompt_ids, *, max_new_tokens=128, temperature=0.8, ...) -> Generation of "
+     "(token, logprob, text bytes, finish) steps"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot Model_slots[] = {
+    {Py_tp_new, Model_new},
+    {Py_tp_dealloc, Model_dealloc},
+    {Py_tp_getset, Model_getset},
+    {Py_tp_methods, Model_methods},
+    {Py_tp_doc, "Model(path, max_seq_len=0, max_batch_size=1, n_threads=None, kv_dtype='f16'): a GGUF model with its KV cache."},
+    {0, NULL},
+};
+
+static PyType_Spec Model_spec = {
+    "torchless._C.Model", sizeof(Model), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE, Model_slots,
+};
+
+int tlpy_model_init(PyObject *module) {
+    Model_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Model_spec, NULL);
+    if (!Model_Type) return -1;
+    return PyModule_AddObjectRef(module, "Model", (PyObject *)Model_Type);
+}

@@ -1,0 +1,240 @@
+"""Self-checks of the float64 NumPy reference (tests/reference/) that need no engine.
+
+The reference is what test_forward.py holds the C forward pass to, so it is checked here
+against a known output (stories260K greedy text, as llama2.c prints it) and against
+identities that any correct implementation satisfies (prefill = incremental decode,
+NORM RoPE = NEOX RoPE on permuted q/k rows, GQA = MHA with repeated kv heads, LLaMA-3
+scaling from the formula = from llama.cpp's `rope_freqs` divisors).
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from reference import synth
+from reference.forward import (Config, ReferenceModel, apply_rope, detokenize, llama3_rope_factors,
+                               llama3_scale, normwise_error, quantize_act_q8_0, quantize_act_q8_k,
+                               rope_inv_freq)
+
+STORIES = "stories260K/stories260K.derived-f32.gguf"
+
+
+@pytest.fixture(scope="module")
+def stories(fixtures):
+    return ReferenceModel.from_gguf(fixtures / STORIES)
+
+
+def test_stories260k_greedy_text_matches_llama2c(stories, fixtures):
+    # llama2.c `run stories260K.bin -t 0 -n 200`: 200 steps from BOS, each prints the
+    # next token's piece (the leading space of the piece after BOS is dropped).
+    expected = (fixtures / "stories260K/stories260K.expected_stdout.txt").read_text()
+    toks = stories.greedy([1], 200)
+    assert toks[0] == 1 and 1 not in toks[1:]
+    assert detokenize(stories.vocab, toks[1:]) == expected.rstrip("\n")
+
+
+def test_stories260k_config(stories):
+    c = stories.config
+    assert (c.arch, c.n_vocab, c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.hidden_dim) == \
+        ("llama", 512, 64, 5, 8, 4, 8, 172)
+    assert c.rope_style == "norm" and c.rope_theta == 10000.0 and not c.tied_embeddings
+
+
+def _prefill_vs_decode(model, toks, chunks):
+    model.reset()
+    full = model.forward(toks, 0)
+    model.reset()
+    parts, at = [], 0
+    for n in chunks:
+        parts.append(model.forward(toks[at:at + n], at))
+        at += n
+    assert at == len(toks)
+    return full, np.concatenate(parts)
+
+
+def test_stories260k_prefill_equals_decode(stories, rng):
+    toks = [1] + list(rng.integers(3, 512, 29))
+    full, inc = _prefill_vs_decode(stories, toks, [1] * 30)
+    assert np.max(np.abs(full - inc)) <= 1e-12 * np.max(np.abs(full))
+    full, inc = _prefill_vs_decode(stories, toks, [7, 1, 13, 9])
+    assert np.max(np.abs(full - inc)) <= 1e-12 * np.max(np.abs(full))
+
+
+@pytest.mark.parametrize("variant", synth.VARIANTS)
+def test_prefill_equals_incremental_decode(variant, rng):
+    spec = synth.make(variant, rng)
+    m = ReferenceModel(spec.config, spec.weights)
+    toks = list(rng.integers(0, spec.config.n_vocab, 20))
+    full, inc = _prefill_vs_decode(m, toks, [1] * 20)
+    assert normwise_error(inc, full).max() <= 1e-12
+    full, inc = _prefill_vs_decode(m, toks, [5, 1, 1, 9, 4])
+    assert normwise_error(inc, full).max() <= 1e-12
+    # causality: changing a later token leaves earlier logits untouched
+    m.reset()
+    other = m.forward(toks[:10] + [int(t) ^ 1 for t in toks[10:]], 0)
+    assert np.array_equal(other[:10], full[:10]) and not np.allclose(other[10:], full[10:])
+
+
+def test_rope_pairs_rotate_by_position_times_frequency():
+    # one head, rope_dim 4: pairs (0,1),(2,3) for NORM, (0,2),(1,3) for NEOX, angle p * f_i
+    x = np.array([[[1.0, 2.0, 3.0, 4.0, 5.0]]])
+    f = np.array([0.5, 0.01])
+    p = np.array([3.0])
+    y = apply_rope(x, p, f, "norm", 4)[0, 0]
+    a0, a1 = 3 * 0.5, 3 * 0.01
+    np.testing.assert_allclose(y[:2], [np.cos(a0) - 2 * np.sin(a0), np.sin(a0) + 2 * np.cos(a0)], rtol=1e-15)
+    np.testing.assert_allclose(y[2:4], [3 * np.cos(a1) - 4 * np.sin(a1), 3 * np.sin(a1) + 4 * np.cos(a1)], rtol=1e-15)
+    assert y[4] == 5.0  # past rope_dim: not rotated
+    y = apply_rope(x, p, f, "neox", 4)[0, 0]
+    np.testing.assert_allclose(y[[0, 2]], [np.cos(a0) - 3 * np.sin(a0), np.sin(a0) + 3 * np.cos(a0)], rtol=1e-15)
+    np.testing.assert_allclose(y[[1, 3]], [2 * np.cos(a1) - 4 * np.sin(a1), 2 * np.sin(a1) + 4 * np.cos(a1)], rtol=1e-15)
+    # inverse frequencies theta^(-2i/d)
+    c = Config(dim=8, n_heads=1, rope_theta=10000.0).finish()
+    np.testing.assert_allclose(rope_inv_freq(c), 10000.0 ** (-np.arange(0, 8, 2) / 8), rtol=1e-15)
+
+
+@pytest.mark.parametrize("variant", ["llama", "qwen3"])
+def test_rope_norm_equals_neox_on_permuted_rows(variant, rng):
+    """NEOX RoPE on q/k rows permuted (within each head: 2i -> i, 2i+1 -> i + d/2) gives the
+    same logits as NORM RoPE on the original rows: the two styles are consistent."""
+    spec = synth.make(variant, rng)
+    c = spec.config
+    norm_cfg = dataclasses.replace(c, rope_style="norm")
+    neox_cfg = dataclasses.replace(c, rope_style="neox")
+    w = dict(spec.weights)
+    for l in range(c.n_layers):
+        p = f"blk.{l}."
+        w[p + "attn_q.weight"] = synth.permute_for_neox(w[p + "attn_q.weight"], c.n_heads, c.head_dim)
+        w[p + "attn_k.weight"] = synth.permute_for_neox(w[p + "attn_k.weight"], c.n_kv_heads, c.head_dim)
+        if c.qk_norm:
+            w[p + "attn_q_norm.weight"] = synth.permute_for_neox(w[p + "attn_q_norm.weight"], 1, c.head_dim)
+            w[p + "attn_k_norm.weight"] = synth.permute_for_neox(w[p + "attn_k_norm.weight"], 1, c.head_dim)
+    toks = rng.integers(0, c.n_vocab, 16)
+    a = ReferenceModel(norm_cfg, spec.weights).forward(toks)
+    b = ReferenceModel(neox_cfg, w).forward(toks)
+    assert normwise_error(b, a).max() <= 1e-12
+    # and the style matters: the same rows under the other style differ
+    assert normwise_error(ReferenceModel(neox_cfg, spec.weights).forward(toks), a).max() > 1e-3
+
+
+def test_gqa_equals_mha_with_repeated_kv_heads(rng):
+    spec = synth.make("qwen2", rng)
+    c = spec.config
+    n_rep = c.n_heads // c.n_kv_heads
+    w = dict(spec.weights)
+    for l in range(c.n_layers):
+        for t in ("attn_k", "attn_v"):
+            for suffix in (".weight", ".bias"):
+                a = w[f"blk.{l}.{t}{suffix}"]
+                heads = a.reshape(c.n_kv_heads, c.head_dim, *a.shape[1:])
+                w[f"blk.{l}.{t}{suffix}"] = np.repeat(heads, n_rep, axis=0).reshape(c.n_heads * c.head_dim, *a.shape[1:])
+    mha = dataclasses.replace(c, n_kv_heads=c.n_heads)
+    toks = rng.integers(0, c.n_vocab, 12)
+    a = ReferenceModel(c, spec.weights).forward(toks)
+    b = ReferenceModel(mha, w).forward(toks)
+    assert normwise_error(b, a).max() <= 1e-12
+
+
+def test_tied_head_is_the_embedding(rng):
+    spec = synth.make("llama-tied", rng)
+    w = dict(spec.weights, **{"output.weight": spec.weights["token_embd.weight"]})
+    toks = rng.integers(0, spec.config.n_vocab, 8)
+    a = ReferenceModel(spec.config, spec.weights).forward(toks)
+    b = ReferenceModel(dataclasses.replace(spec.config, tied_embeddings=False), w).forward(toks)
+    assert np.array_equal(a, b)
+
+
+def test_llama3_scaling_regimes():
+    # Meta's apply_scaling with factor 8, low 1, high 4, original context 8192
+    f = np.array([1.0, 2 * np.pi / 100.0, 2 * np.pi / 5000.0, 2 * np.pi / 20000.0])
+    got = llama3_scale(f, 8.0, 1.0, 4.0, 8192)
+    s = (8192 / 5000.0 - 1.0) / 3.0
+    np.testing.assert_allclose(got, [f[0], f[1], (1 - s) * f[2] / 8 + s * f[2], f[3] / 8], rtol=1e-15)
+    # continuous at both band edges
+    edges = 2 * np.pi / np.array([8192 / 4.0 * (1 + 1e-12), 8192 / 1.0 * (1 - 1e-12)])
+    np.testing.assert_allclose(llama3_scale(edges, 8.0, 1.0, 4.0, 8192), [edges[0], edges[1] / 8], rtol=1e-9)
+
+
+def test_llama3_formula_equals_rope_freqs_tensor(rng):
+    spec = synth.make("llama3-rope", rng)
+    c = spec.config
+    no_tensor = {k: v for k, v in spec.weights.items() if k != "rope_freqs.weight"}
+    by_formula = ReferenceModel(c, no_tensor)
+    by_tensor = ReferenceModel(dataclasses.replace(c, rope_scaling="none"), spec.weights)
+    # llama.cpp's converter: divisors 1 (high freq), factor (low freq), 1/((1-s)/factor + s) between
+    fac = llama3_rope_factors(c.rope_dim, c.rope_theta, c.rope_factor, c.rope_low_freq_factor,
+                              c.rope_high_freq_factor, c.rope_orig_ctx)
+    assert fac[0] == 1.0 and fac[-1] == c.rope_factor and np.any((fac > 1) & (fac < c.rope_factor))
+    toks = rng.integers(0, c.n_vocab, 24)
+    a, b = by_formula.forward(toks), by_tensor.forward(toks)
+    assert normwise_error(b, a).max() <= 1e-6  # the tensor holds float32 divisors
+    # sensitivity: the scaling changes these short-prompt logits well beyond test tolerances
+    plain = ReferenceModel(dataclasses.replace(c, rope_scaling="none"), no_tensor).forward(toks)
+    assert normwise_error(plain, a)[8:].min() > 1e-3
+
+
+def test_linear_scaling_is_positions_over_factor(rng):
+    spec = synth.make("llama-linear", rng)
+    c = spec.config
+    toks = rng.integers(0, c.n_vocab, 24)
+    a = ReferenceModel(c, spec.weights).forward(toks)
+    # the same model with theta' such that every f_i' = f_i / factor is not generally
+    # available, so compare against rotating by hand: scaled inv_freq, unscaled positions
+    plain_cfg = dataclasses.replace(c, rope_scaling="none", rope_factor=1.0)
+    m = ReferenceModel(plain_cfg, spec.weights)
+    m.inv_freq = m.inv_freq / c.rope_factor
+    assert normwise_error(m.forward(toks), a).max() <= 1e-12
+    plain = ReferenceModel(plain_cfg, spec.weights).forward(toks)
+    assert normwise_error(plain, a)[4:].min() > 1e-3
+
+
+def test_gguf_round_trip_of_every_variant(tmp_path, rng):
+    """synth.write -> ReferenceModel.from_gguf (read by the gguf package) gives the config and
+    the logits of the in-memory model (F32: exactly; rope_freqs: to float32 rounding)."""
+    for variant in synth.VARIANTS:
+        spec = synth.make(variant, rng)
+        path = tmp_path / f"{variant}.gguf"
+        synth.write(spec, path, "f32")
+        r = ReferenceModel.from_gguf(path)
+        want = spec.config
+        if variant == "llama3-rope":  # stored as rope_freqs.weight divisors, not metadata
+            want = dataclasses.replace(want, rope_scaling="none", rope_factor=1.0, rope_orig_ctx=8192)
+        assert r.config == want, variant
+        assert r.vocab[:3] == ["<unk>", "<s>", "</s>"] and r.vocab[3 + 0x0A] == "<0x0A>"
+        toks = rng.integers(0, want.n_vocab, 10)
+        mem = {k: v for k, v in spec.weights.items() if k != "rope_freqs.weight"}
+        assert normwise_error(r.forward(toks), ReferenceModel(spec.config, mem).forward(toks)).max() <= 1e-7
+
+
+@pytest.mark.parametrize("dtype,k_quant", [("q8_0", False), ("q4_0", False), ("q4_k", True)])
+def test_quantized_variant_reads_dequantized_weights(dtype, k_quant, tmp_path, rng):
+    import gguf
+    from gguf import quants
+
+    spec = synth.make("qwen3", rng, k_quant=k_quant)
+    path = tmp_path / "m.gguf"
+    synth.write(spec, path, dtype)
+    r = ReferenceModel.from_gguf(path)
+    assert r.dtypes["blk.0.attn_q.weight"] == dtype.upper() and r.dtypes["blk.0.attn_norm.weight"] == "F32"
+    t = {t.name: t for t in gguf.GGUFReader(str(path)).tensors}["blk.1.ffn_down.weight"]
+    np.testing.assert_array_equal(r.w["blk.1.ffn_down.weight"].ravel(), quants.dequantize(t.data, t.tensor_type).ravel())
+    # close to the float weights, not equal
+    err = normwise_error(r.w["blk.1.ffn_down.weight"].ravel(), spec.weights["blk.1.ffn_down.weight"].ravel())
+    assert 0 < err < {"q8_0": 0.01, "q4_0": 0.2, "q4_k": 0.1}[dtype]
+
+
+def test_activation_quantizers(rng):
+    from gguf import quants
+    from gguf.constants import GGMLQuantizationType as Q
+
+    x = (rng.standard_normal((3, 256)) * rng.uniform(0.1, 10, (3, 1))).astype(np.float32)
+    x[1, :32] = 0.0  # an all-zero block
+    # Q8_0: the gguf package's quantizer then dequantizer, bit for bit
+    want = quants.dequantize(quants.quantize(x, Q.Q8_0), Q.Q8_0)
+    np.testing.assert_array_equal(quantize_act_q8_0(x), want.astype(np.float64))
+    # Q8_K: 256-blocks, the element of largest |x| is represented exactly (q = -127)
+    y = quantize_act_q8_k(x)
+    i = np.argmax(np.abs(x), axis=1)
+    np.testing.assert_allclose(y[np.arange(3), i], x[np.arange(3), i], rtol=1e-6)
+    assert np.all(np.abs(y - x) <= np.abs(x).max(axis=1, keepdims=True) / 127 * 0.5 * (1 + 1e-5))
