@@ -40,8 +40,10 @@ def engine(path, kv_dtype="f32", **kw):
     return torchless.Model(str(path), kv_dtype=kv_dtype, **kw)
 
 
-def act_quant(m) -> bool:
-    return bool(m.config.get("activation_quant", False))
+def act_quant(m):
+    """The weight dtypes whose matmuls quantize activations (Q8_0) in the engine, as it reports them."""
+    aq = m.config.get("activation_quant", False)
+    return frozenset(aq) if isinstance(aq, (list, tuple)) else bool(aq)
 
 
 def tol_quant(m) -> float:
@@ -55,7 +57,7 @@ def tol_self(m) -> float:
 
 
 def reference(path, m, kv_dtype="f32"):
-    return ReferenceModel.from_gguf(path, act_quant=act_quant(m),
+    return ReferenceModel.from_gguf(path, act_quant=act_quant(m) or False,
                                     kv_dtype=kv_dtype)
 
 

@@ -255,6 +255,22 @@ def test_ignore_merges_ids_equal_hf_tokenizers_on_corpus(tmp_path):
     hf = hf_bpe(path, REGEXES["llama-bpe"], ignore_merges=True)
     hf_merging = hf_bpe(path, REGEXES["llama-bpe"], ignore_merges=False)
     exercised = sum(hf.encode(s).ids != hf_merging.encode(s).ids for s in CORPUS)
+    print(f"{exercised} corpus strings depend on ignore_merges")
     assert exercised > 50, f"only {exercised} corpus strings depend on ignore_merges"
     bad = [s for s in CORPUS if tok.encode(s, add_bos=False) != hf.encode(s, add_special_tokens=False).ids]
     assert not bad, f"{len(bad)} of {len(CORPUS)} differ; first {bad[0]!r}"
+
+
+@pytest.mark.parametrize("pre, adds_bos", [("llama-bpe", True), ("gpt-2", False), ("smollm", False)])
+def test_pre_name_sets_the_add_bos_default_as_llama_cpp(tmp_path, pre, adds_bos):
+    tokens = BYTE_TOKENS + ["<s>"]
+    path = tmp_path / "toy.gguf"
+    torchless.gguf.write(
+        path,
+        {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre, "tokenizer.ggml.tokens": tokens,
+         "tokenizer.ggml.merges": ["a b"], "tokenizer.ggml.bos_token_id": len(tokens) - 1},
+        types={"tokenizer.ggml.tokens": "array[string]", "tokenizer.ggml.merges": "array[string]",
+               "tokenizer.ggml.bos_token_id": "uint32"},
+    )
+    ids = torchless.Tokenizer(str(path)).encode("a")
+    assert ids == ([len(tokens) - 1] if adds_bos else []) + [tokens.index("a")]

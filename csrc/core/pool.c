@@ -3,6 +3,8 @@
 #include "status.h"
 
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,10 +18,14 @@ struct tl_pool {
     pthread_cond_t start, done;
     tl_pool_fn fn;
     void *arg;
-    unsigned long generation; /* bumped for every run */
-    int pending;              /* workers still busy with this generation */
-    bool quit;
+    atomic_ulong generation;  /* bumped for every run */
+    atomic_int pending;       /* workers still busy with this generation */
+    atomic_bool quit;
 };
+
+/* Ops follow each other within microseconds during a forward pass: a worker spins this
+ * many rounds for the next one before it sleeps on the condition variable. */
+#define SPIN_ROUNDS 20000
 
 typedef struct {
     tl_pool *pool;
@@ -31,19 +37,27 @@ static void *worker(void *p) {
     free(p);
     tl_pool *pool = wa.pool;
     unsigned long seen = 0;
-    pthread_mutex_lock(&pool->mu);
     for (;;) {
-        while (!pool->quit && pool->generation == seen) pthread_cond_wait(&pool->start, &pool->mu);
-        if (pool->quit) break;
-        seen = pool->generation;
-        tl_pool_fn fn = pool->fn;
-        void *arg = pool->arg;
-        pthread_mutex_unlock(&pool->mu);
-        fn(arg, wa.ith, pool->n);
-        pthread_mutex_lock(&pool->mu);
-        if (--pool->pending == 0) pthread_cond_signal(&pool->done);
+        /* wait for a new generation: spin first, then sleep */
+        for (int i = 0; i < SPIN_ROUNDS && atomic_load_explicit(&pool->generation, memory_order_acquire) == seen &&
+                        !atomic_load(&pool->quit);
+             i++)
+            if (i > 1000) sched_yield();
+        if (atomic_load_explicit(&pool->generation, memory_order_acquire) == seen && !atomic_load(&pool->quit)) {
+            pthread_mutex_lock(&pool->mu);
+            while (!atomic_load(&pool->quit) && atomic_load(&pool->generation) == seen)
+                pthread_cond_wait(&pool->start, &pool->mu);
+            pthread_mutex_unlock(&pool->mu);
+        }
+        if (atomic_load(&pool->quit)) break;
+        seen = atomic_load_explicit(&pool->generation, memory_order_acquire);
+        pool->fn(pool->arg, wa.ith, pool->n);
+        if (atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&pool->mu); /* the caller may be asleep on done */
+            pthread_cond_signal(&pool->done);
+            pthread_mutex_unlock(&pool->mu);
+        }
     }
-    pthread_mutex_unlock(&pool->mu);
     return NULL;
 }
 
@@ -95,7 +109,7 @@ void tl_pool_free(tl_pool *p) {
     if (!p) return;
     if (p->threads) {
         pthread_mutex_lock(&p->mu);
-        p->quit = true;
+        atomic_store(&p->quit, true);
         pthread_cond_broadcast(&p->start);
         pthread_mutex_unlock(&p->mu);
         for (int i = 1; i < p->n; i++) pthread_join(p->threads[i], NULL);
@@ -114,17 +128,21 @@ void tl_pool_run(tl_pool *p, tl_pool_fn fn, void *arg) {
         fn(arg, 0, 1);
         return;
     }
-    pthread_mutex_lock(&p->mu);
     p->fn = fn;
     p->arg = arg;
-    p->pending = p->n - 1;
-    p->generation++;
+    atomic_store_explicit(&p->pending, p->n - 1, memory_order_relaxed);
+    pthread_mutex_lock(&p->mu); /* publishes fn/arg and wakes sleepers */
+    atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
     pthread_cond_broadcast(&p->start);
     pthread_mutex_unlock(&p->mu);
     fn(arg, 0, p->n);
-    pthread_mutex_lock(&p->mu);
-    while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
-    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < SPIN_ROUNDS && atomic_load_explicit(&p->pending, memory_order_acquire) > 0; i++)
+        if (i > 1000) sched_yield();
+    if (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) {
+        pthread_mutex_lock(&p->mu);
+        while (atomic_load(&p->pending) > 0) pthread_cond_wait(&p->done, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+    }
 }
 
 /* Distinct (physical id, core id) pairs in /proc/cpuinfo; logical CPUs otherwise. */

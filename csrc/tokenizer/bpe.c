@@ -235,6 +235,7 @@ typedef struct candidate {
     int32_t rank;
     int32_t left, right;          /* symbol positions */
     int32_t left_id, right_id;    /* their tokens when queued (stale if either changed) */
+    int32_t merged;               /* the token the merge makes */
 } candidate;
 
 /* The scratch of one encode call. */
@@ -296,13 +297,16 @@ static void try_queue(const tl_bpe *b, merge_state *m, int32_t left, int32_t rig
     int32_t merged;
     int32_t rank = pair_rank(b, m->id[left], m->id[right], &merged);
     if (rank >= 0) {
-        heap_push(m, (candidate){rank, left, right, m->id[left], m->id[right]});
+        heap_push(m, (candidate){rank, left, right, m->id[left], m->id[right], merged});
     }
 }
 
 static tl_status reserve(merge_state *m, size_t n) {
     if (n <= m->cap) {
         return TL_OK;
+    }
+    if (n > INT32_MAX / 3) {
+        return tl_set_error(TL_ERR_INVALID, "tokenizer: a %zu-byte piece is too long to merge", n);
     }
     /* each merge queues at most two candidates: n - 1 initial + 2 (n - 1) */
     size_t heap_n = 3 * n;
@@ -378,9 +382,7 @@ static tl_status encode_piece(const tl_tokenizer *t, merge_state *m, const unsig
             m->id[c.right] != c.right_id) {
             continue;
         }
-        int32_t merged;
-        pair_rank(b, c.left_id, c.right_id, &merged);
-        m->id[c.left] = merged;
+        m->id[c.left] = c.merged;
         m->alive[c.right] = false;
         m->next[c.left] = m->next[c.right];
         if (m->next[c.right] >= 0) {

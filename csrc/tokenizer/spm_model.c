@@ -45,7 +45,7 @@ static tl_status pb_varint(pb *r, uint64_t *out) {
 
 /* Reads the next field of the message in r. */
 static tl_status pb_next(pb *r, pb_field *f) {
-    uint64_t key;
+    uint64_t key = 0;
     tl_status s = pb_varint(r, &key);
     if (s) return s;
     f->number = (uint32_t)(key >> 3);
@@ -62,7 +62,7 @@ static tl_status pb_next(pb *r, pb_field *f) {
         r->p += f->len;
         return TL_OK;
     case WIRE_LEN: {
-        uint64_t n;
+        uint64_t n = 0;
         if ((s = pb_varint(r, &n))) return s;
         left = (size_t)(r->end - r->p);
         if (n > left)

@@ -29,7 +29,7 @@ Written from the architecture descriptions, not from the engine:
   dim / n_heads.
 
 Options that mirror what an engine may legitimately do in lower precision, so a comparison can
-stay tight: `act_quant=True` quantizes the input row of every matmul against a quantized weight
+stay tight: `act_quant=True` (or a set of weight dtype names, as the engine reports them) quantizes the input row of every matmul against a quantized weight
 the way ggml does (Q8_0 blocks of 32 with an fp16 scale for Q4_0/Q4_1/Q5_x/Q8_0 weights; Q8_K
 blocks of 256, iscale = −127 / (signed max), for K-quant weights), and `kv_dtype="f16"` rounds
 the cached keys and values to float16.
@@ -275,7 +275,7 @@ class ReferenceModel:
     """float64 decoder with its own KV cache (one sequence)."""
 
     def __init__(self, config: Config, weights: dict, dtypes: dict | None = None, *,
-                 act_quant: bool = False, kv_dtype: str = "f32", vocab=None):
+                 act_quant: bool | frozenset = False, kv_dtype: str = "f32", vocab=None):
         self.config = config.finish()
         self.w = {k: np.asarray(v, np.float64) for k, v in weights.items()}
         self.dtypes = dtypes or {}
@@ -303,8 +303,8 @@ class ReferenceModel:
     # a matmul x @ W.T against weight `name`, with the activation quantized as ggml would
     def _mm(self, x: np.ndarray, name: str) -> np.ndarray:
         w = self.w[name]
-        if self.act_quant:
-            dt = self.dtypes.get(name, "F32")
+        dt = self.dtypes.get(name, "F32")
+        if self.act_quant and (self.act_quant is True or dt in self.act_quant):
             if dt in _Q8_0_WEIGHTS:
                 x = quantize_act_q8_0(x)
             elif dt in _Q8_K_WEIGHTS:
