@@ -16,7 +16,7 @@ JOBS ?= 2
 WERROR := $(if $(filter true 1,$(CI) $(TORCHLESS_WERROR)),ON,OFF)
 PY_DEPS := 'numpy>=1.26' 'scikit-build-core>=0.10' 'pytest>=7' 'gguf==0.19.0' 'safetensors>=0.4' 'sentencepiece==0.2.3' 'tokenizers==0.23.3' 'jinja2>=3.1'
 
-.PHONY: run test setup system venv install models ctest fuzz-smoke pytest bench clean
+.PHONY: run test setup system venv install models ctest fuzz-smoke pytest bench peer clean
 
 PROMPT ?= Write a short poem about the sea.
 run: install models
@@ -62,6 +62,13 @@ pytest: install models
 bench: install models
 	$(PY) benchmarks/bench_files.py
 	$(PY) benchmarks/bench.py
+
+# llama-cpp-python, built from the registry's source with native flags, in a venv of its own
+# (for benchmarks/bench.py only; takes several minutes on 2 cores)
+PEER_VENV := $(HOME)/.cache/torchless/peer-venv
+peer:
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	CMAKE_ARGS="-DGGML_NATIVE=ON" $(PEER_VENV)/bin/pip install -q 'llama-cpp-python==0.3.36' numpy
 
 clean:
 	rm -rf build dist

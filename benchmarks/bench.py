@@ -188,7 +188,10 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--gen", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--peer", default=None, help="a Python interpreter with llama-cpp-python")
+    default_peer = os.path.join(os.path.dirname(CACHE), "peer-venv", "bin", "python")
+    ap.add_argument("--peer", default=default_peer if os.path.exists(default_peer) else None,
+                    help="a Python interpreter with llama-cpp-python (default: the cache's peer-venv if present; "
+                         "make it with `make peer`)")
     a = ap.parse_args()
     bw = read_bandwidth()
     emit(bench="machine", cpu=open("/proc/cpuinfo").read().split("model name")[1].split(":")[1].split("\n")[0].strip(),

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
 #define TL_X86 1
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -110,8 +111,10 @@ static bool simd_enabled(void) {
         bool forced_scalar = env && strcmp(env, "scalar") == 0;
 #ifdef TL_X86
         __builtin_cpu_init();
-        use_simd = !forced_scalar && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                   __builtin_cpu_supports("f16c");
+        /* F16C is CPUID.1:ECX bit 29 (not every compiler's __builtin_cpu_supports knows it) */
+        unsigned a, b, c = 0, d;
+        bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+        use_simd = !forced_scalar && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
 #else
         (void)forced_scalar;
         use_simd = 0;
