@@ -44,7 +44,6 @@ struct tl_context {
     volatile int cancel;     /* set by tl_context_cancel */
     bool (*should_abort)(void *user);
     void *abort_user;
-    bool busy;               /* a call is running: a second concurrent one is refused */
     /* activations, grown to the largest batch seen */
     int32_t cap_tokens;
     float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *rope_cs, *scores, *scratch;
