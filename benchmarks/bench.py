@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -105,6 +104,15 @@ def matrix_bytes(path: str) -> int:
     return total
 
 
+def peak_rss_mb() -> float:
+    """VmHWM of this process (ru_maxrss would include the parent's pages from before exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return -1.0
+
+
 def read_bandwidth() -> float:
     """Bytes/s reading a 512 MB array once (NumPy sum, one thread), best of 5."""
     a = np.ones(512 * 1024 * 1024 // 8, np.int64)
@@ -113,6 +121,7 @@ def read_bandwidth() -> float:
         t = time.perf_counter()
         a.sum()
         best = max(best, a.nbytes / (time.perf_counter() - t))
+    del a
     return best
 
 
@@ -133,7 +142,7 @@ def ours(path: str, threads: int, n_prompt: int, n_gen: int) -> dict:
         tok = int(np.argmax(m.forward([tok], start_pos=n_prompt + i)[0]))
     t_gen = time.perf_counter() - t0
     return dict(load_s=round(load, 3), prompt_tps=round(n_prompt / t_prompt, 1), gen_tps=round(n_gen / t_gen, 2),
-                peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+                peak_rss_mb=peak_rss_mb())
 
 
 PEER_SCRIPT = r"""
@@ -152,8 +161,9 @@ t0 = time.perf_counter()
 for i in range(n_gen):
     llm.eval([tok]); tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
 t_gen = time.perf_counter() - t0
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
 print(json.dumps(dict(load_s=round(load, 3), prompt_tps=round(n_prompt / t_prompt, 1), gen_tps=round(n_gen / t_gen, 2),
-                      peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))))
+                      peak_rss_mb=round(int(hwm) / 1024, 1))))
 """
 
 

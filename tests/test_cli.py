@@ -248,3 +248,24 @@ def test_bare_prompt_uses_the_default_chat_model(capsys):
     out, err = capsys.readouterr()
     assert "Paris" in out
     assert "generation" in err
+
+
+@pytest.mark.model
+def test_ctrl_c_stops_generation_and_prints_the_summary():
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "torchless", "run", "smollm2-135m-instruct",
+                             "Write a very long story about the sea.", "-n", "2000", "-c", "2048", "--temp", "0.7",
+                             "-t", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = proc.stdout.read(8)  # generation has started
+        assert first
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    err = err.decode()
+    assert "interrupted" in err and "generation" in err and "load" in err

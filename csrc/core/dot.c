@@ -101,9 +101,82 @@ AVX2 static float dot_q8_0_avx2(const void *w, const float *x, int64_t n) {
     }
     return hsum(acc);
 }
+
+/* AVX-512 (F): 16 floats a step, so a block of 32 is two multiply-adds */
+#define AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
+
+AVX512 static inline __m512 u8x16_to_ps(__m128i b) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b)); }
+AVX512 static inline __m512 i8x16_to_ps(__m128i b) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b)); }
+
+AVX512 static float dot_f32_avx512(const void *w, const float *x, int64_t n) {
+    const float *a = w;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(x + i), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(x + i + 16), acc1);
+    }
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    for (; i < n; i++) s += a[i] * x[i];
+    return s;
+}
+
+AVX512 static float dot_f16_avx512(const void *w, const float *x, int64_t n) {
+    const uint16_t *a = w;
+    __m512 acc = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        acc = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(a + i))), _mm512_loadu_ps(x + i), acc);
+    float s = _mm512_reduce_add_ps(acc);
+    for (; i < n; i++) s += _cvtsh_ss(a[i]) * x[i];
+    return s;
+}
+
+AVX512 static float dot_q4_0_avx512(const void *w, const float *x, int64_t n) {
+    const block_q4_0 *b = w;
+    const __m128i mask = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t i = 0; i < n / QK4_0; i++, x += QK4_0) {
+        __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
+        __m128i lo = _mm_sub_epi8(_mm_and_si128(q, mask), eight);
+        __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), mask), eight);
+        __m512 v = _mm512_mul_ps(i8x16_to_ps(lo), _mm512_loadu_ps(x));
+        v = _mm512_fmadd_ps(i8x16_to_ps(hi), _mm512_loadu_ps(x + 16), v);
+        acc[i & 1] = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i].d)), v, acc[i & 1]);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+}
+
+AVX512 static float dot_q4_1_avx512(const void *w, const float *x, int64_t n) {
+    const block_q4_1 *b = w;
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    /* independent accumulators (d terms and m terms, even and odd blocks): the adds
+     * do not wait on each other's latency */
+    __m512 ad[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}, am[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t i = 0; i < n / QK4_1; i++, x += QK4_1) {
+        __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
+        __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
+        __m512 v = _mm512_mul_ps(u8x16_to_ps(_mm_and_si128(q, mask)), x0);
+        v = _mm512_fmadd_ps(u8x16_to_ps(_mm_and_si128(_mm_srli_epi16(q, 4), mask)), x1, v);
+        ad[i & 1] = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i].d)), v, ad[i & 1]);
+        am[i & 1] = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i].m)), _mm512_add_ps(x0, x1), am[i & 1]);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(ad[0], ad[1]), _mm512_add_ps(am[0], am[1])));
+}
+
+AVX512 static float dot_q8_0_avx512(const void *w, const float *x, int64_t n) {
+    const block_q8_0 *b = w;
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t i = 0; i < n / QK8_0; i++, x += QK8_0) {
+        __m512 v = _mm512_mul_ps(i8x16_to_ps(_mm_loadu_si128((const __m128i *)b[i].qs)), _mm512_loadu_ps(x));
+        v = _mm512_fmadd_ps(i8x16_to_ps(_mm_loadu_si128((const __m128i *)(b[i].qs + 16))), _mm512_loadu_ps(x + 16), v);
+        acc[i & 1] = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i].d)), v, acc[i & 1]);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+}
 #endif
 
-static int use_simd = -1;
+static int use_simd = -1; /* 0 scalar, 1 avx2, 2 avx512 */
 
 static bool simd_enabled(void) {
     if (use_simd < 0) {
@@ -114,7 +187,10 @@ static bool simd_enabled(void) {
         /* F16C is CPUID.1:ECX bit 29 (not every compiler's __builtin_cpu_supports knows it) */
         unsigned a, b, c = 0, d;
         bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
-        use_simd = !forced_scalar && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+        bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+        bool avx512 = avx2 && __builtin_cpu_supports("avx512f");
+        bool forced_avx2 = env && strcmp(env, "avx2") == 0;
+        use_simd = forced_scalar || !avx2 ? 0 : avx512 && !forced_avx2 ? 2 : 1;
 #else
         (void)forced_scalar;
         use_simd = 0;
@@ -123,11 +199,19 @@ static bool simd_enabled(void) {
     return use_simd;
 }
 
-const char *tl_cpu_isa(void) { return simd_enabled() ? "avx2" : "scalar"; }
+const char *tl_cpu_isa(void) { return !simd_enabled() ? "scalar" : use_simd == 2 ? "avx512" : "avx2"; }
 
 tl_dot_fn tl_dot_kernel(tl_dtype t) {
     if (!simd_enabled()) return NULL;
 #ifdef TL_X86
+    if (use_simd == 2) switch (t) {
+        case TL_F32: return dot_f32_avx512;
+        case TL_F16: return dot_f16_avx512;
+        case TL_Q4_0: return dot_q4_0_avx512;
+        case TL_Q4_1: return dot_q4_1_avx512;
+        case TL_Q8_0: return dot_q8_0_avx512;
+        default: return NULL;
+        }
     switch (t) {
     case TL_F32: return dot_f32_avx2;
     case TL_F16: return dot_f16_avx2;

@@ -40,8 +40,12 @@ static void matmul_rows_worker(void *p, int ith, int nth) {
     }
 }
 
+static float portable_dot(const void *a, const float *b, int64_t n) { return tl_dot_f32(a, b, n); }
+
 static void matmul_worker(void *p, int ith, int nth) {
     const matmul_job *j = p;
+    tl_dot_fn dot_f32 = tl_dot_kernel(TL_F32);
+    if (!dot_f32) dot_f32 = portable_dot;
     const size_t row_bytes = tl_dtype_row_size(j->w->dtype, j->k);
     float *tile = j->scratch + (size_t)ith * TL_MATMUL_TILE * (size_t)j->k;
     /* tiles of rows, dealt out in contiguous shares */
@@ -61,7 +65,7 @@ static void matmul_worker(void *p, int ith, int nth) {
 #endif
         for (int64_t r = 0; r < rows; r++)
             for (int64_t i = 0; i < j->n; i++)
-                j->y[i * j->m + r0 + r] = tl_dot_f32(tile + r * j->k, j->x + i * j->k, j->k);
+                j->y[i * j->m + r0 + r] = dot_f32(tile + r * j->k, j->x + i * j->k, j->k);
     }
 }
 

@@ -223,3 +223,18 @@ tl_status tl_generation_next(tl_generation *g, tl_generated *out) {
     out->finish = g->finish;
     return s;
 }
+
+tl_status tl_generate_stream(tl_generation *g, bool (*on_step)(const tl_generated *step, void *user), void *user) {
+    if (!on_step) return tl_set_error(TL_ERR_INVALID, "generate: no callback");
+    tl_generated step;
+    do {
+        if (g->ctx->cancel) {
+            g->ctx->cancel = 0;
+            return tl_set_error(TL_ERR_CANCELLED, "generate: cancelled");
+        }
+        tl_status s = tl_generation_next(g, &step);
+        if (s) return s;
+        if (!on_step(&step, user)) break;
+    } while (!step.finish);
+    return TL_OK;
+}

@@ -376,8 +376,9 @@ int32_t tl_context_max_batch_size(const tl_context *c);
 void tl_context_clear(tl_context *c, int32_t seq);
 /* Positions of sequence seq already in the cache (the next position to feed). */
 int32_t tl_context_seq_len(const tl_context *c, int32_t seq);
-/* Safe from any thread or a signal handler: the running forward stops between layers
- * with TL_ERR_CANCELLED. The flag is cleared when the next tl_forward starts. */
+/* Safe from any thread or a signal handler: the running forward stops between layers,
+ * a generation loop between tokens, with TL_ERR_CANCELLED; the flag is cleared when
+ * that error is returned. */
 void tl_context_cancel(tl_context *c);
 
 /* One forward step over n tokens, each with its position and sequence. Prefill =
@@ -437,6 +438,11 @@ tl_status tl_generation_new(tl_context *c, int32_t seq, const int32_t *prompt, s
  * TL_ERR_INVALID. */
 tl_status tl_generation_next(tl_generation *g, tl_generated *out);
 void tl_generation_free(tl_generation *g);
+
+/* The whole loop: calls on_step for every step until generation finishes, on_step
+ * returns false, or tl_context_cancel is called (polled between tokens and, inside the
+ * prompt, between layers: TL_ERR_CANCELLED). */
+tl_status tl_generate_stream(tl_generation *g, bool (*on_step)(const tl_generated *step, void *user), void *user);
 
 #ifdef __cplusplus
 }

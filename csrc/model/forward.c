@@ -185,7 +185,6 @@ static void add_bias(float *y, const float *bias, int64_t n, int64_t m) {
 }
 
 tl_status tl_forward(tl_context *x, const tl_batch *b, float *logits_out) {
-    x->cancel = 0;
     const tl_model *m = x->model;
     const tl_model_config *c = &m->config;
     int32_t *new_len = malloc((size_t)x->max_batch_size * sizeof *new_len);
@@ -258,6 +257,7 @@ tl_status tl_forward(tl_context *x, const tl_batch *b, float *logits_out) {
 
         if (x->cancel || (x->should_abort && x->should_abort(x->abort_user))) {
             /* the cache holds this layer's entries but not the later ones': drop the batch */
+            x->cancel = 0;
             free(new_len);
             return tl_set_error(TL_ERR_CANCELLED, "forward: cancelled");
         }
