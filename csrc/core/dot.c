@@ -174,6 +174,64 @@ AVX512 static float dot_q8_0_avx512(const void *w, const float *x, int64_t n) {
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
 }
+
+/* GGUF Q4_K: 256 = 8 sub-blocks of 32, value d*sc*q - dmin*m; qs holds sub-blocks 2j
+ * (low nibbles) and 2j+1 (high nibbles) in its bytes 32j..32j+31 */
+AVX512 static float dot_q4_K_avx512(const void *w, const float *x, int64_t n) {
+    const block_q4_K *b = w;
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    __m512 acc = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float d = _cvtsh_ss(b[i].d), dmin = _cvtsh_ss(b[i].dmin);
+        for (int j = 0; j < 4; j++, x += 64) {
+            int sc0, m0, sc1, m1;
+            get_scale_min_k4(2 * j, b[i].scales, &sc0, &m0);
+            get_scale_min_k4(2 * j + 1, b[i].scales, &sc1, &m1);
+            const uint8_t *q = b[i].qs + 32 * j;
+            __m128i qa = _mm_loadu_si128((const __m128i *)q), qb = _mm_loadu_si128((const __m128i *)(q + 16));
+            __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16), x2 = _mm512_loadu_ps(x + 32),
+                   x3 = _mm512_loadu_ps(x + 48);
+            __m512 lo = _mm512_fmadd_ps(u8x16_to_ps(_mm_and_si128(qb, mask)), x1,
+                                        _mm512_mul_ps(u8x16_to_ps(_mm_and_si128(qa, mask)), x0));
+            __m512 hi = _mm512_fmadd_ps(u8x16_to_ps(_mm_and_si128(_mm_srli_epi16(qb, 4), mask)), x3,
+                                        _mm512_mul_ps(u8x16_to_ps(_mm_and_si128(_mm_srli_epi16(qa, 4), mask)), x2));
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(d * (float)sc0), lo, acc);
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(d * (float)sc1), hi, acc);
+            accm = _mm512_fmadd_ps(_mm512_set1_ps(dmin * (float)m0), _mm512_add_ps(x0, x1), accm);
+            accm = _mm512_fmadd_ps(_mm512_set1_ps(dmin * (float)m1), _mm512_add_ps(x2, x3), accm);
+        }
+    }
+    return _mm512_reduce_add_ps(_mm512_sub_ps(acc, accm));
+}
+
+/* GGUF Q6_K: 256 = 2 halves of 128; element 32p + l of a half is (4 bits of ql, 2 of qh) - 32,
+ * scaled by d * scales[8h + 2p + l / 16] */
+AVX512 static float dot_q6_K_avx512(const void *w, const float *x, int64_t n) {
+    const block_q6_K *b = w;
+    const __m128i m4 = _mm_set1_epi8(0x0F), m2 = _mm_set1_epi8(3), c32 = _mm_set1_epi8(32);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float d = _cvtsh_ss(b[i].d);
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = b[i].ql + 64 * h, *qh = b[i].qh + 32 * h;
+            const int8_t *sc = b[i].scales + 8 * h;
+            for (int part = 0; part < 4; part++) {
+                const uint8_t *lo = ql + 32 * (part % 2);
+                const int lshift = 4 * (part / 2), hshift = 2 * part;
+                for (int half = 0; half < 2; half++, x += 16) {
+                    __m128i l4 = _mm_loadu_si128((const __m128i *)(lo + 16 * half));
+                    __m128i h2 = _mm_loadu_si128((const __m128i *)(qh + 16 * half));
+                    l4 = _mm_and_si128(_mm_srl_epi16(l4, _mm_cvtsi32_si128(lshift)), m4);
+                    h2 = _mm_and_si128(_mm_srl_epi16(h2, _mm_cvtsi32_si128(hshift)), m2);
+                    __m128i v = _mm_sub_epi8(_mm_or_si128(l4, _mm_slli_epi16(h2, 4)), c32);
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(d * (float)sc[2 * part + half]),
+                                          _mm512_mul_ps(i8x16_to_ps(v), _mm512_loadu_ps(x)), acc);
+                }
+            }
+        }
+    }
+    return _mm512_reduce_add_ps(acc);
+}
 #endif
 
 static int use_simd = -1; /* 0 scalar, 1 avx2, 2 avx512 */
@@ -210,6 +268,8 @@ tl_dot_fn tl_dot_kernel(tl_dtype t) {
         case TL_Q4_0: return dot_q4_0_avx512;
         case TL_Q4_1: return dot_q4_1_avx512;
         case TL_Q8_0: return dot_q8_0_avx512;
+        case TL_Q4_K: return dot_q4_K_avx512;
+        case TL_Q6_K: return dot_q6_K_avx512;
         default: return NULL;
         }
     switch (t) {

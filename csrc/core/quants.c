@@ -491,16 +491,6 @@ static void pack_2bit(const uint8_t *L, uint8_t *qs) {
  * hold scales 0-3, bytes 4-7 mins 0-3 (low 6 bits each); bytes 8-11 hold the
  * low nibbles of scales/mins 4-7, whose top 2 bits sit in the top 2 bits of
  * bytes 0-3 (scales) and 4-7 (mins). */
-static inline void get_scale_min_k4(int j, const uint8_t *q, int *sc, int *m) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (q[j + 4] & 0x0F) | (q[j - 4] >> 6) << 4;
-        *m = (q[j + 4] >> 4) | (q[j] >> 6) << 4;
-    }
-}
-
 static void set_scale_min_k4(uint8_t *q, const uint8_t *ls, const uint8_t *lm) {
     for (int j = 0; j < 4; j++) {
         q[j] = ls[j];

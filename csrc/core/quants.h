@@ -50,6 +50,19 @@ static_assert(sizeof(block_q8_K) == 292, "q8_K block");
 static_assert(sizeof(block_tq1_0) == 54, "tq1_0 block");
 static_assert(sizeof(block_tq2_0) == 66, "tq2_0 block");
 
+/* Q4_K/Q5_K: the 6-bit scale and min of sub-block j (0..7) from the 12 packed bytes
+ * (ggml's get_scale_min_k4: j < 4 in the low 6 bits, j >= 4 split over nibbles and the
+ * top 2 bits of the first 8 bytes). */
+static inline void get_scale_min_k4(int j, const uint8_t *q, int *sc, int *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0x0F) | (q[j - 4] >> 6) << 4;
+        *m = (q[j + 4] >> 4) | (q[j] >> 6) << 4;
+    }
+}
+
 #define TL_QUANT_KERNELS(X) X(q4_0) X(q4_1) X(q5_0) X(q5_1) X(q8_0) X(q8_1) X(q2_K) X(q3_K) \
     X(q4_K) X(q5_K) X(q6_K) X(q8_K) X(tq1_0) X(tq2_0)
 
