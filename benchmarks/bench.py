@@ -155,11 +155,13 @@ llm = Llama(model_path=path, n_ctx=n_prompt + n_gen + 8, n_threads=threads, n_th
 load = time.perf_counter() - t0
 rng = np.random.default_rng(1)
 prompt = [1] + rng.integers(300, llm.n_vocab(), n_prompt - 1).tolist()
+def last_logits():  # without logits_all, llama-cpp-python leaves llm.scores unfilled
+    return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
 t0 = time.perf_counter(); llm.eval(prompt); t_prompt = time.perf_counter() - t0
-tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+tok = int(np.argmax(last_logits()))
 t0 = time.perf_counter()
 for i in range(n_gen):
-    llm.eval([tok]); tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    llm.eval([tok]); tok = int(np.argmax(last_logits()))
 t_gen = time.perf_counter() - t0
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
 print(json.dumps(dict(load_s=round(load, 3), prompt_tps=round(n_prompt / t_prompt, 1), gen_tps=round(n_gen / t_gen, 2),
