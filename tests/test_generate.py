@@ -124,3 +124,28 @@ def test_smollm2_answers_paris_with_its_chat_template(smollm2_path):
     assert prompt.startswith("<|im_start|>")
     answer = m.generate(prompt, max_new_tokens=24, temperature=0)
     assert "Paris" in answer, answer
+
+
+def test_model_keeps_working_in_a_forked_child(fixtures, expected_stories):
+    """multiprocessing forks by default on Linux: the child's thread pool must start afresh."""
+    import os
+
+    m = torchless.Model(fixtures / "stories260K" / "stories260K.derived-f32.gguf", max_seq_len=256, n_threads=2)
+    parent = m.generate([1], max_new_tokens=30, temperature=0)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: generate again, report, exit without running pytest's teardown
+        import signal
+
+        signal.alarm(60)  # a pool that waits for workers the child does not have would hang: die instead
+        try:
+            os.write(w, m.generate([1], max_new_tokens=30, temperature=0).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        child = f.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0
+    assert child == parent and expected_stories.startswith(parent)
+    assert m.generate([1], max_new_tokens=30, temperature=0) == parent  # the parent's pool is intact

@@ -21,6 +21,7 @@ struct tl_pool {
     atomic_ulong generation;  /* bumped for every run */
     atomic_int pending;       /* workers still busy with this generation */
     atomic_bool quit;
+    pid_t pid; /* the process the workers live in: a forked child starts its own */
 };
 
 /* Ops follow each other within microseconds during a forward pass: a worker spins this
@@ -61,6 +62,8 @@ static void *worker(void *p) {
     return NULL;
 }
 
+static tl_status start_workers(tl_pool *p);
+
 tl_status tl_pool_new(int n_threads, tl_pool **out) {
     *out = NULL;
     if (n_threads < 1 || n_threads > 1024)
@@ -76,12 +79,24 @@ tl_status tl_pool_new(int n_threads, tl_pool **out) {
         tl_pool_free(p);
         return tl_set_error(TL_ERR_NOMEM, "out of memory creating a thread pool");
     }
+    tl_status st = start_workers(p);
+    if (st) {
+        tl_pool_free(p);
+        return st;
+    }
+    *out = p;
+    return TL_OK;
+}
+
+/* Threads 1..n-1 of this process; on failure p->n is the number that did start. */
+static tl_status start_workers(tl_pool *p) {
+    p->pid = getpid();
     /* workers inherit this mask: every signal blocked, so handlers run on the caller */
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     tl_status st = TL_OK;
-    for (int i = 1; i < n_threads; i++) {
+    for (int i = 1; i < p->n; i++) {
         worker_arg *wa = malloc(sizeof *wa);
         int e = wa ? 0 : -1;
         if (wa) {
@@ -97,17 +112,24 @@ tl_status tl_pool_new(int n_threads, tl_pool **out) {
         }
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (st) {
-        tl_pool_free(p);
-        return st;
-    }
-    *out = p;
-    return TL_OK;
+    return st;
+}
+
+/* After fork() only the forking thread exists in the child: the pool's workers, and any
+ * lock one of them held, are gone. Start afresh (fresh locks, new threads). */
+static void restart_after_fork(tl_pool *p) {
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->start, NULL);
+    pthread_cond_init(&p->done, NULL);
+    atomic_store(&p->generation, 0);
+    atomic_store(&p->pending, 0);
+    atomic_store(&p->quit, false);
+    (void)start_workers(p); /* on failure the pool runs with the threads that did start */
 }
 
 void tl_pool_free(tl_pool *p) {
     if (!p) return;
-    if (p->threads) {
+    if (p->threads && p->pid == getpid()) { /* in a forked child that never ran, no workers exist */
         pthread_mutex_lock(&p->mu);
         atomic_store(&p->quit, true);
         pthread_cond_broadcast(&p->start);
@@ -124,6 +146,7 @@ void tl_pool_free(tl_pool *p) {
 int tl_pool_size(const tl_pool *p) { return p->n; }
 
 void tl_pool_run(tl_pool *p, tl_pool_fn fn, void *arg) {
+    if (p->pid != getpid()) restart_after_fork(p);
     if (p->n == 1) {
         fn(arg, 0, 1);
         return;
