@@ -48,6 +48,8 @@ tl_status tl_generation_new(tl_context *c, int32_t seq, const int32_t *prompt, s
     *out = NULL;
     if (!c || !sampler || !p) return tl_set_error(TL_ERR_INVALID, "generate: missing context, sampler or parameters");
     if (n_prompt == 0 || !prompt) return tl_set_error(TL_ERR_INVALID, "generate: the prompt is empty");
+    if (!c->model->tokenizer)
+        return tl_set_error(TL_ERR_INVALID, "generate: the model has no tokenizer (its file has no tokenizer.ggml.* metadata)");
     if (seq < 0 || seq >= c->max_batch_size)
         return tl_set_error(TL_ERR_INVALID, "generate: sequence %d is out of range [0, %d)", seq, c->max_batch_size);
     if (p->max_new_tokens < 0) return tl_set_error(TL_ERR_INVALID, "generate: max_new_tokens must be >= 0, got %d", p->max_new_tokens);

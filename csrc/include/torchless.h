@@ -354,7 +354,7 @@ typedef struct tl_model tl_model; /* read-only once loaded; shared by any number
 tl_status tl_model_load(const char *path, tl_model **out);
 void tl_model_free(tl_model *m);
 const tl_model_config *tl_model_get_config(const tl_model *m);
-const tl_tokenizer *tl_model_get_tokenizer(const tl_model *m);
+const tl_tokenizer *tl_model_get_tokenizer(const tl_model *m); /* NULL: the file has no tokenizer */
 const tl_weights *tl_model_get_weights(const tl_model *m);
 
 typedef struct tl_context_params {

@@ -107,8 +107,10 @@ tl_status tl_model_load(const char *path, tl_model **out) {
     if (!s) s = tl_model_config_from_weights(m->weights, &m->config);
     binder b = {m, path};
     if (!s) s = bind(&b);
-    if (!s) s = tl_tokenizer_from_weights(m->weights, &m->tokenizer);
-    if (!s && tl_tokenizer_n_vocab(m->tokenizer) > m->config.n_vocab)
+    /* a weights-only file (no tokenizer.ggml.*) runs forward passes; generating text needs one */
+    if (!s && tl_weights_find_kv(m->weights, "tokenizer.ggml.model"))
+        s = tl_tokenizer_from_weights(m->weights, &m->tokenizer);
+    if (!s && m->tokenizer && tl_tokenizer_n_vocab(m->tokenizer) > m->config.n_vocab)
         s = tl_set_error(TL_ERR_FORMAT, "model: %s: the tokenizer has %d tokens but the embedding only %d rows", path,
                          tl_tokenizer_n_vocab(m->tokenizer), m->config.n_vocab);
     if (s) {

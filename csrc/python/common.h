@@ -36,6 +36,12 @@ PyObject *tlpy_string_to_python(tl_string s);
 /* A StringArray over n strings that point into `owner` (retained). */
 PyObject *tlpy_stringarray_new(const tl_string *items, uint64_t n, tl_mapping *owner);
 
+/* A weights table's metadata as a dict (values, or their type names), its tensor names,
+ * and a TensorView of one tensor (KeyError when absent). */
+PyObject *tlpy_metadata(const tl_weights *w, bool types);
+PyObject *tlpy_tensor_names(const tl_weights *w);
+PyObject *tlpy_tensor(const tl_weights *w, PyObject *name);
+
 /* Metadata value -> Python (int, float, bool, str, numpy array, list). */
 PyObject *tlpy_value_to_python(const tl_value *v, tl_mapping *owner);
 

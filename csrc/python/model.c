@@ -359,6 +359,19 @@ static PyObject *get_path(Model *self, void *c) {
     return Py_NewRef(self->path);
 }
 
+static PyObject *Model_tensor_names(Model *self, PyObject *unused) {
+    (void)unused;
+    return tlpy_tensor_names(tl_model_get_weights(self->model));
+}
+
+static PyObject *Model_tensor(Model *self, PyObject *name) { return tlpy_tensor(tl_model_get_weights(self->model), name); }
+
+static PyObject *Model_file_metadata(Model *self, PyObject *args) {
+    int types = 0;
+    if (!PyArg_ParseTuple(args, "|p:file_metadata", &types)) return NULL;
+    return tlpy_metadata(tl_model_get_weights(self->model), types);
+}
+
 static PyGetSetDef Model_getset[] = {
     {"config", (getter)get_config, NULL, "hyper-parameters and architecture traits", NULL},
     {"n_vocab", (getter)get_n_vocab, NULL, "rows of the output head", NULL},
@@ -376,6 +389,10 @@ static PyMethodDef Model_methods[] = {
     {"reset", (PyCFunction)(void (*)(void))Model_reset, METH_VARARGS | METH_KEYWORDS,
      "reset(seq=None): forget the cached positions of one sequence (None: all)"},
     {"seq_len", (PyCFunction)Model_seq_len, METH_O, "seq_len(seq) -> positions of seq in the cache"},
+    {"tensor_names", (PyCFunction)Model_tensor_names, METH_NOARGS, "names of the model file's tensors, in file order"},
+    {"tensor", (PyCFunction)Model_tensor, METH_O, "tensor(name) -> zero-copy TensorView of a weight"},
+    {"file_metadata", (PyCFunction)Model_file_metadata, METH_VARARGS,
+     "file_metadata(types=False) -> the model file's metadata (or its value types) as a dict"},
     {"generate_iter", (PyCFunction)(void (*)(void))Model_generate_iter, METH_VARARGS | METH_KEYWORDS,
      "generate_iter(prompt_ids, *, max_new_tokens=128, temperature=0.8, ...) -> Generation of "
      "(token, logprob, text bytes, finish) steps"},

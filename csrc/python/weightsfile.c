@@ -150,15 +150,14 @@ static PyObject *value_type_of(const tl_value *v, tl_mapping *owner) {
     return value_type_name(v);
 }
 
-/* {key: convert(value)} over the file's metadata, in file order. */
-static PyObject *kv_dict(WeightsFile *f, PyObject *(*convert)(const tl_value *, tl_mapping *)) {
-    if (check_open(f)) return NULL;
+/* {key: convert(value)} over the metadata, in file order. */
+static PyObject *kv_dict(const tl_weights *w, PyObject *(*convert)(const tl_value *, tl_mapping *)) {
     PyObject *d = PyDict_New();
     if (!d) return NULL;
     /* GGUF string arrays point into the (single) mapping; keep it alive with them */
-    tl_mapping *owner = tl_weights_format(f->w) == TL_FORMAT_GGUF ? tl_weights_mapping(f->w, 0) : NULL;
-    for (int64_t i = 0; i < tl_weights_n_kv(f->w); i++) {
-        const tl_kv *kv = tl_weights_kv(f->w, i);
+    tl_mapping *owner = tl_weights_format(w) == TL_FORMAT_GGUF ? tl_weights_mapping(w, 0) : NULL;
+    for (int64_t i = 0; i < tl_weights_n_kv(w); i++) {
+        const tl_kv *kv = tl_weights_kv(w, i);
         PyObject *k = tlpy_string_to_python(kv->key);
         PyObject *v = k ? convert(&kv->value, owner) : NULL;
         if (!v || PyDict_SetItem(d, k, v) < 0) {
@@ -173,24 +172,14 @@ static PyObject *kv_dict(WeightsFile *f, PyObject *(*convert)(const tl_value *, 
     return d;
 }
 
-static PyObject *WeightsFile_metadata(WeightsFile *f, PyObject *unused) {
-    (void)unused;
-    return kv_dict(f, tlpy_value_to_python);
-}
+PyObject *tlpy_metadata(const tl_weights *w, bool types) { return kv_dict(w, types ? value_type_of : tlpy_value_to_python); }
 
-static PyObject *WeightsFile_metadata_types(WeightsFile *f, PyObject *unused) {
-    (void)unused;
-    return kv_dict(f, value_type_of);
-}
-
-static PyObject *WeightsFile_tensor_names(WeightsFile *f, PyObject *unused) {
-    (void)unused;
-    if (check_open(f)) return NULL;
-    int64_t n = tl_weights_n_tensors(f->w);
+PyObject *tlpy_tensor_names(const tl_weights *w) {
+    int64_t n = tl_weights_n_tensors(w);
     PyObject *list = PyList_New((Py_ssize_t)n);
     if (!list) return NULL;
     for (int64_t i = 0; i < n; i++) {
-        PyObject *name = tlpy_string_to_python(tl_weights_tensor(f->w, i)->name);
+        PyObject *name = tlpy_string_to_python(tl_weights_tensor(w, i)->name);
         if (!name) {
             Py_DECREF(list);
             return NULL;
@@ -200,8 +189,7 @@ static PyObject *WeightsFile_tensor_names(WeightsFile *f, PyObject *unused) {
     return list;
 }
 
-static PyObject *WeightsFile_tensor(WeightsFile *f, PyObject *name) {
-    if (check_open(f)) return NULL;
+PyObject *tlpy_tensor(const tl_weights *w, PyObject *name) {
     if (!PyUnicode_Check(name)) {
         PyErr_Format(PyExc_TypeError, "tensor name must be str, not %.100s", Py_TYPE(name)->tp_name);
         return NULL;
@@ -209,14 +197,32 @@ static PyObject *WeightsFile_tensor(WeightsFile *f, PyObject *name) {
     PyObject *b = PyUnicode_AsEncodedString(name, "utf-8", "surrogateescape");
     if (!b) return NULL;
     const tl_named_tensor *nt = NULL;
-    if (strlen(PyBytes_AS_STRING(b)) == (size_t)PyBytes_GET_SIZE(b))
-        nt = tl_weights_find_tensor(f->w, PyBytes_AS_STRING(b));
+    if (strlen(PyBytes_AS_STRING(b)) == (size_t)PyBytes_GET_SIZE(b)) nt = tl_weights_find_tensor(w, PyBytes_AS_STRING(b));
     Py_DECREF(b);
     if (!nt) {
         PyErr_SetObject(PyExc_KeyError, name);
         return NULL;
     }
     return tlpy_tensorview_new(&nt->tensor, nt->name.ptr, nt->name.len, NULL);
+}
+
+static PyObject *WeightsFile_metadata(WeightsFile *f, PyObject *unused) {
+    (void)unused;
+    return check_open(f) ? NULL : tlpy_metadata(f->w, false);
+}
+
+static PyObject *WeightsFile_metadata_types(WeightsFile *f, PyObject *unused) {
+    (void)unused;
+    return check_open(f) ? NULL : tlpy_metadata(f->w, true);
+}
+
+static PyObject *WeightsFile_tensor_names(WeightsFile *f, PyObject *unused) {
+    (void)unused;
+    return check_open(f) ? NULL : tlpy_tensor_names(f->w);
+}
+
+static PyObject *WeightsFile_tensor(WeightsFile *f, PyObject *name) {
+    return check_open(f) ? NULL : tlpy_tensor(f->w, name);
 }
 
 static PyObject *get_path(WeightsFile *f, void *c) { (void)c; return Py_NewRef(f->path); }
