@@ -10,13 +10,16 @@ from . import _C, gguf, hub
 from collections.abc import Sequence as _Sequence
 
 from ._C import Sampler, StringArray, TensorView
+from .args import ModelArgs
+from .config import GenerationConfig
 from .files import ModelFile, load
 from .model import Model
 from .quant import dequantize, dtype_info, dtypes, quantize
 from .tokenizer import Tokenizer
+from .transformer import Transformer, create_transformer_from_config
 
 _Sequence.register(StringArray)
 
 __version__ = "0.1.0"
 
-__all__ = ["gguf", "hub", "Model", "ModelFile", "Sampler", "StringArray", "TensorView", "Tokenizer", "load", "quantize", "dequantize", "dtype_info", "dtypes", "__version__"]
+__all__ = ["gguf", "hub", "GenerationConfig", "Model", "ModelArgs", "ModelFile", "Sampler", "StringArray", "TensorView", "Tokenizer", "Transformer", "create_transformer_from_config", "load", "quantize", "dequantize", "dtype_info", "dtypes", "__version__"]
