@@ -13,6 +13,7 @@ from ._C import Sampler, StringArray, TensorView
 from .args import ModelArgs
 from .config import GenerationConfig
 from .files import ModelFile, load
+from .llama import Llama
 from .model import Model
 from .quant import dequantize, dtype_info, dtypes, quantize
 from .tokenizer import Tokenizer
@@ -22,4 +23,4 @@ _Sequence.register(StringArray)
 
 __version__ = "0.1.0"
 
-__all__ = ["gguf", "hub", "GenerationConfig", "Model", "ModelArgs", "ModelFile", "Sampler", "StringArray", "TensorView", "Tokenizer", "Transformer", "create_transformer_from_config", "load", "quantize", "dequantize", "dtype_info", "dtypes", "__version__"]
+__all__ = ["gguf", "hub", "GenerationConfig", "Llama", "Model", "ModelArgs", "ModelFile", "Sampler", "StringArray", "TensorView", "Tokenizer", "Transformer", "create_transformer_from_config", "load", "quantize", "dequantize", "dtype_info", "dtypes", "__version__"]
