@@ -61,7 +61,14 @@ static PyObject *Generation_next(Generation *g) {
                          finish_names[step.finish]);
 }
 
+static PyObject *Generation_new(PyTypeObject *tp, PyObject *a, PyObject *k) {
+    (void)tp; (void)a; (void)k;
+    PyErr_SetString(PyExc_TypeError, "Generation objects come from Model.generate_iter(...)");
+    return NULL;
+}
+
 static PyType_Slot Generation_slots[] = {
+    {Py_tp_new, Generation_new},
     {Py_tp_dealloc, Generation_dealloc},
     {Py_tp_iter, PyObject_SelfIter},
     {Py_tp_iternext, Generation_next},

@@ -122,10 +122,12 @@ class ModelArgs:
 
     @property
     def resolved_n_kv_heads(self) -> int:
+        """`n_kv_heads`, or `n_heads` when it is None (plain multi-head attention)."""
         return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
 
     @property
     def resolved_head_dim(self) -> int:
+        """`head_dim`, or `dim // n_heads` when it is None (the reference's rule)."""
         return self.dim // self.n_heads if self.head_dim is None else self.head_dim
 
     @property
@@ -140,6 +142,7 @@ class ModelArgs:
 
     @property
     def resolved_rope_style(self) -> str:
+        """`rope_style`, or the architecture's: "norm" (adjacent pairs) for llama, "neox" for qwen2/qwen3."""
         if self.rope_style is not None:
             return self.rope_style
         return "norm" if self.arch == "llama" else "neox"

@@ -74,20 +74,24 @@ class ModelFile:
 
     @property
     def tensors(self) -> TensorMap:
+        """Name -> zero-copy TensorView, in file order (views are made on first access)."""
         if self._tensors is None:
             self._tensors = TensorMap(self._handle)
         return self._tensors
 
     @property
     def architecture(self) -> str | None:
+        """general.architecture ("llama", "gemma3", ...), or None when the file does not say."""
         arch = self.metadata.get("general.architecture")
         return arch if isinstance(arch, str) else None
 
     @property
     def closed(self) -> bool:
+        """True after close()."""
         return self._handle.closed
 
     def close(self) -> None:
+        """Release the file; TensorViews already handed out stay valid (they keep the mapping)."""
         self._handle.close()
 
     def __enter__(self) -> ModelFile:

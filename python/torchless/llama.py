@@ -188,6 +188,8 @@ class Llama:
     def text_completion(self, prompts: Sequence[str], temperature: float = 0.6, top_p: float = 0.9,
                         max_gen_len: int | None = None, logprobs: bool = False, echo: bool = False
                         ) -> list[CompletionPrediction]:
+        """Complete each prompt (encoded with BOS): [{"generation": text, "tokens"?, "logprobs"?}].
+        max_gen_len defaults to max_seq_len - 1; temperature >= 0, top_p in (0, 1]."""
         if max_gen_len is None:
             max_gen_len = self.model.params.max_seq_len - 1
         prompt_tokens = [self.tokenizer.encode(x, bos=True, eos=False) for x in prompts]
@@ -226,6 +228,7 @@ class Llama:
         yield from self.model.model.stream(prompt, **kw)
 
     def model_info(self) -> dict[str, Any]:
+        """Architecture, parameter count, context length, file size, quantization, bits per weight, path."""
         from .cli import describe
         from .files import load
 

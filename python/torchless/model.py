@@ -35,6 +35,7 @@ class Model(_C.Model):
 
     @property
     def tokenizer(self):
+        """The model file's tokenizer (a torchless.Tokenizer), loaded on first use."""
         if self._tokenizer is None:
             from .tokenizer import Tokenizer
 
@@ -43,6 +44,7 @@ class Model(_C.Model):
 
     @property
     def metadata(self) -> dict[str, Any]:
+        """The model file's metadata without the tokenizer.ggml.* vocabulary arrays."""
         if self._metadata is None:
             with load(self.path) as f:
                 self._metadata = {k: v for k, v in f.metadata.items() if not k.startswith("tokenizer.ggml.")}
@@ -50,6 +52,7 @@ class Model(_C.Model):
 
     @property
     def chat_template(self) -> str | None:
+        """The Jinja chat template stored in the file (tokenizer.chat_template), or None."""
         t = self.metadata.get("tokenizer.chat_template")
         return t if isinstance(t, str) else None
 

@@ -103,6 +103,8 @@ class Transformer:
     def from_pretrained(cls, path_or_name: str | os.PathLike, *, max_seq_len: int | None = None,
                         max_batch_size: int | None = None, n_threads: int | None = None,
                         kv_dtype: str = "f16") -> Transformer:
+        """A Transformer over a model file or catalog name (weights mapped, used in place);
+        `params` come from the file's metadata."""
         from .args import ModelArgs
 
         self = cls.__new__(cls)
@@ -234,6 +236,7 @@ class Transformer:
     __call__ = forward
 
     def eval(self) -> Transformer:
+        """Returns self (there is no training mode), as in PyTorch code ported to torchless."""
         return self
 
     @property
