@@ -14,7 +14,7 @@ MODELS := smollm2-135m-instruct gemma3-270m
 JOBS ?= 2
 # warnings are errors in CI (CI=true) and whenever TORCHLESS_WERROR=1
 WERROR := $(if $(filter true 1,$(CI) $(TORCHLESS_WERROR)),ON,OFF)
-PY_DEPS := 'numpy>=1.26' 'scikit-build-core>=0.10' 'pytest>=7' 'gguf==0.19.0' 'safetensors>=0.4' 'sentencepiece==0.2.3' 'tokenizers==0.23.3' 'jinja2>=3.1'
+PY_DEPS := 'numpy>=1.26' 'scikit-build-core>=0.10' 'pytest>=7' 'gguf==0.19.0' 'safetensors>=0.4' 'sentencepiece==0.2.3' 'tokenizers==0.23.3' 'jinja2>=3.1' 'nbclient>=0.10' 'nbformat>=5.10' 'ipykernel>=6.29' 'matplotlib>=3.8'
 
 .PHONY: run test setup system venv install models ctest fuzz-smoke pytest bench peer clean
 
@@ -30,7 +30,7 @@ setup: install models
 system:
 	@bash .ci/install-system-deps
 
-$(VENV)/.deps: | system
+$(VENV)/.deps: Makefile | system
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(PY_DEPS)
 	touch $@
