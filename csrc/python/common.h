@@ -57,6 +57,9 @@ int tlpy_generation_init(PyObject *module);  /* generation.c: Generation */
 
 /* The engine model inside a Model object (borrowed). */
 const tl_model *tlpy_model_of(PyObject *model);
+/* generation.c: an abort callback for tl_forward that runs pending signal handlers (takes
+ * the GIL); true (cancel) when one raised, the exception left set for the caller. */
+bool tlpy_check_signals(void *user);
 /* A Generation iterator over sequence seq of ctx; the model object is kept alive. */
 PyObject *tlpy_generation_new(PyObject *model, tl_context *ctx, PyThread_type_lock lock, const int32_t *prompt,
                               size_t n_prompt, const tl_sampler_params *sp, const tl_generate_params *gp, int32_t seq);

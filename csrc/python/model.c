@@ -140,12 +140,15 @@ static PyObject *run_batch(Model *self, int32_t n, const int32_t *tok, const int
     }
     tl_batch b = {n, tok, pos, seq, want};
     tl_status s;
+    tl_context_set_abort_callback(self->ctx, tlpy_check_signals, NULL); /* Ctrl-C between layers */
     Py_BEGIN_ALLOW_THREADS
     s = tl_forward(self->ctx, &b, PyArray_DATA((PyArrayObject *)out));
     Py_END_ALLOW_THREADS
+    tl_context_set_abort_callback(self->ctx, NULL, NULL);
     PyThread_release_lock(self->lock);
     if (s) {
         Py_DECREF(out);
+        if (PyErr_Occurred()) return NULL; /* KeyboardInterrupt from tlpy_check_signals */
         return tlpy_raise(s);
     }
     return out;
