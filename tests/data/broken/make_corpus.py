@@ -318,23 +318,24 @@ CASES: list[tuple[str, bytes | dict, str, str]] = [
      "shape has too many elements", FORMAT),
 ]
 
-# The fuzzers start from these (small, valid where they can be).
+# The fuzzers start from these (small, valid where they can be). Named *.seed: they are test
+# inputs of a few hundred bytes, not models (the fuzzers read content, not names).
 SEED_FILES = {
     "fuzz_gguf": {
-        "good.gguf": good_gguf(),
-        "good-v2.gguf": good_gguf(version=u32(2)),
+        "good.gguf.seed": good_gguf(),
+        "good-v2.gguf.seed": good_gguf(version=u32(2)),
         # data at an odd address: dequantized in place, a misaligned block
-        "misaligned-q4_0.gguf": gguf([kv("general.alignment", U32, u32(1))], [tinfo("qq", [32], T_Q4_0, 0)],
+        "misaligned-q4_0.gguf.seed": gguf([kv("general.alignment", U32, u32(1))], [tinfo("qq", [32], T_Q4_0, 0)],
                                      Q4_0_BLOCK, alignment=1),
-        "nested-arrays.gguf": gguf([kv("x", ARRAY, nested_arrays(3)), kv("b", BOOL, b"\1"),
+        "nested-arrays.gguf.seed": gguf([kv("x", ARRAY, nested_arrays(3)), kv("b", BOOL, b"\1"),
                                     kv("general.alignment", U32, u32(64))], GOOD_TINFOS[:1], F32_DATA, alignment=64),
     },
     "fuzz_safetensors": {
-        "good.safetensors": good_st(),
+        "good.safetensors.seed": good_st(),
         # a header of odd length puts the F16 data at an odd address
-        "misaligned-f16.safetensors": st('{"h":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}} ',
+        "misaligned-f16.safetensors.seed": st('{"h":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}} ',
                                          struct.pack("<2e", 1.0, -1.0)),
-        "scalar-and-empty.safetensors": st({"s": entry("I32", [], [0, 4]), "e": entry("BF16", [0, 3], [4, 4]),
+        "scalar-and-empty.safetensors.seed": st({"s": entry("I32", [], [0, 4]), "e": entry("BF16", [0, 3], [4, 4]),
                                             "u": entry("U8", [3], [4, 7]), "t": entry("BOOL", [1], [7, 8])}, ST_DATA[:8]),
     },
     "fuzz_json": {
