@@ -62,6 +62,7 @@ pytest: install models
 bench: install models
 	$(PY) benchmarks/bench_files.py
 	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/bench_overhead.py
 
 # llama-cpp-python, built from the registry's source with native flags, in a venv of its own
 # (for benchmarks/bench.py only; takes several minutes on 2 cores)

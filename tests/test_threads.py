@@ -374,3 +374,25 @@ def test_llama_keeps_working_in_a_forked_child(stories):
     assert status == 0
     assert child == repr((parent, sampled))
     assert llm.generate(prompts, max_gen_len=40, temperature=0)[0] == parent
+
+
+def test_models_on_one_file_share_the_mapped_weights_with_their_own_contexts(fixtures):
+    path = fixtures / "stories260K" / "stories260K.derived-f32.gguf"
+    a = torchless.Llama.build(path, max_seq_len=128, max_batch_size=2)
+    b = torchless.Llama.build(path, max_seq_len=64, max_batch_size=1)
+    ma, mb = a.model.model, b.model.model
+    assert ma.weights_id == mb.weights_id  # one mapping
+    assert (ma.max_seq_len, mb.max_seq_len) == (128, 64)  # two contexts
+    ta, _ = a.generate([[1]], max_gen_len=30, temperature=0.0)
+    del a, ma
+    import gc
+
+    gc.collect()
+    tb, _ = b.generate([[1]], max_gen_len=30, temperature=0.0)  # the survivor keeps the weights alive
+    assert ta == tb
+
+
+def test_generate_runs_the_whole_loop_in_c_and_equals_stream(fixtures):
+    m = torchless.Model(fixtures / "stories260K" / "stories260K.derived-f32.gguf", max_seq_len=256)
+    for kw in (dict(temperature=0.0), dict(temperature=0.9, seed=3), dict(temperature=0.0, stop=["park"])):
+        assert m.generate([1], max_new_tokens=120, **kw) == "".join(m.stream([1], max_new_tokens=120, **kw))

@@ -352,6 +352,9 @@ typedef struct tl_model tl_model; /* read-only once loaded; shared by any number
 /* Loads a GGUF model (weights used where they lie in the mapping). Unknown
  * architectures fail with a message listing the supported ones. */
 tl_status tl_model_load(const char *path, tl_model **out);
+/* Reference counted: every holder (e.g. several language-level objects sharing one mapping,
+ * each with its own context) retains it; tl_model_free drops one reference. */
+void tl_model_retain(tl_model *m);
 void tl_model_free(tl_model *m);
 const tl_model_config *tl_model_get_config(const tl_model *m);
 const tl_tokenizer *tl_model_get_tokenizer(const tl_model *m); /* NULL: the file has no tokenizer */

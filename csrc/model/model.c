@@ -101,6 +101,7 @@ tl_status tl_model_load(const char *path, tl_model **out) {
     *out = NULL;
     tl_model *m = calloc(1, sizeof *m);
     if (!m) return tl_set_error(TL_ERR_NOMEM, "model: out of memory");
+    atomic_init(&m->refs, 1);
     tl_status s = tl_weights_open(path, &m->weights);
     if (!s && tl_weights_format(m->weights) != TL_FORMAT_GGUF)
         s = tl_set_error(TL_ERR_UNSUPPORTED, "model: %s: only GGUF models can be run so far", path);
@@ -121,8 +122,12 @@ tl_status tl_model_load(const char *path, tl_model **out) {
     return TL_OK;
 }
 
+void tl_model_retain(tl_model *m) {
+    if (m) atomic_fetch_add(&m->refs, 1);
+}
+
 void tl_model_free(tl_model *m) {
-    if (!m) return;
+    if (!m || atomic_fetch_sub(&m->refs, 1) != 1) return;
     tl_tokenizer_free(m->tokenizer);
     tl_weights_free(m->weights);
     tl_arena_free_all(&m->arena);

@@ -2,6 +2,8 @@
 #ifndef TL_MODEL_H
 #define TL_MODEL_H
 
+#include <stdatomic.h>
+
 #include "core/arena.h"
 #include "core/pool.h"
 #include "core/status.h"
@@ -28,6 +30,7 @@ struct tl_model {
     const float *rope_freqs;     /* rope_dim / 2 frequency divisors (llama.cpp's LLaMA-3 scaling), or NULL */
     tl_layer_weights *layers;
     tl_arena arena;              /* layers and the float32 vectors */
+    atomic_int refs;             /* contexts may outlive the caller's handle: freed at 0 */
 };
 
 /* Reads config + traits from GGUF metadata and checks them. */

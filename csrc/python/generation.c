@@ -70,6 +70,68 @@ static PyObject *Generation_next(Generation *g) {
                          finish_names[step.finish]);
 }
 
+typedef struct {
+    char *buf;
+    size_t n, cap;
+    int32_t tokens;
+    tl_finish_reason finish;
+    bool nomem;
+} collected;
+
+static bool collect(const tl_generated *step, void *user) {
+    collected *c = user;
+    if (step->token >= 0) c->tokens++;
+    c->finish = step->finish;
+    if (c->n + step->text_len + 1 > c->cap) {
+        size_t cap = c->cap ? c->cap : 256;
+        while (cap < c->n + step->text_len + 1) cap *= 2;
+        char *p = realloc(c->buf, cap);
+        if (!p) {
+            c->nomem = true;
+            return false;
+        }
+        c->buf = p;
+        c->cap = cap;
+    }
+    memcpy(c->buf + c->n, step->text, step->text_len);
+    c->n += step->text_len;
+    return true;
+}
+
+/* run() -> (text bytes, generated tokens, finish): the rest of the generation in C, the GIL
+ * released throughout (Ctrl-C still lands between layers). */
+static PyObject *Generation_run(Generation *g, PyObject *unused) {
+    (void)unused;
+    if (g->done) return Py_BuildValue("(y#iz)", "", (Py_ssize_t)0, 0, NULL);
+    if (!PyThread_acquire_lock(g->lock, NOWAIT_LOCK)) {
+        PyErr_SetString(PyExc_RuntimeError, "this Model is in use by another thread (a context serves one thread at a time)");
+        return NULL;
+    }
+    collected c = {0};
+    tl_status s;
+    tl_context_set_abort_callback(g->ctx, tlpy_check_signals, NULL);
+    Py_BEGIN_ALLOW_THREADS
+    s = tl_generate_stream(g->gen, collect, &c);
+    Py_END_ALLOW_THREADS
+    tl_context_set_abort_callback(g->ctx, NULL, NULL);
+    PyThread_release_lock(g->lock);
+    g->done = true;
+    PyObject *r = NULL;
+    if (c.nomem) PyErr_NoMemory();
+    else if (s) {
+        if (!PyErr_Occurred()) tlpy_raise(s);
+    } else
+        r = Py_BuildValue("(y#iz)", c.buf ? c.buf : "", (Py_ssize_t)c.n, c.tokens, finish_names[c.finish]);
+    free(c.buf);
+    return r;
+}
+
+static PyMethodDef Generation_methods[] = {
+    {"run", (PyCFunction)Generation_run, METH_NOARGS,
+     "run() -> (text bytes, tokens generated, finish reason): the rest of the generation in C, GIL released"},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyObject *Generation_new(PyTypeObject *tp, PyObject *a, PyObject *k) {
     (void)tp; (void)a; (void)k;
     PyErr_SetString(PyExc_TypeError, "Generation objects come from Model.generate_iter(...)");
@@ -78,6 +140,7 @@ static PyObject *Generation_new(PyTypeObject *tp, PyObject *a, PyObject *k) {
 
 static PyType_Slot Generation_slots[] = {
     {Py_tp_new, Generation_new},
+    {Py_tp_methods, Generation_methods},
     {Py_tp_dealloc, Generation_dealloc},
     {Py_tp_iter, PyObject_SelfIter},
     {Py_tp_iternext, Generation_next},

@@ -17,13 +17,17 @@ typedef struct {
 PyTypeObject *Model_Type;
 
 static PyObject *Model_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"path", "max_seq_len", "max_batch_size", "n_threads", "kv_dtype", NULL};
-    PyObject *path = NULL, *threads_obj = Py_None;
+    static char *kwlist[] = {"path", "max_seq_len", "max_batch_size", "n_threads", "kv_dtype", "share", NULL};
+    PyObject *path = NULL, *threads_obj = Py_None, *share = Py_None;
     int max_seq_len = 0, max_batch_size = 1;
     const char *kv = "f16";
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&|iiOs:Model", kwlist, PyUnicode_FSDecoder, &path, &max_seq_len,
-                                     &max_batch_size, &threads_obj, &kv))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&|iiOsO:Model", kwlist, PyUnicode_FSDecoder, &path, &max_seq_len,
+                                     &max_batch_size, &threads_obj, &kv, &share))
         return NULL;
+    if (share != Py_None && !PyObject_TypeCheck(share, Model_Type)) {
+        PyErr_Format(PyExc_TypeError, "share must be a Model (whose weights to use), not %.100s", Py_TYPE(share)->tp_name);
+        goto fail;
+    }
     tl_context_params p = tl_context_default_params();
     p.max_seq_len = max_seq_len;
     p.max_batch_size = max_batch_size;
@@ -55,8 +59,11 @@ static PyObject *Model_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs) {
     tl_model *m = NULL;
     tl_context *c = NULL;
     tl_status s;
+    tl_model *shared = share != Py_None ? ((Model *)share)->model : NULL;
+    if (shared) tl_model_retain(shared); /* one mapping, weights and tokenizer; a context of our own */
     Py_BEGIN_ALLOW_THREADS
-    s = tl_model_load(PyBytes_AS_STRING(bytes), &m);
+    s = shared ? TL_OK : tl_model_load(PyBytes_AS_STRING(bytes), &m);
+    if (shared) m = shared;
     if (!s) s = tl_context_new(m, &p, &c);
     Py_END_ALLOW_THREADS
     Py_DECREF(bytes);
@@ -357,6 +364,12 @@ static PyObject *get_max_batch_size(Model *self, void *c) {
     (void)c;
     return PyLong_FromLong(tl_context_max_batch_size(self->ctx));
 }
+/* identifies the loaded weights: equal for Models that share them */
+static PyObject *get_weights_id(Model *self, void *c) {
+    (void)c;
+    return PyLong_FromVoidPtr(self->model);
+}
+
 static PyObject *get_path(Model *self, void *c) {
     (void)c;
     return Py_NewRef(self->path);
@@ -381,6 +394,7 @@ static PyGetSetDef Model_getset[] = {
     {"max_seq_len", (getter)get_max_seq_len, NULL, "positions each sequence's cache holds", NULL},
     {"max_batch_size", (getter)get_max_batch_size, NULL, "sequences with their own cache", NULL},
     {"path", (getter)get_path, NULL, "the model file", NULL},
+    {"weights_id", (getter)get_weights_id, NULL, "identity of the loaded weights (equal when shared)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -407,7 +421,8 @@ static PyType_Slot Model_slots[] = {
     {Py_tp_dealloc, Model_dealloc},
     {Py_tp_getset, Model_getset},
     {Py_tp_methods, Model_methods},
-    {Py_tp_doc, "Model(path, max_seq_len=0, max_batch_size=1, n_threads=None, kv_dtype='f16'): a GGUF model with its KV cache."},
+    {Py_tp_doc, "Model(path, max_seq_len=0, max_batch_size=1, n_threads=None, kv_dtype='f16', share=None): a GGUF "
+                "model with its KV cache; share=another Model uses its weights (mapped once) with a new context."},
     {0, NULL},
 };
 

@@ -307,14 +307,23 @@ def info(name: str, *, cache_dir: Optional[PathLike] = None) -> Dict[str, object
 
 
 class _Progress:
-    """Progress on stderr, silent when disabled: on a terminal one `\\r`-updated line
-    (bytes/total, %); elsewhere (logs) one line per quarter, so logs stay short."""
+    """Progress on stderr, silent when disabled: a tqdm bar when tqdm is installed and stderr
+    is a terminal; otherwise on a terminal one `\\r`-updated line (bytes/total, %), and
+    elsewhere (logs) one line per quarter, so logs stay short."""
 
     def __init__(self, enabled: bool, label: str, total: int) -> None:
         self.enabled, self.label, self.total = enabled, label, total
         self.done = 0
         self._last_step = -1
         self._tty = enabled and _stderr_isatty()
+        self._bar = None
+        if self._tty:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                pass
+            else:
+                self._bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"torchless.hub: {label}", leave=False)
 
     def message(self, text: str) -> None:
         if self.enabled:
@@ -324,6 +333,9 @@ class _Progress:
     def advance(self, n: int) -> None:
         self.done += n
         if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.update(n)
             return
         pct = int(100 * self.done / self.total) if self.total else 100
         step = pct if self._tty else pct // 25
@@ -337,6 +349,10 @@ class _Progress:
         sys.stderr.flush()
 
     def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+            return
         if self._tty and self._last_step >= 0:
             sys.stderr.write("\n")
             sys.stderr.flush()

@@ -68,6 +68,18 @@ class TokenizerAPI:
         return getattr(self._tok, name)
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM), MiB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float64)
     m = z.max(axis=-1, keepdims=True)
@@ -85,11 +97,17 @@ class Llama:
 
     @staticmethod
     def build(ckpt_dir: str | os.PathLike, tokenizer_path: str | os.PathLike | None = None, max_seq_len: int = 2048,
-              max_batch_size: int = 4, seed: int = 1, n_threads: int | None = None, device: str = "auto") -> "Llama":
+              max_batch_size: int = 4, seed: int = 1, n_threads: int | None = None, device: str = "auto",
+              verbose: bool = True) -> "Llama":
         """Load a model (catalog name, .gguf path) and its tokenizer (default: the one inside the
-        model file; or a SentencePiece .model, a GGUF, a llama2.c tokenizer.bin)."""
+        model file; or a SentencePiece .model, a GGUF, a llama2.c tokenizer.bin). A catalog model
+        is fetched into the cache first, with a progress bar on a terminal (verbose=False: silent).
+        Several Llama objects on one file share its mapped weights, each with its own context."""
+        from . import hub
         from .tokenizer import Tokenizer
 
+        if not os.path.exists(os.fspath(ckpt_dir)):
+            ckpt_dir = hub.resolve(os.fspath(ckpt_dir), progress=None if verbose else False)
         if device not in ("auto", "cpu"):
             raise ValueError(f"device must be 'auto' or 'cpu' (GPU backends are not built yet), got {device!r}")
         for name, v in (("max_seq_len", max_seq_len), ("max_batch_size", max_batch_size)):
@@ -180,7 +198,8 @@ class Llama:
             out_tokens.append(toks)
             out_logprobs.append(probs)
         n_new = sum(len(t) - (0 if not echo else len(p)) for t, p in zip(out_tokens, prompts))
-        self._metrics.update(time_to_first_token_s=(first or end) - t0, generation_s=end - t0,
+        self._metrics.update(peak_rss_mb=_peak_rss_mb(), time_to_first_token_s=(first or end) - t0,
+                             generation_s=end - t0,
                              prompt_tokens=sum(map(len, prompts)), generated_tokens=n_new,
                              tokens_per_s=n_new / (end - (first or t0)) if end > (first or t0) else 0.0)
         return out_tokens, (out_logprobs if logprobs else None)

@@ -5,11 +5,25 @@ from __future__ import annotations
 
 import os
 import secrets
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from . import _C, chat, hub
 from .files import load
+
+
+# Models loaded from the same file share one mapping (weights, tokenizer): each new Model gets
+# its own context (KV cache, threads) over the weights of a live one.
+_loaded: "weakref.WeakValueDictionary[tuple, Model]" = weakref.WeakValueDictionary()
+
+
+def _file_key(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class Model(_C.Model):
@@ -23,7 +37,11 @@ class Model(_C.Model):
         path = os.fspath(path)
         if not os.path.exists(path):
             path = hub.resolve(path)
-        self = super().__new__(cls, path, max_seq_len, max_batch_size, n_threads, kv_dtype)
+        key = _file_key(path)
+        shared = _loaded.get(key) if key else None
+        self = super().__new__(cls, path, max_seq_len, max_batch_size, n_threads, kv_dtype, shared)
+        if key:
+            _loaded[key] = self
         self._tokenizer = None
         self._metadata = None
         return self
@@ -91,18 +109,28 @@ class Model(_C.Model):
               special: bool = False, ignore_eog: bool = False, seq: int = 0) -> Iterator[tuple]:
         """(token, logprob, text, finish) for every generated token; text may be "" while
         it is held back (a possible stop string, half a UTF-8 character)."""
+        for token, logprob, text, finish in self._iter(
+                prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                min_p=min_p, repeat_penalty=repeat_penalty, presence_penalty=presence_penalty,
+                frequency_penalty=frequency_penalty, penalty_last_n=penalty_last_n, seed=seed, stop=stop,
+                add_bos=add_bos, special=special, ignore_eog=ignore_eog, seq=seq):
+            yield token, logprob, text.decode("utf-8", errors="replace"), finish
+
+    def _iter(self, prompt, *, max_new_tokens=128, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05,
+              repeat_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0, penalty_last_n=64, seed=None,
+              stop=None, add_bos=None, special=False, ignore_eog=False, seq=0):
+        """The C generation object for a prompt (defaults as in `steps`)."""
         ids = self.encode_prompt(prompt, add_bos)
         if seed is None:
             seed = secrets.randbits(64)
         if isinstance(stop, str):
             stop = [stop]
-        it = self.generate_iter(ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                                min_p=min_p, repeat_penalty=repeat_penalty, presence_penalty=presence_penalty,
-                                frequency_penalty=frequency_penalty, penalty_last_n=penalty_last_n,
-                                seed=seed % 2**64, stop=list(stop) if stop else None, ignore_eog=ignore_eog,
-                                special=special, seq=seq)
-        for token, logprob, text, finish in it:
-            yield token, logprob, text.decode("utf-8", errors="replace"), finish
+        return self.generate_iter(ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                                  top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty,
+                                  presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
+                                  penalty_last_n=penalty_last_n, seed=seed % 2**64,
+                                  stop=list(stop) if stop else None, ignore_eog=ignore_eog, special=special,
+                                  seq=seq)
 
     def stream(self, prompt: str | Sequence[int], **kwargs) -> Iterator[str]:
         """Text pieces as they are generated (see `steps` for the options)."""
@@ -111,8 +139,10 @@ class Model(_C.Model):
                 yield text
 
     def generate(self, prompt: str | Sequence[int], **kwargs) -> str:
-        """The whole generated text."""
-        return "".join(self.stream(prompt, **kwargs))
+        """The whole generated text: the loop runs in C with the GIL released (see `steps`
+        for the options)."""
+        text, _, _ = self._iter(prompt, **kwargs).run()
+        return text.decode("utf-8", errors="replace")
 
     def __repr__(self) -> str:
         c = self.config

@@ -220,6 +220,13 @@ class Transformer:
     def forward(self, tokens, start_pos: int = 0) -> np.ndarray:
         """Logits float32 (bsz, seqlen, vocab_size) for tokens (bsz, seqlen) at positions
         start_pos.. of sequences 0..bsz-1 (each row continues its own KV cache)."""
+        if (type(tokens) is list and len(tokens) == 1 and type(tokens[0]) is list and tokens[0]
+                and type(start_pos) is int and start_pos >= 0 and all(type(t) is int for t in tokens[0])):
+            # the common decode step, [[token]]: straight to the engine (it checks ids and positions)
+            if start_pos + len(tokens[0]) > self._model.max_seq_len:
+                raise ValueError(f"start_pos {start_pos} + seqlen {len(tokens[0])} exceeds max_seq_len "
+                                 f"{self._model.max_seq_len}")
+            return _C.Model.forward(self._model, tokens[0], start_pos, 0)[None]
         arr = _tokens_array(tokens)
         bsz, seqlen = arr.shape
         if bsz > self._model.max_batch_size:
