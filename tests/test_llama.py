@@ -118,7 +118,9 @@ def test_stream_and_metrics(llm, expected_text):
     assert expected_text.startswith(text) and len(text) > 50
     llm.generate([[1]], max_gen_len=8, temperature=0.0)
     m = llm.last_metrics()
-    assert {"load_s", "time_to_first_token_s", "tokens_per_s", "generated_tokens"} <= set(m)
+    assert {"load_s", "time_to_first_token_s", "tokens_per_s", "prompt_tokens_per_s", "generated_tokens",
+            "peak_rss_mb"} <= set(m)
+    assert m["peak_rss_mb"] > 0
     info = llm.model_info()
     assert info["architecture"] == "llama" and info["parameters"] > 0
 

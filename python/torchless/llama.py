@@ -201,7 +201,9 @@ class Llama:
         self._metrics.update(peak_rss_mb=_peak_rss_mb(), time_to_first_token_s=(first or end) - t0,
                              generation_s=end - t0,
                              prompt_tokens=sum(map(len, prompts)), generated_tokens=n_new,
-                             tokens_per_s=n_new / (end - (first or t0)) if end > (first or t0) else 0.0)
+                             tokens_per_s=n_new / (end - (first or t0)) if end > (first or t0) else 0.0,
+                             prompt_tokens_per_s=sum(map(len, prompts)) / ((first or end) - t0)
+                             if (first or end) > t0 else 0.0)
         return out_tokens, (out_logprobs if logprobs else None)
 
     def text_completion(self, prompts: Sequence[str], temperature: float = 0.6, top_p: float = 0.9,
@@ -258,5 +260,6 @@ class Llama:
                 "quantization": d.get("file_type"), "bits_per_weight": d.get("bits_per_weight"), "path": d.get("path")}
 
     def last_metrics(self) -> dict[str, float]:
-        """Timings of the last call: load_s, time_to_first_token_s, tokens_per_s, ..."""
+        """Figures of the last calls: load_s, time_to_first_token_s, prompt_tokens_per_s,
+        tokens_per_s, prompt_tokens, generated_tokens, generation_s, peak_rss_mb."""
         return dict(self._metrics)
