@@ -83,8 +83,9 @@ tl_status tl_context_new(const tl_model *m, const tl_context_params *p, tl_conte
     x->k_cache = overflow ? NULL : calloc(1, cells);
     x->v_cache = overflow ? NULL : calloc(1, cells);
     x->seq_len = calloc((size_t)batch, sizeof *x->seq_len);
+    x->new_len = calloc((size_t)batch, sizeof *x->new_len);
     x->inv_freq = malloc((size_t)(c->rope_dim / 2 + 1) * sizeof(float));
-    if (!x->k_cache || !x->v_cache || !x->seq_len || !x->inv_freq) {
+    if (!x->k_cache || !x->v_cache || !x->seq_len || !x->new_len || !x->inv_freq) {
         tl_context_free(x);
         return tl_set_error(TL_ERR_NOMEM, "context: out of memory for a KV cache of %d sequences x %d positions",
                             batch, seq);
@@ -104,6 +105,7 @@ void tl_context_free(tl_context *x) {
     free(x->k_cache);
     free(x->v_cache);
     free(x->seq_len);
+    free(x->new_len);
     free(x->inv_freq);
     free(x->x);
     free(x);

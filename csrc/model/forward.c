@@ -187,15 +187,11 @@ static void add_bias(float *y, const float *bias, int64_t n, int64_t m) {
 tl_status tl_forward(tl_context *x, const tl_batch *b, float *logits_out) {
     const tl_model *m = x->model;
     const tl_model_config *c = &m->config;
-    int32_t *new_len = malloc((size_t)x->max_batch_size * sizeof *new_len);
-    if (!new_len) return tl_set_error(TL_ERR_NOMEM, "forward: out of memory");
+    int32_t *new_len = x->new_len;
     tl_status s = check_batch(x, b, new_len);
     if (!s && !logits_out) s = tl_set_error(TL_ERR_INVALID, "forward: no logits buffer");
     if (!s) s = reserve(x, b->n_tokens);
-    if (s) {
-        free(new_len);
-        return s;
-    }
+    if (s) return s;
     const int32_t n = b->n_tokens;
     const int64_t dim = c->dim, hd = c->head_dim, q_dim = (int64_t)c->n_heads * hd, kv_dim = (int64_t)c->n_kv_heads * hd;
     const int64_t hidden = c->hidden_dim;
@@ -258,7 +254,6 @@ tl_status tl_forward(tl_context *x, const tl_batch *b, float *logits_out) {
         if (x->cancel || (x->should_abort && x->should_abort(x->abort_user))) {
             /* the cache holds this layer's entries but not the later ones': drop the batch */
             x->cancel = 0;
-            free(new_len);
             return tl_set_error(TL_ERR_CANCELLED, "forward: cancelled");
         }
     }
@@ -266,7 +261,6 @@ tl_status tl_forward(tl_context *x, const tl_batch *b, float *logits_out) {
     /* the positions now in the cache */
     for (int32_t s2 = 0; s2 < x->max_batch_size; s2++)
         if (new_len[s2] >= 0) x->seq_len[s2] = new_len[s2];
-    free(new_len);
 
     /* final norm and output head for the rows asked for, packed */
     int32_t rows = 0;

@@ -43,6 +43,7 @@ struct tl_context {
     tl_pool *pool;
     void *k_cache, *v_cache; /* [layer][seq][pos][n_kv_heads * head_dim] */
     int32_t *seq_len;        /* per sequence */
+    int32_t *new_len;        /* per sequence: tl_forward's scratch for the lengths a batch leaves */
     float *inv_freq;         /* rope_dim / 2 inverse frequencies */
     volatile int cancel;     /* set by tl_context_cancel */
     bool (*should_abort)(void *user);

@@ -10,7 +10,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from . import _C, chat, hub
-from .files import load
 
 
 # Models loaded from the same file share one mapping (weights, tokenizer): each new Model gets
@@ -64,8 +63,7 @@ class Model(_C.Model):
     def metadata(self) -> dict[str, Any]:
         """The model file's metadata without the tokenizer.ggml.* vocabulary arrays."""
         if self._metadata is None:
-            with load(self.path) as f:
-                self._metadata = {k: v for k, v in f.metadata.items() if not k.startswith("tokenizer.ggml.")}
+            self._metadata = {k: v for k, v in self.file_metadata(False).items() if not k.startswith("tokenizer.ggml.")}
         return self._metadata
 
     @property
