@@ -48,6 +48,31 @@ AVX2 static float dot_f16_avx2(const void *w, const float *x, int64_t n) {
     return s;
 }
 
+/* BF16 is the high half of an F32: widen to 32 bits and shift into place */
+AVX2 static inline __m256 bf16x8_to_ps(const uint16_t *a) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)a)), 16));
+}
+
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+AVX2 static float dot_bf16_avx2(const void *w, const float *x, int64_t n) {
+    const uint16_t *a = w;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(bf16x8_to_ps(a + i), _mm256_loadu_ps(x + i), acc0);
+        acc1 = _mm256_fmadd_ps(bf16x8_to_ps(a + i + 8), _mm256_loadu_ps(x + i + 8), acc1);
+    }
+    float s = hsum(_mm256_add_ps(acc0, acc1));
+    for (; i < n; i++) s += bf16_to_f32(a[i]) * x[i];
+    return s;
+}
+
 /* GGUF Q4_0: d * (q - 8); low nibbles are elements 0..15, high nibbles 16..31 */
 AVX2 static float dot_q4_0_avx2(const void *w, const float *x, int64_t n) {
     const block_q4_0 *b = w;
@@ -129,6 +154,21 @@ AVX512 static float dot_f16_avx512(const void *w, const float *x, int64_t n) {
         acc = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(a + i))), _mm512_loadu_ps(x + i), acc);
     float s = _mm512_reduce_add_ps(acc);
     for (; i < n; i++) s += _cvtsh_ss(a[i]) * x[i];
+    return s;
+}
+
+AVX512 static float dot_bf16_avx512(const void *w, const float *x, int64_t n) {
+    const uint16_t *a = w;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512i h0 = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(a + i)));
+        __m512i h1 = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(a + i + 16)));
+        acc0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(h0, 16)), _mm512_loadu_ps(x + i), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(h1, 16)), _mm512_loadu_ps(x + i + 16), acc1);
+    }
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    for (; i < n; i++) s += bf16_to_f32(a[i]) * x[i];
     return s;
 }
 
@@ -265,6 +305,7 @@ tl_dot_fn tl_dot_kernel(tl_dtype t) {
     if (use_simd == 2) switch (t) {
         case TL_F32: return dot_f32_avx512;
         case TL_F16: return dot_f16_avx512;
+        case TL_BF16: return dot_bf16_avx512;
         case TL_Q4_0: return dot_q4_0_avx512;
         case TL_Q4_1: return dot_q4_1_avx512;
         case TL_Q8_0: return dot_q8_0_avx512;
@@ -275,6 +316,7 @@ tl_dot_fn tl_dot_kernel(tl_dtype t) {
     switch (t) {
     case TL_F32: return dot_f32_avx2;
     case TL_F16: return dot_f16_avx2;
+    case TL_BF16: return dot_bf16_avx2;
     case TL_Q4_0: return dot_q4_0_avx2;
     case TL_Q4_1: return dot_q4_1_avx2;
     case TL_Q8_0: return dot_q8_0_avx2;

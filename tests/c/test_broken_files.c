@@ -17,7 +17,10 @@
 /* One manifest row: the broken file must fail with `status` and a message holding `phrase`. */
 static void check_broken_file(const char *dir, const char *file, const char *phrase, const char *status) {
     char path[4096];
-    snprintf(path, sizeof path, "%s/%s", dir, file);
+    if (snprintf(path, sizeof path, "%s/%s", dir, file) >= (int)sizeof path) {
+        CHECK(0, "path too long: %s/%s", dir, file);
+        return;
+    }
     tl_weights *w = (tl_weights *)1; /* must come back NULL */
     tl_status s = tl_weights_open(path, &w);
     const char *msg = tl_last_error();
@@ -49,7 +52,10 @@ static int split_tabs(char *line, char **fields, int n) {
 
 static int check_manifest(const char *dir) {
     char manifest[4096];
-    snprintf(manifest, sizeof manifest, "%s/MANIFEST.tsv", dir);
+    if (snprintf(manifest, sizeof manifest, "%s/MANIFEST.tsv", dir) >= (int)sizeof manifest) {
+        CHECK(0, "path too long: %s", dir);
+        return 0;
+    }
     FILE *f = fopen(manifest, "r");
     CHECK(f != NULL, "cannot open %s", manifest);
     if (!f) return 0;
