@@ -7,6 +7,8 @@
  * partition, SPM dummy prefix after specials, the EOG set) and sentencepiece where
  * llama.cpp differs from it (which tokens a merge may produce, decoding). */
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/unicode_nfc.h"
+#include "formats/weights.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -380,6 +382,15 @@ tl_status tl_tokenizer_from_weights(const tl_weights *w, tl_tokenizer **out) {
     kv_bool(w, "tokenizer.ggml.add_bos_token", &t->add_bos);
     kv_bool(w, "tokenizer.ggml.add_eos_token", &t->add_eos);
     kv_bool(w, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix);
+    /* torchless.tokenizer.normalizer: "nfc" (HF tokenizer.json's NFC normalizer; GGUF has no key) */
+    const tl_kv *nkv = tl_weights_find_kv(w, "torchless.tokenizer.normalizer");
+    if (nkv) {
+        if (nkv->value.type != TL_VAL_STRING || !tl_string_eq_cstr(nkv->value.str, "nfc")) {
+            s = tl_set_error(TL_ERR_UNSUPPORTED, "tokenizer: torchless.tokenizer.normalizer must be \"nfc\"");
+            goto fail;
+        }
+        t->nfc = true;
+    }
     if (t->add_bos && t->bos < 0) t->add_bos = false;
     if (t->add_eos && t->eos < 0) t->add_eos = false;
     *out = t;
@@ -577,25 +588,38 @@ static tl_status tokenize_to(const tl_tokenizer *t, const char *text, size_t len
             prev_special = true;
             continue;
         }
+        /* the normalizer runs on the plain text between special tokens, as HF tokenizers' does */
+        const char *ftext = text + f.off;
+        size_t flen = f.len;
+        char *norm = NULL;
+        if (t->nfc) {
+            if ((s = tl_utf8_nfc(ftext, flen, &norm, &flen))) break;
+            if (norm) ftext = norm;
+            else flen = f.len;
+        }
         if (t->kind == TL_TOKENIZER_BPE) {
-            s = tl_bpe_encode(t, text + f.off, f.len, out);
+            s = tl_bpe_encode(t, ftext, flen, out);
+            free(norm);
             continue;
         }
         size_t need;
-        if (tl_add_overflows(f.len, 1, &need) || tl_mul_overflows(need, 3, &need)) {
+        if (tl_add_overflows(flen, 1, &need) || tl_mul_overflows(need, 3, &need)) {
+            free(norm);
             s = tl_set_error(TL_ERR_NOMEM, "tokenizer: text too long");
             break;
         }
         if (need > buf_cap) {
             char *nb = realloc(buf, need);
             if (!nb) {
-                s = tl_set_error(TL_ERR_NOMEM, "tokenizer: out of memory for %zu bytes of text", f.len);
+                free(norm);
+                s = tl_set_error(TL_ERR_NOMEM, "tokenizer: out of memory for %zu bytes of text", flen);
                 break;
             }
             buf = nb;
             buf_cap = need;
         }
-        size_t n = spm_escape(t, text + f.off, f.len, t->add_space_prefix && prev_special, buf);
+        size_t n = spm_escape(t, ftext, flen, t->add_space_prefix && prev_special, buf);
+        free(norm);
         if (n == 0) continue;
         s = tl_spm_encode(t, buf, n, out);
         prev_special = false;

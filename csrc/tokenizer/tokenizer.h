@@ -36,6 +36,7 @@ struct tl_tokenizer {
     bool add_bos, add_eos;
     bool add_space_prefix; /* SPM: prepend '▁' to the text (tokenizer.ggml.add_space_prefix) */
     bool remove_extra_whitespaces; /* SPM .model normalizer: drop leading/trailing spaces, collapse runs */
+    bool nfc;              /* normalize plain text to Unicode NFC first (HF NFC normalizer) */
     bool byte_fallback;    /* SPM: some <0xNN> token exists; else unknown characters become unk */
     int32_t *eog;          /* ids that end generation */
     int32_t n_eog;
