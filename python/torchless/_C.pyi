@@ -41,6 +41,18 @@ class _ModelConfig(TypedDict):
     qkv_bias: bool
     qk_norm: bool
     tied_embeddings: bool
+    activation: Literal["silu", "gelu_tanh"]
+    embed_scale: float
+    attn_scale: float
+    attn_softcap: float
+    final_softcap: float
+    post_norms: bool
+    fused_qkv: bool
+    fused_gate_up: bool
+    sliding_window: int
+    n_windowed_layers: int
+    rope_theta_swa: float
+    rope_attn_factor: float
 
 # ---- module functions (module.c, gguf_writer.c, pretokenize.c) ----
 

@@ -1,0 +1,423 @@
+"""Architectures as traits of the one forward: gemma, gemma2, gemma3, phi3, sliding-window
+llama (Mistral style) and `torchless.rope.neox`, in GGUF semantics (docs/architectures.md).
+
+Oracles:
+- a private float64 NumPy forward written here from transformers' modeling_gemma/gemma2/
+  gemma3/phi3.py and llama.cpp's src/models/*.cpp (not from csrc/), run on seeded random
+  synthetic GGUF models; each trait is also switched off in the oracle to show that the
+  comparison would catch its absence ("ablation": the error must then be far above the bound);
+- the packaged Gemma 3 270M (Q4_K_M): its logits against the same oracle on the file's weights
+  dequantized by the `gguf` package, and a known greedy continuation;
+- the `sentencepiece` package, loaded with a ModelProto built from the GGUF vocabulary of Gemma 3,
+  on the tokenizer corpus.
+
+Tolerance against the oracle: normwise per position 1e-4 (F32 weights, F32 KV cache; the engine
+computes in float32, about 1e-6 here), as tests/test_forward.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import torchless
+from torchless.gguf import Value
+from reference import synth
+
+TOL = 1e-4
+ABLATED = 1e-2  # an oracle without one of the model's traits must miss the engine by more than this
+
+# ----------------------------------------------------------------------------- float64 oracle
+
+
+def rms_norm(x, w, eps):
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+
+
+def gelu_tanh(x):
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def silu(x):
+    return x / (1.0 + np.exp(-x))
+
+
+def rotate(x, cos, sin, neox):
+    """RoPE on (tokens, heads, head_dim): NEOX pairs (i, i + d/2), NORM pairs (2i, 2i + 1)."""
+    d = cos.shape[-1] * 2
+    out = x.copy()
+    if neox:
+        a, b = x[..., : d // 2], x[..., d // 2 : d]
+        out[..., : d // 2] = a * cos - b * sin
+        out[..., d // 2 : d] = a * sin + b * cos
+    else:
+        a, b = x[..., 0:d:2], x[..., 1:d:2]
+        out[..., 0:d:2] = a * cos - b * sin
+        out[..., 1:d:2] = a * sin + b * cos
+    return out
+
+
+class Oracle:
+    """A float64 decoder for the GGUF table: `md` the metadata, `get(name)` a tensor as float64 in
+    NumPy order (or None). Traits come from the architecture as llama.cpp reads it; `off` names
+    traits to switch off (for the ablation checks)."""
+
+    def __init__(self, md, get, n_ctx, off=()):
+        self.get, self.off = get, set(off)
+        arch = md["general.architecture"]
+        key = lambda k, d=None: md.get(f"{arch}.{k}", d)  # noqa: E731
+        self.dim = int(key("embedding_length"))
+        self.n_layers = int(key("block_count"))
+        self.n_heads = int(key("attention.head_count"))
+        self.n_kv = int(key("attention.head_count_kv", self.n_heads))
+        self.hd = int(key("attention.key_length", self.dim // self.n_heads))
+        self.hidden = int(key("feed_forward_length"))
+        self.eps = float(key("attention.layer_norm_rms_epsilon"))
+        gemma = arch in ("gemma", "gemma2", "gemma3")
+        # HF: GemmaMLP / Gemma2MLP / Gemma3MLP use gelu_pytorch_tanh; Phi3MLP and llama SiLU
+        self.act = gelu_tanh if gemma and "gelu" not in self.off else silu
+        # HF: hidden_states * normalizer, normalizer = hidden_size ** 0.5
+        self.embed_scale = math.sqrt(self.dim) if gemma and "embed_scale" not in self.off else 1.0
+        self.neox = arch != "llama" or bool(md.get("torchless.rope.neox", False))
+        if "neox" in self.off:
+            self.neox = not self.neox
+        self.scale = float(key("attention.scale", 1.0 / math.sqrt(self.hd)))
+        if "attn_scale" in self.off:
+            self.scale = 1.0 / math.sqrt(self.hd)
+        caps = (50.0, 30.0) if arch == "gemma2" else (0.0, 0.0)
+        self.attn_cap = float(key("attn_logit_softcapping", caps[0]))
+        self.final_cap = float(key("final_logit_softcapping", caps[1]))
+        if "softcap" in self.off:
+            self.attn_cap = self.final_cap = 0.0
+        self.post_norms = arch in ("gemma2", "gemma3") and "post_norms" not in self.off
+        # sliding window: W; layer l windowed by the pattern (gemma2 2, gemma3 6: l % n < n - 1)
+        window = int(key("attention.sliding_window", 4096 if arch == "gemma2" else 0))
+        if arch == "phi3" or "window" in self.off:
+            window = 0
+        pattern = key("attention.sliding_window_pattern", {"gemma2": 2, "gemma3": 6}.get(arch, 0))
+        if isinstance(pattern, (list, tuple, np.ndarray)):
+            flags = [bool(p) for p in pattern]
+        else:
+            n = int(pattern)
+            flags = [n <= 0 or l % n < n - 1 for l in range(self.n_layers)]
+        self.window = [window if window and f else 0 for f in flags]
+        # RoPE: global base + scaling; windowed layers their own base (gemma3: 10000, unscaled)
+        rope_dim = int(key("rope.dimension_count", self.hd))
+        theta = float(key("rope.freq_base", 10000.0))
+        theta_swa = float(key("rope.freq_base_swa", 10000.0 if arch == "gemma3" else theta))
+        if "rope_swa" in self.off:
+            theta_swa = theta
+        factor = float(key("rope.scaling.factor", 1.0)) if key("rope.scaling.type") == "linear" else 1.0
+        divisors = np.ones(rope_dim // 2)
+        long_, short = get("rope_factors_long.weight"), get("rope_factors_short.weight")
+        orig = int(key("rope.scaling.original_context_length", key("context_length")))
+        if long_ is not None and "longrope" not in self.off:
+            # llama.cpp get_rope_factors: long when the context exceeds the original length
+            divisors = long_ if n_ctx > orig else short
+        self.attn_factor = float(key("rope.scaling.attn_factor", 1.0)) if "attn_factor" not in self.off else 1.0
+        base = theta ** (-np.arange(0, rope_dim, 2) / rope_dim) / divisors
+        swa_scaled = arch != "gemma3" or "rope_swa" in self.off
+        self.inv_freq = [(theta_swa ** (-np.arange(0, rope_dim, 2) / rope_dim) / divisors / (factor if swa_scaled else 1.0))
+                         if w else base / factor for w in self.window]
+        self.rope_dim = rope_dim
+        self.k = [None] * self.n_layers
+        self.v = [None] * self.n_layers
+        self.pos = 0
+
+    def w(self, name):
+        return self.get(name)
+
+    def layer_qkv(self, l):
+        qkv = self.w(f"blk.{l}.attn_qkv.weight")
+        if qkv is not None:
+            q_dim, kv_dim = self.n_heads * self.hd, self.n_kv * self.hd
+            return qkv[:q_dim], qkv[q_dim : q_dim + kv_dim], qkv[q_dim + kv_dim :]
+        return (self.w(f"blk.{l}.attn_q.weight"), self.w(f"blk.{l}.attn_k.weight"), self.w(f"blk.{l}.attn_v.weight"))
+
+    def layer_gate_up(self, l):
+        gate = self.w(f"blk.{l}.ffn_gate.weight")
+        up = self.w(f"blk.{l}.ffn_up.weight")
+        if gate is None:  # phi3: gate_up_proj chunked into gate, up
+            return up[: self.hidden], up[self.hidden :]
+        return gate, up
+
+    def forward(self, tokens):
+        """Logits (len(tokens), n_vocab) for the next positions of the one sequence."""
+        n, p0 = len(tokens), self.pos
+        pos = np.arange(p0, p0 + n)
+        x = self.embed(tokens) * self.embed_scale
+        for l in range(self.n_layers):
+            h = rms_norm(x, self.w(f"blk.{l}.attn_norm.weight"), self.eps)
+            wq, wk, wv = self.layer_qkv(l)
+            q = (h @ wq.T).reshape(n, self.n_heads, self.hd)
+            k = (h @ wk.T).reshape(n, self.n_kv, self.hd)
+            v = (h @ wv.T).reshape(n, self.n_kv, self.hd)
+            qn, kn = self.w(f"blk.{l}.attn_q_norm.weight"), self.w(f"blk.{l}.attn_k_norm.weight")
+            if qn is not None and "qk_norm" not in self.off:
+                q, k = rms_norm(q, qn, self.eps), rms_norm(k, kn, self.eps)
+            ang = pos[:, None] * self.inv_freq[l][None, :]
+            cos = (np.cos(ang) * self.attn_factor)[:, None, :]
+            sin = (np.sin(ang) * self.attn_factor)[:, None, :]
+            q = rotate(q, cos, sin, self.neox)
+            k = rotate(k, cos, sin, self.neox)
+            self.k[l] = k if self.k[l] is None else np.concatenate([self.k[l], k])
+            self.v[l] = v if self.v[l] is None else np.concatenate([self.v[l], v])
+            K, V = self.k[l], self.v[l]
+            kpos = np.arange(K.shape[0])
+            out = np.zeros((n, self.n_heads, self.hd))
+            group = self.n_heads // self.n_kv
+            for hh in range(self.n_heads):
+                s = q[:, hh, :] @ K[:, hh // group, :].T * self.scale
+                if self.attn_cap:
+                    s = self.attn_cap * np.tanh(s / self.attn_cap)
+                allowed = kpos[None, :] <= pos[:, None]
+                if self.window[l]:
+                    allowed &= kpos[None, :] > pos[:, None] - self.window[l]
+                s = np.where(allowed, s, -np.inf)
+                s = np.exp(s - s.max(axis=1, keepdims=True))
+                s /= s.sum(axis=1, keepdims=True)
+                out[:, hh, :] = s @ V[:, hh // group, :]
+            o = out.reshape(n, -1) @ self.w(f"blk.{l}.attn_output.weight").T
+            if self.post_norms:
+                o = rms_norm(o, self.w(f"blk.{l}.post_attention_norm.weight"), self.eps)
+            x = x + o
+            h = rms_norm(x, self.w(f"blk.{l}.ffn_norm.weight"), self.eps)
+            gate, up = self.layer_gate_up(l)
+            f = (self.act(h @ gate.T) * (h @ up.T)) @ self.w(f"blk.{l}.ffn_down.weight").T
+            if self.post_norms:
+                f = rms_norm(f, self.w(f"blk.{l}.post_ffw_norm.weight"), self.eps)
+            x = x + f
+        self.pos += n
+        z = self.head(rms_norm(x, self.w("output_norm.weight"), self.eps))
+        if self.final_cap:
+            z = self.final_cap * np.tanh(z / self.final_cap)
+        return z
+
+    def embed(self, tokens):
+        return self.w("token_embd.weight")[np.asarray(tokens)]
+
+    def head(self, x):
+        out = self.w("output.weight")
+        return x @ (out if out is not None else self.w("token_embd.weight")).T
+
+
+def normwise(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.linalg.norm(a - b, axis=-1) / np.linalg.norm(b, axis=-1)
+
+
+# ----------------------------------------------------------------------------- synthetic models
+
+DIM, N_HEADS, N_KV, HIDDEN = 64, 4, 2, 96
+WINDOW = 5
+
+# variant -> (arch, layers, head_dim, extra metadata (suffixes after "{arch}."), traits to ablate)
+VARIANTS = {
+    # GeGLU, sqrt(dim) embeddings, NEOX, BOS
+    "gemma": ("gemma", 2, 16, {}, ["gelu", "embed_scale", "neox"]),
+    # + post norms, soft-capping (small caps so they matter on O(1) scores), alternating window
+    "gemma2": ("gemma2", 3, 16, {"attn_logit_softcapping": Value(1.5, "float32"),
+                                 "final_logit_softcapping": Value(4.0, "float32"),
+                                 "attention.sliding_window": Value(WINDOW, "uint32")},
+               ["post_norms", "softcap", "window", "gelu"]),
+    # + q/k norm, 5 local : 1 global (layer 5 global), local base 10000 unscaled, global base 1e6
+    # with linear scaling 8, head_dim != dim / n_heads, attention.scale from the file
+    "gemma3": ("gemma3", 7, 24, {"attention.sliding_window": Value(WINDOW, "uint32"),
+                                 "rope.scaling.type": "linear", "rope.scaling.factor": Value(8.0, "float32"),
+                                 "attention.scale": Value(0.15, "float32")},
+               ["qk_norm", "window", "rope_swa", "attn_scale", "post_norms"]),
+    # fused qkv and gate-up, LongRoPE long/short divisors and the magnitude factor
+    "phi3": ("phi3", 2, 16, {"rope.scaling.original_context_length": Value(64, "uint32"),
+                             "rope.scaling.attn_factor": Value(1.25, "float32"),
+                             "attention.sliding_window": Value(3, "uint32")},  # ignored, as llama.cpp does
+             ["longrope", "attn_factor"]),
+    # Mistral-style: every layer windowed
+    "llama-swa": ("llama", 2, 16, {"attention.sliding_window": Value(WINDOW, "uint32")}, ["window"]),
+    # an explicit per-layer pattern (array of bools): layer 0 windowed, layer 1 global
+    "llama-swa-array": ("llama", 2, 16, {"attention.sliding_window": Value(WINDOW, "uint32"),
+                                         "attention.sliding_window_pattern": Value([True, False], "array[bool]")},
+                        ["window"]),
+    # q/k rows in rotate-half order on a llama file (HF folders)
+    "llama-neox": ("llama", 2, 16, {}, ["neox"]),
+}
+
+
+def make(variant, rng):
+    """(metadata, float32 weights in NumPy order) of a seeded random model of `variant`."""
+    arch, layers, hd, extra, _ = VARIANTS[variant]
+    tokens, scores, types = synth.vocabulary()
+    n_vocab = len(tokens)
+    q_dim, kv_dim = N_HEADS * hd, N_KV * hd
+
+    def lin(n_out, n_in):
+        return (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(np.float32)
+
+    def norm(n):
+        return (1.0 + 0.2 * rng.standard_normal(n)).astype(np.float32)
+
+    w = {"token_embd.weight": rng.standard_normal((n_vocab, DIM)).astype(np.float32),
+         "output_norm.weight": norm(DIM)}
+    if arch in ("llama", "phi3"):
+        w["output.weight"] = lin(n_vocab, DIM)
+    for l in range(layers):
+        p = f"blk.{l}."
+        w[p + "attn_norm.weight"] = norm(DIM)
+        if arch == "phi3":
+            w[p + "attn_qkv.weight"] = lin(q_dim + 2 * kv_dim, DIM)
+        else:
+            w[p + "attn_q.weight"] = lin(q_dim, DIM)
+            w[p + "attn_k.weight"] = lin(kv_dim, DIM)
+            w[p + "attn_v.weight"] = lin(kv_dim, DIM)
+        if arch == "gemma3":
+            w[p + "attn_q_norm.weight"] = norm(hd)
+            w[p + "attn_k_norm.weight"] = norm(hd)
+        w[p + "attn_output.weight"] = lin(DIM, q_dim)
+        w[p + "ffn_norm.weight"] = norm(DIM)
+        if arch == "phi3":
+            w[p + "ffn_up.weight"] = lin(2 * HIDDEN, DIM)
+        else:
+            w[p + "ffn_gate.weight"] = lin(HIDDEN, DIM)
+            w[p + "ffn_up.weight"] = lin(HIDDEN, DIM)
+        w[p + "ffn_down.weight"] = lin(DIM, HIDDEN)
+        if arch in ("gemma2", "gemma3"):
+            w[p + "post_attention_norm.weight"] = norm(DIM)
+            w[p + "post_ffw_norm.weight"] = norm(DIM)
+    if arch == "phi3":
+        w["rope_factors_long.weight"] = rng.uniform(1.0, 8.0, hd // 2).astype(np.float32)
+        w["rope_factors_short.weight"] = rng.uniform(1.0, 1.5, hd // 2).astype(np.float32)
+
+    u32 = lambda x: Value(int(x), "uint32")  # noqa: E731
+    md = {
+        "general.architecture": arch,
+        f"{arch}.context_length": u32(512),
+        f"{arch}.embedding_length": u32(DIM),
+        f"{arch}.block_count": u32(layers),
+        f"{arch}.feed_forward_length": u32(HIDDEN),
+        f"{arch}.attention.head_count": u32(N_HEADS),
+        f"{arch}.attention.head_count_kv": u32(N_KV),
+        f"{arch}.attention.key_length": u32(hd),
+        f"{arch}.attention.value_length": u32(hd),
+        f"{arch}.rope.freq_base": Value(1e6 if arch.startswith("gemma") else 10000.0, "float32"),
+        f"{arch}.attention.layer_norm_rms_epsilon": Value(1e-6, "float32"),
+        "tokenizer.ggml.model": "llama",
+        "tokenizer.ggml.tokens": Value(tokens, "array[string]"),
+        "tokenizer.ggml.scores": Value(scores, "array[float32]"),
+        "tokenizer.ggml.token_type": Value(types, "array[int32]"),
+        "tokenizer.ggml.bos_token_id": u32(1),
+        "tokenizer.ggml.eos_token_id": u32(2),
+    }
+    if arch.startswith("gemma"):
+        md["tokenizer.ggml.add_bos_token"] = True
+    if variant == "llama-neox":
+        md["torchless.rope.neox"] = True
+    for k, v in extra.items():
+        md[f"{arch}.{k}"] = v
+    return md, w
+
+
+def plain(md):
+    """Metadata values as plain Python (what the oracle reads)."""
+    return {k: (v.value if isinstance(v, Value) else v) for k, v in md.items()}
+
+
+def write(tmp_path, variant, rng):
+    md, w = make(variant, rng)
+    path = tmp_path / f"{variant}.gguf"
+    torchless.gguf.write(path, md, w)
+    return path, plain(md), {k: v.astype(np.float64) for k, v in w.items()}
+
+
+def oracle(md, w, n_ctx, off=()):
+    return Oracle(md, w.get, n_ctx, off)
+
+
+def run_both(path, md, w, rng, n_ctx=256, off=()):
+    """Engine and oracle on a 24-token prefill, a 4-token chunk and 2 single tokens (positions
+    past the window, so windowed layers drop keys); returns (engine logits, oracle logits)."""
+    n_vocab = w["token_embd.weight"].shape[0]
+    m = torchless.Model(str(path), max_seq_len=n_ctx, kv_dtype="f32")
+    ref = oracle(md, w, n_ctx, off)
+    toks = [int(t) for t in rng.integers(0, n_vocab, 30)]
+    got, want = [], []
+    for start, end in [(0, 24), (24, 28), (28, 29), (29, 30)]:
+        got.append(m.forward(toks[start:end], start, 0))
+        want.append(ref.forward(toks[start:end]))
+    return np.concatenate(got), np.concatenate(want), m
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_synthetic_variant_matches_float64_oracle(variant, tmp_path, rng):
+    path, md, w = write(tmp_path, variant, rng)
+    got, want, m = run_both(path, md, w, rng)
+    assert m.config["arch"] == VARIANTS[variant][0]
+    assert np.all(np.isfinite(got))
+    err = normwise(got, want)
+    assert err.max() <= TOL, f"{variant}: normwise error {err.max():.3g} > {TOL} (rows {np.array2string(err, precision=2)})"
+
+
+@pytest.mark.parametrize("variant,trait", [(v, t) for v, spec in VARIANTS.items() for t in spec[4]])
+def test_oracle_without_a_trait_misses_the_engine(variant, trait, tmp_path, rng):
+    """The comparison above can fail: with any one trait switched off in the oracle the error
+    is far above the bound (so the engine really applies the trait)."""
+    path, md, w = write(tmp_path, variant, rng)
+    got, want, _ = run_both(path, md, w, rng, off=[trait])
+    assert normwise(got, want).max() > ABLATED, f"{variant} without {trait} still matches"
+
+
+def test_phi3_uses_short_factors_in_a_context_within_the_original_length(tmp_path, rng):
+    path, md, w = write(tmp_path, "phi3", rng)
+    m = torchless.Model(str(path), max_seq_len=64, kv_dtype="f32")  # 64 <= original 64: short factors
+    toks = [int(t) for t in rng.integers(0, 288, 20)]
+    got = m.forward(toks, 0, 0)
+    assert normwise(got, oracle(md, w, 64).forward(toks)).max() <= TOL
+    assert normwise(got, oracle(md, w, 65).forward(toks)).max() > ABLATED  # the long ones differ
+
+
+def test_config_reports_traits_and_llama_cpp_defaults(tmp_path, rng):
+    md, w = make("gemma2", rng)
+    for k in ("attn_logit_softcapping", "final_logit_softcapping", "attention.sliding_window"):
+        del md[f"gemma2.{k}"]
+    torchless.gguf.write(tmp_path / "g2.gguf", md, w)
+    c = torchless.Model(str(tmp_path / "g2.gguf"), max_seq_len=32).config
+    assert (c["attn_softcap"], c["final_softcap"], c["sliding_window"]) == (50.0, 30.0, 4096)
+    assert c["n_windowed_layers"] == 2 and c["post_norms"] and c["activation"] == "gelu_tanh"  # layers 0, 2
+    assert c["embed_scale"] == pytest.approx(math.sqrt(DIM)) and c["attn_scale"] == pytest.approx(0.25)
+
+    md, w = make("phi3", rng)
+    del md["phi3.rope.scaling.attn_factor"]
+    torchless.gguf.write(tmp_path / "p3.gguf", md, w)
+    c = torchless.Model(str(tmp_path / "p3.gguf"), max_seq_len=32).config
+    # llama.cpp's converter: sqrt(1 + ln(512 / 64) / ln(64)); no window for phi3
+    assert c["rope_attn_factor"] == pytest.approx(math.sqrt(1 + math.log(8) / math.log(64)))
+    assert c["fused_qkv"] and c["fused_gate_up"] and c["sliding_window"] == 0
+
+    md, w = make("gemma3", rng)
+    torchless.gguf.write(tmp_path / "g3.gguf", md, w)
+    c = torchless.Model(str(tmp_path / "g3.gguf"), max_seq_len=32).config
+    assert c["n_windowed_layers"] == 6 and c["rope_theta_swa"] == 10000.0 and c["qk_norm"]
+    assert c["attn_softcap"] == 0 and c["final_softcap"] == 0
+
+
+def test_unknown_architecture_lists_every_supported_one(tmp_path, rng):
+    md, w = make("llama-swa", rng)
+    md = {k.replace("llama.", "mamba."): v for k, v in md.items()}
+    md["general.architecture"] = "mamba"
+    torchless.gguf.write(tmp_path / "u.gguf", md, w)
+    with pytest.raises(Exception) as e:
+        torchless.Model(str(tmp_path / "u.gguf"))
+    for arch in ("llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3"):
+        assert arch in str(e.value)
+    assert "mamba" in str(e.value)
+
+
+def test_bad_sliding_window_pattern_is_an_error(tmp_path, rng):
+    md, w = make("llama-swa-array", rng)
+    md["llama.attention.sliding_window_pattern"] = Value([True, False, True], "array[bool]")  # 3 flags, 2 layers
+    torchless.gguf.write(tmp_path / "b.gguf", md, w)
+    with pytest.raises(Exception, match="sliding_window_pattern"):
+        torchless.Model(str(tmp_path / "b.gguf"))
