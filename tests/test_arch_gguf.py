@@ -421,3 +421,164 @@ def test_bad_sliding_window_pattern_is_an_error(tmp_path, rng):
     torchless.gguf.write(tmp_path / "b.gguf", md, w)
     with pytest.raises(Exception, match="sliding_window_pattern"):
         torchless.Model(str(tmp_path / "b.gguf"))
+
+
+# ----------------------------------------------------------------------------- Gemma 3 270M
+
+
+class GGUFOracle(Oracle):
+    """The oracle on a real GGUF file: tensors dequantized by the `gguf` package when first used;
+    the 262144-row embedding only for the tokens fed and the vocabulary rows asked for."""
+
+    def __init__(self, path, n_ctx, vocab_rows):
+        from gguf import GGUFReader
+        from gguf.quants import dequantize
+
+        self.reader = GGUFReader(str(path))
+        self.tensors = {t.name: t for t in self.reader.tensors}
+        self.dequantize = dequantize
+        self.cache = {}
+        self.vocab_rows = np.asarray(vocab_rows)
+        md = {}
+        for k, f in self.reader.fields.items():
+            if not k.startswith("tokenizer.") and not k.startswith("GGUF."):
+                md[k] = f.contents()
+        super().__init__(md, self.tensor, n_ctx)
+
+    def rows(self, name, idx):
+        t = self.tensors[name]
+        return self.dequantize(np.asarray(t.data)[idx], t.tensor_type).astype(np.float64)
+
+    def tensor(self, name):
+        if name not in self.tensors:
+            return None
+        if name not in self.cache:
+            t = self.tensors[name]
+            a = self.dequantize(np.asarray(t.data), t.tensor_type).astype(np.float64)
+            self.cache[name] = a.reshape([int(d) for d in reversed(t.shape)]) if a.ndim > 1 or len(t.shape) > 1 else a
+        return self.cache[name]
+
+    def embed(self, tokens):
+        return self.rows("token_embd.weight", np.asarray(tokens))
+
+    def head(self, x):  # tied: the embedding rows of the vocabulary subset
+        return x @ self.rows("token_embd.weight", self.vocab_rows).T
+
+
+@pytest.fixture(scope="module")
+def gemma3(gemma3_path):
+    return torchless.Model(str(gemma3_path), max_seq_len=256, kv_dtype="f32")
+
+
+def test_gemma3_270m_logits_match_float64_oracle_on_its_dequantized_weights(gemma3, gemma3_path, rng):
+    gguf = pytest.importorskip("gguf")  # noqa: F841
+    ids = gemma3.encode_prompt("The capital of France is")
+    assert ids[0] == 2  # BOS, required by Gemma
+    gemma3.reset()
+    got = gemma3.forward(ids, 0, 0)
+    top = np.argsort(got[-1])[-64:]
+    cols = np.unique(np.concatenate([top, rng.choice(got.shape[1], 2048, replace=False)]))
+    ref = GGUFOracle(gemma3_path, 256, cols)
+    assert ref.window.count(512) == 15 and ref.window[5] == 0  # 5 local : 1 global
+    want = ref.forward(ids)
+    err = normwise(got[:, cols], want)
+    assert err.max() <= TOL, f"normwise error {err.max():.3g} (rows {np.array2string(err, precision=2)})"
+    assert int(cols[np.argmax(want[-1])]) == int(np.argmax(got[-1]))
+
+
+def test_gemma3_270m_greedy_knows_capitals(gemma3):
+    """Known answers of the base model, greedy, with BOS. (For the bare "The capital of France is"
+    this Q4_K_M file's greedy continuation is " the capital of the country of France. ...", with
+    " Paris" third at the first step, 0.8 below " the": the logits test above checks those
+    numbers against the float64 oracle, so a prompt that asks is used here.)"""
+    gemma3.reset()
+    out = gemma3.generate("Question: What is the capital of France?\nAnswer:", max_new_tokens=8, temperature=0)
+    assert out.startswith(" Paris"), out
+    gemma3.reset()
+    out = gemma3.generate("The capital of France is Paris. The capital of Germany is", max_new_tokens=8,
+                          temperature=0)
+    assert out.startswith(" Berlin"), out
+    gemma3.reset()
+    ids = gemma3.encode_prompt("The capital of France is")
+    top3 = np.argsort(gemma3.forward(ids, 0, 0)[-1])[-3:]
+    assert gemma3.tokenizer.encode(" Paris", add_bos=False)[0] in top3
+
+
+# ----------------------------------------------------------------------------- Gemma 3 tokenizer
+
+
+def _varint(n: int) -> bytes:
+    n &= (1 << 64) - 1  # negative int32 values are sign-extended to 64 bits
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(num: int, wire: int, payload: bytes) -> bytes:
+    key = _varint(num << 3 | wire)
+    if wire == 2:
+        return key + _varint(len(payload)) + payload
+    return key + payload
+
+
+def sentencepiece_proto(tokens, scores, types, unk, bos, eos, pad) -> bytes:
+    """A SentencePiece ModelProto (sentencepiece_model.proto, written by hand: the protobuf
+    package is not needed) for a BPE vocabulary as GGUF stores it. Gemma's tokenizer.model:
+    BPE, byte_fallback, identity normalization, no dummy prefix, extra whitespace kept, whitespace-only
+    pieces allowed (the trainer flags transformers' GemmaConverter lists)."""
+    parts = []
+    for i, (piece, score, ty) in enumerate(zip(tokens, scores, types)):
+        ty = 2 if i == unk else int(ty)  # GGUF marks Gemma's <unk> as control; SentencePiece needs UNKNOWN
+        if ty == 4:  # llama.cpp's converter pre-normalizes user-defined pieces ("▁▁" -> "  "): undo it
+            piece = piece.replace(" ", "\u2581")
+        msg = _field(1, 2, piece.encode("utf-8")) + _field(2, 5, struct.pack("<f", float(score))) + \
+            _field(3, 0, _varint(ty))
+        parts.append(_field(1, 2, msg))
+    trainer = (_field(3, 0, _varint(2))            # model_type = BPE
+               + _field(21, 0, _varint(1))         # split_by_unicode_script
+               + _field(22, 0, _varint(1))         # split_by_whitespace
+               + _field(23, 0, _varint(1))         # split_by_number
+               + _field(25, 0, _varint(1))         # split_digits
+               + _field(26, 0, _varint(1))         # allow_whitespace_only_pieces ("▁▁" runs for code)
+               + _field(35, 0, _varint(1))         # byte_fallback
+               + _field(40, 0, _varint(unk)) + _field(41, 0, _varint(bos))
+               + _field(42, 0, _varint(eos)) + _field(43, 0, _varint(pad)))
+    normalizer = (_field(1, 2, b"identity")
+                  + _field(3, 0, _varint(0))       # add_dummy_prefix = false
+                  + _field(4, 0, _varint(0))       # remove_extra_whitespaces = false
+                  + _field(5, 0, _varint(1)))      # escape_whitespaces = true
+    parts.append(_field(2, 2, trainer))
+    parts.append(_field(3, 2, normalizer))
+    return b"".join(parts)
+
+
+CORPUS = json.loads((Path(__file__).parent / "data" / "tokenizer_corpus.json").read_text(encoding="utf-8"))
+
+
+def test_gemma3_tokenizer_matches_sentencepiece_on_corpus(gemma3_path):
+    spm = pytest.importorskip("sentencepiece")
+    from gguf import GGUFReader
+
+    f = GGUFReader(str(gemma3_path)).fields
+    ids = {k: int(f[f"tokenizer.ggml.{k}_token_id"].contents()) for k in ("unknown", "bos", "eos", "padding")}
+    proto = sentencepiece_proto(f["tokenizer.ggml.tokens"].contents(), f["tokenizer.ggml.scores"].contents(),
+                                f["tokenizer.ggml.token_type"].contents(), ids["unknown"], ids["bos"], ids["eos"],
+                                ids["padding"])
+    oracle = spm.SentencePieceProcessor(model_proto=proto)
+    assert oracle.get_piece_size() == 262144
+    tok = torchless.Tokenizer(gemma3_path)
+    assert len(CORPUS) >= 500
+    # A literal U+2581 in the text is a space to SentencePiece, so "▁▁" meets the user-defined
+    # whitespace piece; in the GGUF table that piece is "  " (pre-normalized), which llama.cpp, and
+    # we, match in the raw text only, leaving a literal "▁▁" as two "▁" pieces. Those strings differ
+    # by construction of this oracle, not of the tokenizer, and are left out.
+    corpus = [s for s in CORPUS if "\u2581" not in s]
+    assert len(CORPUS) - len(corpus) <= 5
+    bad = [(s, oracle.encode(s), tok.encode(s, add_bos=False)) for s in corpus
+           if oracle.encode(s) != tok.encode(s, add_bos=False)]
+    assert not bad, f"{len(bad)} of {len(CORPUS)} differ, first: {bad[0]!r}"
+    assert tok.encode("The capital of France is") == [ids["bos"]] + oracle.encode("The capital of France is")
