@@ -373,6 +373,8 @@ typedef struct tl_model tl_model; /* read-only once loaded; shared by any number
 /* Loads a GGUF model (weights used where they lie in the mapping). Unknown
  * architectures fail with a message listing the supported ones. */
 tl_status tl_model_load(const char *path, tl_model **out);
+/* The architectures (general.architecture values) tl_model_load runs: a NULL-terminated list. */
+const char *const *tl_supported_architectures(void);
 /* Reference counted: every holder (e.g. several language-level objects sharing one mapping,
  * each with its own context) retains it; tl_model_free drops one reference. */
 void tl_model_retain(tl_model *m);

@@ -7,8 +7,10 @@
 #include <string.h>
 
 /* The one list of architectures the loader accepts (docs/architectures.md). */
-static const char *const supported[] = {"llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3"};
-#define N_SUPPORTED (sizeof supported / sizeof supported[0])
+static const char *const supported[] = {"llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", NULL};
+#define N_SUPPORTED (sizeof supported / sizeof supported[0] - 1)
+
+const char *const *tl_supported_architectures(void) { return supported; }
 
 static const tl_kv *find(const tl_weights *w, const char *arch, const char *suffix) {
     char key[128];
