@@ -369,6 +369,27 @@ def test_oracle_without_a_trait_misses_the_engine(variant, trait, tmp_path, rng)
     assert normwise(got, want).max() > ABLATED, f"{variant} without {trait} still matches"
 
 
+@pytest.mark.parametrize("variant", ["phi3", "gemma3"])
+def test_quantized_variant_matches_oracle_on_dequantized_weights(variant, tmp_path, rng):
+    """Q8_0 matrices: the fused phi3 projections are used as row views of quantized blocks; the
+    oracle runs on the file's weights as the `gguf` package dequantizes them."""
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    md, w = make(variant, rng)
+    tensors = {k: ("q8_0", torchless.quantize(v, "q8_0"), v.shape) if v.ndim == 2 else v for k, v in w.items()}
+    path = tmp_path / f"{variant}-q8_0.gguf"
+    torchless.gguf.write(path, md, tensors)
+    deq = {}
+    for t in GGUFReader(str(path)).tensors:
+        a = dequantize(np.asarray(t.data), t.tensor_type).astype(np.float64)
+        deq[t.name] = a.reshape([int(d) for d in reversed(t.shape)]) if len(t.shape) > 1 else a.reshape(-1)
+    assert not np.array_equal(deq["blk.0.ffn_down.weight"], w["blk.0.ffn_down.weight"])  # really quantized
+    got, want, _ = run_both(path, plain(md), deq, rng)
+    err = normwise(got, want)
+    assert err.max() <= TOL, f"{variant} q8_0: normwise error {err.max():.3g}"
+
+
 def test_phi3_uses_short_factors_in_a_context_within_the_original_length(tmp_path, rng):
     path, md, w = write(tmp_path, "phi3", rng)
     m = torchless.Model(str(path), max_seq_len=64, kv_dtype="f32")  # 64 <= original 64: short factors
