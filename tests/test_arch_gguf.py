@@ -369,6 +369,22 @@ def test_oracle_without_a_trait_misses_the_engine(variant, trait, tmp_path, rng)
     assert normwise(got, want).max() > ABLATED, f"{variant} without {trait} still matches"
 
 
+def test_windowed_sequences_decoded_in_one_batch_match_each_alone(tmp_path, rng):
+    """gemma3 (windowed and global layers, two RoPE tables): two sequences at different
+    positions, both past the window, decoded in one batch, then mixed with a third one's prefill."""
+    path, md, w = write(tmp_path, "gemma3", rng)
+    m = torchless.Model(str(path), max_seq_len=64, max_batch_size=3, kv_dtype="f32")
+    refs = [oracle(md, w, 64) for _ in range(3)]
+    a, b, c = ([int(t) for t in rng.integers(0, 288, n)] for n in (9, 14, 6))
+    m.forward(a[:8], 0, 0)
+    m.forward(b[:13], 0, 1)
+    refs[0].forward(a[:8])
+    refs[1].forward(b[:13])
+    got = m.forward_batch([a[8], b[13]] + c, [8, 13] + list(range(6)), [0, 1] + [2] * 6)
+    want = np.concatenate([refs[0].forward([a[8]]), refs[1].forward([b[13]]), refs[2].forward(c)])
+    assert normwise(got, want).max() <= TOL
+
+
 @pytest.mark.parametrize("variant", ["phi3", "gemma3"])
 def test_quantized_variant_matches_oracle_on_dequantized_weights(variant, tmp_path, rng):
     """Q8_0 matrices: the fused phi3 projections are used as row views of quantized blocks; the
