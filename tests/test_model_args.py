@@ -124,7 +124,7 @@ def test_constructor_signature_and_replace():
     (dict(rope_theta=-1.0), "rope_theta"),
     (dict(max_batch_size=0), "max_batch_size"),
     (dict(max_seq_len=0), "max_seq_len"),
-    (dict(arch="gemma3"), "arch"),
+    (dict(arch="mamba"), "arch"),
     (dict(rope_style="gptj"), "rope_style"),
     (dict(qkv_bias=1), "qkv_bias"),
     (dict(rope_scaling="llama3"), "rope_scaling"),
@@ -342,8 +342,8 @@ def test_gguf_rope_style_not_representable():
 
 
 def test_from_gguf_metadata_errors_and_defaults():
-    with pytest.raises(ValueError, match="gemma3.*llama, qwen2, qwen3"):
-        ModelArgs.from_gguf_metadata({"general.architecture": "gemma3"})
+    with pytest.raises(ValueError, match="mamba.*llama, qwen2, qwen3, gemma, gemma2, gemma3, phi3"):
+        ModelArgs.from_gguf_metadata({"general.architecture": "mamba"})
     with pytest.raises(ValueError, match="block_count"):
         ModelArgs.from_gguf_metadata({"general.architecture": "llama", "llama.embedding_length": 64})
     md = {"general.architecture": "qwen2", "qwen2.embedding_length": 64, "qwen2.block_count": 2,

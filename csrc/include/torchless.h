@@ -322,9 +322,15 @@ typedef enum tl_rope_scaling {
     TL_ROPE_SCALING_LLAMA3 = 2, /* LLaMA-3 inverse-frequency scaling */
 } tl_rope_scaling;
 
+/* The gate's activation in the gated feed-forward block w_down(act(w_gate x) * w_up x). */
+typedef enum tl_activation {
+    TL_ACT_SILU = 0,      /* SwiGLU (llama, qwen, phi3) */
+    TL_ACT_GELU_TANH = 1, /* GeGLU with the tanh approximation of GELU (gemma) */
+} tl_activation;
+
 /* Hyper-parameters (the C twin of ModelArgs) and architecture traits. */
 typedef struct tl_model_config {
-    char arch[32];          /* "llama", "qwen2", "qwen3" */
+    char arch[32];          /* "llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3" */
     int32_t n_vocab;
     int32_t dim;            /* embedding length */
     int32_t n_layers;
@@ -340,11 +346,26 @@ typedef struct tl_model_config {
     float rope_factor;            /* linear / llama3 factor */
     float rope_low_freq_factor;   /* llama3 */
     float rope_high_freq_factor;  /* llama3 */
-    int32_t rope_orig_ctx;        /* llama3: original context length */
+    int32_t rope_orig_ctx;        /* llama3, phi3 LongRoPE: original (pre-extension) context length */
     int32_t rope_dim;             /* dimensions rotated per head (= head_dim unless the file says) */
     bool qkv_bias;                /* qwen2 */
     bool qk_norm;                 /* qwen3: RMSNorm per head on q and k */
     bool tied_embeddings;         /* output head = token embedding */
+    /* architecture traits (docs/architectures.md) */
+    tl_activation activation;     /* of the feed-forward gate */
+    float embed_scale;            /* token embeddings are multiplied by this (gemma: sqrt(dim)), else 1 */
+    float attn_scale;             /* factor on q.k (1/sqrt(head_dim) unless the file or the arch says) */
+    float attn_softcap;           /* c: scores become c*tanh(s/c) (gemma2); 0 = none */
+    float final_softcap;          /* c: logits become c*tanh(z/c) (gemma2); 0 = none */
+    bool post_norms;              /* gemma2/3: RMSNorm on the attention and FFN outputs before each residual add */
+    bool fused_qkv;               /* attn_qkv.weight holds the q, k, v rows (phi3), viewed as three weights */
+    bool fused_gate_up;           /* ffn_up.weight holds the gate rows then the up rows (phi3) */
+    int32_t sliding_window;       /* W: a windowed layer's query at p sees keys t with p - W < t <= p; 0 = none */
+    int32_t n_windowed_layers;    /* how many layers use the window (which ones: the model's per-layer traits) */
+    float rope_theta_swa;         /* RoPE base of the windowed layers (gemma3: 10000) */
+    bool rope_swa_unscaled;       /* windowed layers ignore rope scaling (gemma3: scaling is for global layers) */
+    float rope_attn_factor;       /* cos and sin are multiplied by this (phi3 LongRoPE magnitude), else 1 */
+    bool rope_longrope;           /* rope_factors_long/short.weight present: long when the context exceeds rope_orig_ctx */
 } tl_model_config;
 
 typedef struct tl_model tl_model; /* read-only once loaded; shared by any number of contexts */
@@ -352,6 +373,8 @@ typedef struct tl_model tl_model; /* read-only once loaded; shared by any number
 /* Loads a GGUF model (weights used where they lie in the mapping). Unknown
  * architectures fail with a message listing the supported ones. */
 tl_status tl_model_load(const char *path, tl_model **out);
+/* The architectures (general.architecture values) tl_model_load runs: a NULL-terminated list. */
+const char *const *tl_supported_architectures(void);
 /* Reference counted: every holder (e.g. several language-level objects sharing one mapping,
  * each with its own context) retains it; tl_model_free drops one reference. */
 void tl_model_retain(tl_model *m);

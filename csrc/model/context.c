@@ -18,15 +18,16 @@ tl_context_params tl_context_default_params(void) {
     return (tl_context_params){.max_seq_len = 0, .max_batch_size = 1, .n_threads = 0, .kv_dtype = TL_F16};
 }
 
-/* Inverse frequencies of the rotated pairs (RoPE paper: theta^(-2i/d)), with the
- * model's frequency scaling applied. */
-static void rope_frequencies(const tl_model *m, float *inv_freq) {
-    const tl_model_config *c = &m->config;
+/* Inverse frequencies of the rotated pairs (RoPE paper: theta^(-2i/d)) for base theta, divided
+ * by the per-pair divisors (llama.cpp's rope_freqs / Phi-3 LongRoPE factors) when given, with the
+ * model's frequency scaling applied unless `scaled` is false. */
+static void rope_frequencies(const tl_model_config *c, double theta, const float *divisors, bool scaled,
+                             float *inv_freq) {
     const int half = c->rope_dim / 2;
     for (int i = 0; i < half; i++) {
-        double f = pow((double)c->rope_theta, -2.0 * i / c->rope_dim);
-        if (m->rope_freqs) f /= m->rope_freqs[i]; /* llama.cpp stores LLaMA-3 scaling as divisors */
-        switch (c->rope_scaling) {
+        double f = pow(theta, -2.0 * i / c->rope_dim);
+        if (divisors) f /= divisors[i];
+        switch (scaled ? c->rope_scaling : TL_ROPE_SCALING_NONE) {
         case TL_ROPE_SCALING_LINEAR: f /= c->rope_factor; break;
         case TL_ROPE_SCALING_LLAMA3: {
             /* Meta's llama3 apply_scaling: long wavelengths slowed by the factor, short kept,
@@ -47,6 +48,17 @@ static void rope_frequencies(const tl_model *m, float *inv_freq) {
         }
         inv_freq[i] = (float)f;
     }
+}
+
+/* The RoPE tables of a context: every layer's, and the windowed layers' where those differ
+ * (gemma3: base 10000, unscaled). Phi-3 LongRoPE picks the long factors when the context is
+ * longer than the original one, as llama.cpp's get_rope_factors does. */
+static void rope_tables(const tl_model *m, int32_t max_seq_len, float *inv_freq, float *inv_freq_swa) {
+    const tl_model_config *c = &m->config;
+    const float *divisors = m->rope_freqs;
+    if (!divisors && c->rope_longrope) divisors = max_seq_len > c->rope_orig_ctx ? m->rope_long : m->rope_short;
+    rope_frequencies(c, c->rope_theta, divisors, true, inv_freq);
+    rope_frequencies(c, c->rope_theta_swa, divisors, !c->rope_swa_unscaled, inv_freq_swa);
 }
 
 tl_status tl_context_new(const tl_model *m, const tl_context_params *p, tl_context **out) {
@@ -85,12 +97,17 @@ tl_status tl_context_new(const tl_model *m, const tl_context_params *p, tl_conte
     x->seq_len = calloc((size_t)batch, sizeof *x->seq_len);
     x->new_len = calloc((size_t)batch, sizeof *x->new_len);
     x->inv_freq = malloc((size_t)(c->rope_dim / 2 + 1) * sizeof(float));
-    if (!x->k_cache || !x->v_cache || !x->seq_len || !x->new_len || !x->inv_freq) {
+    x->inv_freq_swa = malloc((size_t)(c->rope_dim / 2 + 1) * sizeof(float));
+    if (!x->k_cache || !x->v_cache || !x->seq_len || !x->new_len || !x->inv_freq || !x->inv_freq_swa) {
         tl_context_free(x);
         return tl_set_error(TL_ERR_NOMEM, "context: out of memory for a KV cache of %d sequences x %d positions",
                             batch, seq);
     }
-    rope_frequencies(m, x->inv_freq);
+    rope_tables(m, seq, x->inv_freq, x->inv_freq_swa);
+    if (c->n_windowed_layers == 0 || memcmp(x->inv_freq, x->inv_freq_swa, (size_t)(c->rope_dim / 2) * sizeof(float)) == 0) {
+        free(x->inv_freq_swa); /* one table serves every layer */
+        x->inv_freq_swa = x->inv_freq;
+    }
 #ifdef TL_HAVE_OPENBLAS
     openblas_set_num_threads(1); /* our pool owns the threads (CONVENTIONS.md) */
 #endif
@@ -106,6 +123,7 @@ void tl_context_free(tl_context *x) {
     free(x->v_cache);
     free(x->seq_len);
     free(x->new_len);
+    if (x->inv_freq_swa != x->inv_freq) free(x->inv_freq_swa);
     free(x->inv_freq);
     free(x->x);
     free(x);

@@ -1,5 +1,6 @@
 /* The decoder forward pass, written once for every architecture; the config's
- * traits (bias, qk-norm, rope style and scaling, tied head) switch its parts.
+ * traits (bias, qk-norm, rope style and scaling, tied head, activation, embedding scale,
+ * post-norms, sliding window, soft-capping) and the per-layer traits switch its parts.
  * One call runs a batch of (token, position, sequence): a prefill, a decode of
  * several sequences, or both mixed. */
 #include "model.h"
@@ -36,6 +37,16 @@ static void rope(float *h, const float *cs, int rope_dim, tl_rope_style style) {
 
 static inline float silu(float x) { return x / (1.0f + expf(-x)); }
 
+/* GELU, tanh approximation (Hendrycks & Gimpel 2016; PyTorch gelu(approximate="tanh")):
+ * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+static inline float gelu_tanh(float x) {
+    const float sqrt_2_over_pi = 0.79788456080286535588f;
+    return 0.5f * x * (1.0f + tanhf(sqrt_2_over_pi * x * (1.0f + 0.044715f * x * x)));
+}
+
+/* c tanh(z / c): soft-capping of attention scores or logits (Gemma 2) */
+static inline float softcap(float z, float c) { return c * tanhf(z / c); }
+
 /* ---- buffers ---- */
 
 static tl_status reserve(tl_context *x, int32_t n) {
@@ -48,7 +59,7 @@ static tl_status reserve(tl_context *x, int32_t n) {
     const int nth = tl_pool_size(x->pool);
     x->scratch_floats = tl_matmul_scratch_floats((int64_t)max_k, nth);
     x->scores_floats = (size_t)nth * (size_t)x->max_seq_len;
-    size_t per_token = (size_t)c->dim + wide + q_dim + 2 * kv_dim + q_dim + 2 * (size_t)c->hidden_dim + (size_t)c->rope_dim;
+    size_t per_token = (size_t)c->dim + wide + q_dim + 2 * kv_dim + q_dim + 2 * (size_t)c->hidden_dim + 2 * (size_t)c->rope_dim;
     size_t total = per_token * (size_t)n + x->scratch_floats + x->scores_floats;
     float *buf = aligned_alloc(64, ((total * sizeof(float)) + 63) & ~(size_t)63);
     if (!buf) return tl_set_error(TL_ERR_NOMEM, "forward: out of memory for a batch of %d tokens", n);
@@ -62,7 +73,8 @@ static tl_status reserve(tl_context *x, int32_t n) {
     x->hb = x->att_out + (size_t)n * q_dim;
     x->hb2 = x->hb + (size_t)n * c->hidden_dim;
     x->rope_cs = x->hb2 + (size_t)n * c->hidden_dim;
-    x->scratch = x->rope_cs + (size_t)n * c->rope_dim;
+    x->rope_cs_swa = x->rope_cs + (size_t)n * c->rope_dim;
+    x->scratch = x->rope_cs_swa + (size_t)n * c->rope_dim;
     x->scores = x->scratch + x->scratch_floats;
     x->cap_tokens = n;
     return TL_OK;
@@ -91,6 +103,7 @@ typedef struct {
     tl_context *x;
     const tl_batch *b;
     int layer;
+    int32_t window; /* W > 0: keys t with pos - W < t <= pos only */
 } attn_job;
 
 static void attention_worker(void *p, int ith, int nth) {
@@ -99,7 +112,7 @@ static void attention_worker(void *p, int ith, int nth) {
     const tl_model_config *c = &x->model->config;
     const int hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
     const size_t q_dim = (size_t)c->n_heads * hd;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const float scale = c->attn_scale, cap = c->attn_softcap;
     const float *f16 = tl_f16_table();
     float *scores = x->scores + (size_t)ith * x->max_seq_len;
     int64_t w0, w1;
@@ -111,9 +124,11 @@ static void attention_worker(void *p, int ith, int nth) {
         float *out = x->att_out + (size_t)i * q_dim + (size_t)h * hd;
         const size_t base = cache_index(x, j->layer, seq, 0) + (size_t)kvh * hd;
         const size_t stride = (size_t)c->n_kv_heads * hd;
-        /* scores = q . k_t / sqrt(head_dim) for t = 0..pos (causal), then softmax */
+        /* scores = q . k_t * scale for t = t0..pos (causal; a windowed layer starts at
+         * pos - W + 1), soft-capped where the model says, then softmax */
+        const int32_t t0 = j->window > 0 && pos >= j->window ? pos - j->window + 1 : 0;
         float max = -INFINITY;
-        for (int32_t t = 0; t <= pos; t++) {
+        for (int32_t t = t0; t <= pos; t++) {
             float s = 0;
             if (x->kv_dtype == TL_F32) {
                 s = tl_dot_f32(q, (const float *)x->k_cache + base + t * stride, hd);
@@ -127,18 +142,19 @@ static void attention_worker(void *p, int ith, int nth) {
                 for (; d < hd; d++) s += q[d] * f16[k[d]];
             }
             s *= scale;
+            if (cap > 0) s = softcap(s, cap);
             scores[t] = s;
             if (s > max) max = s;
         }
         double sum = 0;
-        for (int32_t t = 0; t <= pos; t++) {
+        for (int32_t t = t0; t <= pos; t++) {
             scores[t] = expf(scores[t] - max);
             sum += scores[t];
         }
         const float inv = (float)(1.0 / sum);
         /* out = sum_t softmax_t v_t */
         memset(out, 0, (size_t)hd * sizeof(float));
-        for (int32_t t = 0; t <= pos; t++) {
+        for (int32_t t = t0; t <= pos; t++) {
             const float a = scores[t] * inv;
             if (x->kv_dtype == TL_F32) {
                 const float *v = (const float *)x->v_cache + base + t * stride;
@@ -201,14 +217,27 @@ tl_status tl_forward(tl_context *x, const tl_batch *b, float *logits_out) {
     for (int32_t i = 0; i < n; i++)
         tl_dequantize(m->tok_embd->dtype, (const uint8_t *)m->tok_embd->data + (size_t)b->tokens[i] * emb_row,
                       x->x + (size_t)i * dim, dim);
+    if (c->embed_scale != 1.0f) /* gemma: embeddings times sqrt(dim) */
+        for (int64_t i = 0; i < n * dim; i++) x->x[i] *= c->embed_scale;
 
-    /* RoPE angles for each token's position: pos * inv_freq, in double */
-    for (int32_t i = 0; i < n; i++)
-        for (int k = 0; k < c->rope_dim / 2; k++) {
-            double a = (double)b->pos[i] * x->inv_freq[k];
-            x->rope_cs[(size_t)i * c->rope_dim + 2 * k] = (float)cos(a);
-            x->rope_cs[(size_t)i * c->rope_dim + 2 * k + 1] = (float)sin(a);
-        }
+    /* RoPE angles for each token's position: pos * inv_freq, in double; cos and sin times the
+     * LongRoPE magnitude factor (1 elsewhere). The windowed layers' table where it differs. */
+    const bool two_tables = x->inv_freq_swa != x->inv_freq;
+    for (int tab = 0; tab < (two_tables ? 2 : 1); tab++) {
+        const float *inv_freq = tab ? x->inv_freq_swa : x->inv_freq;
+        float *cs = tab ? x->rope_cs_swa : x->rope_cs;
+        for (int32_t i = 0; i < n; i++)
+            for (int k = 0; k < c->rope_dim / 2; k++) {
+                double a = (double)b->pos[i] * inv_freq[k];
+                float co = (float)cos(a), si = (float)sin(a);
+                if (c->rope_attn_factor != 1.0f) {
+                    co *= c->rope_attn_factor;
+                    si *= c->rope_attn_factor;
+                }
+                cs[(size_t)i * c->rope_dim + 2 * k] = co;
+                cs[(size_t)i * c->rope_dim + 2 * k + 1] = si;
+            }
+    }
 
     for (int l = 0; l < c->n_layers; l++) {
         const tl_layer_weights *L = &m->layers[l];
@@ -220,8 +249,9 @@ tl_status tl_forward(tl_context *x, const tl_batch *b, float *logits_out) {
         add_bias(x->q, L->bq, n, q_dim);
         add_bias(x->k, L->bk, n, kv_dim);
         add_bias(x->v, L->bv, n, kv_dim);
+        const float *layer_cs = L->windowed && two_tables ? x->rope_cs_swa : x->rope_cs;
         for (int32_t i = 0; i < n; i++) {
-            const float *cs = x->rope_cs + (size_t)i * c->rope_dim;
+            const float *cs = layer_cs + (size_t)i * c->rope_dim;
             for (int h = 0; h < c->n_heads; h++) {
                 float *qh = x->q + i * q_dim + h * hd;
                 if (L->q_norm) rmsnorm(qh, qh, L->q_norm, hd, c->norm_eps); /* qwen3: per-head norm before RoPE */
@@ -237,18 +267,25 @@ tl_status tl_forward(tl_context *x, const tl_batch *b, float *logits_out) {
             cache_store(x, x->k_cache, at, x->k + i * kv_dim, (size_t)kv_dim);
             cache_store(x, x->v_cache, at, x->v + i * kv_dim, (size_t)kv_dim);
         }
-        attn_job aj = {x, b, l};
+        attn_job aj = {x, b, l, L->windowed ? c->sliding_window : 0};
         tl_pool_run(x->pool, attention_worker, &aj);
-        /* output projection, residual */
+        /* output projection (normalised again in gemma2/3), residual */
         tl_matmul(x->pool, L->wo, x->att_out, n, x->xb, x->scratch);
+        if (L->post_attn_norm)
+            for (int32_t i = 0; i < n; i++) rmsnorm(x->xb + i * dim, x->xb + i * dim, L->post_attn_norm, dim, c->norm_eps);
         for (int64_t i = 0; i < n * dim; i++) x->x[i] += x->xb[i];
 
-        /* feed-forward block: SwiGLU, w_down(silu(w_gate x) * w_up x) */
+        /* feed-forward block: w_down(act(w_gate x) * w_up x), act = SiLU (SwiGLU) or GELU (GeGLU) */
         for (int32_t i = 0; i < n; i++) rmsnorm(x->xb + i * dim, x->x + i * dim, L->ffn_norm, dim, c->norm_eps);
         tl_matmul(x->pool, L->w_gate, x->xb, n, x->hb, x->scratch);
         tl_matmul(x->pool, L->w_up, x->xb, n, x->hb2, x->scratch);
-        for (int64_t i = 0; i < n * hidden; i++) x->hb[i] = silu(x->hb[i]) * x->hb2[i];
+        if (c->activation == TL_ACT_GELU_TANH)
+            for (int64_t i = 0; i < n * hidden; i++) x->hb[i] = gelu_tanh(x->hb[i]) * x->hb2[i];
+        else
+            for (int64_t i = 0; i < n * hidden; i++) x->hb[i] = silu(x->hb[i]) * x->hb2[i];
         tl_matmul(x->pool, L->w_down, x->hb, n, x->xb, x->scratch);
+        if (L->post_ffw_norm)
+            for (int32_t i = 0; i < n; i++) rmsnorm(x->xb + i * dim, x->xb + i * dim, L->post_ffw_norm, dim, c->norm_eps);
         for (int64_t i = 0; i < n * dim; i++) x->x[i] += x->xb[i];
 
         if (x->cancel || (x->should_abort && x->should_abort(x->abort_user))) {
@@ -269,5 +306,7 @@ tl_status tl_forward(tl_context *x, const tl_batch *b, float *logits_out) {
         if (want) rmsnorm(x->xb + (size_t)rows++ * dim, x->x + (size_t)i * dim, m->output_norm, dim, c->norm_eps);
     }
     if (rows) tl_matmul(x->pool, m->output, x->xb, rows, logits_out, x->scratch);
+    if (rows && c->final_softcap > 0) /* gemma2: logits soft-capped */
+        for (int64_t i = 0; i < (int64_t)rows * c->n_vocab; i++) logits_out[i] = softcap(logits_out[i], c->final_softcap);
     return TL_OK;
 }

@@ -50,6 +50,20 @@ static tl_status get_vec(binder *b, const char *name, int64_t n, bool required, 
     return TL_OK;
 }
 
+/* Rows [r0, r0 + n) of a 2-D weight as a weight of its own: a view into the same mapping
+ * (a quantized row is a whole number of blocks, so any row boundary is a block boundary). */
+static tl_status row_view(binder *b, const tl_tensor *t, int64_t r0, int64_t n, const tl_tensor **out) {
+    tl_tensor *v = tl_arena_alloc_array(&b->m->arena, 1, sizeof *v, 64);
+    if (!v) return tl_set_error(TL_ERR_NOMEM, "model: out of memory");
+    const size_t row = tl_dtype_row_size(t->dtype, t->ne[0]);
+    *v = *t;
+    v->ne[1] = n;
+    v->data = (const uint8_t *)t->data + (size_t)r0 * row;
+    v->nbytes = (size_t)n * row;
+    *out = v;
+    return TL_OK;
+}
+
 static tl_status bind(binder *b) {
     tl_model *m = b->m;
     tl_model_config *c = &m->config;
@@ -64,6 +78,8 @@ static tl_status bind(binder *b) {
     c->tied_embeddings = m->output == NULL;
     if (!m->output) m->output = m->tok_embd;
     if ((s = get_vec(b, "rope_freqs.weight", c->rope_dim / 2, false, &m->rope_freqs))) return s;
+    if ((s = get_vec(b, "rope_factors_long.weight", c->rope_dim / 2, c->rope_longrope, &m->rope_long))) return s;
+    if ((s = get_vec(b, "rope_factors_short.weight", c->rope_dim / 2, c->rope_longrope, &m->rope_short))) return s;
 
     const int64_t q_dim = (int64_t)c->n_heads * c->head_dim, kv_dim = (int64_t)c->n_kv_heads * c->head_dim;
     m->layers = tl_arena_alloc_array(&m->arena, (size_t)c->n_layers, sizeof *m->layers, 64);
@@ -78,9 +94,20 @@ static tl_status bind(binder *b) {
     for (int l = 0; l < c->n_layers; l++) {
         tl_layer_weights *L = &m->layers[l];
         V(attn_norm, "attn_norm.weight", c->dim, true);
-        T(wq, "attn_q.weight", c->dim, q_dim);
-        T(wk, "attn_k.weight", c->dim, kv_dim);
-        T(wv, "attn_v.weight", c->dim, kv_dim);
+        snprintf(name, sizeof name, "blk.%d.attn_qkv.weight", l);
+        if (tl_weights_find_tensor(m->weights, name)) {
+            /* fused projection (phi3): rows q, then k, then v */
+            const tl_tensor *qkv;
+            if ((s = get(b, name, c->dim, q_dim + 2 * kv_dim, true, &qkv))) return s;
+            if ((s = row_view(b, qkv, 0, q_dim, &L->wq)) || (s = row_view(b, qkv, q_dim, kv_dim, &L->wk)) ||
+                (s = row_view(b, qkv, q_dim + kv_dim, kv_dim, &L->wv)))
+                return s;
+            c->fused_qkv = true;
+        } else {
+            T(wq, "attn_q.weight", c->dim, q_dim);
+            T(wk, "attn_k.weight", c->dim, kv_dim);
+            T(wv, "attn_v.weight", c->dim, kv_dim);
+        }
         T(wo, "attn_output.weight", q_dim, c->dim);
         V(bq, "attn_q.bias", q_dim, c->qkv_bias);
         V(bk, "attn_k.bias", kv_dim, c->qkv_bias);
@@ -88,9 +115,26 @@ static tl_status bind(binder *b) {
         V(q_norm, "attn_q_norm.weight", c->head_dim, c->qk_norm);
         V(k_norm, "attn_k_norm.weight", c->head_dim, c->qk_norm);
         V(ffn_norm, "ffn_norm.weight", c->dim, true);
-        T(w_gate, "ffn_gate.weight", c->dim, c->hidden_dim);
-        T(w_up, "ffn_up.weight", c->dim, c->hidden_dim);
+        snprintf(name, sizeof name, "blk.%d.ffn_gate.weight", l);
+        if (!tl_weights_find_tensor(m->weights, name)) {
+            /* fused gate-up (phi3; HF Phi3MLP chunks gate_up_proj into gate, then up) */
+            const tl_tensor *gate_up;
+            snprintf(name, sizeof name, "blk.%d.ffn_up.weight", l);
+            if ((s = get(b, name, c->dim, 2 * (int64_t)c->hidden_dim, true, &gate_up))) return s;
+            if ((s = row_view(b, gate_up, 0, c->hidden_dim, &L->w_gate)) ||
+                (s = row_view(b, gate_up, c->hidden_dim, c->hidden_dim, &L->w_up)))
+                return s;
+            c->fused_gate_up = true;
+        } else {
+            T(w_gate, "ffn_gate.weight", c->dim, c->hidden_dim);
+            T(w_up, "ffn_up.weight", c->dim, c->hidden_dim);
+        }
         T(w_down, "ffn_down.weight", c->hidden_dim, c->dim);
+        if (c->post_norms) {
+            V(post_attn_norm, "post_attention_norm.weight", c->dim, true);
+            V(post_ffw_norm, "post_ffw_norm.weight", c->dim, true);
+        }
+        L->windowed = tl_model_layer_windowed(m->weights, c, l);
     }
 #undef T
 #undef V

@@ -18,6 +18,8 @@ typedef struct tl_layer_weights {
     const float *q_norm, *k_norm;     /* qwen3 per-head RMSNorm; NULL otherwise */
     const float *ffn_norm;
     const tl_tensor *w_gate, *w_up, *w_down;
+    const float *post_attn_norm, *post_ffw_norm; /* gemma2/3: on the block outputs; NULL otherwise */
+    bool windowed;                    /* sliding-window attention, with the windowed layers' RoPE table */
 } tl_layer_weights;
 
 struct tl_model {
@@ -28,6 +30,7 @@ struct tl_model {
     const float *output_norm;
     const tl_tensor *output;     /* = tok_embd when tied */
     const float *rope_freqs;     /* rope_dim / 2 frequency divisors (llama.cpp's LLaMA-3 scaling), or NULL */
+    const float *rope_long, *rope_short; /* phi3 LongRoPE divisors (rope_dim / 2 each), or NULL */
     tl_layer_weights *layers;
     tl_arena arena;              /* layers and the float32 vectors */
     atomic_int refs;             /* contexts may outlive the caller's handle: freed at 0 */
@@ -35,6 +38,8 @@ struct tl_model {
 
 /* Reads config + traits from GGUF metadata and checks them. */
 tl_status tl_model_config_from_weights(const tl_weights *w, tl_model_config *c);
+/* Whether layer `layer` uses the sliding window (the config's window and the file's pattern). */
+bool tl_model_layer_windowed(const tl_weights *w, const tl_model_config *c, int layer);
 
 struct tl_context {
     const tl_model *model;
@@ -45,12 +50,13 @@ struct tl_context {
     int32_t *seq_len;        /* per sequence */
     int32_t *new_len;        /* per sequence: tl_forward's scratch for the lengths a batch leaves */
     float *inv_freq;         /* rope_dim / 2 inverse frequencies */
+    float *inv_freq_swa;     /* those of the windowed layers (= inv_freq when they are the same) */
     volatile int cancel;     /* set by tl_context_cancel */
     bool (*should_abort)(void *user);
     void *abort_user;
     /* activations, grown to the largest batch seen */
     int32_t cap_tokens;
-    float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *rope_cs, *scores, *scratch;
+    float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *rope_cs, *rope_cs_swa, *scores, *scratch;
     size_t scratch_floats, scores_floats;
 };
 

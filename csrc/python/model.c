@@ -342,7 +342,7 @@ static PyObject *get_config(Model *self, void *c) {
     (void)c;
     const tl_model_config *k = tl_model_get_config(self->model);
     static const char *scaling[] = {"none", "linear", "llama3"};
-    return Py_BuildValue(
+    PyObject *d = Py_BuildValue(
         "{s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:d,s:d,s:s,s:i,s:s,s:d,s:O,s:O,s:O}", "arch", k->arch, "n_vocab",
         k->n_vocab, "dim", k->dim, "n_layers", k->n_layers, "n_heads", k->n_heads, "n_kv_heads", k->n_kv_heads,
         "head_dim", k->head_dim, "hidden_dim", k->hidden_dim, "context_length", k->max_seq_len, "norm_eps",
@@ -350,6 +350,23 @@ static PyObject *get_config(Model *self, void *c) {
         k->rope_style == TL_ROPE_NEOX ? "neox" : "norm", "rope_dim", k->rope_dim, "rope_scaling",
         scaling[k->rope_scaling], "rope_factor", (double)k->rope_factor, "qkv_bias", k->qkv_bias ? Py_True : Py_False,
         "qk_norm", k->qk_norm ? Py_True : Py_False, "tied_embeddings", k->tied_embeddings ? Py_True : Py_False);
+    if (!d) return NULL;
+    /* architecture traits (docs/architectures.md) */
+    PyObject *traits = Py_BuildValue(
+        "{s:s,s:d,s:d,s:d,s:d,s:O,s:O,s:O,s:i,s:i,s:d,s:d}", "activation",
+        k->activation == TL_ACT_GELU_TANH ? "gelu_tanh" : "silu", "embed_scale", (double)k->embed_scale, "attn_scale",
+        (double)k->attn_scale, "attn_softcap", (double)k->attn_softcap, "final_softcap", (double)k->final_softcap,
+        "post_norms", k->post_norms ? Py_True : Py_False, "fused_qkv", k->fused_qkv ? Py_True : Py_False,
+        "fused_gate_up", k->fused_gate_up ? Py_True : Py_False, "sliding_window", k->sliding_window,
+        "n_windowed_layers", k->n_windowed_layers, "rope_theta_swa", (double)k->rope_theta_swa, "rope_attn_factor",
+        (double)k->rope_attn_factor);
+    if (!traits || PyDict_Update(d, traits) < 0) {
+        Py_XDECREF(traits);
+        Py_DECREF(d);
+        return NULL;
+    }
+    Py_DECREF(traits);
+    return d;
 }
 
 static PyObject *get_n_vocab(Model *self, void *c) {

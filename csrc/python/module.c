@@ -182,7 +182,27 @@ static PyObject *py_cpu_isa(PyObject *self, PyObject *unused) {
     return PyUnicode_FromString(tl_cpu_isa());
 }
 
+static PyObject *py_architectures(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    const char *const *names = tl_supported_architectures();
+    Py_ssize_t n = 0;
+    while (names[n]) n++;
+    PyObject *t = PyTuple_New(n);
+    for (Py_ssize_t i = 0; t && i < n; i++) {
+        PyObject *s = PyUnicode_FromString(names[i]);
+        if (!s) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, s);
+    }
+    return t;
+}
+
 static PyMethodDef module_methods[] = {
+    {"architectures", py_architectures, METH_NOARGS,
+     "architectures() -> tuple of the general.architecture values the engine runs"},
     {"cpu_isa", py_cpu_isa, METH_NOARGS, "cpu_isa() -> the instruction set the CPU kernels use ('avx2', 'scalar')"},
     {"quantize", (PyCFunction)(void (*)(void))py_quantize, METH_VARARGS | METH_KEYWORDS,
      "quantize(array, dtype) -> uint8 array of shape array.shape[:-1] + (bytes_per_row,)"},

@@ -41,9 +41,22 @@ class _ModelConfig(TypedDict):
     qkv_bias: bool
     qk_norm: bool
     tied_embeddings: bool
+    activation: Literal["silu", "gelu_tanh"]
+    embed_scale: float
+    attn_scale: float
+    attn_softcap: float
+    final_softcap: float
+    post_norms: bool
+    fused_qkv: bool
+    fused_gate_up: bool
+    sliding_window: int
+    n_windowed_layers: int
+    rope_theta_swa: float
+    rope_attn_factor: float
 
 # ---- module functions (module.c, gguf_writer.c, pretokenize.c) ----
 
+def architectures() -> tuple[str, ...]: ...
 def cpu_isa() -> str: ...
 def quantize(array: npt.ArrayLike, dtype: str) -> npt.NDArray[np.uint8]: ...
 def dequantize(data: Buffer, dtype: str, shape: int | Sequence[int], out: _F32Array | None = None) -> _F32Array: ...

@@ -30,9 +30,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import _C
+
 __all__ = ["ModelArgs", "SUPPORTED_ARCHS", "HF_MODEL_TYPES"]
 
-SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3")
+SUPPORTED_ARCHS = _C.architectures()  # the engine's one list (csrc/model/config.c)
 # Hugging Face `model_type` -> torchless/llama.cpp architecture (mistral is the llama graph)
 HF_MODEL_TYPES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
 ROPE_STYLES = ("norm", "neox")
@@ -80,8 +82,9 @@ class ModelArgs:
     `vocab_size` (-1 = "set later", as the reference does before it reads the tokenizer),
     `multiple_of`, `ffn_dim_multiplier`, `norm_eps`, `rope_theta`, `max_batch_size`, `max_seq_len`;
     then `hidden_dim` (None = `int(2 * 4 * dim / 3)`, times `ffn_dim_multiplier` if set, rounded up
-    to a multiple of `multiple_of`), `head_dim` (None = `dim // n_heads`), `arch` ("llama",
-    "qwen2", "qwen3"), `rope_style` (None = by arch: "norm" for llama, "neox" for qwen2/qwen3),
+    to a multiple of `multiple_of`), `head_dim` (None = `dim // n_heads`), `arch` (one of
+    SUPPORTED_ARCHS: "llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3"), `rope_style`
+    (None = by arch: "norm" for llama, "neox" for the others),
     `rope_scaling` (None or {"rope_type": "llama3" | "linear", "factor", "low_freq_factor",
     "high_freq_factor", "original_max_position_embeddings"}), `tie_word_embeddings`, `qkv_bias`,
     `qk_norm` (these three as given: `from_config_file` and `from_gguf_metadata` set them per arch).
@@ -142,7 +145,7 @@ class ModelArgs:
 
     @property
     def resolved_rope_style(self) -> str:
-        """`rope_style`, or the architecture's: "norm" (adjacent pairs) for llama, "neox" for qwen2/qwen3."""
+        """`rope_style`, or the architecture's: "norm" (adjacent pairs) for llama, "neox" for the others."""
         if self.rope_style is not None:
             return self.rope_style
         return "norm" if self.arch == "llama" else "neox"
@@ -365,7 +368,7 @@ class ModelArgs:
                 rs["original_max_position_embeddings"] = int(orig)
             kw["rope_scaling"] = rs
         kw["qkv_bias"] = arch == "qwen2"
-        kw["qk_norm"] = arch == "qwen3"
+        kw["qk_norm"] = arch in ("qwen3", "gemma3")
         if tensor_names is not None:
             kw["tie_word_embeddings"] = "output.weight" not in tensor_names
             kw["qkv_bias"] = "blk.0.attn_q.bias" in tensor_names
