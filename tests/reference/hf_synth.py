@@ -399,3 +399,83 @@ def make_hf_model(path, arch: str, *, seed: int, dtype: str = "f32", schema: int
     return {"path": path, "arch": arch, "config": cfg, "state_dict": stored, "tokenizer_config": tok_cfg,
             "generation_config": gen, "token_ids": ids, "n_tokenizer_vocab": n_tok}
 
+
+
+# ----------------------------------------------------------------------------- as GGUF
+
+def to_gguf(hf: dict, path, *, neox_override: bool = False) -> None:
+    """Write the model of `hf` (make_hf_model's result) as the GGUF llama.cpp's converter would
+    (written with the `gguf` package, not torchless): GGUF names, Gemma norms + 1, LLaMA/Mistral
+    q/k un-permuted to adjacent pairs (`neox_override=True`: left in rotate-half order with
+    `torchless.rope.neox = true` instead), LongRoPE factors as tensors, the
+    architecture keys (sliding window and pattern, soft-caps, attention scale, local RoPE base,
+    rope scaling, magnitude factor). The vocabulary is a minimal SentencePiece one padded to
+    the embedding rows (the logits do not depend on it)."""
+    import gguf
+
+    from .forward import longrope_attn_factor
+    from .hf import from_hf
+    from .synth import vocabulary
+
+    cfg = hf["config"]
+    c, w = from_hf(cfg, hf["state_dict"], gguf_order=not neox_override)
+    arch = c.arch
+    wr = gguf.GGUFWriter(str(path), arch)
+    wr.add_name(f"synthetic-hf-{hf['arch']}")
+    wr.add_context_length(cfg["max_position_embeddings"])
+    wr.add_embedding_length(c.dim)
+    wr.add_block_count(c.n_layers)
+    wr.add_feed_forward_length(c.hidden_dim)
+    wr.add_head_count(c.n_heads)
+    wr.add_head_count_kv(c.n_kv_heads)
+    wr.add_key_length(c.head_dim)
+    wr.add_value_length(c.head_dim_v)
+    wr.add_rope_dimension_count(c.rope_dim)
+    wr.add_rope_freq_base(c.rope_theta)
+    wr.add_layer_norm_rms_eps(c.norm_eps)
+    wr.add_file_type(0)
+    if c.rope_scaling == "linear":
+        wr.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        wr.add_rope_scaling_factor(c.rope_factor)
+    if c.rope_scaling == "llama3":       # llama.cpp: per-pair divisors in rope_freqs.weight
+        from .forward import llama3_rope_factors
+
+        w["rope_freqs.weight"] = llama3_rope_factors(c.rope_dim, c.rope_theta, c.rope_factor, c.rope_low_freq_factor,
+                                                     c.rope_high_freq_factor, c.rope_orig_ctx)
+    if c.rope_scaling == "longrope":
+        wr.add_rope_scaling_orig_ctx_len(c.rope_orig_ctx)
+        wr.add_rope_scaling_attn_factors(longrope_attn_factor(cfg["max_position_embeddings"], c.rope_orig_ctx))
+    if c.sliding_window:
+        wr.add_sliding_window(c.sliding_window)
+        default = {"gemma2": 2, "gemma3": 6}.get(arch)
+        flags = [c.windowed(l) for l in range(c.n_layers)]
+        if default is None and not all(flags) or default is not None and flags != [
+                l % default < default - 1 for l in range(c.n_layers)]:
+            wr.add_sliding_window_pattern(flags)
+    theta_swa, _ = c.swa_rope()
+    if arch == "gemma3" and theta_swa != 10000.0 or arch != "gemma3" and c.rope_theta_swa:
+        wr.add_rope_freq_base_swa(theta_swa)
+    if c.attn_scale and abs(c.attn_scale - c.head_dim ** -0.5) > 1e-12:
+        wr.add_attention_scale(c.attn_scale)
+    if arch in ("gemma2", "gemma3") or c.attn_softcap:
+        if c.attn_softcap or arch == "gemma2":
+            wr.add_attn_logit_softcapping(c.attn_softcap)
+        if c.final_softcap or arch == "gemma2":
+            wr.add_final_logit_softcapping(c.final_softcap)
+    if neox_override and arch == "llama":
+        wr.add_bool("torchless.rope.neox", True)
+    tokens, scores, types = vocabulary()
+    pad = c.n_vocab - len(tokens)
+    wr.add_tokenizer_model("llama")
+    wr.add_token_list(tokens + [f"[PAD{i}]" for i in range(pad)])
+    wr.add_token_scores([float(s) for s in scores] + [-10000.0] * pad)
+    wr.add_token_types([int(t) for t in types] + [5] * pad)
+    wr.add_bos_token_id(1)
+    wr.add_eos_token_id(2)
+    wr.add_unk_token_id(0)
+    for name, a in w.items():
+        wr.add_tensor(name, np.ascontiguousarray(a, np.float32))
+    wr.write_header_to_file()
+    wr.write_kv_data_to_file()
+    wr.write_tensors_to_file()
+    wr.close()
