@@ -115,14 +115,14 @@ class Config:
     extra: dict = field(default_factory=dict)
 
     def windowed(self, layer: int) -> bool:
-        """Whether `layer` uses the sliding window."""
-        if not self.sliding_window:
-            return False
+        """Whether `layer` is a local (sliding-window) layer: the window masks its keys when
+        `sliding_window` is set, and it uses the windowed-layer RoPE (gemma3: local base). For
+        gemma2/gemma3 the layer type follows the pattern even without a window."""
         p = self.swa_pattern
         if p is None:
             p = {"gemma2": 2, "gemma3": 6}.get(self.arch)
         if p is None:
-            return True
+            return bool(self.sliding_window)
         if isinstance(p, (int, np.integer)):
             return layer % int(p) < int(p) - 1
         return bool(list(p)[layer])
