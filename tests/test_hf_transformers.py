@@ -7,12 +7,20 @@ tokenizer built locally with `tokenizers` (no hub), and its teacher-forced logit
 positions (float32, eager attention) are compared with
   (a) the float64 NumPy reference reading the saved folder (tests/reference/hf.py): normwise
       ≤ 1e-4 (float32 against float64: measured about 1e-6);
-  (b) torchless loading the folder (F32 weights, F32 KV cache): normwise ≤ 1e-4;
+  (b) torchless loading the folder (F32 weights, F32 KV cache): normwise ≤ 1e-4, and the same
+      model converted to GGUF as llama.cpp's converter would (reference/hf_synth.to_gguf);
 and the tokenizer ids of tests/data/tokenizer_corpus.json: transformers (AutoTokenizer) =
 `tokenizers` = torchless.
 
 Needs torch and transformers (the GPU machine has them; run
-`python -m pytest -q tests/test_hf_transformers.py`); skipped with a message otherwise.
+`python -m pytest -q tests/test_hf_transformers.py`); skipped with a message otherwise. The
+torchless comparisons skip only when torchless is not installed or the build says it cannot
+read the model (no HF reader yet, architecture not supported yet).
+
+Measured (transformers 5.24.0, torch 2.15.0 CPU): reference vs transformers 2e-7 .. 1e-6 on every
+case; each option the reference implements (window, soft-caps, attention scale, post norms,
+local RoPE base, rope scaling on global layers only, LongRoPE factors and magnitude, embedding
+scale, GELU) moves that error to 2e-2 .. 3 when switched off.
 """
 
 import json
@@ -134,36 +142,60 @@ def test_reference_matches_transformers(case, built, seed, rng):
         _check(got2, want, f"{case}: reference (GGUF order) vs transformers")
 
 
+_UNSUPPORTED = ("not a regular file", "not supported", "unsupported")
+
+
+def _torchless_model(path):
+    """torchless.Model on `path` (F32 KV cache, max_seq_len 64); skipped only when torchless is
+    not installed or the build itself says it cannot read this kind of model."""
+    torchless = pytest.importorskip("torchless", reason="torchless is not installed here")
+    try:
+        return torchless.Model(str(path), max_seq_len=N_POS, kv_dtype="f32")
+    except (OSError, ValueError) as e:
+        if any(s in str(e) for s in _UNSUPPORTED):
+            pytest.skip(f"this torchless build cannot load {Path(path).name} (it says: {e})")
+        raise
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_torchless_matches_transformers(case, built, seed, rng):
-    import torchless
-
     folder, model, tok, ids = built(case, seed)
     toks = _tokens(rng, ids, tok.get_vocab_size(with_added_tokens=True))
     want = _hf_logits(model, toks)
-    m = torchless.Model(str(folder), max_seq_len=N_POS, kv_dtype="f32")
+    m = _torchless_model(folder)
     got = m.forward(toks, 0, 0)
     assert got.shape == want.shape
     err = _check(got, want, f"{case}: torchless vs transformers")
     print(f"{case}: torchless vs transformers normwise {err:.2e}")
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_torchless_gguf_matches_transformers(case, built, seed, rng, tmp_path):
+    """The transformers model as llama.cpp's converter would write it (reference/hf_synth.to_gguf,
+    with the gguf package), run by torchless."""
+    from reference import hf
+
+    folder, model, tok, ids = built(case, seed)
+    cfg, sd = hf.read_folder(folder)
+    path = tmp_path / f"{case}.gguf"
+    hf_synth.to_gguf({"config": cfg, "state_dict": sd, "arch": case}, path)
+    toks = _tokens(rng, ids, tok.get_vocab_size(with_added_tokens=True))
+    want = _hf_logits(model, toks)
+    got = _torchless_model(path).forward(toks, 0, 0)
+    err = _check(got, want, f"{case}: torchless (GGUF) vs transformers")
+    print(f"{case}: torchless (GGUF) vs transformers normwise {err:.2e}")
+
+
 @pytest.mark.parametrize("case", ["llama", "mistral", "qwen2", "gemma", "phi3"])
 def test_tokenizer_ids_match_transformers(case, built, seed):
     import tokenizers
 
-    import torchless
-
     folder, model, tok, ids = built(case, seed)
     auto = transformers.AutoTokenizer.from_pretrained(str(folder))
     raw = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
-    ours = torchless.Tokenizer(str(folder))
     texts = json.loads(CORPUS.read_text())
-    bad = []
     for text in texts:
-        want = auto(text)["input_ids"]
-        assert raw.encode(text).ids == want, f"{case}: tokenizers and transformers disagree on {text!r}"
-        got = ours.encode(text)
-        if got != want:
-            bad.append((text, got, want))
-    assert not bad, f"{case}: {len(bad)} of {len(texts)} texts differ; first: {bad[0]!r}"
+        assert raw.encode(text).ids == auto(text)["input_ids"], f"{case}: tokenizers and transformers disagree on {text!r}"
+    ours = _torchless_model(folder).tokenizer
+    bad = [(t, ours.encode(t), auto(t)["input_ids"]) for t in texts if ours.encode(t) != auto(t)["input_ids"]]
+    assert not bad, f"{case}: {len(bad)} of {len(texts)} texts differ; first (text, torchless, transformers): {bad[0]!r}"

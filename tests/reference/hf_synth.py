@@ -54,8 +54,11 @@ don't, can't, we're, they've, she'd, it's, y'all. Café, naïve, 東京, при�
 
 # ----------------------------------------------------------------------------- tokenizers
 
+# the pre-tokenizer regexes of LLaMA-3 (digits in runs of up to 3) and Qwen2 (single digits)
 _LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+_QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
 def _corpus_lines():
@@ -75,13 +78,17 @@ def _template(tok, bos: str | None, bos_id: int | None):
                                          special_tokens=[(bos, bos_id)])
 
 
-def _byte_level(specials: list[str], bos: str | None, vocab_size: int):
-    """LLaMA-3 / Qwen style: regex split, byte-level alphabet, merges; specials at the end."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+def _byte_level(specials: list[str], bos: str | None, vocab_size: int, split: str = _LLAMA3_SPLIT,
+                nfc: bool = False):
+    """LLaMA-3 / Qwen style: regex split, byte-level alphabet, merges; specials at the end;
+    Qwen2 also normalizes to NFC."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE(ignore_merges=True))
+    if nfc:
+        tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(_LLAMA3_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.Split(Regex(split), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
@@ -158,7 +165,7 @@ def build_tokenizer(style: str):
         bos, eos, eog, tmpl, add_bos = "<|begin_of_text|>", "<|end_of_text|>", ["<|eot_id|>"], _LLAMA3_CHAT, True
     elif style == "qwen":
         sp = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-        tok = _byte_level(sp, None, 400)
+        tok = _byte_level(sp, None, 400, _QWEN2_SPLIT, nfc=True)
         bos, eos, eog, tmpl, add_bos = None, "<|im_end|>", ["<|endoftext|>"], _CHATML, False
     elif style in ("llama2", "phi3"):
         added = ["<|assistant|>", "<|end|>", "<|user|>", "<|system|>"] if style == "phi3" else []
