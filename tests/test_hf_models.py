@@ -96,6 +96,24 @@ def test_half_precision_folder_matches_reference_on_rounded_weights(arch, dtype,
     run_and_compare(engine(hf["path"], hf_support), hf, rng, f"{arch} {dtype}")
 
 
+@pytest.mark.parametrize("arch,neox", [(a, False) for a in hf_synth.ARCHS] + [("llama", True), ("mistral", True)])
+def test_gguf_of_hf_model_matches_reference(arch, neox, tmp_path, seed, rng):
+    """The same models as llama.cpp's converter would write them (reference/hf_synth.to_gguf,
+    with the `gguf` package: Gemma norms + 1, LLaMA q/k permuted to adjacent pairs, or kept in
+    rotate-half order with `torchless.rope.neox`), run from GGUF against the reference reading
+    the HF-named weights. Skipped only when the build says the architecture is not supported."""
+    hf = hf_synth.make_hf_model(tmp_path / arch, arch, seed=seed)
+    path = tmp_path / f"{arch}.gguf"
+    hf_synth.to_gguf(hf, path, neox_override=neox)
+    try:
+        m = torchless.Model(str(path), max_seq_len=64, kv_dtype="f32")
+    except ValueError as e:
+        if "not supported" in str(e):
+            pytest.skip(f"this torchless build does not run {arch} (it says: {e})")
+        raise
+    run_and_compare(m, hf, rng, f"{arch} GGUF{' (rope.neox)' if neox else ''}")
+
+
 @pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2", "gemma", "phi3"])
 def test_folder_tokenizer_matches_tokenizers_package(arch, tmp_path, seed, hf_support):
     import tokenizers
