@@ -254,8 +254,7 @@ def hf_config(arch: str, n_vocab: int, ids: dict, *, schema: int = 4, dtype: str
                    "original_max_position_embeddings": 64}
         c["head_dim"] = dim // n_heads
     elif arch == "mistral":
-        c.update(sliding_window=8, head_dim=None)
-        types = ["sliding_attention"] * layers
+        c.update(sliding_window=8, head_dim=None)      # every layer windowed; no layer_types
     elif arch == "qwen2":
         theta = 1e6
         c.update(rms_norm_eps=1e-6, use_sliding_window=False, sliding_window=None, max_window_layers=layers)
@@ -292,7 +291,10 @@ def hf_config(arch: str, n_vocab: int, ids: dict, *, schema: int = 4, dtype: str
                  embd_pdrop=0.0, partial_rotary_factor=1.0)
     if schema == 4:
         c["rope_theta"] = theta
-        c["rope_scaling"] = dict(scaling, type=scaling["rope_type"]) if scaling else None
+        # transformers 4 configs as published: Phi-3 {"type": "longrope", ...}; others "rope_type"
+        if scaling and arch == "phi3":
+            scaling = {("type" if k == "rope_type" else k): v for k, v in scaling.items()}
+        c["rope_scaling"] = scaling
         if arch == "gemma3":
             c["rope_local_base_freq"] = local_theta
             c["sliding_window_pattern"] = 6
