@@ -178,6 +178,19 @@ def test_llama3_formula_equals_rope_freqs_tensor(rng):
     assert normwise_error(plain, a)[8:].min() > 1e-3
 
 
+def test_windowed_layers_keep_the_rope_freqs_divisors(rng):
+    """Outside gemma3, windowed layers rotate like the others: a window as long as the
+    sequence changes nothing, with the LLaMA-3 scaling given by formula or by tensor."""
+    spec = synth.make("llama3-rope", rng)
+    c = spec.config
+    no_tensor = {k: v for k, v in spec.weights.items() if k != "rope_freqs.weight"}
+    toks = rng.integers(0, c.n_vocab, 24)
+    want = ReferenceModel(c, no_tensor).forward(toks)
+    for cfg, w in ((dataclasses.replace(c, sliding_window=24), no_tensor),
+                   (dataclasses.replace(c, sliding_window=24, rope_scaling="none"), spec.weights)):
+        assert normwise_error(ReferenceModel(cfg, w).forward(toks), want).max() <= 1e-6
+
+
 def test_linear_scaling_is_positions_over_factor(rng):
     spec = synth.make("llama-linear", rng)
     c = spec.config

@@ -393,8 +393,8 @@ class ReferenceModel:
         # windowed layers: their own base; gemma3 applies no scaling there (llama.cpp
         # rope_freq_scale_train_swa = 1; transformers' local rotary embedding is "default")
         theta_swa, self.scaling_swa = c.swa_rope()
-        self.inv_freq_swa = rope_inv_freq(c, None if self.scaling_swa in ("none", "linear")
-                                          else self.w.get("rope_freqs.weight"),
+        inherits = not c.rope_scaling_swa and c.arch != "gemma3"     # rope_freqs divisors too
+        self.inv_freq_swa = rope_inv_freq(c, self.w.get("rope_freqs.weight") if inherits else None,
                                           theta=theta_swa, scaling=self.scaling_swa)
         if c.n_heads % c.n_kv_heads:
             raise ValueError("n_heads must be a multiple of n_kv_heads")
