@@ -135,9 +135,16 @@ def test_folder_tokenizer_matches_tokenizers_package(arch, tmp_path, seed, hf_su
     m = engine(hf["path"], hf_support)
     want_tok = tokenizers.Tokenizer.from_file(str(hf["path"] / "tokenizer.json"))
     tok = m.tokenizer
-    bad = [t for t in json.loads(CORPUS.read_text()) if tok.encode(t) != want_tok.encode(t).ids]
+    texts = json.loads(CORPUS.read_text())
+    # special tokens in the text parsed (the `tokenizers`/transformers default), BOS as configured
+    bad = [t for t in texts if tok.encode(t, special=True) != want_tok.encode(t).ids]
     assert not bad, (f"{arch}: {len(bad)} corpus texts tokenize differently, first {bad[0]!r}: "
-                     f"{tok.encode(bad[0])} != {want_tok.encode(bad[0]).ids}")
+                     f"{tok.encode(bad[0], special=True)} != {want_tok.encode(bad[0]).ids}")
+    # special tokens in the text taken as plain text, no BOS
+    want_tok.encode_special_tokens = True
+    bad = [t for t in texts if tok.encode(t, add_bos=False) != want_tok.encode(t, add_special_tokens=False).ids]
+    assert not bad, (f"{arch}: {len(bad)} corpus texts tokenize differently as plain text, first {bad[0]!r}: "
+                     f"{tok.encode(bad[0], add_bos=False)} != {want_tok.encode(bad[0], add_special_tokens=False).ids}")
     # every eos id of generation_config.json ends generation
     eos = hf["generation_config"]["eos_token_id"]
     for i in eos if isinstance(eos, list) else [eos]:
