@@ -17,7 +17,7 @@ Needs torch and transformers (the GPU machine has them; run
 torchless comparisons skip only when torchless is not installed or the build says it cannot
 read the model (no HF reader yet, architecture not supported yet).
 
-Measured (torch 2.15.0 CPU; transformers 5.24.0 and 4.53.3, i.e. both config schemas as
+Measured (torch 2.15.0 CPU; transformers 5.24.0, 5.17.0 and 4.53.3, i.e. both config schemas as
 save_pretrained writes them): reference vs transformers 2e-7 .. 1.4e-6 on every case, and
 torchless (arch branch) from the converted GGUF 2e-7 .. 7e-7; each option the reference implements (window, soft-caps, attention scale, post norms,
 local RoPE base, rope scaling on global layers only, LongRoPE factors and magnitude, embedding
