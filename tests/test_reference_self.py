@@ -4,18 +4,22 @@ The reference is what test_forward.py holds the C forward pass to, so it is chec
 against a known output (stories260K greedy text, as llama2.c prints it) and against
 identities that any correct implementation satisfies (prefill = incremental decode,
 NORM RoPE = NEOX RoPE on permuted q/k rows, GQA = MHA with repeated kv heads, LLaMA-3
-scaling from the formula = from llama.cpp's `rope_freqs` divisors).
+scaling from the formula = from llama.cpp's `rope_freqs` divisors; an HF folder read with HF
+names = the same model written as GGUF by the `gguf` package; a window at least as long as the
+sequence = no window; every architecture option moves the logits well past test tolerances).
+The reference against transformers itself is test_hf_transformers.py.
 """
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
 
-from reference import synth
-from reference.forward import (Config, ReferenceModel, apply_rope, detokenize, llama3_rope_factors,
-                               llama3_scale, normwise_error, quantize_act_q8_0, quantize_act_q8_k,
-                               rope_inv_freq)
+from reference import hf, hf_synth, synth
+from reference.forward import (Config, ReferenceModel, apply_rope, detokenize, gelu_tanh, llama3_rope_factors,
+                               llama3_scale, longrope_attn_factor, normwise_error, quantize_act_q8_0,
+                               quantize_act_q8_k, rope_inv_freq, softcap)
 
 STORIES = "stories260K/stories260K.derived-f32.gguf"
 
@@ -174,6 +178,19 @@ def test_llama3_formula_equals_rope_freqs_tensor(rng):
     assert normwise_error(plain, a)[8:].min() > 1e-3
 
 
+def test_windowed_layers_keep_the_rope_freqs_divisors(rng):
+    """Outside gemma3, windowed layers rotate like the others: a window as long as the
+    sequence changes nothing, with the LLaMA-3 scaling given by formula or by tensor."""
+    spec = synth.make("llama3-rope", rng)
+    c = spec.config
+    no_tensor = {k: v for k, v in spec.weights.items() if k != "rope_freqs.weight"}
+    toks = rng.integers(0, c.n_vocab, 24)
+    want = ReferenceModel(c, no_tensor).forward(toks)
+    for cfg, w in ((dataclasses.replace(c, sliding_window=24), no_tensor),
+                   (dataclasses.replace(c, sliding_window=24, rope_scaling="none"), spec.weights)):
+        assert normwise_error(ReferenceModel(cfg, w).forward(toks), want).max() <= 1e-6
+
+
 def test_linear_scaling_is_positions_over_factor(rng):
     spec = synth.make("llama-linear", rng)
     c = spec.config
@@ -238,3 +255,187 @@ def test_activation_quantizers(rng):
     i = np.argmax(np.abs(x), axis=1)
     np.testing.assert_allclose(y[np.arange(3), i], x[np.arange(3), i], rtol=1e-6)
     assert np.all(np.abs(y - x) <= np.abs(x).max(axis=1, keepdims=True) / 127 * 0.5 * (1 + 1e-5))
+
+
+# ----------------------------------------------------------------------------- HF architectures
+
+def _hf(tmp_path, arch, seed, **kw):
+    return hf_synth.make_hf_model(tmp_path / arch, arch, seed=seed, **kw)
+
+
+@pytest.mark.parametrize("arch,neox", [(a, False) for a in hf_synth.ARCHS] + [("llama", True), ("mistral", True)])
+def test_hf_naming_path_equals_gguf_naming_path(arch, neox, tmp_path, seed, rng):
+    """The HF folder read with HF names and semantics (reference/hf.py) and the same model as
+    llama.cpp's converter would write it (gguf package; Gemma norms + 1, LLaMA q/k permuted to
+    adjacent pairs or kept with `torchless.rope.neox`) give the same logits and options."""
+    m = _hf(tmp_path, arch, seed)
+    path = tmp_path / f"{arch}.gguf"
+    hf_synth.to_gguf(m, path, neox_override=neox)
+    g = ReferenceModel.from_gguf(path)
+    h = ReferenceModel.from_hf(m["path"])
+    a, b = g.config, h.config
+    assert a.arch == b.arch and a.rope_style == ("norm" if arch in ("llama", "mistral") and not neox else b.rope_style)
+    for k in ("n_vocab", "dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "hidden_dim", "act", "post_norms",
+              "qk_norm", "tied_embeddings", "sliding_window", "attn_softcap", "final_softcap"):
+        assert getattr(a, k) == getattr(b, k), k
+    for k in ("embed_scale", "rope_theta", "norm_eps", "rope_attn_factor"):
+        assert getattr(a, k) == pytest.approx(getattr(b, k), rel=1e-6), k
+    assert (a.attn_scale or a.head_dim ** -0.5) == pytest.approx(b.attn_scale or b.head_dim ** -0.5, rel=1e-6)
+    assert [a.windowed(l) for l in range(a.n_layers)] == [b.windowed(l) for l in range(b.n_layers)]
+    if any(a.windowed(l) for l in range(a.n_layers)):
+        assert a.swa_rope()[0] == pytest.approx(b.swa_rope()[0]) and a.swa_rope()[1] == b.swa_rope()[1]
+    toks = rng.integers(0, a.n_vocab, 20)
+    # float32 storage of 1 + w (Gemma) and of the llama3 divisors: ~1e-8
+    assert normwise_error(g.forward(toks), h.forward(toks)).max() <= 1e-7
+
+
+@pytest.mark.parametrize("arch", hf_synth.ARCHS)
+def test_config_schemas_4_and_5_agree(arch, tmp_path, seed):
+    a = _hf(tmp_path / "4", arch, seed, schema=4)
+    b = _hf(tmp_path / "5", arch, seed, schema=5, sharded=True)
+    assert "rope_parameters" not in a["config"] and "rope_parameters" in b["config"]
+    ca, cb = hf.config_from_hf(a["config"]), hf.config_from_hf(b["config"])
+    assert [ca.windowed(l) for l in range(ca.n_layers)] == [cb.windowed(l) for l in range(cb.n_layers)]
+    assert ca == dataclasses.replace(cb, swa_pattern=ca.swa_pattern)
+    ra, rb = ReferenceModel.from_hf(a["path"]), ReferenceModel.from_hf(b["path"])   # sharded read
+    assert ra.w.keys() == rb.w.keys() and all(np.array_equal(ra.w[k], rb.w[k]) for k in ra.w)
+
+
+@pytest.mark.parametrize("arch", hf_synth.ARCHS)
+def test_hf_prefill_equals_incremental_decode(arch, tmp_path, seed, rng):
+    m = _hf(tmp_path, arch, seed)
+    r = ReferenceModel.from_hf(m["config"], m["state_dict"])
+    toks = list(rng.integers(0, r.config.n_vocab, 20))
+    full, inc = _prefill_vs_decode(r, toks, [1] * 20)
+    assert normwise_error(inc, full).max() <= 1e-12
+    full, inc = _prefill_vs_decode(r, toks, [5, 1, 9, 1, 4])
+    assert normwise_error(inc, full).max() <= 1e-12
+
+
+@pytest.mark.parametrize("arch", ["mistral", "gemma2", "gemma3"])
+def test_window_at_least_the_sequence_equals_no_window(arch, tmp_path, seed, rng):
+    m = _hf(tmp_path, arch, seed)
+    r = ReferenceModel.from_hf(m["config"], m["state_dict"])
+    c = r.config
+    T = 16
+    toks = rng.integers(0, c.n_vocab, T)
+    none = ReferenceModel(dataclasses.replace(c, sliding_window=0), r.w).forward(toks)
+    for w in (T, T + 5):
+        got = ReferenceModel(dataclasses.replace(c, sliding_window=w), r.w).forward(toks)
+        assert normwise_error(got, none).max() <= 1e-13, w
+    # and a shorter window changes exactly the rows past it
+    got = ReferenceModel(dataclasses.replace(c, sliding_window=T - 4), r.w).forward(toks)
+    err = normwise_error(got, none)
+    assert err[:T - 4].max() <= 1e-13 and err[T - 4:].min() > 1e-4
+
+
+# (arch, option, value): each must move the logits of 24 positions by > 1e-3 somewhere
+SENSITIVE = [("llama", "rope_style", "norm"), ("llama", "rope_scaling", "none"), ("mistral", "sliding_window", 0),
+             ("gemma", "embed_scale", 0.0), ("gemma", "act", "silu"), ("gemma2", "attn_softcap", 0.0),
+             ("gemma2", "final_softcap", 0.0), ("gemma2", "attn_scale", 0.0), ("gemma2", "post_norms", False),
+             ("gemma2", "swa_pattern", 1), ("gemma3", "rope_theta_swa", 1e6), ("gemma3", "rope_scaling_swa", "linear"),
+             ("gemma3", "rope_scaling", "none"), ("gemma3", "swa_pattern", 2), ("gemma3", "attn_scale", 0.0),
+             ("phi3", "rope_attn_factor", 1.0), ("phi3", "rope_long", True), ("qwen3", "qk_norm", False)]
+
+
+@pytest.mark.parametrize("arch,option,value", SENSITIVE, ids=[f"{a}-{o}" for a, o, _ in SENSITIVE])
+def test_every_option_changes_the_logits(arch, option, value, tmp_path, seed, rng):
+    m = _hf(tmp_path, arch, seed)
+    r = ReferenceModel.from_hf(m["config"], m["state_dict"])
+    toks = rng.integers(0, r.config.n_vocab, 24)
+    other = ReferenceModel(dataclasses.replace(r.config, **{option: value}), r.w)
+    assert normwise_error(other.forward(toks), r.forward(toks)).max() > 1e-3
+
+
+def test_windowed_layers_follow_the_pattern():
+    c = Config(arch="gemma2", n_layers=5, sliding_window=8)
+    assert [c.windowed(l) for l in range(5)] == [True, False, True, False, True]
+    c = Config(arch="gemma3", n_layers=12, sliding_window=8)
+    assert [l for l in range(12) if not c.windowed(l)] == [5, 11]
+    c = Config(arch="llama", n_layers=3, sliding_window=8)
+    assert all(c.windowed(l) for l in range(3))
+    c = Config(arch="llama", n_layers=4, sliding_window=8, swa_pattern=4)
+    assert [c.windowed(l) for l in range(4)] == [True, True, True, False]
+    c = Config(arch="llama", n_layers=3, sliding_window=8, swa_pattern=[0, 1, 0])
+    assert [c.windowed(l) for l in range(3)] == [False, True, False]
+    assert not Config(arch="llama", n_layers=2).windowed(0)       # no window set
+    assert Config(arch="gemma3", n_layers=2).windowed(0)          # gemma3: a local layer (RoPE) without a window
+
+
+def test_longrope_switches_to_long_factors_past_the_original_context(tmp_path, seed, rng):
+    m = _hf(tmp_path, "phi3", seed)
+    r = ReferenceModel.from_hf(m["config"], m["state_dict"])
+    c = r.config
+    assert c.rope_orig_ctx == 64 and c.rope_attn_factor == pytest.approx(math.sqrt(1 + math.log(4) / math.log(64)))
+    toks = rng.integers(0, c.n_vocab, 70)
+    short = ReferenceModel(dataclasses.replace(c, rope_long=False), r.w)
+    long = ReferenceModel(dataclasses.replace(c, rope_long=True), r.w)
+    assert np.array_equal(r.forward(toks[:64]), short.forward(toks[:64]))
+    r.reset()
+    assert np.array_equal(r.forward(toks), long.forward(toks))
+    assert longrope_attn_factor(64, 64) == 1.0 and longrope_attn_factor(32, 64) == 1.0
+
+
+def test_gelu_tanh_and_softcap_values():
+    # GELU tanh approximation: 0.5·x·(1 + tanh(sqrt(2/pi)·(x + 0.044715·x³)))
+    x = np.array([-3.0, -1.0, 0.0, 0.5, 1.0, 3.0])
+    want = [-0.0036373920817729943, -0.15880800939172324, 0.0, 0.34571400982514394, 0.8411919906082768,
+            2.996362607918227]
+    np.testing.assert_allclose(gelu_tanh(x), want, rtol=1e-14)
+    np.testing.assert_allclose(softcap(np.array([0.0, 1.0, 100.0]), 30.0), [0.0, 30 * np.tanh(1 / 30), 30 * np.tanh(100 / 30)])
+    assert np.array_equal(softcap(x, 0.0), x)
+
+
+def test_hf_gemma_norms_get_one_added_and_others_do_not(tmp_path, seed):
+    for arch in ("gemma3", "qwen3"):
+        m = _hf(tmp_path, arch, seed)
+        c, w = hf.from_hf(m["config"], m["state_dict"])
+        add = 1.0 if arch == "gemma3" else 0.0
+        sd = m["state_dict"]
+        for hf_name, g in (("model.norm.weight", "output_norm.weight"),
+                           ("model.layers.1.input_layernorm.weight", "blk.1.attn_norm.weight"),
+                           ("model.layers.1.self_attn.q_norm.weight", "blk.1.attn_q_norm.weight"),
+                           ("model.layers.1.self_attn.k_norm.weight", "blk.1.attn_k_norm.weight")):
+            assert np.array_equal(w[g], sd[hf_name] + add), (arch, g)
+        assert np.array_equal(w["blk.0.attn_q.weight"], sd["model.layers.0.self_attn.q_proj.weight"])
+    # gemma2/3: post_attention_layernorm is the post-attention norm, pre_feedforward the FFN norm
+    assert hf.hf_to_gguf_name("model.layers.2.post_attention_layernorm.weight", "gemma2") == "blk.2.post_attention_norm.weight"
+    assert hf.hf_to_gguf_name("model.layers.2.pre_feedforward_layernorm.weight", "gemma3") == "blk.2.ffn_norm.weight"
+    assert hf.hf_to_gguf_name("model.layers.2.post_feedforward_layernorm.weight", "gemma3") == "blk.2.post_ffw_norm.weight"
+    assert hf.hf_to_gguf_name("model.layers.2.post_attention_layernorm.weight", "llama") == "blk.2.ffn_norm.weight"
+
+
+def test_llama_cpp_permute_inverts_the_rotate_half_permutation(rng):
+    """llama.cpp's LlamaModel.permute (HF rotate-half rows → adjacent pairs) undoes
+    synth.permute_for_neox (adjacent pairs → rotate-half), per head, for q (4 heads) and k (2)."""
+    for n_heads in (4, 2):
+        w = rng.standard_normal((n_heads * 16, 8))
+        np.testing.assert_array_equal(hf.permute_rotate_half_to_pairs(synth.permute_for_neox(w, n_heads, 16), n_heads), w)
+        assert not np.array_equal(hf.permute_rotate_half_to_pairs(w, n_heads), w)
+
+
+def test_bf16_rounding_matches_gguf_package(rng):
+    from gguf import quants
+    from gguf.constants import GGMLQuantizationType as Q
+
+    x = (rng.standard_normal(4096) * np.exp(rng.uniform(-20, 20, 4096))).astype(np.float32)
+    x[:4] = [0.0, -0.0, 1.0 + 2.0 ** -8, 1.0 + 3 * 2.0 ** -8]     # ties: to even
+    want = np.frombuffer(quants.quantize(x, Q.BF16).tobytes(), np.uint16)
+    np.testing.assert_array_equal(hf.f32_to_bf16(x), want)
+    assert hf.bf16_to_f32(hf.f32_to_bf16(x))[2] == 1.0 and hf.bf16_to_f32(hf.f32_to_bf16(x))[3] == 1.0 + 2.0 ** -6
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16"])
+def test_safetensors_reader_matches_safetensors_package(dtype, tmp_path, rng):
+    from safetensors.numpy import load_file
+
+    t = {"a": rng.standard_normal((3, 5)).astype(np.float32), "b.c": rng.standard_normal(7).astype(np.float32)}
+    stored = hf_synth.write_safetensors(tmp_path / "m.safetensors", t, dtype)
+    got = hf.read_safetensors(tmp_path / "m.safetensors")
+    assert got.keys() == t.keys()
+    for k in t:
+        assert np.array_equal(got[k], stored[k])
+        if dtype != "bf16":           # the package's NumPy API has no bfloat16
+            assert np.array_equal(got[k], load_file(tmp_path / "m.safetensors")[k].astype(np.float64))
+        else:
+            assert 0 < np.abs(got[k] - t[k]).max() <= np.abs(t[k]).max() * 2.0 ** -8

@@ -27,6 +27,36 @@ Written from the architecture descriptions, not from the engine:
   (`attn_q_norm.weight`, `attn_k_norm.weight`, eps = the model's rms eps) after the
   projection and before RoPE; head_dim (`{arch}.attention.key_length`) may differ from
   dim / n_heads.
+- Mistral (transformers `modeling_mistral.py`): LLaMA with a sliding window W on every layer:
+  the query at position p sees keys at positions p − W < j ≤ p (transformers'
+  `sliding_window_overlay`: kv_idx > q_idx − W). HF LLaMA/Mistral q/k rows are in rotate-half
+  order: GGUF `llama` with `torchless.rope.neox = true` runs them with NEOX RoPE as they are.
+- Gemma (transformers `modeling_gemma.py`): embeddings × sqrt(dim); GeGLU
+  y = Wd · (gelu_tanh(Wg · x) * (Wu · x)) with gelu_tanh(x) = x/2 · (1 + tanh(sqrt(2/π)(x +
+  0.044715 x³))); RMSNorm x·(1 + w) in HF, i.e. x·w with the GGUF weight (llama.cpp's converter
+  adds the 1 to every Gemma norm, q/k norms included); tied head; NEOX RoPE.
+- Gemma 2 (`modeling_gemma2.py`): four norms per block,
+      h = x + n_post_attn(attn(n_attn(x)));  y = h + n_post_ffw(ffn(n_ffn(h)))
+  (GGUF `post_attention_norm`, `post_ffw_norm`); scores = c·tanh(q·k·s / c) with the attention
+  soft-cap c (50) before the mask; logits = c'·tanh(z / c') with the final soft-cap c' (30);
+  s = query_pre_attn_scalar^−½; layers 0, 2, 4, ... use the sliding window.
+- Gemma 3 (`modeling_gemma3.py`): Gemma 2's block without soft-caps (unless configured) plus
+  per-head q/k RMSNorm (as Qwen3); layer l is windowed unless (l + 1) % 6 == 0; windowed layers
+  use RoPE base `rope_local_base_freq` (10000) without scaling, global layers `rope_theta` with
+  the model's rope scaling (linear: frequencies / factor).
+- Phi-3 (`modeling_phi3.py`): fused `attn_qkv` (q rows, then k, then v) and `ffn_up` holding
+  gate then up (2·hidden rows, SwiGLU); LongRoPE (`rope_factors_short.weight`,
+  `rope_factors_long.weight`): f_i = theta^(−2i/d) / factor_i, with the short factors while the
+  sequence fits the original context and the long ones beyond it (transformers decides per
+  forward call from the highest position; `Config.rope_long` forces a choice), and cos/sin
+  multiplied by the magnitude factor sqrt(1 + ln(ctx / orig_ctx) / ln(orig_ctx)) (so q·k by its
+  square).
+
+Per-layer attention options (all architectures): `sliding_window` W with `swa_pattern`
+(None: every layer when W is set, gemma2: 2, gemma3: 6; int n: layer l windowed iff
+l % n < n − 1; a sequence: nonzero = windowed), `rope_theta_swa` / `rope_scaling_swa` for the
+windowed layers, `attn_scale` (0: 1/sqrt(head_dim)), `attn_softcap`, `final_softcap`,
+`embed_scale` (0: none).
 
 Options that mirror what an engine may legitimately do in lower precision, so a comparison can
 stay tight: `act_quant=True` (or a set of weight dtype names, as the engine reports them) quantizes the input row of every matmul against a quantized weight
@@ -43,7 +73,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 __all__ = ["Config", "ReferenceModel", "rope_inv_freq", "llama3_scale", "llama3_rope_factors",
-           "rms_norm", "apply_rope", "detokenize", "normwise_error"]
+           "longrope_attn_factor", "rms_norm", "gelu_tanh", "softcap", "apply_rope", "detokenize",
+           "normwise_error"]
 
 
 @dataclass
@@ -69,7 +100,32 @@ class Config:
     qkv_bias: bool = False
     qk_norm: bool = False
     tied_embeddings: bool = False
+    act: str = "silu"            # "silu" (SwiGLU) or "gelu_tanh" (GeGLU)
+    embed_scale: float = 0.0     # 0: none; gemma: sqrt(dim)
+    post_norms: bool = False     # gemma2/3: post-attention and post-FFN norms
+    attn_scale: float = 0.0      # 0: 1/sqrt(head_dim)
+    attn_softcap: float = 0.0    # 0: none
+    final_softcap: float = 0.0   # 0: none
+    sliding_window: int = 0      # 0: none
+    swa_pattern: object = None   # None, int n, or a per-layer sequence (see module docstring)
+    rope_theta_swa: float = 0.0  # 0: rope_theta
+    rope_scaling_swa: str = ""   # "": as the global layers ("none" for gemma3)
+    rope_attn_factor: float = 1.0  # LongRoPE magnitude factor on cos/sin
+    rope_long: object = None     # LongRoPE: True/False forces long/short factors; None: by length
     extra: dict = field(default_factory=dict)
+
+    def windowed(self, layer: int) -> bool:
+        """Whether `layer` is a local (sliding-window) layer: the window masks its keys when
+        `sliding_window` is set, and it uses the windowed-layer RoPE (gemma3: local base). For
+        gemma2/gemma3 the layer type follows the pattern even without a window."""
+        p = self.swa_pattern
+        if p is None:
+            p = {"gemma2": 2, "gemma3": 6}.get(self.arch)
+        if p is None:
+            return bool(self.sliding_window)
+        if isinstance(p, (int, np.integer)):
+            return layer % int(p) < int(p) - 1
+        return bool(list(p)[layer])
 
     def finish(self) -> "Config":
         c = replace(self)
@@ -82,6 +138,12 @@ class Config:
         if not c.rope_dim:
             c.rope_dim = c.head_dim
         return c
+
+    def swa_rope(self) -> tuple[float, str]:
+        """(theta, scaling) of the windowed layers: `rope_theta_swa` / `rope_scaling_swa` when
+        set, else the global ones (gemma3: no scaling on windowed layers)."""
+        scaling = self.rope_scaling_swa or ("none" if self.arch == "gemma3" else self.rope_scaling)
+        return self.rope_theta_swa or self.rope_theta, scaling
 
 
 # Architectures whose GGUF tensors use NeoX (rotate-half) RoPE (llama.cpp llama_model_rope_type).
@@ -107,6 +169,24 @@ def silu(x: np.ndarray) -> np.ndarray:
     return x / (1.0 + np.exp(-x))
 
 
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """GELU, tanh approximation (Hendrycks & Gimpel 2016; transformers `gelu_pytorch_tanh`)."""
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+def softcap(x: np.ndarray, cap: float) -> np.ndarray:
+    """cap · tanh(x / cap) (Gemma 2 attention and final logit soft-capping); cap 0: x."""
+    return cap * np.tanh(x / cap) if cap else x
+
+
+def longrope_attn_factor(ctx: float, orig_ctx: float) -> float:
+    """Phi-3 LongRoPE magnitude factor sqrt(1 + ln(s) / ln(orig_ctx)), s = ctx / orig_ctx > 1
+    (transformers `_compute_longrope_parameters`; llama.cpp's converter writes the same value
+    as `{arch}.rope.scaling.attn_factor`)."""
+    s = ctx / orig_ctx
+    return math.sqrt(1.0 + math.log(s) / math.log(orig_ctx)) if s > 1.0 else 1.0
+
+
 def llama3_scale(inv_freq: np.ndarray, factor: float, low: float, high: float, orig_ctx: float) -> np.ndarray:
     """Meta's llama3 `apply_scaling` on inverse frequencies."""
     wavelen = 2.0 * math.pi / inv_freq
@@ -124,13 +204,17 @@ def llama3_rope_factors(rope_dim: int, theta: float, factor: float, low: float, 
     return f / llama3_scale(f, factor, low, high, orig_ctx)
 
 
-def rope_inv_freq(cfg: Config, freq_factors: np.ndarray | None = None) -> np.ndarray:
-    """Inverse frequency of each rotated pair, after LLaMA-3 scaling or `rope_freqs` divisors.
-    (Linear scaling is applied to positions, see `rope_positions`.)"""
-    f = cfg.rope_theta ** (-np.arange(0, cfg.rope_dim, 2, dtype=np.float64) / cfg.rope_dim)
+def rope_inv_freq(cfg: Config, freq_factors: np.ndarray | None = None, *, theta: float | None = None,
+                  scaling: str | None = None) -> np.ndarray:
+    """Inverse frequency of each rotated pair, after LLaMA-3 scaling or per-pair divisors
+    (`rope_freqs`, LongRoPE factors). (Linear scaling is applied to positions, in forward.)
+    `theta`/`scaling` override the global ones (windowed layers)."""
+    theta = cfg.rope_theta if theta is None else theta
+    scaling = cfg.rope_scaling if scaling is None else scaling
+    f = theta ** (-np.arange(0, cfg.rope_dim, 2, dtype=np.float64) / cfg.rope_dim)
     if freq_factors is not None:
         f = f / np.asarray(freq_factors, np.float64)[: f.size]
-    elif cfg.rope_scaling == "llama3":
+    elif scaling == "llama3":
         f = llama3_scale(f, cfg.rope_factor, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor,
                          cfg.rope_orig_ctx)
     return f
@@ -245,6 +329,18 @@ def read_gguf(path):
     if scaling == "linear" and factor in (0.0, 1.0):
         scaling = "none"
     emb = tensors["token_embd.weight"]
+    head_dim = int(key("attention.key_length", dim // n_heads))
+    n_ctx = int(key("context_length", 0) or 0)
+    orig_ctx = int(key("rope.scaling.original_context_length", 0) or 0)
+    longrope = "rope_factors_short.weight" in tensors or "rope_factors_long.weight" in tensors
+    attn_factor = key("rope.scaling.attn_factor")
+    if attn_factor is None:
+        attn_factor = longrope_attn_factor(n_ctx, orig_ctx) if longrope and orig_ctx else 1.0
+    gemma = arch in ("gemma", "gemma2", "gemma3")
+    pattern = key("attention.sliding_window_pattern")
+    if pattern is not None and not isinstance(pattern, (int, np.integer)):
+        pattern = [int(v) for v in pattern]
+    neox = arch in NEOX_ARCHS or bool(meta.get("torchless.rope.neox", False))
     cfg = Config(
         arch=arch,
         n_vocab=int(emb.shape[0]),
@@ -252,19 +348,29 @@ def read_gguf(path):
         n_layers=int(key("block_count")),
         n_heads=n_heads,
         n_kv_heads=int(key("attention.head_count_kv", n_heads)),
-        head_dim=int(key("attention.key_length", dim // n_heads)),
+        head_dim=head_dim,
         head_dim_v=int(key("attention.value_length", key("attention.key_length", dim // n_heads))),
         hidden_dim=int(key("feed_forward_length")),
         norm_eps=float(key("attention.layer_norm_rms_epsilon", 1e-5)),
         rope_theta=float(key("rope.freq_base", 10000.0)),
-        rope_style="neox" if arch in NEOX_ARCHS else "norm",
+        rope_style="neox" if neox else "norm",
         rope_dim=int(key("rope.dimension_count", 0) or 0),
-        rope_scaling=scaling,
+        rope_scaling="longrope" if longrope else scaling,
         rope_factor=factor if factor else 1.0,
-        rope_orig_ctx=int(key("rope.scaling.original_context_length", 0) or Config.rope_orig_ctx),
-        qkv_bias="blk.0.attn_q.bias" in tensors,
+        rope_orig_ctx=orig_ctx or Config.rope_orig_ctx,
+        qkv_bias="blk.0.attn_q.bias" in tensors or "blk.0.attn_qkv.bias" in tensors,
         qk_norm="blk.0.attn_q_norm.weight" in tensors,
         tied_embeddings="output.weight" not in tensors,
+        act="gelu_tanh" if gemma else "silu",
+        embed_scale=math.sqrt(dim) if gemma else 0.0,
+        post_norms="blk.0.post_attention_norm.weight" in tensors,
+        attn_scale=float(key("attention.scale", 0.0) or 0.0),
+        attn_softcap=float(key("attn_logit_softcapping", 50.0 if arch == "gemma2" else 0.0) or 0.0),
+        final_softcap=float(key("final_logit_softcapping", 30.0 if arch == "gemma2" else 0.0) or 0.0),
+        sliding_window=int(key("attention.sliding_window", 0) or 0),
+        swa_pattern=pattern,
+        rope_theta_swa=float(key("rope.freq_base_swa", 10000.0 if arch == "gemma3" else 0.0) or 0.0),
+        rope_attn_factor=float(attn_factor),
     ).finish()
     return cfg, tensors, dtypes, meta
 
@@ -284,6 +390,12 @@ class ReferenceModel:
         self.vocab = vocab
         c = self.config
         self.inv_freq = rope_inv_freq(c, self.w.get("rope_freqs.weight"))
+        # windowed layers: their own base; gemma3 applies no scaling there (llama.cpp
+        # rope_freq_scale_train_swa = 1; transformers' local rotary embedding is "default")
+        theta_swa, self.scaling_swa = c.swa_rope()
+        inherits = not c.rope_scaling_swa and c.arch != "gemma3"     # rope_freqs divisors too
+        self.inv_freq_swa = rope_inv_freq(c, self.w.get("rope_freqs.weight") if inherits else None,
+                                          theta=theta_swa, scaling=self.scaling_swa)
         if c.n_heads % c.n_kv_heads:
             raise ValueError("n_heads must be a multiple of n_kv_heads")
         self.reset()
@@ -293,6 +405,17 @@ class ReferenceModel:
         cfg, tensors, dtypes, meta = read_gguf(path)
         vocab = meta.get("tokenizer.ggml.tokens")
         return cls(cfg, tensors, dtypes, vocab=list(vocab) if vocab is not None else None, **kw)
+
+    @classmethod
+    def from_hf(cls, source, state_dict=None, *, gguf_order: bool = False, **kw) -> "ReferenceModel":
+        """From a Hugging Face folder (config.json + *.safetensors), or from an HF config dict
+        and a state dict of HF-named arrays (see reference.hf)."""
+        from . import hf
+
+        if state_dict is None:
+            source, state_dict = hf.read_folder(source)
+        cfg, w = hf.from_hf(source, state_dict, gguf_order=gguf_order)
+        return cls(cfg, w, **kw)
 
     def reset(self):
         c = self.config
@@ -316,6 +439,36 @@ class ReferenceModel:
         b = self.w.get(prefix + ".bias")
         return y + b if b is not None else y
 
+    def _qkv(self, h, p):
+        """q, k, v projections of the normed input (fused `attn_qkv`: q rows, k rows, v rows)."""
+        c = self.config
+        if p + "attn_qkv.weight" not in self.w:
+            return self._linear(h, p + "attn_q"), self._linear(h, p + "attn_k"), self._linear(h, p + "attn_v")
+        y = self._linear(h, p + "attn_qkv")
+        nq, nk = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
+        return y[:, :nq], y[:, nq:nq + nk], y[:, nq + nk:]
+
+    def _ffn(self, h, p):
+        """Gated FFN: Wd · (act(Wg · h) * (Wu · h)); a fused `ffn_up` without `ffn_gate` holds
+        the gate rows, then the up rows (Phi-3's gate_up_proj)."""
+        c = self.config
+        if p + "ffn_gate.weight" in self.w:
+            g = self._mm(h, p + "ffn_gate.weight")
+            u = self._mm(h, p + "ffn_up.weight")
+        else:
+            gu = self._mm(h, p + "ffn_up.weight")
+            g, u = gu[:, :gu.shape[1] // 2], gu[:, gu.shape[1] // 2:]
+        a = gelu_tanh(g) if c.act == "gelu_tanh" else silu(g)
+        return self._mm(a * u, p + "ffn_down.weight")
+
+    def _longrope_inv_freq(self, n_positions: int):
+        """LongRoPE inverse frequencies: long factors when forced or when the positions seen
+        (transformers: max position id + 1 of this call) exceed the original context."""
+        c = self.config
+        use_long = c.rope_long if c.rope_long is not None else n_positions > c.rope_orig_ctx
+        name = "rope_factors_long.weight" if use_long else "rope_factors_short.weight"
+        return rope_inv_freq(c, self.w[name], scaling="none")
+
     def forward(self, tokens, start_pos: int = 0) -> np.ndarray:
         """Logits (len(tokens), n_vocab) in float64; continues the cache at start_pos."""
         c = self.config
@@ -323,25 +476,39 @@ class ReferenceModel:
         if start_pos != self.pos:
             raise ValueError(f"start_pos {start_pos} does not continue the cache (at {self.pos})")
         T = tokens.size
-        pos = np.arange(start_pos, start_pos + T, dtype=np.float64)
-        rope_pos = pos / c.rope_factor if c.rope_scaling == "linear" else pos
-        n_rep = c.n_heads // c.n_kv_heads
-        scale = 1.0 / math.sqrt(c.head_dim)
-        x = self.w["token_embd.weight"][tokens]                        # (T, dim)
         S = start_pos + T
-        # causal mask: query at position start_pos + t sees keys 0 .. start_pos + t
-        mask = np.arange(S)[None, :] <= (start_pos + np.arange(T))[:, None]   # (T, S)
+        pos = np.arange(start_pos, S, dtype=np.float64)
+        n_rep = c.n_heads // c.n_kv_heads
+        scale = c.attn_scale or 1.0 / math.sqrt(c.head_dim)
+        inv_freq, inv_freq_swa, mscale = self.inv_freq, self.inv_freq_swa, 1.0
+        if c.rope_scaling == "longrope":
+            inv_freq = inv_freq_swa = self._longrope_inv_freq(S)
+            mscale = c.rope_attn_factor
+        x = self.w["token_embd.weight"][tokens]                        # (T, dim)
+        if c.embed_scale:
+            x = x * c.embed_scale
+        # causal mask: query at position start_pos + t sees keys 0 .. start_pos + t; with a
+        # window W only keys j > start_pos + t − W
+        qpos = (start_pos + np.arange(T))[:, None]
+        kpos = np.arange(S)[None, :]
+        causal = kpos <= qpos                                            # (T, S)
+        windowed = causal & (kpos > qpos - c.sliding_window) if c.sliding_window else causal
         for l in range(c.n_layers):
             p = f"blk.{l}."
+            swa = c.windowed(l)
             h = rms_norm(x, self.w[p + "attn_norm.weight"], c.norm_eps)
-            q = self._linear(h, p + "attn_q").reshape(T, c.n_heads, c.head_dim)
-            k = self._linear(h, p + "attn_k").reshape(T, c.n_kv_heads, c.head_dim)
-            v = self._linear(h, p + "attn_v").reshape(T, c.n_kv_heads, c.head_dim_v)
+            q, k, v = self._qkv(h, p)
+            q = q.reshape(T, c.n_heads, c.head_dim)
+            k = k.reshape(T, c.n_kv_heads, c.head_dim)
+            v = v.reshape(T, c.n_kv_heads, c.head_dim_v)
             if c.qk_norm:
                 q = rms_norm(q, self.w[p + "attn_q_norm.weight"], c.norm_eps)
                 k = rms_norm(k, self.w[p + "attn_k_norm.weight"], c.norm_eps)
-            q = apply_rope(q, rope_pos, self.inv_freq, c.rope_style, c.rope_dim)
-            k = apply_rope(k, rope_pos, self.inv_freq, c.rope_style, c.rope_dim)
+            scaling = self.scaling_swa if swa else c.rope_scaling
+            rope_pos = pos / c.rope_factor if scaling == "linear" else pos
+            f = inv_freq_swa if swa else inv_freq
+            q = apply_rope(q, rope_pos, f, c.rope_style, c.rope_dim) * mscale
+            k = apply_rope(k, rope_pos, f, c.rope_style, c.rope_dim) * mscale
             if self.kv_dtype == "f16":
                 k = k.astype(np.float16).astype(np.float64)
                 v = v.astype(np.float16).astype(np.float64)
@@ -349,21 +516,26 @@ class ReferenceModel:
             V = self.v_cache[l] = np.concatenate([self.v_cache[l], v.transpose(1, 0, 2)], axis=1)
             qg = q.transpose(1, 0, 2).reshape(c.n_kv_heads, n_rep, T, c.head_dim)
             scores = np.einsum("grtd,gsd->grts", qg, K) * scale          # (kv, rep, T, S)
-            scores = np.where(mask, scores, -np.inf)
+            scores = softcap(scores, c.attn_softcap)
+            scores = np.where(windowed if swa else causal, scores, -np.inf)
             scores -= scores.max(axis=-1, keepdims=True)
             probs = np.exp(scores)
             probs /= probs.sum(axis=-1, keepdims=True)
             o = np.einsum("grts,gsd->grtd", probs, V)                    # (kv, rep, T, hdv)
             o = o.reshape(c.n_heads, T, c.head_dim_v).transpose(1, 0, 2).reshape(T, -1)
-            x = x + self._mm(o, p + "attn_output.weight")
+            a = self._linear(o, p + "attn_output")
+            if c.post_norms:
+                a = rms_norm(a, self.w[p + "post_attention_norm.weight"], c.norm_eps)
+            x = x + a
             h = rms_norm(x, self.w[p + "ffn_norm.weight"], c.norm_eps)
-            g = self._mm(h, p + "ffn_gate.weight")
-            u = self._mm(h, p + "ffn_up.weight")
-            x = x + self._mm(silu(g) * u, p + "ffn_down.weight")
+            m = self._ffn(h, p)
+            if c.post_norms:
+                m = rms_norm(m, self.w[p + "post_ffw_norm.weight"], c.norm_eps)
+            x = x + m
         self.pos = S
         x = rms_norm(x, self.w["output_norm.weight"], c.norm_eps)
         head = "output.weight" if "output.weight" in self.w else "token_embd.weight"
-        return self._mm(x, head)
+        return softcap(self._mm(x, head), c.final_softcap)
 
     def greedy(self, prompt, n_new: int) -> list[int]:
         """Greedy continuation from a fresh cache: prompt + n_new tokens (argmax each step)."""
