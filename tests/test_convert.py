@@ -283,6 +283,29 @@ def test_cli_quantize_chain_and_info(awkward, tmp_path, capsys, rng):
     assert err_ <= tol
 
 
+def test_metadata_is_copied_with_its_types(smollm2_path, tmp_path):
+    """Every key of a llama.cpp file comes through with its value and GGUF type (tokenizer,
+    chat template, string arrays); general.file_type and quantization_version are set."""
+    out = tmp_path / "smol-q8_0.gguf"
+    with pytest.warns(UserWarning, match=r"requantizing 210 tensors already in Q4_1"):
+        report = torchless.convert(smollm2_path, out, "q8_0", progress=False)
+    assert report.requantized == {"q4_1": 210}
+    with torchless.load(smollm2_path) as a, torchless.load(out) as b:
+        ma, mb = dict(a.metadata), dict(b.metadata)
+        assert a.metadata_types == b.metadata_types
+        assert (ma.pop("general.file_type"), mb.pop("general.file_type")) == (3, 7)
+        assert mb["general.quantization_version"] == 2
+        assert ma.keys() == mb.keys()
+        for k in ma:
+            va, vb = ma[k], mb[k]
+            same = np.array_equal(va, vb) if isinstance(va, np.ndarray) else list(va) == list(vb) \
+                if isinstance(va, torchless.StringArray) else va == vb
+            assert same, k
+        assert list(a.tensors) == list(b.tensors)
+        for name in ("token_embd.weight", "blk.0.attn_norm.weight"):   # Q8_0 and F32: copied as they are
+            assert np.array_equal(np.asarray(a.tensors[name]), np.asarray(b.tensors[name]))
+
+
 def test_chunked_and_threaded_output_is_identical(awkward, tmp_path, monkeypatch):
     """Row chunks quantized on several threads come out in order: the file is the same."""
     _, src = awkward

@@ -327,7 +327,7 @@ def _write_streaming(path: str, kvs: Sequence[tuple[str, str, Any]], infos: Sequ
     exactly its size). GGUF v3: header and tensor infos first (the sizes are known), then each
     tensor's data padded to `alignment`. One function, so the native streaming writer can take
     its place (and add the `.tl` format) without touching the rest."""
-    if format != "gguf":
+    if format != "gguf":  # merge point: hand the same arguments to the native writer (_C.write_model)
         raise ValueError(f"writing the {format!r} format needs torchless's native writer, which this build "
                          "does not have; write a .gguf file")
     header = [b"GGUF", struct.pack("<IQQ", 3, len(infos), len(kvs))]
@@ -587,6 +587,8 @@ def _convert(src: str | os.PathLike, dst: str | os.PathLike, type: str, *, forma
                          "build does not have; write a .gguf file")
     if os.path.isdir(dst):
         raise IsADirectoryError(21, "the output is a directory", dst)
+    if n_threads is not None and n_threads < 1:
+        raise ValueError(f"n_threads must be at least 1, got {n_threads}")
     n_threads = n_threads or _default_threads()
     t0 = time.perf_counter()
     model = load(src)
