@@ -11,6 +11,11 @@ only the weights and the forward passes are compared; generation is argmax (temp
 too (`"file": "source"`), so a divergence that the original already shows is not charged to
 the conversion. Near-ties can flip an argmax between two correct engines; `same_prefix` is the
 number of leading generated tokens that agree.
+
+Each conversion is also compared with llama.cpp's own quantizer on the same source
+(`llama_cpp.llama_model_quantize`, allow_requantize): the type llama.cpp chose for every tensor,
+how many tensors are byte-identical, and the largest normwise difference between the two
+dequantized tensors (`"bench": "vs_llama_quantize"`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import os
 import subprocess
 import sys
 import tempfile
+
+import numpy as np
 
 import torchless
 
@@ -47,6 +54,53 @@ for ids in prompts:
     out.append(got)
 print(json.dumps(out))
 """
+
+
+QUANTIZE = r"""
+import ctypes, sys, llama_cpp
+p = llama_cpp.llama_model_quantize_default_params()
+p.ftype, p.allow_requantize, p.nthread = int(sys.argv[3]), True, 2
+sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(p)))
+"""
+
+
+def vs_llama_quantize(python: str, model: str, mix: str, src: str, ours_path: str, tmp: str) -> None:
+    """Our file against llama.cpp's quantization of the same source, tensor by tensor."""
+    theirs = os.path.join(tmp, f"{model}-{mix}-llama.cpp.gguf")
+    file_type = sys.modules["torchless.convert"].MIXES[mix].file_type
+    record = {"bench": "vs_llama_quantize", "model": model, "type": mix}
+    r = subprocess.run([python, "-c", QUANTIZE, src, theirs, str(file_type)], capture_output=True, text=True,
+                       timeout=1800)
+    if r.returncode:
+        record["peer_error"] = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+        print(json.dumps(record), flush=True)
+        return
+    with torchless.load(ours_path) as a, torchless.load(theirs) as b:
+        names = list(a.tensors)
+        record["same_names"] = sorted(names) == sorted(b.tensors)
+        type_diff = {n: [a.tensors[n].dtype, b.tensors[n].dtype] for n in names
+                     if n in b.tensors and a.tensors[n].dtype != b.tensors[n].dtype}
+        record["tensors"] = len(names)
+        record["type_mismatches"] = len(type_diff)
+        record["type_mismatch_examples"] = dict(list(type_diff.items())[:5])
+        identical, worst, worst_name = 0, 0.0, None
+        for n in names:
+            if n not in b.tensors or n in type_diff:
+                continue
+            x, y = a.tensors[n], b.tensors[n]
+            if np.array_equal(np.asarray(x), np.asarray(y)):
+                identical += 1
+                continue
+            fx, fy = x.dequantize(), y.dequantize()
+            err = float(np.linalg.norm(fx - fy) / max(np.linalg.norm(fy), 1e-30))
+            if err > worst:
+                worst, worst_name = err, n
+        record["byte_identical"] = identical
+        record["max_normwise_diff"] = worst
+        record["max_diff_tensor"] = worst_name
+        record["file_mib"] = [round(os.path.getsize(ours_path) / (1 << 20), 2), round(os.path.getsize(theirs) / (1 << 20), 2)]
+    os.unlink(theirs)
+    print(json.dumps(record), flush=True)
 
 
 def ours(path: str, prompts: list[list[int]], n_new: int) -> list[list[int]]:
@@ -122,6 +176,7 @@ def main() -> None:
                               "out_mib": round(report.bytes_out / (1 << 20), 1), "bpw": round(report.bpw_out, 3),
                               "dtypes": report.dtypes, "fallbacks": report.fallbacks}), flush=True)
             check(model, mix, dst, a.peer_python, a.n)
+            vs_llama_quantize(a.peer_python, model, mix, src, dst, tmp)
             os.unlink(dst)
 
 

@@ -587,6 +587,9 @@ def _convert(src: str | os.PathLike, dst: str | os.PathLike, type: str, *, forma
                          "build does not have; write a .gguf file")
     if os.path.isdir(dst):
         raise IsADirectoryError(21, "the output is a directory", dst)
+    directory = os.path.dirname(os.path.abspath(dst))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(2, "no such directory for the output", directory)
     if n_threads is not None and n_threads < 1:
         raise ValueError(f"n_threads must be at least 1, got {n_threads}")
     n_threads = n_threads or _default_threads()
@@ -615,6 +618,8 @@ def _convert(src: str | os.PathLike, dst: str | os.PathLike, type: str, *, forma
         alignment = int(md.get("general.alignment") or 32)
         infos = [(p.name, p.dst, p.shape) for p in plans]
 
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dst)}.", suffix=".partial", dir=directory)
+        os.close(fd)
         source = _Source()
         bar = _Progress(progress, len(plans))
         pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
@@ -623,11 +628,6 @@ def _convert(src: str | os.PathLike, dst: str | os.PathLike, type: str, *, forma
             yield from _tensor_chunks(plans[i], views[i], source, pool, n_threads + 1)
             bar.advance(plans[i].name)
 
-        directory = os.path.dirname(os.path.abspath(dst))
-        if not os.path.isdir(directory):
-            raise FileNotFoundError(2, "no such directory for the output", directory)
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dst)}.", suffix=".partial", dir=directory)
-        os.close(fd)
         try:
             _write_streaming(tmp, kvs, infos, fill, format=fmt, alignment=alignment)
             os.chmod(tmp, 0o666 & ~_umask())
