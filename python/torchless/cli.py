@@ -291,11 +291,13 @@ def _run_convert(src: str, dst: str, type_name: str, fmt: Optional[str], threads
 
     from .convert import _convert
 
-    with warnings.catch_warnings(record=True) as caught:
+    def show(message, *args, **kwargs) -> None:  # at once, on one line, before the long work
+        print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+
+    with warnings.catch_warnings():
         warnings.simplefilter("always")
+        warnings.showwarning = show
         report = _convert(src, dst, type_name, format=fmt, progress=not quiet, n_threads=threads)
-    for w in caught:
-        print(f"{PROG}: warning: {w.message}", file=sys.stderr)
     print(report.summary())
     return 0
 
