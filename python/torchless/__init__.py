@@ -12,6 +12,7 @@ from collections.abc import Sequence as _Sequence
 from ._C import Sampler, StringArray, TensorView
 from .args import ModelArgs
 from .config import GenerationConfig
+from .convert import convert, quantize_model
 from .files import ModelFile, load
 from .llama import Llama
 from .model import Model
@@ -23,4 +24,4 @@ _Sequence.register(StringArray)
 
 __version__ = "0.1.0"
 
-__all__ = ["gguf", "hub", "GenerationConfig", "Llama", "Model", "ModelArgs", "ModelFile", "Sampler", "StringArray", "TensorView", "Tokenizer", "Transformer", "create_transformer_from_config", "load", "quantize", "dequantize", "dtype_info", "dtypes", "__version__"]
+__all__ = ["gguf", "hub", "GenerationConfig", "Llama", "Model", "ModelArgs", "ModelFile", "Sampler", "StringArray", "TensorView", "Tokenizer", "Transformer", "create_transformer_from_config", "load", "convert", "quantize_model", "quantize", "dequantize", "dtype_info", "dtypes", "__version__"]

@@ -8,6 +8,8 @@ on stderr and exit with 1; argparse usage errors exit with 2.
 
     torchless models                 the catalog of packaged models
     torchless info MODEL [--json]    what a model file holds (path or catalog name)
+    torchless convert SRC OUT [--type TYPE] [--format gguf|tl]
+    torchless quantize IN.gguf OUT.gguf TYPE
 
 A bare prompt (``torchless "The capital of France is"``) is routed to the ``run`` command
 once it exists (see ``_route_bare_prompt``).
@@ -175,6 +177,8 @@ def describe(model: Any) -> Dict[str, Any]:
     vocab_size = len(tokens) if tokens is not None else arch_key("vocab_size")
     summary = _tensor_summary(model.tensors)
     file_type = _plain(md.get("general.file_type"))
+    from .convert import describe_fallbacks
+
     return {
         "path": str(model.path),
         "format": model.format,
@@ -198,6 +202,7 @@ def describe(model: Any) -> Dict[str, Any]:
         "bits_per_weight": (8 * summary["tensor_bytes"] / summary["n_params"]
                             if summary["n_params"] else None),
         "dtypes": summary["dtypes"],
+        "fallbacks": describe_fallbacks(model),
     }
 
 
@@ -241,6 +246,10 @@ def format_info(d: Dict[str, Any]) -> str:
         ("bits per weight", bpw),
         ("tensors", str(d["n_tensors"])),
     ]
+    if d.get("fallbacks"):
+        from .convert import format_fallbacks
+
+        rows.append(("fallbacks", format_fallbacks(d["fallbacks"])))
     width = max(len(k) for k, _ in rows) + 2
     lines = [f"{k + ':':{width}}{v}" for k, v in rows]
     for dtype, h in d["dtypes"].items():
@@ -269,6 +278,63 @@ def _setup_info(p: argparse.ArgumentParser) -> Handler:
             model.close()
         print(json.dumps(d, indent=2) if args.json else format_info(d))
         return 0
+
+    return run
+
+
+# --------------------------------------------------------------------------- `convert`, `quantize`
+
+
+def _run_convert(src: str, dst: str, type_name: str, fmt: Optional[str], threads: Optional[int],
+                 quiet: bool) -> int:
+    import warnings
+
+    from .convert import _convert
+
+    def show(message, *args, **kwargs) -> None:  # at once, on one line, before the long work
+        print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        report = _convert(src, dst, type_name, format=fmt, progress=not quiet, n_threads=threads)
+    print(report.summary())
+    return 0
+
+
+def _type_help() -> str:
+    from .convert import TYPES
+
+    return ", ".join(TYPES)
+
+
+@command("convert", help="write a model (GGUF, or any file torchless reads) as GGUF with a quantization mix")
+def _setup_convert(p: argparse.ArgumentParser) -> Handler:
+    p.add_argument("src", metavar="SRC", help="a model path or catalog name")
+    p.add_argument("out", metavar="OUT", help="the output file (.gguf; .tl for the native format)")
+    p.add_argument("--type", "--outtype", dest="type", default="q8_0",
+                   help=f"quantization mix (llama.cpp names): {_type_help()} (default q8_0)")
+    p.add_argument("--format", choices=["gguf", "tl"], default=None,
+                   help="output format (default: tl when OUT ends in .tl, else gguf)")
+    p.add_argument("-t", "--threads", type=int, default=None, help="threads (default: the available cores)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar; only the summary")
+
+    def run(args: argparse.Namespace) -> int:
+        return _run_convert(args.src, args.out, args.type, args.format, args.threads, args.quiet)
+
+    return run
+
+
+@command("quantize", help="quantize a GGUF model like llama-quantize (IN OUT TYPE)")
+def _setup_quantize(p: argparse.ArgumentParser) -> Handler:
+    p.add_argument("src", metavar="IN", help="the model to quantize (a .gguf path or catalog name)")
+    p.add_argument("out", metavar="OUT", help="the output .gguf file")
+    p.add_argument("type", metavar="TYPE", help=f"quantization mix: {_type_help()}")
+    p.add_argument("-t", "--threads", type=int, default=None, help="threads (default: the available cores)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar; only the summary")
+
+    def run(args: argparse.Namespace) -> int:
+        return _run_convert(args.src, args.out, args.type, "gguf", args.threads, args.quiet)
 
     return run
 
