@@ -96,7 +96,8 @@ tl_status tl_model_config_from_weights(const tl_weights *w, tl_model_config *c) 
     if (!as_float(find(w, c->arch, "rope.freq_base"), &c->rope_theta)) c->rope_theta = 10000.0f;
     c->rope_dim = as_int(find(w, c->arch, "rope.dimension_count"), &v) && v > 0 ? (int32_t)v : c->head_dim;
     /* llama.cpp's llama_model_rope_type: llama is NORM (adjacent pairs), qwen2/qwen3 NEOX */
-    c->rope_style = strcmp(c->arch, "llama") == 0 ? TL_ROPE_NORM : TL_ROPE_NEOX;
+    const tl_kv *neox = tl_weights_find_kv(w, "torchless.rope.neox"); /* HF llama q/k rows: rotate-half order */
+    c->rope_style = strcmp(c->arch, "llama") == 0 && !(neox && neox->value.type == TL_VAL_BOOL && neox->value.b) ? TL_ROPE_NORM : TL_ROPE_NEOX;
     c->qkv_bias = strcmp(c->arch, "qwen2") == 0;
     c->qk_norm = strcmp(c->arch, "qwen3") == 0;
 

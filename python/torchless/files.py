@@ -127,6 +127,6 @@ def load(path_or_name: str | os.PathLike) -> ModelFile:
         from . import hub
 
         path = hub.resolve(path)
-    if os.path.isdir(path):
-        path = _resolve_folder(path)
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
+        path = _resolve_folder(path)  # a folder of model files; with config.json it is a Hugging Face model
     return ModelFile(path)
