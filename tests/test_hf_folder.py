@@ -689,3 +689,17 @@ def test_bad_json_in_tokenizer_files(tmp_path, rng):
     (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [1, 99999]}))
     with pytest.raises(ValueError, match=r"'eos_token_id' has an id outside the vocabulary"):
         torchless.load(folder)
+
+
+def test_llama_build_and_generate_from_a_folder(tmp_path, rng):
+    tk = byte_level_tokenizer("llama-bpe")
+    tc = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>",
+          "chat_template": "{{ bos_token }}{% for m in messages %}{{ m['content'] }}<|eot_id|>{% endfor %}"}
+    folder = folder_with_tokenizer(tmp_path, rng, tk, tokenizer_config=tc)
+    llm = torchless.Llama.build(str(folder), max_seq_len=64, max_batch_size=1, verbose=False)
+    assert llm.model.params.n_layers == N_LAYERS and llm.model.params.vocab_size == tk.get_vocab_size()
+    out = llm.text_completion(["Hello world"], max_gen_len=4, temperature=0.0)
+    assert isinstance(out[0]["generation"], str)
+    m = torchless.Model(str(folder), max_seq_len=64)
+    assert m.chat_template == tc["chat_template"]
+    assert m.tokenizer.encode("Hello", add_bos=False) == tk.encode("Hello", add_special_tokens=False).ids
