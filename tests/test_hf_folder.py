@@ -399,6 +399,9 @@ def spm_tokenizer(style):
     tk = tokenizers.Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     if style == "normalizer":
         tk.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    elif style == "gemma":  # Gemma's tokenizer.json: no prefix, and a Split at ' ' that finds none
+        tk.normalizer = normalizers.Replace(" ", "\u2581")
+        tk.pre_tokenizer = pre_tokenizers.Split(" ", "merged_with_previous")
     else:
         tk.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=False)
     trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=SPM_SPECIALS, show_progress=False, limit_alphabet=80)
@@ -462,19 +465,20 @@ def test_byte_level_tokenizer_json_matches_tokenizers_on_corpus(style, tmp_path,
     assert ours.decode(ours.encode(text, add_bos=False, special=True), special=True) == text
 
 
-@pytest.mark.parametrize("style", ["normalizer", "metaspace"])
+@pytest.mark.parametrize("style", ["normalizer", "metaspace", "gemma"])
 def test_sentencepiece_style_tokenizer_json_matches_tokenizers_on_corpus(style, tmp_path, rng):
     tk = spm_tokenizer(style)
     folder = folder_with_tokenizer(tmp_path, rng, tk)
     md = torchless.load(folder).metadata
-    assert md["tokenizer.ggml.model"] == "llama" and md["tokenizer.ggml.add_space_prefix"] is True
+    assert md["tokenizer.ggml.model"] == "llama"
+    assert md["tokenizer.ggml.add_space_prefix"] is (style != "gemma")
     assert md["tokenizer.ggml.token_type"][3 + 0x41] == 6  # <0x41> is a BYTE token
     assert md["tokenizer.ggml.bos_token_id"] == 1 and md["tokenizer.ggml.add_bos_token"] is True
     ours = torchless.Tokenizer(str(folder))
     # Known difference: HF's Metaspace does not prepend U+2581 to a text (or the text after a
     # special token) that already starts with a space or U+2581; SentencePiece, llama.cpp and the Prepend
     # normalizer always do, and the GGUF keys cannot say otherwise.
-    corpus = CORPUS if style == "normalizer" else [s for s in CORPUS if not re.search("(^|<s>|</s>|<unk>)[ \u2581]", s)]
+    corpus = CORPUS if style != "metaspace" else [s for s in CORPUS if not re.search("(^|<s>|</s>|<unk>)[ \u2581]", s)]
     for add in (False, True):
         assert_same_ids(ours, tk, add, corpus)
 

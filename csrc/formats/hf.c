@@ -190,7 +190,9 @@ static tl_status find_arch(hf_table *h, const tl_json *root, model_info *m) {
             return TL_OK;
         }
     }
-    return tl_set_error(TL_ERR_UNSUPPORTED, "hf: %s: architecture '%.80s' is not supported (supported: %s)",
+    return tl_set_error(TL_ERR_UNSUPPORTED,
+                        "hf: %s: architecture '%.80s' is not supported (supported: %s); open the .safetensors file "
+                        "itself to read its tensors as they are",
                         h->config_path, first->string.ptr, supported);
 }
 

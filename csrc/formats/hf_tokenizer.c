@@ -34,6 +34,7 @@ typedef struct tok_build {
     char path[1200]; /* tokenizer.json, for messages */
     const tl_json *root, *model, *vocab, *added;
     bool byte_level;
+    bool from_model;     /* pieces came from tokenizer.model; tokenizer.json only fills gaps */
     int32_t n;           /* vocabulary size being written */
     tl_string *tokens;   /* in w->arena */
     int32_t *types;
@@ -186,6 +187,9 @@ static tl_status spm_prefix(tok_build *b, const steps *norm, const steps *pre) {
     }
     for (int i = 0; i < pre->n; i++) {
         const tl_json *st = pre->v[i], *type = member(st, "type");
+        const tl_json *pat = str_is(type, "Split") ? member(st, "pattern") : NULL;
+        if (pat && str_is(member(pat, "String"), " ") && has_type(norm, "Replace"))
+            continue; /* Gemma: splitting at ' ' after the normalizer replaced every ' ' does nothing */
         if (!str_is(type, "Metaspace"))
             return tl_set_error(TL_ERR_UNSUPPORTED, "hf: %s: pre-tokenizer '%s' is not supported for SentencePiece-style BPE",
                                 b->path, type_name(st));
@@ -260,7 +264,7 @@ static tl_status fill_vocab(tok_build *b) {
     for (size_t i = 0; i < b->vocab->object.n; i++) {
         const tl_json_member *m = &b->vocab->object.members[i];
         int64_t id = m->value.number.i64;
-        if (b->types[id] && !b->scores)
+        if (b->types[id] && !b->from_model)
             return tl_set_error(TL_ERR_FORMAT, "hf: %s: id %lld is given to two vocab entries", b->path, (long long)id);
         if (b->types[id]) continue; /* tokenizer.model already has it */
         if ((s = set_token(b, id, m->key, m->key_len))) return s;
@@ -397,6 +401,7 @@ static bool from_spm_model(tok_build *b, int64_t n_min) {
         b->scores[i] = t->scores[i];
         b->types[i] = t->types[i];
     }
+    b->from_model = true;
     if (b->space_prefix < 0) b->space_prefix = t->add_space_prefix;
     if (b->bos < 0) b->bos = t->bos;
     if (b->eos < 0) b->eos = t->eos;
