@@ -220,7 +220,7 @@ static int64_t find_token(const tok_build *b, const char *s, size_t len) {
     }
     const tl_json *v = b->vocab ? tl_json_get_n(b->vocab, s, len) : NULL;
     if (v && v->kind == TL_JSON_NUMBER && v->number.is_int) return v->number.i64;
-    if (b->tokens) /* tokenizer.model pieces not in tokenizer.json */
+    if (b->tokens && len) /* tokenizer.model pieces not in tokenizer.json */
         for (int32_t i = 0; i < b->n; i++)
             if (b->tokens[i].len == len && memcmp(b->tokens[i].ptr, s, len) == 0) return i;
     return -1;
