@@ -707,3 +707,33 @@ def test_llama_build_and_generate_from_a_folder(tmp_path, rng):
     m = torchless.Model(str(folder), max_seq_len=64)
     assert m.chat_template == tc["chat_template"]
     assert m.tokenizer.encode("Hello", add_bos=False) == tk.encode("Hello", add_special_tokens=False).ids
+
+
+def test_real_vocabulary_smollm2_as_a_folder(tmp_path, rng):
+    """SmolLM2's 49k-token vocabulary, written as the tokenizer.json transformers ships
+    (Digits + ByteLevel), read back through a folder: the same ids as the GGUF's tokenizer
+    and the `tokenizers` package on the whole corpus."""
+    try:
+        gguf_path = torchless.hub.path("smollm2-135m-instruct")
+    except Exception as e:
+        pytest.skip(f"smollm2-135m-instruct is not available: {e}")
+    md = torchless.load(gguf_path).metadata
+    tokens, types = md["tokenizer.ggml.tokens"], list(md["tokenizer.ggml.token_type"])
+    vocab = {t: i for i, t in enumerate(tokens)}  # specials too, as the shipped file has them
+    merges = [tuple(m.split(" ", 1)) for m in md["tokenizer.ggml.merges"]]
+    tk = tokenizers.Tokenizer(models.BPE(vocab, merges))
+    tk.add_special_tokens([tokenizers.AddedToken(tokens[i], special=True, normalized=False)
+                           for i in range(len(tokens)) if types[i] == 3])
+    tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    tk.decoder = decoders.ByteLevel()
+    assert tk.get_vocab_size() == len(tokens)
+    folder = folder_with_tokenizer(tmp_path, rng, tk, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+                                   num_attention_heads=2, num_key_value_heads=2)
+    fmd = torchless.load(folder).metadata
+    assert fmd["tokenizer.ggml.pre"] == "smollm" and fmd["tokenizer.ggml.tokens"] == tokens
+    assert list(fmd["tokenizer.ggml.token_type"]) == types
+    ours, theirs = torchless.Tokenizer(str(folder)), torchless.Tokenizer(str(gguf_path))
+    assert_same_ids(ours, tk, False)
+    bad = [s for s in CORPUS if ours.encode(s, add_bos=False, special=True) != theirs.encode(s, add_bos=False, special=True)]
+    assert not bad, bad[:3]
