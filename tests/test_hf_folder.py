@@ -737,3 +737,58 @@ def test_real_vocabulary_smollm2_as_a_folder(tmp_path, rng):
     assert_same_ids(ours, tk, False)
     bad = [s for s in CORPUS if ours.encode(s, add_bos=False, special=True) != theirs.encode(s, add_bos=False, special=True)]
     assert not bad, bad[:3]
+
+
+def test_real_vocabulary_gemma3_sentencepiece_style_from_merges(tmp_path, rng):
+    """Gemma 3's 262k SentencePiece vocabulary as the tokenizer.json transformers writes
+    (Replace normalizer, no prefix, byte fallback, merges from the piece scores, no
+    tokenizer.model): scores derived from the merge ranks give the GGUF tokenizer's ids
+    and the `tokenizers` package's on the whole corpus."""
+    try:
+        gguf_path = torchless.hub.path("gemma3-270m")
+    except Exception as e:
+        pytest.skip(f"gemma3-270m is not available: {e}")
+    md = torchless.load(gguf_path).metadata
+    tokens, scores = md["tokenizer.ggml.tokens"], np.asarray(md["tokenizer.ggml.scores"])
+    types = np.asarray(md["tokenizer.ggml.token_type"])
+    vocab = {t: i for i, t in enumerate(tokens)}
+    normal = types == 1
+    merges = []  # every split of a normal piece into two normal pieces, best-scored result first
+    for t, i in vocab.items():
+        if normal[i]:
+            for k in range(1, len(t)):
+                a, b = vocab.get(t[:k]), vocab.get(t[k:])
+                if a is not None and b is not None and normal[a] and normal[b]:
+                    merges.append((-scores[i], i, t[:k], t[k:]))
+    merges.sort()
+    added = [{"id": int(i), "content": tokens[i], "single_word": False, "lstrip": False, "rstrip": False,
+              "normalized": False, "special": bool(types[i] == 3)} for i in np.flatnonzero((types == 3) | (types == 4))]
+    tj = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+          "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"},
+          "pre_tokenizer": {"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": False},
+          "post_processor": {"type": "TemplateProcessing",
+                             "single": [{"SpecialToken": {"id": "<bos>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                             "pair": [{"Sequence": {"id": "A", "type_id": 0}}],
+                             "special_tokens": {"<bos>": {"id": "<bos>", "ids": [2], "tokens": ["<bos>"]}}},
+          "decoder": {"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+                                                       {"type": "ByteFallback"}, {"type": "Fuse"}]},
+          "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "continuing_subword_prefix": None,
+                    "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": True, "ignore_merges": False,
+                    "vocab": vocab, "merges": [[a, b] for *_, a, b in merges]}}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(tj, ensure_ascii=False), encoding="utf-8")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<bos>", "eos_token": "<eos>",
+                                                                "pad_token": "<pad>", "add_bos_token": True}))
+    cfg = hf_config("gemma3", "v5", vocab_size=len(tokens), hidden_size=8, intermediate_size=8, head_dim=2,
+                    num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, layer_types=["sliding_attention"])
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    t = hf_tensors("gemma3", dict(cfg, vocab_size=4), rng)
+    t["model.embed_tokens.weight"] = np.ones((len(tokens), 8), np.float16)
+    save_file(t, str(tmp_path / "model.safetensors"))
+    fmd = torchless.load(tmp_path).metadata
+    assert fmd["tokenizer.ggml.model"] == "llama" and fmd["tokenizer.ggml.add_space_prefix"] is False
+    assert fmd["tokenizer.ggml.bos_token_id"] == 2 and fmd["tokenizer.ggml.padding_token_id"] == 0
+    ours, theirs = torchless.Tokenizer(str(tmp_path)), torchless.Tokenizer(str(gguf_path))
+    hf = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    assert_same_ids(ours, hf, True)
+    bad = [s for s in CORPUS if ours.encode(s, add_bos=False, special=True) != theirs.encode(s, add_bos=False, special=True)]
+    assert not bad, bad[:3]
