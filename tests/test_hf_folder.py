@@ -195,6 +195,7 @@ def test_config_becomes_llama_cpp_keys_and_tensor_names(arch, schema, tmp_path, 
     if "head_dim" in cfg:
         assert md[f"{a}.attention.key_length"] == hd and md[f"{a}.attention.value_length"] == hd
     assert md.get("torchless.rope.neox", False) is (a == "llama")
+    assert md.get(f"{a}.vocab_size") == (VOCAB if a == "llama" else None)  # only LlamaModel writes it
     # tensors: exactly the converter's names, shapes as the HF arrays, matrices as stored
     assert set(f.tensors) == gguf_names(arch)
     assert f.tensors["token_embd.weight"].shape == hf["model.embed_tokens.weight"].shape

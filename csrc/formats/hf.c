@@ -783,6 +783,8 @@ static tl_status build(hf_table *h, tl_weights **st) {
     if (emb && m.vocab > 0 && emb->tensor.n_dims == 2 && m.vocab != rows)
         return tl_set_error(TL_ERR_FORMAT, "hf: %s: 'vocab_size' is %lld but model.embed_tokens.weight has %lld rows",
                             h->config_path, (long long)m.vocab, (long long)rows);
+    /* LlamaModel.set_gguf_parameters also writes the vocabulary size */
+    if (m.fam == FAM_LLAMA && rows > 0 && (s = hf_put_u32(h, "llama.vocab_size", (uint32_t)rows))) return s;
     if ((s = tl_hf_tokenizer_keys(h, rows))) return s;
 
     tl_weights *w = h->w;
