@@ -793,3 +793,40 @@ def test_real_vocabulary_gemma3_sentencepiece_style_from_merges(tmp_path, rng):
     assert_same_ids(ours, hf, True)
     bad = [s for s in CORPUS if ours.encode(s, add_bos=False, special=True) != theirs.encode(s, add_bos=False, special=True)]
     assert not bad, bad[:3]
+
+
+def test_tokenizer_model_supplies_pieces_and_scores_beside_tokenizer_json(tmp_path, rng, fixtures):
+    """Llama-2 style: tokenizer.json (Prepend + Replace, byte fallback) and tokenizer.model in
+    one folder: the pieces, scores and types come from tokenizer.model, the prefix and the
+    added tokens from tokenizer.json."""
+    spm = fixtures / "llama2-tokenizer" / "tokenizer.model"
+    if not spm.exists():
+        pytest.skip("no SentencePiece fixture")
+    import sentencepiece
+
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(spm))
+    n = sp.get_piece_size()
+    vocab = {sp.id_to_piece(i): i for i in range(n)}
+    tj = {"version": "1.0", "added_tokens": [{"id": 0, "content": "<unk>", "special": True},
+                                            {"id": 1, "content": "<s>", "special": True},
+                                            {"id": 2, "content": "</s>", "special": True},
+                                            {"id": n, "content": "<|extra|>", "special": False}],
+          "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"},
+                                                             {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+          "pre_tokenizer": None, "decoder": None,
+          "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                                                                      {"Sequence": {"id": "A", "type_id": 0}}],
+                             "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+          "model": {"type": "BPE", "byte_fallback": True, "unk_token": "<unk>", "vocab": vocab, "merges": []}}
+    write_folder(tmp_path, "llama", rng, vocab_size=n + 1, hidden_size=32, intermediate_size=32, num_hidden_layers=1)
+    (tmp_path / "tokenizer.json").write_text(json.dumps(tj, ensure_ascii=False), encoding="utf-8")
+    (tmp_path / "tokenizer.model").write_bytes(spm.read_bytes())
+    md = torchless.load(tmp_path).metadata
+    scores = np.asarray(md["tokenizer.ggml.scores"])
+    np.testing.assert_array_equal(scores[:n], np.float32([sp.get_score(i) for i in range(n)]))
+    assert md["tokenizer.ggml.tokens"][n] == "<|extra|>" and md["tokenizer.ggml.token_type"][n] == 4
+    assert md["tokenizer.ggml.add_bos_token"] is True and md["tokenizer.ggml.add_space_prefix"] is True
+    tok = torchless.Tokenizer(str(tmp_path))
+    for s in CORPUS[:300]:
+        assert tok.encode(s, add_bos=True) == [1] + sp.encode(s), s
+    assert tok.encode("a<|extra|>b", add_bos=False)[1] == n
