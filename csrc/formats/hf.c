@@ -682,7 +682,7 @@ static tl_status check_required(const hf_table *h, const model_info *m, const tl
         return tl_set_error(TL_ERR_FORMAT, "hf: %s: tensor 'model.embed_tokens.weight' is missing", h->dir);
     if (!tl_weights_find_tensor(w, "output_norm.weight"))
         return tl_set_error(TL_ERR_FORMAT, "hf: %s: tensor 'model.norm.weight' is missing", h->dir);
-    if (!m->tied && !tl_weights_find_tensor(w, "output.weight"))
+    if (!m->tied && !is_gemma(m->fam) && !tl_weights_find_tensor(w, "output.weight"))
         return tl_set_error(TL_ERR_FORMAT, "hf: %s: tensor 'lm_head.weight' is missing (tie_word_embeddings is false)",
                             h->dir);
     for (int64_t l = 0; l < m->n_layers; l++) {
