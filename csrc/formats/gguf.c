@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define GGUF_MAGIC 0x46554747u /* "GGUF" read as a little-endian u32 */
@@ -376,6 +377,8 @@ tl_status tl_weights_open(const char *path, tl_weights **out) {
     *out = NULL;
     if (!path) return tl_set_error(TL_ERR_INVALID, "open: path is NULL");
     if (ends_with(path, ".index.json")) return tl_safetensors_open_index(path, out);
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return tl_hf_open(path, out);
     FILE *f = fopen(path, "rb");
     if (!f) {
         int e = errno;

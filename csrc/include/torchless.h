@@ -170,6 +170,7 @@ typedef struct tl_kv {
 typedef enum tl_format {
     TL_FORMAT_GGUF = 1,
     TL_FORMAT_SAFETENSORS = 2,
+    TL_FORMAT_HF = 3, /* a Hugging Face folder: config.json + safetensors (+ tokenizer.json) */
 } tl_format;
 
 typedef struct tl_named_tensor {
@@ -181,9 +182,11 @@ typedef struct tl_named_tensor {
  * the tensors point into. Read-only once built; safe to share between threads. */
 typedef struct tl_weights tl_weights;
 
-/* Opens a file by content (GGUF magic, else safetensors header), or a safetensors
- * index (*.index.json) with all of its shards. */
+/* Opens a file by content (GGUF magic, else safetensors header), a safetensors
+ * index (*.index.json) with all of its shards, or a Hugging Face folder (a directory
+ * with config.json), whose table has llama.cpp's GGUF keys and tensor names. */
 tl_status tl_weights_open(const char *path, tl_weights **out);
+tl_status tl_hf_open(const char *dir, tl_weights **out);
 tl_status tl_gguf_open(const char *path, tl_weights **out);
 tl_status tl_safetensors_open(const char *path, tl_weights **out);
 tl_status tl_safetensors_open_index(const char *index_path, tl_weights **out);

@@ -147,8 +147,8 @@ tl_status tl_model_load(const char *path, tl_model **out) {
     if (!m) return tl_set_error(TL_ERR_NOMEM, "model: out of memory");
     atomic_init(&m->refs, 1);
     tl_status s = tl_weights_open(path, &m->weights);
-    if (!s && tl_weights_format(m->weights) != TL_FORMAT_GGUF)
-        s = tl_set_error(TL_ERR_UNSUPPORTED, "model: %s: only GGUF models can be run so far", path);
+    if (!s && tl_weights_format(m->weights) != TL_FORMAT_GGUF && tl_weights_format(m->weights) != TL_FORMAT_HF)
+        s = tl_set_error(TL_ERR_UNSUPPORTED, "model: %s: only GGUF models and Hugging Face folders can be run so far", path);
     if (!s) s = tl_model_config_from_weights(m->weights, &m->config);
     binder b = {m, path};
     if (!s) s = bind(&b);

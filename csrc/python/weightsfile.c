@@ -230,7 +230,8 @@ static PyObject *get_closed(WeightsFile *f, void *c) { (void)c; return PyBool_Fr
 static PyObject *get_format(WeightsFile *f, void *c) {
     (void)c;
     if (check_open(f)) return NULL;
-    return PyUnicode_FromString(tl_weights_format(f->w) == TL_FORMAT_GGUF ? "gguf" : "safetensors");
+    tl_format fmt = tl_weights_format(f->w);
+    return PyUnicode_FromString(fmt == TL_FORMAT_GGUF ? "gguf" : fmt == TL_FORMAT_HF ? "hf" : "safetensors");
 }
 static PyObject *get_version(WeightsFile *f, void *c) {
     (void)c;
@@ -256,7 +257,7 @@ static PyObject *get_n_tensors(WeightsFile *f, void *c) {
 static PyGetSetDef WeightsFile_getset[] = {
     {"path", (getter)get_path, NULL, "the path opened", NULL},
     {"closed", (getter)get_closed, NULL, "True after close()", NULL},
-    {"format", (getter)get_format, NULL, "'gguf' or 'safetensors'", NULL},
+    {"format", (getter)get_format, NULL, "'gguf', 'safetensors' or 'hf' (a Hugging Face folder)", NULL},
     {"version", (getter)get_version, NULL, "GGUF version (0 for safetensors)", NULL},
     {"alignment", (getter)get_alignment, NULL, "GGUF data alignment (0 for safetensors)", NULL},
     {"file_size", (getter)get_file_size, NULL, "bytes of all mapped files", NULL},

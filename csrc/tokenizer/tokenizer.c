@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* ---------------------------------------------------------------- ids */
 
@@ -343,18 +344,29 @@ tl_status tl_tokenizer_from_weights(const tl_weights *w, tl_tokenizer **out) {
     kv_token_id(w, "tokenizer.ggml.padding_token_id", t, &t->pad);
     kv_token_id(w, "tokenizer.ggml.eot_token_id", t, &t->eot);
     if ((s = tl_tokenizer_finish(t))) goto fail;
+    /* more ids that end generation: EOM, and torchless.eog_token_ids (an HF folder's
+     * generation_config.json eos_token_id list) */
     int32_t eom = -1;
     kv_token_id(w, "tokenizer.ggml.eom_token_id", t, &eom);
-    if (eom >= 0 && !eog_contains(t, eom)) {
-        /* room: finish() sized eog for the text list plus EOS and EOT; add one more */
-        int32_t *eog = tl_arena_alloc_array(&t->arena, (size_t)t->n_eog + 1, sizeof *eog, 4);
+    const tl_kv *extra = tl_weights_find_kv(w, "torchless.eog_token_ids");
+    uint64_t n_extra = extra && extra->value.type == TL_VAL_ARRAY && is_numeric(extra->value.arr.elem_type)
+                           ? extra->value.arr.n : 0;
+    if (eom >= 0 || n_extra) {
+        /* room: finish() sized eog for the text list plus EOS and EOT */
+        int32_t *eog = n_extra < (uint64_t)INT32_MAX
+                           ? tl_arena_alloc_array(&t->arena, (size_t)t->n_eog + 1 + (size_t)n_extra, sizeof *eog, 4)
+                           : NULL;
         if (!eog) {
             s = tl_set_error(TL_ERR_NOMEM, "tokenizer: out of memory");
             goto fail;
         }
         memcpy(eog, t->eog, (size_t)t->n_eog * sizeof *eog);
         t->eog = eog;
-        t->eog[t->n_eog++] = eom;
+        eog_add(t, eom);
+        for (uint64_t i = 0; i < n_extra; i++) {
+            double id = arr_number(&extra->value, i);
+            if (id >= 0 && id < t->n_vocab) eog_add(t, (int32_t)id);
+        }
     }
 
     if (kind == TL_TOKENIZER_BPE) {
@@ -402,6 +414,15 @@ fail:
 
 tl_status tl_tokenizer_open(const char *path, tl_tokenizer **out) {
     *out = NULL;
+    struct stat st;
+    if (path && stat(path, &st) == 0 && S_ISDIR(st.st_mode)) { /* a Hugging Face folder */
+        tl_weights *w;
+        tl_status s = tl_weights_open(path, &w);
+        if (s) return s;
+        s = tl_tokenizer_from_weights(w, out);
+        tl_weights_free(w);
+        return s;
+    }
     tl_mapping *m;
     tl_status s = tl_mapping_open(path, &m);
     if (s) return s;

@@ -127,6 +127,12 @@ def load(path_or_name: str | os.PathLike) -> ModelFile:
         from . import hub
 
         path = hub.resolve(path)
-    if os.path.isdir(path):
-        path = _resolve_folder(path)
+    if os.path.isdir(path) and not _is_hf_folder(path):
+        path = _resolve_folder(path)  # a folder of model files
     return ModelFile(path)
+
+
+def _is_hf_folder(path: str) -> bool:
+    """config.json beside model.safetensors or its index: opened whole, with GGUF names and keys."""
+    return os.path.isfile(os.path.join(path, "config.json")) and any(
+        os.path.isfile(os.path.join(path, n)) for n in ("model.safetensors", "model.safetensors.index.json"))
