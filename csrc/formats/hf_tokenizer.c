@@ -612,11 +612,15 @@ static tl_status from_tokenizer_json(tok_build *b, int64_t n_rows) {
                             "byte fallback) is not supported", b->path);
 
     const char *pre_name = NULL;
+    bool nfc = false;
     if (b->byte_level) {
-        for (int i = 0; i < norm.n; i++)
-            if (!str_is(member(norm.v[i], "type"), "NFC")) /* llama.cpp ignores NFC too */
+        for (int i = 0; i < norm.n; i++) {
+            /* NFC (Qwen2) becomes torchless.tokenizer.normalizer; llama.cpp ignores it */
+            if (!str_is(member(norm.v[i], "type"), "NFC"))
                 return tl_set_error(TL_ERR_UNSUPPORTED, "hf: %s: normalizer '%s' is not supported for byte-level BPE", b->path,
                                     type_name(norm.v[i]));
+            nfc = true;
+        }
         if ((s = byte_level_pre(b, &pre, &pre_name))) return s;
     } else if ((s = spm_prefix(b, &norm, &pre))) {
         return s;
@@ -639,6 +643,7 @@ static tl_status from_tokenizer_json(tok_build *b, int64_t n_rows) {
 
     if ((s = hf_put_str(h, "tokenizer.ggml.model", spm ? "llama" : "gpt2", spm ? 5 : 4))) return s;
     if (pre_name && (s = hf_put_str(h, "tokenizer.ggml.pre", pre_name, strlen(pre_name)))) return s;
+    if (nfc && (s = hf_put_str(h, "torchless.tokenizer.normalizer", "nfc", 3))) return s;
     if ((s = put_vocab_arrays(b))) return s;
     if (!spm && (s = put_merges(b, merges))) return s;
     if (spm && (s = hf_put_bool(h, "tokenizer.ggml.add_space_prefix", b->space_prefix > 0))) return s;
