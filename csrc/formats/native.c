@@ -463,8 +463,9 @@ static void put_string_value(sbuf *b, tl_string s) {
 static void put_float(sbuf *b, double d, bool f32) {
     if (isnan(d)) return puts_(b, "\"nan\"");
     if (isinf(d)) return puts_(b, d > 0 ? "\"inf\"" : "\"-inf\"");
+    if (f32) d = (double)(float)d; /* the value stored, so equal floats print alike */
     char tmp[40];
-    for (int prec = f32 ? 6 : 15; prec <= 17; prec++) {
+    for (int prec = f32 ? 1 : 15; prec <= 17; prec++) {
         snprintf(tmp, sizeof tmp, "%.*g", prec, d);
         double back = strtod(tmp, NULL);
         if (f32 ? (float)back == (float)d : back == d) break;

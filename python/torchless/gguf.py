@@ -95,7 +95,10 @@ def _encode(value, type_name: str):
         return _TYPE_ID[base], int(value)
     elem_base, _ = _split(elem)
     if elem_base in _NUMPY:
-        packed = np.asarray(value).astype(_NUMPY[elem_base], casting="unsafe" if elem_base == "bool" else "same_kind")
+        if isinstance(value, np.ndarray):
+            packed = value.astype(_NUMPY[elem_base], casting="unsafe" if elem_base == "bool" else "same_kind")
+        else:  # a list: each item converted to the element type ([] and 2**64 - 1 included)
+            packed = np.array(value, dtype=_NUMPY[elem_base])
         return _TYPE_ID["array"], (_TYPE_ID[elem_base], packed.tobytes())
     if elem_base == "string":
         return _TYPE_ID["array"], (_TYPE_ID["string"], list(value))
