@@ -427,8 +427,10 @@ static PyType_Slot Model_slots[] = {
     {Py_tp_dealloc, Model_dealloc},
     {Py_tp_getset, Model_getset},
     {Py_tp_methods, Model_methods},
-    {Py_tp_doc, "Model(path, max_seq_len=0, max_batch_size=1, n_threads=None, kv_dtype='f16', share=None): a GGUF "
-                "model with its KV cache; share=another Model uses its weights (mapped once) with a new context."},
+    {Py_tp_doc, "Model(path, max_seq_len=0, max_batch_size=1, n_threads=None, kv_dtype='f16', share=None, "
+                "tokenizer_path=None): a model (GGUF, .tl, llama2.c checkpoint) with its KV cache; share=another "
+                "Model uses its weights (mapped once) with a new context; tokenizer_path: a tokenizer file used "
+                "instead of the model file's own."},
     {0, NULL},
 };
 
