@@ -84,6 +84,7 @@ def test_transformer_from_pretrained_and_llama_build(stories_dir, expected, toke
     tok_path = stories_dir / tokenizer
     t = Transformer.from_pretrained(stories_dir / "stories260K.bin", tokenizer_path=tok_path)
     assert t.params.dim == 64 and t.params.n_layers == 5 and t.params.vocab_size == 512
+    assert t.params.tie_word_embeddings  # no output.weight: the classifier is the embedding
     assert t.model.generate([1], max_new_tokens=200, temperature=0) == expected
     llm = Llama.build(stories_dir / "stories260K.bin", tokenizer_path=tok_path, max_seq_len=256,
                       max_batch_size=1, verbose=False)

@@ -113,7 +113,7 @@ class Transformer:
         self._n_threads, self._kv_dtype = n_threads, kv_dtype
         self._model = Model(path_or_name, max_seq_len=max_seq_len or 0, max_batch_size=max_batch_size or 1,
                             n_threads=n_threads, kv_dtype=kv_dtype, tokenizer_path=tokenizer_path)
-        self.params = ModelArgs.from_gguf_metadata(self._model.file_metadata(False))
+        self.params = ModelArgs.from_gguf_metadata(self._model.file_metadata(False), self._model.tensor_names())
         self.params.max_seq_len = self._model.max_seq_len
         self.params.max_batch_size = self._model.max_batch_size
         return self
