@@ -243,6 +243,10 @@ def test_streamed_file_equals_the_one_shot_file(tmp_path, rng, format):
     assert calls == list(range(len(names)))  # once each, in order
     assert one.read_bytes() == two.read_bytes()
     assert torchless.load(two).format == format
+    # a non-contiguous array is written in row-major order
+    x = rng.standard_normal((5, 3)).astype(np.float32)
+    write_model(two, {}, [("t", "f32", (3, 5))], lambda i: x.T, format=format)
+    assert np.array_equal(np.asarray(torchless.load(two).tensors["t"]), x.T)
 
 
 @pytest.mark.parametrize("format", ["gguf", "tl"])

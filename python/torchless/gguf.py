@@ -182,4 +182,11 @@ def write_model(path: str | os.PathLike, metadata: Mapping[str, Any] | None,
         infos.append((name, dtype, tuple(reversed(shape))))
     if not callable(fill):
         raise TypeError("fill must be callable: fill(i) -> the bytes of tensor i")
-    _C.write_model(path, _format_of(path, format), version, _kvs(metadata, types), infos, fill)
+
+    def source(i: int):
+        data = fill(i)
+        if isinstance(data, np.ndarray) and not data.flags.c_contiguous:
+            data = np.ascontiguousarray(data)  # a transposed or sliced array: its bytes in row-major order
+        return data
+
+    _C.write_model(path, _format_of(path, format), version, _kvs(metadata, types), infos, source)
