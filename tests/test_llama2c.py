@@ -1,7 +1,8 @@
 """llama2.c checkpoints (karpathy/llama2.c run.c / export.py layouts) read as a GGUF `llama`
 table: stories260K.bin holds the same weights as its GGUF twin and, with either of its
 tokenizers given from outside, prints the text llama2.c's run.c prints; v1 ("ak42") files
-written here in export.py's version1_export order read the same; v2 is refused clearly."""
+written here in export.py's version1_export order read the same; v2 (int8 groups) files
+dequantize to exactly int8 x scale."""
 
 import struct
 
@@ -205,12 +206,48 @@ def test_an_unshared_classifier_is_output_weight(stories_dir, tmp_path, rng, ver
     assert not np.allclose(m.forward(ids), x.forward(ids))
 
 
-def test_v2_checkpoints_are_refused_by_name(tmp_path):
-    head = struct.pack("<Ii7iBi", 0x616B3432, 2, 8, 8, 1, 2, 1, 4, 4, 1, 64)
-    path = tmp_path / "q80.bin"
-    path.write_bytes(head + b"\0" * (256 - len(head)) + b"\0" * 1024)
-    with pytest.raises(ValueError, match="version 2 .* not supported"):
-        torchless.load(path)
+def quantize_q80(w, group_size):
+    """export.py's quantize_q80 in float32: scale = max|w| / 127 per group, q = round(w / scale)."""
+    w = np.ascontiguousarray(w, np.float32).reshape(-1, group_size)
+    scale = (np.abs(w).max(axis=1) / np.float32(127.0)).astype(np.float32)
+    q = np.round(w / scale[:, None]).astype(np.int8)
+    return q, scale
+
+
+def write_v2(path, params, w, group_size):
+    """export.py version2_export: the v1 header + group size, float32 norms, then each matrix
+    as its int8 values followed by its float32 scales."""
+    head = struct.pack("<Ii7iBi", 0x616B3432, 2, *params, 1, group_size)
+    body = b"".join(np.ascontiguousarray(w[k], np.float32).tobytes() for k in ["att_norm", "ffn_norm", "norm"])
+    expected = {}
+    mats = [("token_embd.weight", w["emb"])]
+    for kind, name in [("wq", "attn_q"), ("wk", "attn_k"), ("wv", "attn_v"), ("wo", "attn_output"),
+                       ("w1", "ffn_gate"), ("w2", "ffn_down"), ("w3", "ffn_up")]:
+        mats += [(f"blk.{l}.{name}.weight", w[kind][l]) for l in range(params[2])]
+    for name, m in mats:
+        q, scale = quantize_q80(m, group_size)
+        body += q.tobytes() + scale.tobytes()
+        expected[name] = (q.astype(np.float32) * scale[:, None]).reshape(m.shape)
+    path.write_bytes(head + b"\0" * (256 - len(head)) + body)
+    return expected
+
+
+@pytest.mark.parametrize("group_size", [64, 32])
+def test_v2_checkpoint_dequantizes_exactly_and_tells_the_story(stories_dir, tmp_path, expected, group_size):
+    params, w = v0_weights(stories_dir / "stories260K.bin")
+    path = tmp_path / f"q80-{group_size}.bin"
+    want = write_v2(path, params, w, group_size)
+    f = torchless.load(path)
+    assert f.format == "llama2c" and f.version == 2
+    for name, x in want.items():
+        assert np.array_equal(np.asarray(f.tensors[name]), x), name
+    v0 = torchless.load(stories_dir / "stories260K.bin")
+    for name in ("blk.0.attn_norm.weight", "blk.4.ffn_norm.weight", "output_norm.weight"):
+        assert np.array_equal(np.asarray(f.tensors[name]), np.asarray(v0.tensors[name]))
+    # int8 weights move the logits a little, not the story's opening
+    m = Model(path, tokenizer_path=stories_dir / "tok512.model")
+    text = m.generate([1], max_new_tokens=200, temperature=0)
+    assert text[:40] == expected[:40], text
 
 
 def test_a_safetensors_file_named_bin_is_still_safetensors(tmp_path, rng):

@@ -11,10 +11,14 @@
  *      i32 version 1, the same 7 int32, u8 shared_classifier, zeros; then the attention
  *      norms, ffn norms, final norm, token embedding, wq, wk, wv, wo, w1, w2, w3 and the
  *      classifier when not shared. No freq_cis.
- *   v2 (version2_export) stores int8 groups with float32 scales apart from their
- *      values, which no GGML block type holds: refused as unsupported.
+ *   v2 (version2_export, read by runq.c): the v1 header plus an int32 group size GS at
+ *      byte 37; the norms in float32 as in v1, then each matrix of v1's order as its int8
+ *      values followed by one float32 scale per GS values. No GGML block type holds
+ *      float32 scales per group of 64, so these matrices are dequantized once at load
+ *      into float32 (value * scale, as runq.c's dequantize computes it): 4x the file's
+ *      int8 bytes in memory. Convert to GGUF q8_0 to keep a large model small.
  *
- * Everything is a zero-copy F32 view into the mapping. w1/w3/w2 are the gate, up and
+ * Everything else is a zero-copy F32 view into the mapping. w1/w3/w2 are the gate, up and
  * down projections. llama2.c rotates adjacent pairs, as GGUF `llama` does (RoPE NORM),
  * so q/k need no permutation. The norm epsilon (1e-5) and RoPE base (10000) are
  * run.c's constants.
@@ -44,8 +48,9 @@ static bool plausible(const header *h) {
            h->n_kv_heads <= h->n_heads && h->n_heads % h->n_kv_heads == 0;
 }
 
-/* Floats the weights need (freq_cis included for v0), or 0 on overflow. */
-static uint64_t weight_floats(const header *h, int version, bool shared) {
+/* Bytes the weights need (freq_cis included for v0; int8 + scales for v2's matrices),
+ * or 0 on overflow or (v2) a matrix that is not a whole number of groups. */
+static uint64_t weight_bytes(const header *h, int version, bool shared, uint64_t gs) {
     uint64_t dim = (uint64_t)h->dim, hidden = (uint64_t)h->hidden_dim, L = (uint64_t)h->n_layers;
     uint64_t vocab = (uint64_t)(h->vocab_size < 0 ? -(int64_t)h->vocab_size : h->vocab_size);
     uint64_t hs = dim / (uint64_t)h->n_heads, kv_dim = hs * (uint64_t)h->n_kv_heads;
@@ -54,17 +59,33 @@ static uint64_t weight_floats(const header *h, int version, bool shared) {
     if (__builtin_mul_overflow(L * dim, dim, &wq) || __builtin_mul_overflow(L * dim, kv_dim, &wkv) ||
         __builtin_mul_overflow(L * dim, hidden, &w13))
         return 0;
-    const uint64_t parts[] = {
-        vocab * dim,                                       /* token embedding */
+    const uint64_t vectors[] = {
         2 * L * dim + dim,                                 /* attention, ffn and final norms */
-        wq, wkv, wkv, wq,                                  /* wq, wk, wv, wo */
-        w13, w13, w13,                                     /* w1, w2, w3 */
         version == 0 ? (uint64_t)h->seq_len * hs : 0,      /* freq_cis real + imag (v0) */
+    };
+    const uint64_t matrices[] = {
+        vocab * dim,                                       /* token embedding */
+        wq, wkv, wkv, wq,                                  /* wq, wk, wv, wo (all layers) */
+        w13, w13, w13,                                     /* w1, w2, w3 */
         shared ? 0 : vocab * dim,                          /* classifier */
     };
-    uint64_t total = 0;
-    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
-        if (__builtin_add_overflow(total, parts[i], &total)) return 0;
+    /* the size of one layer's matrix, each a whole number of groups in v2 */
+    const uint64_t one[] = {vocab * dim, dim * dim, dim * kv_dim, dim * hidden};
+    if (version == 2)
+        for (size_t i = 0; i < sizeof one / sizeof one[0]; i++)
+            if (one[i] % gs) return 0;
+    uint64_t floats = 0, elements = 0, total;
+    for (size_t i = 0; i < sizeof vectors / sizeof vectors[0]; i++)
+        if (__builtin_add_overflow(floats, vectors[i], &floats)) return 0;
+    for (size_t i = 0; i < sizeof matrices / sizeof matrices[0]; i++)
+        if (__builtin_add_overflow(elements, matrices[i], &elements)) return 0;
+    if (version != 2) {
+        if (__builtin_add_overflow(floats, elements, &floats) || floats > UINT64_MAX / 8) return 0;
+        return floats * 4;
+    }
+    if (floats > UINT64_MAX / 8 || __builtin_add_overflow(floats * 4, elements, &total) ||
+        __builtin_add_overflow(total, elements / gs * 4, &total))
+        return 0;
     return total;
 }
 
@@ -79,8 +100,8 @@ bool tl_llama2c_sniff(const uint8_t *head, size_t n, size_t file_size, bool bin_
     read_header(head, &h);
     if (!plausible(&h)) return false;
     if (bin_suffix) return true; /* the reader explains a size mismatch */
-    uint64_t floats = weight_floats(&h, 0, h.vocab_size > 0);
-    return floats && floats <= (UINT64_MAX - sizeof h) / 4 && floats * 4 + sizeof h == file_size;
+    uint64_t bytes = weight_bytes(&h, 0, h.vocab_size > 0, 1);
+    return bytes && bytes <= UINT64_MAX - sizeof h && bytes + sizeof h == file_size;
 }
 
 /* ---------------------------------------------------------------- the table */
@@ -89,7 +110,8 @@ typedef struct builder {
     tl_weights *w;
     const char *path;
     const uint8_t *data;
-    size_t pos; /* next float's byte offset */
+    size_t pos;         /* next tensor's byte offset */
+    int32_t group_size; /* v2: values per float32 scale; 0: float32 matrices */
 } builder;
 
 static tl_status add_kv_u32(tl_weights *w, const char *key, uint32_t v) {
@@ -114,7 +136,7 @@ static void add_kv_str(tl_weights *w, const char *key, const char *v) {
     kv->value.str = (tl_string){v, strlen(v)};
 }
 
-/* The next tensor of the file: ne0 x ne1 floats (ne1 = 0: a vector), named `name`. */
+/* The next tensor of the file: ne0 x ne1 values (ne1 = 0: a vector), named `name`. */
 static tl_status take(builder *b, const char *name, int64_t ne0, int64_t ne1) {
     tl_named_tensor *nt = &b->w->tensors[b->w->n_tensors];
     tl_status s = tl_weights_strdup(b->w, name, strlen(name), &nt->name);
@@ -125,10 +147,29 @@ static tl_status take(builder *b, const char *name, int64_t ne0, int64_t ne1) {
     t->ne[0] = ne0;
     t->ne[1] = ne1 ? ne1 : 1;
     t->ne[2] = t->ne[3] = 1;
-    t->nbytes = (size_t)ne0 * (size_t)t->ne[1] * sizeof(float);
-    t->data = b->data + b->pos;
-    t->owner = b->w->maps[0];
-    b->pos += t->nbytes;
+    const size_t n = (size_t)ne0 * (size_t)t->ne[1];
+    t->nbytes = n * sizeof(float);
+    if (ne1 && b->group_size) {
+        /* v2: n int8 values, then n / GS float32 scales (runq.c's init_quantized_tensors) */
+        const size_t gs = (size_t)b->group_size;
+        float *x = tl_arena_alloc_array(&b->w->arena, n, sizeof(float), 64);
+        if (!x) return tl_set_error(TL_ERR_NOMEM, "llama2c: %s: out of memory dequantizing '%s' (%zu values)", b->path,
+                                    name, n);
+        const int8_t *q = (const int8_t *)(b->data + b->pos);
+        const uint8_t *scales = b->data + b->pos + n;
+        for (size_t g = 0; g < n / gs; g++) {
+            float scale;
+            memcpy(&scale, scales + g * sizeof scale, sizeof scale); /* unaligned after int8 values */
+            for (size_t i = g * gs; i < (g + 1) * gs; i++) x[i] = (float)q[i] * scale;
+        }
+        t->data = x;
+        t->owner = NULL;
+        b->pos += n + n / gs * sizeof(float);
+    } else {
+        t->data = b->data + b->pos;
+        t->owner = b->w->maps[0];
+        b->pos += t->nbytes;
+    }
     b->w->n_tensors++;
     return TL_OK;
 }
@@ -219,15 +260,16 @@ static tl_status parse(builder *b, size_t size) {
             return tl_set_error(TL_ERR_FORMAT, "llama2c: %s: file truncated in the %d-byte header (file is %zu bytes)",
                                 b->path, V1_HEADER_BYTES, size);
         memcpy(&v, p + 4, 4);
-        if (v == 2)
-            return tl_set_error(TL_ERR_UNSUPPORTED,
-                                "llama2c: %s: version 2 (int8 groups with float32 scales) is not supported; export "
-                                "version 1 (float32) or convert the model to GGUF",
-                                b->path);
-        if (v != 1)
-            return tl_set_error(TL_ERR_UNSUPPORTED, "llama2c: %s: unknown checkpoint version %d (0 and 1 are supported)",
+        if (v != 1 && v != 2)
+            return tl_set_error(TL_ERR_UNSUPPORTED, "llama2c: %s: unknown checkpoint version %d (0, 1 and 2 are supported)",
                                 b->path, v);
-        version = 1;
+        version = v;
+        if (version == 2) {
+            memcpy(&b->group_size, p + 37, 4);
+            if (b->group_size <= 0 || b->group_size > MAX_DIM)
+                return tl_set_error(TL_ERR_FORMAT, "llama2c: %s: version 2 group size %d (must be positive)", b->path,
+                                    b->group_size);
+        }
         read_header(p + 8, &h);
         if (p[36] > 1)
             return tl_set_error(TL_ERR_FORMAT, "llama2c: %s: shared-classifier flag is %u (must be 0 or 1)", b->path, p[36]);
@@ -246,13 +288,16 @@ static tl_status parse(builder *b, size_t size) {
                             "llama2c: %s: implausible header: dim %d, hidden_dim %d, n_layers %d, n_heads %d, "
                             "n_kv_heads %d, vocab_size %d, seq_len %d",
                             b->path, h.dim, h.hidden_dim, h.n_layers, h.n_heads, h.n_kv_heads, h.vocab_size, h.seq_len);
-    if (version == 1 && h.vocab_size < 0)
-        return tl_set_error(TL_ERR_FORMAT, "llama2c: %s: negative vocab_size %d in a version 1 header", b->path,
-                            h.vocab_size);
-    uint64_t floats = weight_floats(&h, version, shared);
-    if (!floats || floats > (UINT64_MAX - weights_at) / 4)
+    if (version > 0 && h.vocab_size < 0)
+        return tl_set_error(TL_ERR_FORMAT, "llama2c: %s: negative vocab_size %d in a version %d header", b->path,
+                            h.vocab_size, version);
+    uint64_t bytes = weight_bytes(&h, version, shared, version == 2 ? (uint64_t)b->group_size : 1);
+    if (!bytes && version == 2)
+        return tl_set_error(TL_ERR_FORMAT, "llama2c: %s: a matrix is not a whole number of groups of %d (or the model is "
+                            "too large to address)", b->path, b->group_size);
+    if (!bytes || bytes > UINT64_MAX - weights_at)
         return tl_set_error(TL_ERR_FORMAT, "llama2c: %s: header describes a model too large to address", b->path);
-    uint64_t need = weights_at + floats * 4;
+    uint64_t need = weights_at + bytes;
     if (need != size)
         return tl_set_error(TL_ERR_FORMAT,
                             "llama2c: %s: file is %zu bytes but its header (dim %d, hidden_dim %d, %d layers, vocab %d, "
@@ -275,7 +320,7 @@ tl_status tl_llama2c_open(const char *path, tl_weights **out) {
         return tl_set_error(TL_ERR_NOMEM, "llama2c: %s: out of memory", path);
     }
     if ((s = tl_weights_add_mapping(w, m))) goto fail;
-    builder b = {w, path, tl_mapping_data(m), 0};
+    builder b = {w, path, tl_mapping_data(m), 0, 0};
     if ((s = parse(&b, tl_mapping_size(m)))) goto fail;
     if ((s = tl_weights_finish(w, path))) goto fail;
     *out = w;

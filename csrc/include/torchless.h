@@ -170,7 +170,7 @@ typedef struct tl_kv {
 typedef enum tl_format {
     TL_FORMAT_GGUF = 1,
     TL_FORMAT_SAFETENSORS = 2,
-    TL_FORMAT_LLAMA2C = 4, /* karpathy/llama2.c checkpoint (legacy v0 or "ak42" v1) */
+    TL_FORMAT_LLAMA2C = 4, /* karpathy/llama2.c checkpoint (legacy v0, "ak42" v1 or v2) */
     TL_FORMAT_NATIVE = 5,  /* torchless .tl (docs/format.md) */
 } tl_format;
 
@@ -188,8 +188,9 @@ typedef struct tl_weights tl_weights;
  * safetensors index (*.index.json) with all of its shards. */
 tl_status tl_weights_open(const char *path, tl_weights **out);
 tl_status tl_gguf_open(const char *path, tl_weights **out);
-/* A llama2.c checkpoint as GGUF llama keys and tensor names (F32 views, no vocabulary:
- * load a tokenizer from elsewhere, see tl_model_load_ex). */
+/* A llama2.c checkpoint (legacy v0, "ak42" v1 and v2) as GGUF llama keys and tensor
+ * names: F32 views into the file (v2's int8 matrices dequantized once into the table);
+ * no vocabulary: load a tokenizer from elsewhere, see tl_model_load_ex. */
 tl_status tl_llama2c_open(const char *path, tl_weights **out);
 /* The torchless native format (docs/format.md). */
 tl_status tl_native_open(const char *path, tl_weights **out);

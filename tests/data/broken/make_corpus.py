@@ -224,6 +224,17 @@ def l2c_v1(version: int = 1, shared: int = 1, **kw) -> bytes:
     return head + b"\0" * (256 - len(head)) + l2c_weights(l2c_floats(1))
 
 
+def l2c_v2(group_size: int = 8) -> bytes:
+    """export.py version2_export: float32 norms, then each matrix as int8 values + float32 scales."""
+    d, h, L, v = L2C["dim"], L2C["hidden"], L2C["layers"], L2C["vocab"]
+    kv = d // L2C["heads"] * L2C["kv_heads"]
+    head = u32(0x616B3432) + struct.pack("<i", 2) + l2c_params() + bytes([1]) + struct.pack("<i", group_size)
+    body = l2c_weights(2 * L * d + d)
+    for n in [v * d] + [d * d] * L + [d * kv] * L * 2 + [d * d] * L + [d * h] * L * 3:
+        body += bytes((i * 7) % 256 for i in range(n)) + struct.pack(f"<{n // 8}f", *[0.01] * (n // 8))
+    return head + b"\0" * (256 - len(head)) + body
+
+
 # ---------------------------------------------------------------- the corpus
 
 # (file name, content, expected phrase, expected status). Content bytes, or for an
@@ -446,7 +457,10 @@ CASES: list[tuple[str, bytes | dict, str, str]] = [
     ("l2c-v1-truncated.bin", l2c_v1()[:-100], "file truncated", FORMAT),
     ("l2c-v1-truncated-header.bin", l2c_v1()[:40], "file truncated in the 256-byte header", FORMAT),
     ("l2c-v1-flag-2.bin", l2c_v1(shared=2), "shared-classifier flag is 2", FORMAT),
-    ("l2c-v1-version-2.bin", l2c_v1(version=2), "version 2 (int8 groups", UNSUPPORTED),
+    ("l2c-v2-group-size-0.bin", l2c_v1(version=2), "version 2 group size 0 (must be positive)", FORMAT),
+    ("l2c-v2-group-size-48.bin", l2c_v2()[:37] + struct.pack("<i", 48) + l2c_v2()[41:],
+     "not a whole number of groups of 48", FORMAT),
+    ("l2c-v2-truncated.bin", l2c_v2()[:-1], "file truncated", FORMAT),
     ("l2c-v1-version-9.bin", l2c_v1(version=9), "unknown checkpoint version 9", UNSUPPORTED),
     ("l2c-v1-heads-3.bin", l2c_v1(heads=3), "implausible header", FORMAT),
     ("l2c-v1-kv-heads-0.bin", l2c_v1(kv_heads=0), "implausible header", FORMAT),
@@ -482,6 +496,7 @@ SEED_FILES = {
                                             "b": {"type": "array[bool]", "value": [True, False]}}),
         "llama2c-v0.bin.seed": l2c_v0(),
         "llama2c-v1.bin.seed": l2c_v1(),
+        "llama2c-v2.bin.seed": l2c_v2(),
     },
     "fuzz_json": {
         "object.json": b'{"a": [1, -2.5e3, true, false, null], "b": {"c": "\\u00e9\\ud83d\\ude00\\n"}}',
