@@ -25,6 +25,8 @@
  */
 #include "weights.h"
 
+#include "core/mapping.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -112,6 +114,8 @@ typedef struct builder {
     const uint8_t *data;
     size_t pos;         /* next tensor's byte offset */
     int32_t group_size; /* v2: values per float32 scale; 0: float32 matrices */
+    uint8_t *dq;        /* v2: where the dequantized matrices go (w->computed) */
+    size_t dq_pos, dq_size;
 } builder;
 
 static tl_status add_kv_u32(tl_weights *w, const char *key, uint32_t v) {
@@ -152,9 +156,10 @@ static tl_status take(builder *b, const char *name, int64_t ne0, int64_t ne1) {
     if (ne1 && b->group_size) {
         /* v2: n int8 values, then n / GS float32 scales (runq.c's init_quantized_tensors) */
         const size_t gs = (size_t)b->group_size;
-        float *x = tl_arena_alloc_array(&b->w->arena, n, sizeof(float), 64);
-        if (!x) return tl_set_error(TL_ERR_NOMEM, "llama2c: %s: out of memory dequantizing '%s' (%zu values)", b->path,
-                                    name, n);
+        if (t->nbytes > b->dq_size - b->dq_pos) /* parse() sized it from the same header: cannot happen */
+            return tl_set_error(TL_ERR_FORMAT, "llama2c: %s: no room to dequantize '%s'", b->path, name);
+        float *x = (float *)(b->dq + b->dq_pos);
+        b->dq_pos += (t->nbytes + 63) / 64 * 64;
         const int8_t *q = (const int8_t *)(b->data + b->pos);
         const uint8_t *scales = b->data + b->pos + n;
         for (size_t g = 0; g < n / gs; g++) {
@@ -163,7 +168,7 @@ static tl_status take(builder *b, const char *name, int64_t ne0, int64_t ne1) {
             for (size_t i = g * gs; i < (g + 1) * gs; i++) x[i] = (float)q[i] * scale;
         }
         t->data = x;
-        t->owner = NULL;
+        t->owner = b->w->computed;
         b->pos += n + n / gs * sizeof(float);
     } else {
         t->data = b->data + b->pos;
@@ -306,6 +311,22 @@ static tl_status parse(builder *b, size_t size) {
                             shared ? "shared" : "separate", (unsigned long long)need,
                             need > size ? "file truncated" : "trailing bytes");
     b->w->version = (uint32_t)version;
+    if (version == 2) {
+        /* every matrix in float32, each at a multiple of 64 bytes; the header bounds them by
+         * 4x the file's int8 bytes */
+        uint64_t vocab = (uint64_t)(h.vocab_size), dim = (uint64_t)h.dim, L = (uint64_t)h.n_layers;
+        uint64_t kv_dim = dim / (uint64_t)h.n_heads * (uint64_t)h.n_kv_heads, hidden = (uint64_t)h.hidden_dim;
+        uint64_t sizes[] = {vocab * dim, dim * dim, dim * kv_dim, dim * hidden};
+        uint64_t counts[] = {shared ? 1 : 2, 2 * L, 2 * L, 3 * L};
+        uint64_t total = 0;
+        for (int i = 0; i < 4; i++) total += counts[i] * ((sizes[i] * 4 + 63) / 64 * 64);
+        if (total > SIZE_MAX) return tl_set_error(TL_ERR_NOMEM, "llama2c: %s: too large to dequantize", b->path);
+        char what[600];
+        snprintf(what, sizeof what, "%s (dequantized)", b->path);
+        tl_status s = tl_mapping_new_anonymous((size_t)total, what, &b->w->computed, &b->dq);
+        if (s) return s;
+        b->dq_size = (size_t)total;
+    }
     return build(b, &h, version, shared, weights_at);
 }
 
@@ -320,7 +341,7 @@ tl_status tl_llama2c_open(const char *path, tl_weights **out) {
         return tl_set_error(TL_ERR_NOMEM, "llama2c: %s: out of memory", path);
     }
     if ((s = tl_weights_add_mapping(w, m))) goto fail;
-    builder b = {w, path, tl_mapping_data(m), 0, 0};
+    builder b = {w, path, tl_mapping_data(m), 0, 0, NULL, 0, 0};
     if ((s = parse(&b, tl_mapping_size(m)))) goto fail;
     if ((s = tl_weights_finish(w, path))) goto fail;
     *out = w;

@@ -26,6 +26,7 @@ tl_status tl_weights_add_mapping(tl_weights *w, tl_mapping *m) {
 void tl_weights_free(tl_weights *w) {
     if (!w) return;
     for (int i = 0; i < w->n_maps; i++) tl_mapping_release(w->maps[i]);
+    tl_mapping_release(w->computed);
     free(w->maps);
     free(w->kv_order);
     free(w->tensor_order);

@@ -19,6 +19,7 @@ struct tl_weights {
     tl_arena arena;       /* owns kv, tensors, copied strings and value arrays */
     int64_t *kv_order;    /* indices of kv sorted by key */
     int64_t *tensor_order; /* indices of tensors sorted by name */
+    tl_mapping *computed;  /* tensor data a reader computed (llama2.c v2 dequantized), or NULL */
 };
 
 tl_weights *tl_weights_new(tl_format format);
