@@ -40,11 +40,11 @@ typedef struct header {
 
 static void read_header(const uint8_t *p, header *h) { memcpy(h, p, sizeof *h); }
 
-static bool in_range(int32_t v) { return v > 0 && v <= MAX_DIM; }
+static bool in_range(int64_t v) { return v > 0 && v <= MAX_DIM; }
 
 /* A header whose numbers could describe a model: what v0 is recognised by. */
 static bool plausible(const header *h) {
-    int32_t vocab = h->vocab_size < 0 ? -h->vocab_size : h->vocab_size;
+    int64_t vocab = h->vocab_size < 0 ? -(int64_t)h->vocab_size : h->vocab_size; /* INT32_MIN included */
     return in_range(h->dim) && in_range(h->hidden_dim) && in_range(h->n_layers) && in_range(h->n_heads) &&
            in_range(h->n_kv_heads) && in_range(vocab) && in_range(h->seq_len) && h->dim % h->n_heads == 0 &&
            h->n_kv_heads <= h->n_heads && h->n_heads % h->n_kv_heads == 0;
