@@ -342,6 +342,11 @@ static tl_status parse(reader *r, const uint8_t *base, size_t size) {
     }
     size_t data_start = NATIVE_PREFIX + (size_t)json_len;
     data_start += (NATIVE_ALIGNMENT - data_start % NATIVE_ALIGNMENT) % NATIVE_ALIGNMENT;
+    if (n > 0 && data_start > size) {
+        free(offsets);
+        return tl_set_error(TL_ERR_FORMAT, "tl: %s: payload at offset %zu starts past the end of the file (%zu bytes)",
+                            r->path, data_start, size);
+    }
     size_t avail = data_start <= size ? size - data_start : 0;
     for (size_t i = 0; i < n && !s; i++) {
         const tl_json_member *m = &tensors->object.members[i];

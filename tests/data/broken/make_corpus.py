@@ -448,6 +448,8 @@ CASES: list[tuple[str, bytes | dict, str, str]] = [
      "name contains a NUL character", FORMAT),
     ("tl-tensor-overlap.tl", good_tl(tensors={"a": tl_tensor("f32", [2, 4], 0, 32), "b": tl_tensor("f32", [4], 0, 16)},
                                      payload=F32_DATA), "overlap", FORMAT),
+    ("tl-payload-past-eof.tl", good_tl(tensors={"e": tl_tensor("f32", [0, 4], 0, 0)}, payload=b"")[:420],
+     "payload at offset", FORMAT),
     ("tl-truncated-payload.tl", good_tl()[:-4], "tensor 'blk.0.q' extends past end of file", FORMAT),
 
     # -- llama2.c checkpoints
