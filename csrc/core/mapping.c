@@ -1,5 +1,6 @@
 /* Read-only whole-file mappings, shared by reference count between a weights
  * table and every tensor view handed out from it. */
+#include "mapping.h"
 #include "status.h"
 
 #include <errno.h>
@@ -64,6 +65,31 @@ tl_status tl_mapping_open(const char *path, tl_mapping **out) {
     m->size = size;
     m->path = copy;
     *out = m;
+    return TL_OK;
+}
+
+tl_status tl_mapping_new_anonymous(size_t size, const char *path, tl_mapping **out, uint8_t **data) {
+    *out = NULL;
+    *data = NULL;
+    void *p = (void *)empty_file;
+    if (size > 0) {
+        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) return tl_set_error(TL_ERR_NOMEM, "%s: cannot allocate %zu bytes", path, size);
+    }
+    tl_mapping *m = calloc(1, sizeof *m);
+    char *copy = strdup(path);
+    if (!m || !copy) {
+        if (size > 0) munmap(p, size);
+        free(m);
+        free(copy);
+        return tl_set_error(TL_ERR_NOMEM, "%s: out of memory", path);
+    }
+    atomic_init(&m->refs, 1);
+    m->data = p;
+    m->size = size;
+    m->path = copy;
+    *out = m;
+    *data = size > 0 ? p : NULL;
     return TL_OK;
 }
 

@@ -13,6 +13,7 @@
 #include "weights.h"
 
 #include "core/dtype.h"
+#include "formats/writer.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -165,40 +166,6 @@ static tl_status read_value(reader *r, tl_value_type type, tl_value *v, tl_strin
     return st;
 }
 
-typedef struct {
-    uint64_t begin, end;
-    int64_t index;
-} span;
-
-static int span_cmp(const void *a, const void *b) {
-    const span *x = a, *y = b;
-    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
-    return (x->end > y->end) - (x->end < y->end);
-}
-
-static tl_status check_overlaps(tl_weights *w, const char *path, const uint64_t *offsets) {
-    if (w->n_tensors < 2) return TL_OK;
-    span *s = malloc((size_t)w->n_tensors * sizeof *s);
-    if (!s) return tl_set_error(TL_ERR_NOMEM, "gguf: %s: out of memory", path);
-    for (int64_t i = 0; i < w->n_tensors; i++) s[i] = (span){offsets[i], offsets[i] + w->tensors[i].tensor.nbytes, i};
-    qsort(s, (size_t)w->n_tensors, sizeof *s, span_cmp);
-    tl_status st = TL_OK;
-    int64_t last = 0; /* the span that ends last so far (an empty one between must not hide it) */
-    for (int64_t i = 1; i < w->n_tensors; i++) {
-        if (s[i].begin < s[last].end && s[i].end > s[i].begin) {
-            const tl_string a = w->tensors[s[last].index].name, b = w->tensors[s[i].index].name;
-            st = tl_set_error(TL_ERR_FORMAT, "gguf: %s: tensors '%.*s' [%llu, %llu) and '%.*s' [%llu, %llu) overlap",
-                              path, clip(a.len), a.ptr, (unsigned long long)s[last].begin,
-                              (unsigned long long)s[last].end, clip(b.len), b.ptr,
-                              (unsigned long long)s[i].begin, (unsigned long long)s[i].end);
-            break;
-        }
-        if (s[i].end > s[last].end) last = i;
-    }
-    free(s);
-    return st;
-}
-
 static tl_status read_tensor_info(reader *r, tl_named_tensor *nt, uint64_t *offset) {
     tl_status st;
     tl_string name;
@@ -339,7 +306,7 @@ static tl_status parse(reader *r) {
         nt->tensor.data = r->base + data_start + offsets[i];
         nt->tensor.owner = w->maps[0];
     }
-    st = check_overlaps(w, r->path, offsets);
+    st = tl_weights_check_overlaps(w, "gguf", r->path, offsets);
 done:
     free(offsets);
     return st;
@@ -384,44 +351,35 @@ tl_status tl_weights_open(const char *path, tl_weights **out) {
         int e = errno;
         return tl_set_error(e == ENOENT ? TL_ERR_NOT_FOUND : TL_ERR_IO, "%s: %s", path, strerror(e));
     }
-    unsigned char head[4] = {0};
-    size_t got = fread(head, 1, 4, f);
+    unsigned char head[40] = {0};
+    size_t got = fread(head, 1, sizeof head, f);
+    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
     fclose(f);
-    if (got == 4 && memcmp(head, "GGUF", 4) == 0) return tl_gguf_open(path, out);
-    if (got == 4 && memcmp(head, "FUGG", 4) == 0)
+    if (got >= 4 && memcmp(head, "GGUF", 4) == 0) return tl_gguf_open(path, out);
+    if (got >= 4 && memcmp(head, "FUGG", 4) == 0)
         return tl_set_error(TL_ERR_UNSUPPORTED, "gguf: %s: big-endian GGUF is not supported", path);
+    if (got >= TL_NATIVE_MAGIC_LEN && memcmp(head, TL_NATIVE_MAGIC, TL_NATIVE_MAGIC_LEN) == 0)
+        return tl_native_open(path, out);
     /* a .gguf without the magic (empty, truncated, corrupt) gets the GGUF reader's message */
     if (ends_with(path, ".gguf")) return tl_gguf_open(path, out);
+    if (ends_with(path, ".tl")) return tl_native_open(path, out);
+    /* safetensors: u64 header length, then the JSON object's '{' */
+    bool safetensors_like = got > 8 && head[8] == '{';
+    if (!safetensors_like && size >= 0 && tl_llama2c_sniff(head, got, (size_t)size, ends_with(path, ".bin")))
+        return tl_llama2c_open(path, out);
     return tl_safetensors_open(path, out);
 }
 
 /* ---------------------------------------------------------------- writing */
 
-typedef struct writer {
-    FILE *f;
-    const char *path;
-    uint64_t pos;
-    bool failed;
-} writer;
+typedef tl_file_writer writer;
 
-static void put(writer *wr, const void *p, size_t n) {
-    if (wr->failed || n == 0) return;
-    if (fwrite(p, 1, n, wr->f) != n) wr->failed = true;
-    wr->pos += n;
-}
+static void put(writer *wr, const void *p, size_t n) { tl_file_put(wr, p, n); }
 static void put_u32(writer *wr, uint32_t v) { put(wr, &v, 4); }
 static void put_u64(writer *wr, uint64_t v) { put(wr, &v, 8); }
 static void put_string(writer *wr, tl_string s) {
     put_u64(wr, s.len);
     put(wr, s.ptr, s.len);
-}
-static void put_zeros(writer *wr, size_t n) {
-    static const uint8_t zeros[64];
-    while (n) {
-        size_t k = n < sizeof zeros ? n : sizeof zeros;
-        put(wr, zeros, k);
-        n -= k;
-    }
 }
 
 static tl_status check_value(const tl_value *v, tl_string key, int depth) {
@@ -489,8 +447,21 @@ static void put_value(writer *wr, const tl_value *v, bool with_type) {
     put(wr, &x, n);
 }
 
+/* The one-shot writer's data source: the descriptors' own pointers. */
+static tl_status descs_data(void *user, int64_t i, size_t nbytes, const void **data) {
+    (void)nbytes;
+    *data = ((const tl_gguf_tensor_desc *)user)[i].data;
+    return TL_OK;
+}
+
 tl_status tl_gguf_write(const char *path, uint32_t version, const tl_kv *kvs, int64_t n_kv,
                         const tl_gguf_tensor_desc *tensors, int64_t n_tensors) {
+    return tl_gguf_write_stream(path, version, kvs, n_kv, tensors, n_tensors, NULL, NULL);
+}
+
+tl_status tl_gguf_write_stream(const char *path, uint32_t version, const tl_kv *kvs, int64_t n_kv,
+                               const tl_gguf_tensor_desc *tensors, int64_t n_tensors, tl_tensor_data_fn data,
+                               void *user) {
     if (!path) return tl_set_error(TL_ERR_INVALID, "gguf write: path is NULL");
     if (version != 2 && version != 3)
         return tl_set_error(TL_ERR_INVALID, "gguf write: version %u (2 or 3 can be written)", version);
@@ -514,49 +485,17 @@ tl_status tl_gguf_write(const char *path, uint32_t version, const tl_kv *kvs, in
     }
     size_t *sizes = malloc((size_t)(n_tensors ? n_tensors : 1) * sizeof *sizes);
     if (!sizes) return tl_set_error(TL_ERR_NOMEM, "gguf write: out of memory");
-    tl_status st = TL_OK;
-    for (int64_t i = 0; i < n_tensors && !st; i++) {
-        const tl_gguf_tensor_desc *t = &tensors[i];
-        if (!t->name) {
-            st = tl_set_error(TL_ERR_INVALID, "gguf write: tensor %lld has no name", (long long)i);
-            break;
-        }
-        const tl_dtype_traits *tr = tl_dtype_traits_of(t->dtype);
-        if (!tr || t->dtype >= TL_U8) {
-            st = tl_set_error(TL_ERR_INVALID, "gguf write: tensor '%s': dtype %d cannot be stored in GGUF", t->name, t->dtype);
-            break;
-        }
-        if (t->n_dims < 1 || t->n_dims > TL_MAX_DIMS) {
-            st = tl_set_error(TL_ERR_INVALID, "gguf write: tensor '%s' has %d dimensions (1 to %d)", t->name, t->n_dims, TL_MAX_DIMS);
-            break;
-        }
-        size_t bytes = tl_dtype_row_size(t->dtype, t->ne[0]);
-        if (t->ne[0] < 0 || t->ne[0] % tr->block_size) {
-            st = tl_set_error(TL_ERR_INVALID, "gguf write: tensor '%s' row of %lld is not a whole number of %s blocks",
-                              t->name, (long long)t->ne[0], tl_dtype_name(t->dtype));
-            break;
-        }
-        for (int d = 1; d < t->n_dims && !st; d++)
-            if (t->ne[d] < 0 || tl_mul_overflows(bytes, (size_t)t->ne[d], &bytes))
-                st = tl_set_error(TL_ERR_INVALID, "gguf write: tensor '%s' has a bad shape", t->name);
-        if (!st && bytes && !t->data) st = tl_set_error(TL_ERR_INVALID, "gguf write: tensor '%s' has no data", t->name);
-        for (int64_t j = 0; j < i && !st; j++)
-            if (strcmp(tensors[j].name, t->name) == 0)
-                st = tl_set_error(TL_ERR_INVALID, "gguf write: duplicate tensor name '%s'", t->name);
-        sizes[i] = bytes;
-    }
+    tl_status st = tl_writer_check_tensors(tensors, n_tensors, true, data == NULL, sizes, "gguf write");
     if (st) {
         free(sizes);
         return st;
     }
 
-    FILE *f = fopen(path, "wb");
-    if (!f) {
-        int e = errno;
+    writer wr;
+    if ((st = tl_file_writer_open(&wr, path, "gguf write"))) {
         free(sizes);
-        return tl_set_error(TL_ERR_IO, "gguf write: %s: %s", path, strerror(e));
+        return st;
     }
-    writer wr = {f, path, 0, false};
     put_u32(&wr, GGUF_MAGIC);
     put_u32(&wr, version);
     put_u64(&wr, (uint64_t)n_tensors);
@@ -577,19 +516,10 @@ tl_status tl_gguf_write(const char *path, uint32_t version, const tl_kv *kvs, in
         if (offset % alignment) offset += alignment - offset % alignment;
     }
     if (n_tensors > 0) {
-        put_zeros(&wr, (size_t)((alignment - wr.pos % alignment) % alignment));
-        for (int64_t i = 0; i < n_tensors; i++) {
-            put(&wr, tensors[i].data, sizes[i]);
-            put_zeros(&wr, (size_t)((alignment - sizes[i] % alignment) % alignment));
-        }
+        tl_file_put_zeros(&wr, (size_t)((alignment - wr.pos % alignment) % alignment));
+        st = tl_file_put_tensors(&wr, n_tensors, sizes, alignment, data ? data : descs_data,
+                                 data ? user : (void *)tensors);
     }
     free(sizes);
-    int e = 0;
-    if (wr.failed || fflush(f) != 0) e = errno ? errno : EIO;
-    if (fclose(f) != 0 && !e) e = errno ? errno : EIO;
-    if (e) {
-        unlink(path);
-        return tl_set_error(TL_ERR_IO, "gguf write: %s: %s", path, strerror(e));
-    }
-    return TL_OK;
+    return tl_file_writer_close(&wr, st);
 }

@@ -684,3 +684,17 @@ tl_status tl_json_get_string(const tl_json *obj, const char *key, const char **p
     tl_status s = member(obj, key, what, &v);
     return s ? s : read_string(v, ptr, len, what, key);
 }
+
+bool tl_json_utf8_valid(const char *s, size_t len) {
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < len;) {
+        if (u[i] < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k = utf8_sequence(u + i, len - i);
+        if (!k) return false;
+        i += k;
+    }
+    return true;
+}

@@ -120,4 +120,8 @@ tl_status tl_json_get_bool(const tl_json *obj, const char *key, bool *out, const
 tl_status tl_json_get_string(const tl_json *obj, const char *key, const char **ptr, size_t *len,
                              const char *what);
 
+/* True when the len bytes at s are well-formed UTF-8 by the rules the parser applies
+ * to strings (no overlongs, no surrogates, nothing above U+10FFFF); NUL is allowed. */
+bool tl_json_utf8_valid(const char *s, size_t len);
+
 #endif

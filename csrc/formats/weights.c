@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define SHOW(len) ((int)((len) > 120 ? 120 : (len)))
+
 tl_weights *tl_weights_new(tl_format format) {
     tl_weights *w = calloc(1, sizeof *w);
     if (w) w->format = format;
@@ -24,6 +26,7 @@ tl_status tl_weights_add_mapping(tl_weights *w, tl_mapping *m) {
 void tl_weights_free(tl_weights *w) {
     if (!w) return;
     for (int i = 0; i < w->n_maps; i++) tl_mapping_release(w->maps[i]);
+    tl_mapping_release(w->computed);
     free(w->maps);
     free(w->kv_order);
     free(w->tensor_order);
@@ -170,3 +173,40 @@ const char *tl_value_type_name(tl_value_type t) {
                                                    "uint64", "int64", "float64"};
     return (unsigned)t < TL_VAL_TYPE_COUNT ? names[t] : "unknown";
 }
+
+/* ---------------------------------------------------------------- overlap check */
+
+typedef struct {
+    uint64_t begin, end;
+    int64_t index;
+} span;
+
+static int span_cmp(const void *a, const void *b) {
+    const span *x = a, *y = b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    return (x->end > y->end) - (x->end < y->end);
+}
+
+tl_status tl_weights_check_overlaps(const tl_weights *w, const char *who, const char *path, const uint64_t *offsets) {
+    if (w->n_tensors < 2) return TL_OK;
+    span *s = malloc((size_t)w->n_tensors * sizeof *s);
+    if (!s) return tl_set_error(TL_ERR_NOMEM, "%s: %s: out of memory", who, path);
+    for (int64_t i = 0; i < w->n_tensors; i++) s[i] = (span){offsets[i], offsets[i] + w->tensors[i].tensor.nbytes, i};
+    qsort(s, (size_t)w->n_tensors, sizeof *s, span_cmp);
+    tl_status st = TL_OK;
+    int64_t last = 0; /* the span that ends last so far (an empty one between must not hide it) */
+    for (int64_t i = 1; i < w->n_tensors; i++) {
+        if (s[i].begin < s[last].end && s[i].end > s[i].begin) {
+            const tl_string a = w->tensors[s[last].index].name, b = w->tensors[s[i].index].name;
+            st = tl_set_error(TL_ERR_FORMAT, "%s: %s: tensors '%.*s' [%llu, %llu) and '%.*s' [%llu, %llu) overlap",
+                              who, path, SHOW(a.len), a.ptr, (unsigned long long)s[last].begin,
+                              (unsigned long long)s[last].end, SHOW(b.len), b.ptr,
+                              (unsigned long long)s[i].begin, (unsigned long long)s[i].end);
+            break;
+        }
+        if (s[i].end > s[last].end) last = i;
+    }
+    free(s);
+    return st;
+}
+

@@ -19,6 +19,7 @@ struct tl_weights {
     tl_arena arena;       /* owns kv, tensors, copied strings and value arrays */
     int64_t *kv_order;    /* indices of kv sorted by key */
     int64_t *tensor_order; /* indices of tensors sorted by name */
+    tl_mapping *computed;  /* tensor data a reader computed (llama2.c v2 dequantized), or NULL */
 };
 
 tl_weights *tl_weights_new(tl_format format);
@@ -30,6 +31,19 @@ tl_status tl_weights_finish(tl_weights *w, const char *what);
 
 /* Copy of s into the arena, NUL-terminated (ptr is also a C string). */
 tl_status tl_weights_strdup(tl_weights *w, const char *s, size_t len, tl_string *out);
+
+/* offsets[i] is where tensor i's nbytes begin (in one address space): TL_ERR_FORMAT
+ * naming both tensors when two non-empty ones overlap. */
+tl_status tl_weights_check_overlaps(const tl_weights *w, const char *who, const char *path, const uint64_t *offsets);
+
+/* llama2.c checkpoint recognition from the first bytes of a file (n of them) and its
+ * size: "ak42" magic, or a plausible legacy header whose implied size is the file's
+ * (any plausible header when the name ends in .bin, so the reader can say what is wrong). */
+bool tl_llama2c_sniff(const uint8_t *head, size_t n, size_t file_size, bool bin_suffix);
+
+/* The .tl magic (docs/format.md): 8 bytes. */
+#define TL_NATIVE_MAGIC "TLESS\0\0\0"
+#define TL_NATIVE_MAGIC_LEN 8
 
 int tl_string_cmp(tl_string a, tl_string b);
 bool tl_string_eq_cstr(tl_string a, const char *s);

@@ -171,6 +171,8 @@ typedef enum tl_format {
     TL_FORMAT_GGUF = 1,
     TL_FORMAT_SAFETENSORS = 2,
     TL_FORMAT_HF = 3, /* a Hugging Face folder: config.json + safetensors (+ tokenizer.json) */
+    TL_FORMAT_LLAMA2C = 4, /* karpathy/llama2.c checkpoint (legacy v0, "ak42" v1 or v2) */
+    TL_FORMAT_NATIVE = 5,  /* torchless .tl (docs/format.md) */
 } tl_format;
 
 typedef struct tl_named_tensor {
@@ -182,19 +184,27 @@ typedef struct tl_named_tensor {
  * the tensors point into. Read-only once built; safe to share between threads. */
 typedef struct tl_weights tl_weights;
 
-/* Opens a file by content (GGUF magic, else safetensors header), a safetensors
- * index (*.index.json) with all of its shards, or a Hugging Face folder (a directory
- * with config.json), whose table has llama.cpp's GGUF keys and tensor names. */
+/* Opens a file by content (GGUF magic, .tl magic, llama2.c "ak42" magic or a legacy
+ * llama2.c header whose implied size matches the file, else safetensors header), a
+ * safetensors index (*.index.json) with all of its shards, or a Hugging Face folder (a
+ * directory with config.json). Every table has llama.cpp's GGUF keys and tensor names
+ * (docs/architectures.md). */
 tl_status tl_weights_open(const char *path, tl_weights **out);
 tl_status tl_hf_open(const char *dir, tl_weights **out);
 tl_status tl_gguf_open(const char *path, tl_weights **out);
+/* A llama2.c checkpoint (legacy v0, "ak42" v1 and v2) as GGUF llama keys and tensor
+ * names: F32 views into the file (v2's int8 matrices dequantized once into the table);
+ * no vocabulary: load a tokenizer from elsewhere, see tl_model_load_ex. */
+tl_status tl_llama2c_open(const char *path, tl_weights **out);
+/* The torchless native format (docs/format.md). */
+tl_status tl_native_open(const char *path, tl_weights **out);
 tl_status tl_safetensors_open(const char *path, tl_weights **out);
 tl_status tl_safetensors_open_index(const char *index_path, tl_weights **out);
 void tl_weights_free(tl_weights *w);
 
 tl_format tl_weights_format(const tl_weights *w);
-uint32_t tl_weights_version(const tl_weights *w);   /* GGUF version; 0 for safetensors */
-uint64_t tl_weights_alignment(const tl_weights *w); /* GGUF general.alignment; 0 for safetensors */
+uint32_t tl_weights_version(const tl_weights *w);   /* GGUF, .tl or llama2.c version; 0 for safetensors */
+uint64_t tl_weights_alignment(const tl_weights *w); /* GGUF general.alignment; 64 for .tl; 0 otherwise */
 int64_t tl_weights_n_kv(const tl_weights *w);
 const tl_kv *tl_weights_kv(const tl_weights *w, int64_t i);
 const tl_kv *tl_weights_find_kv(const tl_weights *w, const char *key); /* NULL if absent */
@@ -216,9 +226,30 @@ typedef struct tl_gguf_tensor_desc {
 } tl_gguf_tensor_desc;
 
 /* Writes a GGUF v3 file in one go. Keys and tensor names must be unique; data is
- * aligned to `alignment` (0 = general.alignment from kvs if present, else 32). */
+ * aligned to general.alignment from kvs if present, else 32. Everything is checked
+ * before the file is created; on a later failure the file is removed. */
 tl_status tl_gguf_write(const char *path, uint32_t version, const tl_kv *kvs, int64_t n_kv,
                         const tl_gguf_tensor_desc *tensors, int64_t n_tensors);
+
+/* A streaming writer's data source: called once per tensor, in order, with its byte
+ * count (0 for an empty tensor, where *data may stay NULL); sets *data to that many bytes, which must stay valid until the next
+ * call or the writer's return. A failure status (with tl_set_error's message) stops
+ * the write and the file is removed. */
+typedef tl_status (*tl_tensor_data_fn)(void *user, int64_t index, size_t nbytes, const void **data);
+
+/* The same file as tl_gguf_write, with the descriptors' data ignored: each tensor's
+ * bytes come from data(user, i, ...) as the payload is written, so a converter holds
+ * one tensor at a time. */
+tl_status tl_gguf_write_stream(const char *path, uint32_t version, const tl_kv *kvs, int64_t n_kv,
+                               const tl_gguf_tensor_desc *tensors, int64_t n_tensors, tl_tensor_data_fn data,
+                               void *user);
+
+/* The torchless native format (.tl, docs/format.md): the same arguments and guarantees
+ * as the GGUF writers; any tl_dtype; metadata keys and tensor names must be UTF-8. */
+tl_status tl_native_write(const char *path, const tl_kv *kvs, int64_t n_kv, const tl_gguf_tensor_desc *tensors,
+                          int64_t n_tensors);
+tl_status tl_native_write_stream(const char *path, const tl_kv *kvs, int64_t n_kv, const tl_gguf_tensor_desc *tensors,
+                                 int64_t n_tensors, tl_tensor_data_fn data, void *user);
 
 
 /* ---------------------------------------------------------------- tokenizers */
@@ -373,11 +404,23 @@ typedef struct tl_model_config {
 
 typedef struct tl_model tl_model; /* read-only once loaded; shared by any number of contexts */
 
-/* Loads a GGUF model (weights used where they lie in the mapping). Unknown
- * architectures fail with a message listing the supported ones. */
+/* Loads a model (GGUF, .tl, llama2.c checkpoint; weights used where they lie in the
+ * mapping) with the tokenizer its file holds, if any. Unknown architectures fail with
+ * a message listing the supported ones. */
 tl_status tl_model_load(const char *path, tl_model **out);
 /* The architectures (general.architecture values) tl_model_load runs: a NULL-terminated list. */
 const char *const *tl_supported_architectures(void);
+
+typedef struct tl_model_load_params {
+    /* NULL: the model file's own tokenizer (none for a llama2.c checkpoint). Else a file
+     * tl_tokenizer_open reads (SentencePiece .model, llama2.c tokenizer.bin, GGUF, .tl),
+     * used instead of the model file's. */
+    const char *tokenizer_path;
+} tl_model_load_params;
+
+tl_model_load_params tl_model_default_load_params(void);
+/* tl_model_load with options; p may be NULL (= the defaults). */
+tl_status tl_model_load_ex(const char *path, const tl_model_load_params *p, tl_model **out);
 /* Reference counted: every holder (e.g. several language-level objects sharing one mapping,
  * each with its own context) retains it; tl_model_free drops one reference. */
 void tl_model_retain(tl_model *m);

@@ -141,22 +141,29 @@ static tl_status bind(binder *b) {
     return TL_OK;
 }
 
-tl_status tl_model_load(const char *path, tl_model **out) {
+tl_model_load_params tl_model_default_load_params(void) { return (tl_model_load_params){NULL}; }
+
+tl_status tl_model_load(const char *path, tl_model **out) { return tl_model_load_ex(path, NULL, out); }
+
+tl_status tl_model_load_ex(const char *path, const tl_model_load_params *p, tl_model **out) {
     *out = NULL;
+    const char *tokenizer_path = p ? p->tokenizer_path : NULL;
     tl_model *m = calloc(1, sizeof *m);
     if (!m) return tl_set_error(TL_ERR_NOMEM, "model: out of memory");
     atomic_init(&m->refs, 1);
     tl_status s = tl_weights_open(path, &m->weights);
-    if (!s && tl_weights_format(m->weights) != TL_FORMAT_GGUF && tl_weights_format(m->weights) != TL_FORMAT_HF)
-        s = tl_set_error(TL_ERR_UNSUPPORTED, "model: %s: only GGUF models and Hugging Face folders can be run so far", path);
+    if (!s && tl_weights_format(m->weights) == TL_FORMAT_SAFETENSORS)
+        s = tl_set_error(TL_ERR_UNSUPPORTED, "model: %s: safetensors files cannot be run directly yet; convert to GGUF", path);
     if (!s) s = tl_model_config_from_weights(m->weights, &m->config);
     binder b = {m, path};
     if (!s) s = bind(&b);
     /* a weights-only file (no tokenizer.ggml.*) runs forward passes; generating text needs one */
-    if (!s && tl_weights_find_kv(m->weights, "tokenizer.ggml.model"))
+    if (!s && tokenizer_path) s = tl_tokenizer_open(tokenizer_path, &m->tokenizer);
+    else if (!s && tl_weights_find_kv(m->weights, "tokenizer.ggml.model"))
         s = tl_tokenizer_from_weights(m->weights, &m->tokenizer);
     if (!s && m->tokenizer && tl_tokenizer_n_vocab(m->tokenizer) > m->config.n_vocab)
-        s = tl_set_error(TL_ERR_FORMAT, "model: %s: the tokenizer has %d tokens but the embedding only %d rows", path,
+        s = tl_set_error(TL_ERR_FORMAT, "model: %s: the tokenizer%s%s has %d tokens but the embedding only %d rows", path,
+                         tokenizer_path ? " " : "", tokenizer_path ? tokenizer_path : "",
                          tl_tokenizer_n_vocab(m->tokenizer), m->config.n_vocab);
     if (s) {
         tl_model_free(m);

@@ -65,5 +65,6 @@ PyObject *tlpy_generation_new(PyObject *model, tl_context *ctx, PyThread_type_lo
                               size_t n_prompt, const tl_sampler_params *sp, const tl_generate_params *gp, int32_t seq);
 
 PyObject *tlpy_gguf_write(PyObject *self, PyObject *args, PyObject *kwargs);
+PyObject *tlpy_write_model(PyObject *self, PyObject *args, PyObject *kwargs);
 
 #endif

@@ -17,13 +17,15 @@ typedef struct {
 PyTypeObject *Model_Type;
 
 static PyObject *Model_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"path", "max_seq_len", "max_batch_size", "n_threads", "kv_dtype", "share", NULL};
-    PyObject *path = NULL, *threads_obj = Py_None, *share = Py_None;
+    static char *kwlist[] = {"path", "max_seq_len", "max_batch_size", "n_threads", "kv_dtype", "share", "tokenizer_path",
+                             NULL};
+    PyObject *path = NULL, *threads_obj = Py_None, *share = Py_None, *tok_obj = Py_None, *tok_path = NULL;
     int max_seq_len = 0, max_batch_size = 1;
     const char *kv = "f16";
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&|iiOsO:Model", kwlist, PyUnicode_FSDecoder, &path, &max_seq_len,
-                                     &max_batch_size, &threads_obj, &kv, &share))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&|iiOsOO:Model", kwlist, PyUnicode_FSDecoder, &path, &max_seq_len,
+                                     &max_batch_size, &threads_obj, &kv, &share, &tok_obj))
         return NULL;
+    if (tok_obj != Py_None && !PyUnicode_FSConverter(tok_obj, &tok_path)) goto fail;
     if (share != Py_None && !PyObject_TypeCheck(share, Model_Type)) {
         PyErr_Format(PyExc_TypeError, "share must be a Model (whose weights to use), not %.100s", Py_TYPE(share)->tp_name);
         goto fail;
@@ -61,12 +63,15 @@ static PyObject *Model_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs) {
     tl_status s;
     tl_model *shared = share != Py_None ? ((Model *)share)->model : NULL;
     if (shared) tl_model_retain(shared); /* one mapping, weights and tokenizer; a context of our own */
+    tl_model_load_params lp = tl_model_default_load_params();
+    lp.tokenizer_path = tok_path ? PyBytes_AS_STRING(tok_path) : NULL;
     Py_BEGIN_ALLOW_THREADS
-    s = shared ? TL_OK : tl_model_load(PyBytes_AS_STRING(bytes), &m);
+    s = shared ? TL_OK : tl_model_load_ex(PyBytes_AS_STRING(bytes), &lp, &m);
     if (shared) m = shared;
     if (!s) s = tl_context_new(m, &p, &c);
     Py_END_ALLOW_THREADS
     Py_DECREF(bytes);
+    Py_CLEAR(tok_path);
     if (s) {
         tl_model_free(m);
         tlpy_raise(s);
@@ -88,6 +93,7 @@ static PyObject *Model_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs) {
     }
     return (PyObject *)self;
 fail:
+    Py_XDECREF(tok_path);
     Py_XDECREF(path);
     return NULL;
 }
@@ -438,8 +444,10 @@ static PyType_Slot Model_slots[] = {
     {Py_tp_dealloc, Model_dealloc},
     {Py_tp_getset, Model_getset},
     {Py_tp_methods, Model_methods},
-    {Py_tp_doc, "Model(path, max_seq_len=0, max_batch_size=1, n_threads=None, kv_dtype='f16', share=None): a GGUF "
-                "model with its KV cache; share=another Model uses its weights (mapped once) with a new context."},
+    {Py_tp_doc, "Model(path, max_seq_len=0, max_batch_size=1, n_threads=None, kv_dtype='f16', share=None, "
+                "tokenizer_path=None): a model (GGUF, .tl, llama2.c checkpoint) with its KV cache; share=another "
+                "Model uses its weights (mapped once) with a new context; tokenizer_path: a tokenizer file used "
+                "instead of the model file's own."},
     {0, NULL},
 };
 

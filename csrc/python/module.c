@@ -212,6 +212,9 @@ static PyMethodDef module_methods[] = {
     {"dtypes", py_dtypes, METH_NOARGS, "dtypes() -> list of every dtype name"},
     {"gguf_write", (PyCFunction)(void (*)(void))tlpy_gguf_write, METH_VARARGS | METH_KEYWORDS,
      "gguf_write(path, version, kvs, tensors): write a GGUF file (see torchless.gguf.write)"},
+    {"write_model", (PyCFunction)(void (*)(void))tlpy_write_model, METH_VARARGS | METH_KEYWORDS,
+     "write_model(path, format, version, kvs, tensors, fill=None): write a GGUF or .tl file, tensor data given "
+     "inline or streamed by fill(i) (see torchless.gguf.write_model)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -230,8 +230,14 @@ static PyObject *get_closed(WeightsFile *f, void *c) { (void)c; return PyBool_Fr
 static PyObject *get_format(WeightsFile *f, void *c) {
     (void)c;
     if (check_open(f)) return NULL;
-    tl_format fmt = tl_weights_format(f->w);
-    return PyUnicode_FromString(fmt == TL_FORMAT_GGUF ? "gguf" : fmt == TL_FORMAT_HF ? "hf" : "safetensors");
+    switch (tl_weights_format(f->w)) {
+    case TL_FORMAT_GGUF: return PyUnicode_FromString("gguf");
+    case TL_FORMAT_SAFETENSORS: return PyUnicode_FromString("safetensors");
+    case TL_FORMAT_LLAMA2C: return PyUnicode_FromString("llama2c");
+    case TL_FORMAT_NATIVE: return PyUnicode_FromString("tl");
+    case TL_FORMAT_HF: return PyUnicode_FromString("hf");
+    }
+    return PyUnicode_FromString("unknown");
 }
 static PyObject *get_version(WeightsFile *f, void *c) {
     (void)c;
@@ -257,9 +263,9 @@ static PyObject *get_n_tensors(WeightsFile *f, void *c) {
 static PyGetSetDef WeightsFile_getset[] = {
     {"path", (getter)get_path, NULL, "the path opened", NULL},
     {"closed", (getter)get_closed, NULL, "True after close()", NULL},
-    {"format", (getter)get_format, NULL, "'gguf', 'safetensors' or 'hf' (a Hugging Face folder)", NULL},
-    {"version", (getter)get_version, NULL, "GGUF version (0 for safetensors)", NULL},
-    {"alignment", (getter)get_alignment, NULL, "GGUF data alignment (0 for safetensors)", NULL},
+    {"format", (getter)get_format, NULL, "'gguf', 'safetensors', 'hf' (a Hugging Face folder), 'llama2c' or 'tl'", NULL},
+    {"version", (getter)get_version, NULL, "GGUF, .tl or llama2.c version (0 for safetensors)", NULL},
+    {"alignment", (getter)get_alignment, NULL, "GGUF data alignment (64 for .tl; 0 for safetensors, llama2.c)", NULL},
     {"file_size", (getter)get_file_size, NULL, "bytes of all mapped files", NULL},
     {"n_tensors", (getter)get_n_tensors, NULL, "number of tensors", NULL},
     {NULL, NULL, NULL, NULL, NULL},
@@ -279,7 +285,7 @@ static PyType_Slot WeightsFile_slots[] = {
     {Py_tp_dealloc, WeightsFile_dealloc},
     {Py_tp_getset, WeightsFile_getset},
     {Py_tp_methods, WeightsFile_methods},
-    {Py_tp_doc, "WeightsFile(path): an opened GGUF or safetensors file (see torchless.load)."},
+    {Py_tp_doc, "WeightsFile(path): an opened GGUF, safetensors, .tl or llama2.c file (see torchless.load)."},
     {0, NULL},
 };
 

@@ -428,7 +428,7 @@ tl_status tl_tokenizer_open(const char *path, tl_tokenizer **out) {
     if (s) return s;
     const uint8_t *data = tl_mapping_data(m);
     size_t size = tl_mapping_size(m);
-    if (size >= 4 && memcmp(data, "GGUF", 4) == 0) {
+    if ((size >= 4 && memcmp(data, "GGUF", 4) == 0) || (size >= 8 && memcmp(data, "TLESS\0\0\0", 8) == 0)) {
         tl_mapping_release(m);
         tl_weights *w;
         if ((s = tl_weights_open(path, &w))) return s;

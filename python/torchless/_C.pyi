@@ -5,7 +5,7 @@ arguments parsed with PyArg_ParseTuple (no keywords) or METH_O are positional-on
 """
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, Literal, NoReturn, SupportsIndex, TypedDict, final, overload
 
 import numpy as np
@@ -68,6 +68,14 @@ def gguf_write(
     kvs: Sequence[tuple[str | bytes, int, Any]],
     tensors: Sequence[tuple[str, str, Sequence[int], Buffer]],
 ) -> None: ...
+def write_model(
+    path: _Path,
+    format: Literal["gguf", "tl"],
+    version: int,
+    kvs: Sequence[tuple[str | bytes, int, Any]],
+    tensors: Sequence[tuple[str, str, Sequence[int]]] | Sequence[tuple[str, str, Sequence[int], Buffer]],
+    fill: Callable[[int], Buffer] | None = None,
+) -> None: ...
 def pretokenize(name: str, text: str, /) -> list[str]: ...
 
 # ---- types ----
@@ -104,7 +112,7 @@ class TensorView:
 
 @final
 class WeightsFile:
-    """WeightsFile(path): an opened GGUF or safetensors file (see torchless.load)."""
+    """WeightsFile(path): an opened GGUF, safetensors, .tl or llama2.c file (see torchless.load)."""
 
     def __new__(cls, path: _Path) -> WeightsFile: ...
     def close(self) -> None: ...
@@ -217,7 +225,7 @@ class Sampler:
     def logit_bias(self) -> dict[int, float] | None: ...
 
 class Model:
-    """Model(path, max_seq_len=0, max_batch_size=1, n_threads=None, kv_dtype='f16'): a GGUF model with its KV cache."""
+    """Model(path, max_seq_len=0, max_batch_size=1, n_threads=None, kv_dtype='f16', tokenizer_path=None): a model with its KV cache."""
 
     def __new__(
         cls,
@@ -227,6 +235,7 @@ class Model:
         n_threads: int | None = None,
         kv_dtype: Literal["f16", "f32"] = "f16",
         share: Model | None = None,
+        tokenizer_path: _Path | None = None,
     ) -> Model: ...
     def forward(self, tokens: Sequence[int] | npt.ArrayLike, start_pos: int = 0, seq: int = 0) -> _F32Array: ...
     def forward_batch(

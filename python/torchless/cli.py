@@ -395,6 +395,9 @@ def _setup_run(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
     p.add_argument("-c", "--ctx-size", type=int, default=0, help="context positions (default: the model's, up to 4096)")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable); backslash escapes allowed")
+    p.add_argument("--tokenizer", default=None, metavar="PATH",
+                   help="tokenizer file instead of the model's own (.model, tokenizer.bin, .gguf); "
+                        "needed for a llama2.c checkpoint")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--chat", dest="chat", action="store_true", default=None,
                       help="render the prompt with the model's chat template (default when it has one)")
@@ -417,7 +420,7 @@ def _setup_run(p: argparse.ArgumentParser) -> Handler:
             raise CLIError("the prompt is empty")
         stops = [s.encode("utf-8").decode("unicode_escape") for s in args.stop]
         t0 = time.perf_counter()
-        model = Model(model_name, max_seq_len=args.ctx_size, n_threads=args.threads)
+        model = Model(model_name, max_seq_len=args.ctx_size, n_threads=args.threads, tokenizer_path=args.tokenizer)
         t_load = time.perf_counter() - t0
         chat_mode = args.chat if args.chat is not None else model.chat_template is not None
         text = model.apply_chat_template([{"role": "user", "content": prompt}]) if chat_mode else prompt

@@ -99,8 +99,9 @@ class Llama:
     def build(ckpt_dir: str | os.PathLike, tokenizer_path: str | os.PathLike | None = None, max_seq_len: int = 2048,
               max_batch_size: int = 4, seed: int = 1, n_threads: int | None = None, device: str = "auto",
               verbose: bool = True) -> "Llama":
-        """Load a model (catalog name, .gguf path) and its tokenizer (default: the one inside the
-        model file; or a SentencePiece .model, a GGUF, a llama2.c tokenizer.bin). A catalog model
+        """Load a model (catalog name, .gguf/.tl path, llama2.c checkpoint) and its tokenizer
+        (default: the one inside the model file; or a SentencePiece .model, a GGUF, a llama2.c
+        tokenizer.bin; a llama2.c checkpoint has none of its own). A catalog model
         is fetched into the cache first, with a progress bar on a terminal (verbose=False: silent).
         Several Llama objects on one file share its mapped weights, each with its own context."""
         from . import hub
@@ -115,7 +116,7 @@ class Llama:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         t0 = time.perf_counter()
         model = Transformer.from_pretrained(ckpt_dir, max_seq_len=max_seq_len, max_batch_size=max_batch_size,
-                                            n_threads=n_threads)
+                                            n_threads=n_threads, tokenizer_path=tokenizer_path)
         tok = Tokenizer(tokenizer_path if tokenizer_path is not None else model.model.path)
         llm = Llama(model, TokenizerAPI(tok), seed=seed)
         llm._metrics["load_s"] = time.perf_counter() - t0

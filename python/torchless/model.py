@@ -1,4 +1,4 @@
-"""`Model`: the thin engine object — a GGUF model with its KV cache, logits as NumPy
+"""`Model`: the thin engine object — a model (GGUF, .tl, llama2.c checkpoint) with its KV cache, logits as NumPy
 arrays, and text generation that runs in C (one GIL round trip per token)."""
 
 from __future__ import annotations
@@ -26,21 +26,30 @@ def _file_key(path: str) -> tuple | None:
 
 
 class Model(_C.Model):
-    """Model(path_or_name, max_seq_len=0, max_batch_size=1, n_threads=None, kv_dtype="f16")
+    """Model(path_or_name, max_seq_len=0, max_batch_size=1, n_threads=None, kv_dtype="f16", tokenizer_path=None)
 
+    `tokenizer_path` names a tokenizer to use instead of the file's own (a llama2.c checkpoint
+    has none): a SentencePiece .model, a llama2.c tokenizer.bin, a GGUF or a .tl file.
     `forward(ids, start_pos=0, seq=0)` -> float32 (len(ids), n_vocab) logits of every position;
     `stream(prompt, ...)` yields text as it is generated; `generate(...)` returns it whole."""
 
     def __new__(cls, path: str | os.PathLike, max_seq_len: int = 0, max_batch_size: int = 1,
-                n_threads: int | None = None, kv_dtype: str = "f16"):
+                n_threads: int | None = None, kv_dtype: str = "f16",
+                tokenizer_path: str | os.PathLike | None = None):
         path = os.fspath(path)
         if not os.path.exists(path):
             path = hub.resolve(path)
+        if tokenizer_path is not None:
+            tokenizer_path = os.fspath(tokenizer_path)
         key = _file_key(path)
+        if key and tokenizer_path is not None:  # the same weights with another vocabulary: not shared
+            key = key + (_file_key(tokenizer_path),)
         shared = _loaded.get(key) if key else None
-        self = super().__new__(cls, path, max_seq_len, max_batch_size, n_threads, kv_dtype, shared)
+        self = super().__new__(cls, path, max_seq_len, max_batch_size, n_threads, kv_dtype, shared,
+                               tokenizer_path)
         if key:
             _loaded[key] = self
+        self.tokenizer_path = tokenizer_path
         self._tokenizer = None
         self._metadata = None
         return self
@@ -52,11 +61,12 @@ class Model(_C.Model):
 
     @property
     def tokenizer(self):
-        """The model file's tokenizer (a torchless.Tokenizer), loaded on first use."""
+        """The model's tokenizer (a torchless.Tokenizer: `tokenizer_path`'s, else the model
+        file's), loaded on first use."""
         if self._tokenizer is None:
             from .tokenizer import Tokenizer
 
-            self._tokenizer = Tokenizer(self.path)
+            self._tokenizer = Tokenizer(self.tokenizer_path if self.tokenizer_path is not None else self.path)
         return self._tokenizer
 
     @property

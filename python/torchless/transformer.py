@@ -102,16 +102,18 @@ class Transformer:
     @classmethod
     def from_pretrained(cls, path_or_name: str | os.PathLike, *, max_seq_len: int | None = None,
                         max_batch_size: int | None = None, n_threads: int | None = None,
-                        kv_dtype: str = "f16") -> Transformer:
-        """A Transformer over a model file or catalog name (weights mapped, used in place);
-        `params` come from the file's metadata."""
+                        kv_dtype: str = "f16", tokenizer_path: str | os.PathLike | None = None) -> Transformer:
+        """A Transformer over a model file (GGUF, .tl, llama2.c checkpoint) or catalog name
+        (weights mapped, used in place); `params` come from the file's metadata.
+        `tokenizer_path`: a tokenizer file used instead of the model file's own (needed for
+        text with a llama2.c checkpoint, which has no vocabulary)."""
         from .args import ModelArgs
 
         self = cls.__new__(cls)
         self._n_threads, self._kv_dtype = n_threads, kv_dtype
         self._model = Model(path_or_name, max_seq_len=max_seq_len or 0, max_batch_size=max_batch_size or 1,
-                            n_threads=n_threads, kv_dtype=kv_dtype)
-        self.params = ModelArgs.from_gguf_metadata(self._model.file_metadata(False))
+                            n_threads=n_threads, kv_dtype=kv_dtype, tokenizer_path=tokenizer_path)
+        self.params = ModelArgs.from_gguf_metadata(self._model.file_metadata(False), self._model.tensor_names())
         self.params.max_seq_len = self._model.max_seq_len
         self.params.max_batch_size = self._model.max_batch_size
         return self

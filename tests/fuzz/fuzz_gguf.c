@@ -7,32 +7,6 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static bool same_value(const tl_value *a, const tl_value *b) {
-    if (a->type != b->type) return false;
-    switch (a->type) {
-    case TL_VAL_STRING: return a->str.len == b->str.len && !memcmp(a->str.ptr, b->str.ptr, a->str.len);
-    case TL_VAL_BOOL: return a->b == b->b;
-    case TL_VAL_FLOAT32: case TL_VAL_FLOAT64: return !memcmp(&a->f64, &b->f64, sizeof a->f64);
-    case TL_VAL_ARRAY: {
-        if (a->arr.elem_type != b->arr.elem_type || a->arr.n != b->arr.n) return false;
-        size_t esize = tl_value_type_size(a->arr.elem_type);
-        if (esize) return !a->arr.n || !memcmp(a->arr.data, b->arr.data, a->arr.n * esize);
-        for (uint64_t i = 0; i < a->arr.n; i++) {
-            bool same;
-            if (a->arr.elem_type == TL_VAL_STRING) {
-                const tl_string *x = (const tl_string *)a->arr.data + i, *y = (const tl_string *)b->arr.data + i;
-                same = x->len == y->len && !memcmp(x->ptr, y->ptr, x->len);
-            } else {
-                same = same_value((const tl_value *)a->arr.data + i, (const tl_value *)b->arr.data + i);
-            }
-            if (!same) return false;
-        }
-        return true;
-    }
-    default: return a->u64 == b->u64;
-    }
-}
-
 /* Writes w as GGUF into a fresh memfd, reopens it and compares. */
 static void check_round_trip(const tl_weights *w) {
     int64_t n_kv = tl_weights_n_kv(w), n_t = tl_weights_n_tensors(w);
@@ -60,7 +34,7 @@ static void check_round_trip(const tl_weights *w) {
         __builtin_trap();
     for (int64_t i = 0; i < n_kv; i++) {
         const tl_kv *a = tl_weights_kv(w, i), *b = tl_weights_kv(c, i);
-        if (a->key.len != b->key.len || memcmp(a->key.ptr, b->key.ptr, a->key.len) || !same_value(&a->value, &b->value))
+        if (a->key.len != b->key.len || memcmp(a->key.ptr, b->key.ptr, a->key.len) || !fuzz_same_value(&a->value, &b->value))
             __builtin_trap();
     }
     for (int64_t i = 0; i < n_t; i++) {

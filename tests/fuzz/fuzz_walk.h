@@ -102,6 +102,33 @@ static void fuzz_walk_weights(const tl_weights *w) {
     }
 }
 
+/* Two metadata values hold the same thing (floats compared bit for bit). */
+static bool fuzz_same_value(const tl_value *a, const tl_value *b) {
+    if (a->type != b->type) return false;
+    switch (a->type) {
+    case TL_VAL_STRING: return a->str.len == b->str.len && !memcmp(a->str.ptr, b->str.ptr, a->str.len);
+    case TL_VAL_BOOL: return a->b == b->b;
+    case TL_VAL_FLOAT32: case TL_VAL_FLOAT64: return !memcmp(&a->f64, &b->f64, sizeof a->f64);
+    case TL_VAL_ARRAY: {
+        if (a->arr.elem_type != b->arr.elem_type || a->arr.n != b->arr.n) return false;
+        size_t esize = tl_value_type_size(a->arr.elem_type);
+        if (esize) return !a->arr.n || !memcmp(a->arr.data, b->arr.data, a->arr.n * esize);
+        for (uint64_t i = 0; i < a->arr.n; i++) {
+            bool same;
+            if (a->arr.elem_type == TL_VAL_STRING) {
+                const tl_string *x = (const tl_string *)a->arr.data + i, *y = (const tl_string *)b->arr.data + i;
+                same = x->len == y->len && !memcmp(x->ptr, y->ptr, x->len);
+            } else {
+                same = fuzz_same_value((const tl_value *)a->arr.data + i, (const tl_value *)b->arr.data + i);
+            }
+            if (!same) return false;
+        }
+        return true;
+    }
+    default: return a->u64 == b->u64;
+    }
+}
+
 /* Opens the bytes with `open_fn`, walks what it gives back, then runs `check` on it (if not NULL). */
 static void fuzz_open_and_walk(const uint8_t *data, size_t size, tl_status (*open_fn)(const char *, tl_weights **),
                                void (*check)(const tl_weights *)) {

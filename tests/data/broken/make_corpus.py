@@ -2,7 +2,8 @@
 """Writes the broken-file corpus (tests/data/broken/) and the fuzz seed corpora
 (tests/fuzz/corpus/<target>/), from scratch with struct and json.
 
-Each broken file is a small valid GGUF or safetensors file with one thing wrong.
+Each broken file is a small valid GGUF, safetensors, torchless .tl or llama2.c
+checkpoint file with one thing wrong.
 MANIFEST.tsv lists every file with the phrase its reader's error message must
 contain and the status it must fail with ("format error", "unsupported",
 "not found": ValueError, ValueError, FileNotFoundError in Python).
@@ -144,6 +145,94 @@ ST_DATA = struct.pack("<4f", 1.0, -2.0, 0.5, 4.0)
 def good_st() -> bytes:
     return st({"__metadata__": {"format": "pt"}, "w": entry(), "b": entry("F16", [2], [16, 20])},
               ST_DATA + struct.pack("<2e", 1.0, -1.0))
+
+
+# ---------------------------------------------------------------- torchless .tl encoding (docs/format.md)
+
+def tl(header: dict | str | bytes, payload: bytes = b"", *, magic: bytes = b"TLESS\0\0\0", version: int = 1,
+       header_len: int | None = None) -> bytes:
+    """magic + u32 version + u64 header length + JSON header + zeros to 64 + payload."""
+    if isinstance(header, dict):
+        header = json.dumps(header)
+    h = header.encode() if isinstance(header, str) else header
+    head = magic + u32(version) + u64(len(h) if header_len is None else header_len) + h
+    return head + b"\0" * (-len(head) % 64) + payload
+
+
+def tl_tensor(dtype: str, shape: list, offset: int, nbytes: int, **extra) -> dict:
+    return {"dtype": dtype, "shape": shape, "offset": offset, "nbytes": nbytes, **extra}
+
+
+TL_METADATA = {
+    "general.architecture": {"type": "string", "value": "llama"},
+    "llama.block_count": {"type": "uint32", "value": 1},
+    "tokenizer.ggml.scores": {"type": "array[float32]", "value": [0.0, -1.0, -2.5, "-inf"]},
+    "tokenizer.ggml.tokens": {"type": "array[string]", "value": ["a", "bc", {"hex": "ff00"}]},
+}
+TL_TENSORS = {"tok.weight": tl_tensor("f32", [2, 4], 0, 32), "blk.0.q": tl_tensor("q4_0", [32], 64, 18)}
+TL_PAYLOAD = F32_DATA + b"\0" * 32 + Q4_0_BLOCK
+
+
+def good_tl(metadata: dict | None = None, tensors: dict | None = None, payload: bytes = TL_PAYLOAD, **kw) -> bytes:
+    return tl({"metadata": TL_METADATA if metadata is None else metadata,
+               "tensors": TL_TENSORS if tensors is None else tensors}, payload, **kw)
+
+
+def one_tl_tensor(**fields) -> bytes:
+    return good_tl(tensors={"t": dict(tl_tensor("f32", [2, 4], 0, 32), **fields)}, payload=F32_DATA)
+
+
+def tl_metadata(entry) -> bytes:
+    return good_tl(metadata={"k": entry}, tensors={}, payload=b"")
+
+
+def tl_nested(depth: int) -> dict:
+    value = {"type": "array[int32]", "value": []}
+    for _ in range(depth - 1):
+        value = {"type": "array[array]", "value": [value]}
+    return value
+
+
+# ---------------------------------------------------------------- llama2.c checkpoints (karpathy/llama2.c)
+
+# dim 8, hidden 8, 1 layer, 2 heads, 1 kv head, vocab 4, seq_len 4: head size 4
+L2C = dict(dim=8, hidden=8, layers=1, heads=2, kv_heads=1, vocab=4, seq=4)
+
+
+def l2c_params(**kw) -> bytes:
+    p = dict(L2C, **kw)
+    return struct.pack("<7i", p["dim"], p["hidden"], p["layers"], p["heads"], p["kv_heads"], p["vocab"], p["seq"])
+
+
+def l2c_floats(version: int, shared: bool = True) -> int:
+    d, h, L, hs, v = L2C["dim"], L2C["hidden"], L2C["layers"], L2C["dim"] // L2C["heads"], L2C["vocab"]
+    kv = hs * L2C["kv_heads"]
+    n = v * d + 2 * L * d + d + L * d * (2 * d + 2 * kv) + 3 * L * d * h
+    return n + (L2C["seq"] * hs if version == 0 else 0) + (0 if shared else v * d)
+
+
+def l2c_weights(n: int) -> bytes:
+    return struct.pack(f"<{n}f", *[((i * 37) % 17 - 8) / 16 for i in range(n)])
+
+
+def l2c_v0(**kw) -> bytes:
+    return l2c_params(**kw) + l2c_weights(l2c_floats(0))
+
+
+def l2c_v1(version: int = 1, shared: int = 1, **kw) -> bytes:
+    head = u32(0x616B3432) + struct.pack("<i", version) + l2c_params(**kw) + bytes([shared])
+    return head + b"\0" * (256 - len(head)) + l2c_weights(l2c_floats(1))
+
+
+def l2c_v2(group_size: int = 8) -> bytes:
+    """export.py version2_export: float32 norms, then each matrix as int8 values + float32 scales."""
+    d, h, L, v = L2C["dim"], L2C["hidden"], L2C["layers"], L2C["vocab"]
+    kv = d // L2C["heads"] * L2C["kv_heads"]
+    head = u32(0x616B3432) + struct.pack("<i", 2) + l2c_params() + bytes([1]) + struct.pack("<i", group_size)
+    body = l2c_weights(2 * L * d + d)
+    for n in [v * d] + [d * d] * L + [d * kv] * L * 2 + [d * d] * L + [d * h] * L * 3:
+        body += bytes((i * 7) % 256 for i in range(n)) + struct.pack(f"<{n // 8}f", *[0.01] * (n // 8))
+    return head + b"\0" * (256 - len(head)) + body
 
 
 # ---------------------------------------------------------------- the corpus
@@ -316,6 +405,72 @@ CASES: list[tuple[str, bytes | dict, str, str]] = [
      FORMAT),
     ("st-shape-zero-hides-overflow.safetensors", st({"w": entry(shape=[0, 2**62, 4], offsets=[0, 0])}, ST_DATA),
      "shape has too many elements", FORMAT),
+    # -- torchless .tl: prefix and header
+    ("tl-empty.tl", b"", "file truncated in the 20-byte prefix", FORMAT),
+    ("tl-bad-magic.tl", b"TLESX" + good_tl()[5:], "bad magic", FORMAT),
+    ("tl-version-2.tl", good_tl(version=2), "unknown format version 2", UNSUPPORTED),
+    ("tl-header-past-eof.tl", good_tl(header_len=2**64 - 1), "header of 18446744073709551615 bytes extends past end",
+     FORMAT),
+    ("tl-header-not-json.tl", tl("{oops"), "header: line 1", FORMAT),
+    ("tl-header-not-object.tl", tl("[]"), "header must be an object with", FORMAT),
+    ("tl-header-no-tensors.tl", tl({"metadata": {}}), "header must be an object with", FORMAT),
+    ("tl-header-duplicate-tensor.tl", tl('{"metadata": {}, "tensors": {"t": 1, "t": 2}}'), "duplicate", FORMAT),
+    # -- .tl metadata
+    ("tl-metadata-untyped.tl", tl_metadata(5), "metadata 'k': expected {", FORMAT),
+    ("tl-metadata-unknown-type.tl", tl_metadata({"type": "u33", "value": 1}), "unknown value type 'u33'", FORMAT),
+    ("tl-metadata-uint8-300.tl", tl_metadata({"type": "uint8", "value": 300}), "integer out of range", FORMAT),
+    ("tl-metadata-uint64-2e64.tl", tl_metadata({"type": "uint64", "value": 2**64}), "out of range for uint64", FORMAT),
+    ("tl-metadata-float32-1e39.tl", tl_metadata({"type": "float32", "value": 1e39}), "out of float32 range", FORMAT),
+    ("tl-metadata-float-word.tl", tl_metadata({"type": "float32", "value": "big"}), "a float must be a number", FORMAT),
+    ("tl-metadata-bad-hex.tl", tl_metadata({"type": "string", "value": {"hex": "zz"}}), "not a hex digit", FORMAT),
+    ("tl-metadata-array-not-list.tl", tl_metadata({"type": "array[int32]", "value": 5}), "expected a JSON array",
+     FORMAT),
+    ("tl-metadata-bool-array-int.tl", tl_metadata({"type": "array[bool]", "value": [1]}), "expected true or false",
+     FORMAT),
+    ("tl-metadata-nested-too-deep.tl", tl_metadata(tl_nested(10)), "arrays nested too deeply", FORMAT),
+    ("tl-metadata-array-of-int-in-array.tl", tl_metadata({"type": "array[array]", "value": [{"type": "int32", "value": 1}]}),
+     "an item of an array[array] must be an array", FORMAT),
+    # -- .tl tensors
+    ("tl-tensor-unknown-dtype.tl", one_tl_tensor(dtype="q9_9"), "unknown dtype q9_9", UNSUPPORTED),
+    ("tl-tensor-nbytes-lie.tl", one_tl_tensor(nbytes=31), "nbytes 31 does not match", FORMAT),
+    ("tl-tensor-misaligned.tl", one_tl_tensor(offset=32), "offset 32 is not a multiple of 64", FORMAT),
+    ("tl-tensor-past-eof.tl", one_tl_tensor(offset=64), "tensor 't' extends past end of file", FORMAT),
+    ("tl-tensor-offset-2e63.tl", one_tl_tensor(offset=2**63 - 64), "extends past end of file", FORMAT),
+    ("tl-tensor-offset-negative.tl", one_tl_tensor(offset=-64), "offset must be a non-negative integer", FORMAT),
+    ("tl-tensor-5-dims.tl", one_tl_tensor(shape=[1, 1, 1, 2, 4]), "shape must be a list of 1 to 4", FORMAT),
+    ("tl-tensor-0-dims.tl", one_tl_tensor(shape=[]), "shape must be a list of 1 to 4", FORMAT),
+    ("tl-tensor-negative-dim.tl", one_tl_tensor(shape=[-2, 4]), "a dimension must be a non-negative integer", FORMAT),
+    ("tl-tensor-row-not-blocks.tl", one_tl_tensor(dtype="q4_0", shape=[33], nbytes=18),
+     "not a whole number of blocks", FORMAT),
+    ("tl-tensor-shape-overflow.tl", one_tl_tensor(shape=[2**40, 2**40, 64]), "shape is too large", FORMAT),
+    ("tl-tensor-extra-key.tl", one_tl_tensor(align=64), "expected exactly", FORMAT),
+    ("tl-tensor-name-nul.tl", good_tl(tensors={"a\0b": tl_tensor("f32", [2, 4], 0, 32)}, payload=F32_DATA),
+     "name contains a NUL character", FORMAT),
+    ("tl-tensor-overlap.tl", good_tl(tensors={"a": tl_tensor("f32", [2, 4], 0, 32), "b": tl_tensor("f32", [4], 0, 16)},
+                                     payload=F32_DATA), "overlap", FORMAT),
+    ("tl-payload-past-eof.tl", good_tl(tensors={"e": tl_tensor("f32", [0, 4], 0, 0)}, payload=b"")[:420],
+     "payload at offset", FORMAT),
+    ("tl-truncated-payload.tl", good_tl()[:-4], "tensor 'blk.0.q' extends past end of file", FORMAT),
+
+    # -- llama2.c checkpoints
+    ("l2c-v0-truncated.bin", l2c_v0()[:-4], "file truncated", FORMAT),
+    ("l2c-v0-trailing-bytes.bin", l2c_v0() + b"\0" * 4, "trailing bytes", FORMAT),
+    ("l2c-v0-header-only.bin", l2c_params(), "file truncated", FORMAT),
+    ("l2c-v1-truncated.bin", l2c_v1()[:-100], "file truncated", FORMAT),
+    ("l2c-v1-truncated-header.bin", l2c_v1()[:40], "file truncated in the 256-byte header", FORMAT),
+    ("l2c-v1-flag-2.bin", l2c_v1(shared=2), "shared-classifier flag is 2", FORMAT),
+    ("l2c-v2-group-size-0.bin", l2c_v1(version=2), "version 2 group size 0 (must be positive)", FORMAT),
+    ("l2c-v2-group-size-48.bin", l2c_v2()[:37] + struct.pack("<i", 48) + l2c_v2()[41:],
+     "not a whole number of groups of 48", FORMAT),
+    ("l2c-v2-truncated.bin", l2c_v2()[:-1], "file truncated", FORMAT),
+    ("l2c-v1-version-9.bin", l2c_v1(version=9), "unknown checkpoint version 9", UNSUPPORTED),
+    ("l2c-v1-heads-3.bin", l2c_v1(heads=3), "implausible header", FORMAT),
+    ("l2c-v1-kv-heads-0.bin", l2c_v1(kv_heads=0), "implausible header", FORMAT),
+    # an implausible legacy header is not recognised as llama2.c: the safetensors reader says why it is not that
+    ("l2c-v0-vocab-int32-min.bin", l2c_params(vocab=-(2**31)) + l2c_weights(8), "safetensors:", FORMAT),
+    ("l2c-v1-negative-vocab.bin", l2c_v1(vocab=-4), "negative vocab_size -4", FORMAT),
+    ("l2c-v1-too-large.bin", l2c_v1(dim=2**24, hidden=2**24, layers=2**24, heads=1, kv_heads=1),
+     "too large to address", FORMAT),
 ]
 
 # The fuzzers start from these (small, valid where they can be). Named *.seed: they are test
@@ -337,6 +492,15 @@ SEED_FILES = {
                                          struct.pack("<2e", 1.0, -1.0)),
         "scalar-and-empty.safetensors.seed": st({"s": entry("I32", [], [0, 4]), "e": entry("BF16", [0, 3], [4, 4]),
                                             "u": entry("U8", [3], [4, 7]), "t": entry("BOOL", [1], [7, 8])}, ST_DATA[:8]),
+    },
+    "fuzz_native": {
+        "good.tl.seed": good_tl(),
+        "nested.tl.seed": good_tl(metadata={"n": tl_nested(3), "big": {"type": "uint64", "value": 2**64 - 1},
+                                            "f": {"type": "float64", "value": "nan"},
+                                            "b": {"type": "array[bool]", "value": [True, False]}}),
+        "llama2c-v0.bin.seed": l2c_v0(),
+        "llama2c-v1.bin.seed": l2c_v1(),
+        "llama2c-v2.bin.seed": l2c_v2(),
     },
     "fuzz_json": {
         "object.json": b'{"a": [1, -2.5e3, true, false, null], "b": {"c": "\\u00e9\\ud83d\\ude00\\n"}}',
