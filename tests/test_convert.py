@@ -432,14 +432,65 @@ def test_failure_midway_leaves_no_file(awkward, tmp_path, monkeypatch):
     _no_output(tmp_path, before)
 
 
-def test_native_format_needs_its_writer(awkward, tmp_path):
-    if hasattr(torchless._C, "write_model"):
-        pytest.skip("the native writer is built in")
-    _, src = awkward
-    before = sorted(os.listdir(tmp_path))
-    with pytest.raises(ValueError, match="native"):
-        torchless.convert(src, tmp_path / "o.tl", "q8_0", progress=False)
-    _no_output(tmp_path, before)
+def test_native_format_output_equals_gguf_output(awkward, tmp_path, rng):
+    """.tl from convert holds the same tensors and metadata as the .gguf, and runs the same."""
+    spec, src = awkward
+    conv_gguf, conv_tl = tmp_path / "o.gguf", tmp_path / "o.tl"
+    torchless.convert(src, conv_gguf, "q4_k_m", progress=False)
+    torchless.convert(src, conv_tl, "q4_k_m", progress=False)
+    a, b = torchless.load(conv_gguf), torchless.load(conv_tl)
+    assert b.format == "tl"
+    ma, mb = a.metadata, b.metadata
+    assert sorted(ma) == sorted(mb)
+    for k in ma:
+        assert np.array_equal(np.asarray(ma[k]), np.asarray(mb[k])), k
+    assert a.metadata_types == b.metadata_types
+    assert list(a.tensors) == list(b.tensors)
+    for name in a.tensors:
+        ta, tb = a.tensors[name], b.tensors[name]
+        assert ta.dtype == tb.dtype and ta.shape == tb.shape, name
+        assert bytes(memoryview(ta)) == bytes(memoryview(tb)), name
+    toks = [int(t) for t in rng.integers(0, 64, 6)]
+    la = torchless.Model(str(conv_gguf), max_seq_len=32).forward(toks, 0, 0)
+    lb = torchless.Model(str(conv_tl), max_seq_len=32).forward(toks, 0, 0)
+    assert np.array_equal(la, lb)
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3"])
+def test_hf_folder_converted_to_gguf_gives_the_folders_logits(arch, tmp_path, seed, rng):
+    """HF folder -> convert -> GGUF: q/k permuted for llama/mistral, Gemma norms with their +1,
+    phi3's factor tensors carried; the GGUF's logits equal the folder's (F32, same arithmetic
+    up to the RoPE pairing), and the gguf package reads the file."""
+    from reference import hf_synth
+
+    hf = hf_synth.make_hf_model(tmp_path / arch, arch, seed=seed)
+    out = tmp_path / f"{arch}.gguf"
+    torchless.convert(hf["path"], out, "f32", progress=False)
+    md = torchless.load(out).metadata
+    assert not any(k.startswith("torchless.rope") or k == "torchless.source" for k in md), sorted(md)
+    gguf.GGUFReader(str(out))
+    toks = [int(t) for t in rng.integers(0, hf["n_tokenizer_vocab"], 10)]
+    if hf["token_ids"]["bos"] is not None:
+        toks[0] = hf["token_ids"]["bos"]
+    folder = torchless.Model(str(hf["path"]), max_seq_len=64, kv_dtype="f32").forward(toks, 0, 0)
+    conv_ = torchless.Model(str(out), max_seq_len=64, kv_dtype="f32").forward(toks, 0, 0)
+    err = normwise_error(conv_, folder)
+    assert err.max() <= 1e-5, f"{arch}: converted GGUF differs from the folder by {err.max():.3g}"
+    ref = ReferenceModel.from_hf(hf["config"], hf["state_dict"])
+    assert normwise_error(conv_, ref.forward(toks, 0)).max() <= TOL
+    # and the tokenizer travels: same ids for a mixed text
+    text = "Hello wörld, 123 <b>"
+    assert torchless.Tokenizer(str(out)).encode(text) == torchless.Tokenizer(str(hf["path"])).encode(text)
+
+
+def test_hf_folder_quantized_q8_0_matches_reference_on_dequantized_weights(tmp_path, seed, rng):
+    from reference import hf_synth
+
+    hf = hf_synth.make_hf_model(tmp_path / "gemma3", "gemma3", seed=seed, dtype="bf16")
+    out = tmp_path / "g.gguf"
+    torchless.convert(hf["path"], out, "q8_0", progress=False)
+    err, tol = engine_vs_reference(out, rng, hf["n_tokenizer_vocab"])
+    assert err <= tol, f"q8_0 gemma3 from a BF16 folder: {err:.3g} > {tol}"
 
 
 def test_source_without_architecture(tmp_path):

@@ -2,7 +2,7 @@
 
     torchless.convert("model-f16.gguf", "model-q4_k_m.gguf", "q4_k_m")     # any source torchless.load opens
     torchless.quantize_model("model-f16.gguf", "model-q8_0.gguf", "q8_0")  # llama-quantize's name for it
-    torchless.convert("model.gguf", "model.tl", "q8_0")                    # the native format (needs its writer)
+    torchless.convert("model.gguf", "model.tl", "q8_0")                    # the native format
 
     torchless quantize IN.gguf OUT.gguf TYPE
     torchless convert SRC OUT [--type TYPE] [--format gguf|tl]
@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import struct
 import sys
 import tempfile
 import time
@@ -287,73 +286,40 @@ def describe_fallbacks(model) -> list[dict[str, Any]] | None:
     return _summarize_fallbacks(p for p in plans if p.fallback and tensors[p.name].dtype == p.dst)
 
 
-# --------------------------------------------------------------------------- GGUF writing
-
-
-_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_STRING, _ARRAY = 8, 9
-
-
-def _gguf_string(s) -> bytes:
-    b = s.encode("utf-8", "surrogateescape") if isinstance(s, str) else bytes(s)
-    return struct.pack("<Q", len(b)) + b
-
-
-def _gguf_value(tid: int, payload) -> bytes:
-    """A metadata value as GGUF stores it, from torchless.gguf._encode's (type id, payload)."""
-    if tid == _STRING:
-        return _gguf_string(payload)
-    if tid == _ARRAY:
-        et, items = payload
-        if et in _SCALAR:
-            n = len(items) // struct.calcsize(_SCALAR[et])
-            return struct.pack("<IQ", et, n) + items
-        parts = [struct.pack("<IQ", et, len(items))]
-        parts += [_gguf_value(et, item) for item in items]
-        return b"".join(parts)
-    return struct.pack(_SCALAR[tid], payload)
-
-
-def _pad(n: int, alignment: int) -> int:
-    return (n + alignment - 1) // alignment * alignment
+# --------------------------------------------------------------------------- writing
 
 
 def _write_streaming(path: str, kvs: Sequence[tuple[str, str, Any]], infos: Sequence[tuple[str, str, tuple]],
                      fill: Callable[[int], Iterable[Any]], *, format: str = "gguf", alignment: int = 32) -> None:
-    """Write a model file tensor by tensor.
+    """Write a model file tensor by tensor through the C streaming writer (`gguf.write_model`).
 
     kvs: (key, GGUF value type name as ModelFile.metadata_types gives it, value); infos: (name,
     dtype, shape in NumPy order); fill(i) yields the bytes of tensor i (buffers, in order,
-    exactly its size). GGUF v3: header and tensor infos first (the sizes are known), then each
-    tensor's data padded to `alignment`. One function, so the native streaming writer can take
-    its place (and add the `.tl` format) without touching the rest."""
-    if format != "gguf":  # merge point: hand the same arguments to the native writer (_C.write_model)
-        raise ValueError(f"writing the {format!r} format needs torchless's native writer, which this build "
-                         "does not have; write a .gguf file")
-    header = [b"GGUF", struct.pack("<IQQ", 3, len(infos), len(kvs))]
-    for key, type_name, value in kvs:
-        tid, payload = _gguf._encode(value, type_name)
-        header += [_gguf_string(key), struct.pack("<I", tid), _gguf_value(tid, payload)]
-    sizes, offset = [], 0
+    exactly its size), gathered here into one buffer: one output tensor is held at a time."""
+    metadata = {k: v for k, _, v in kvs}
+    types = {k: t for k, t, _ in kvs}
+    if alignment != 32 and "general.alignment" not in metadata:
+        metadata["general.alignment"] = alignment
+        types["general.alignment"] = "uint32"
+    sizes = []
     for name, dtype, shape in infos:
         ne = tuple(reversed(shape)) or (1,)
-        rows = math.prod(ne[1:])
-        size = rows * _row_bytes(dtype, ne[0])
-        header += [_gguf_string(name), struct.pack(f"<I{len(ne)}Q", len(ne), *ne),
-                   struct.pack("<IQ", int(_C.dtype_info(dtype)["id"]), offset)]
-        sizes.append(size)
-        offset = _pad(offset + size, alignment)
-    head = b"".join(header)
-    with open(path, "wb") as f:
-        f.write(head)
-        f.write(b"\0" * (_pad(len(head), alignment) - len(head)))
-        for i, size in enumerate(sizes):
-            written = 0
-            for chunk in fill(i):
-                written += f.write(chunk)
-            if written != size:
-                raise RuntimeError(f"tensor '{infos[i][0]}': {written} bytes written, expected {size}")
-            f.write(b"\0" * (_pad(size, alignment) - size))
+        sizes.append(math.prod(ne[1:]) * _row_bytes(dtype, ne[0]))
+
+    def whole(i: int) -> bytearray:
+        buf = bytearray(sizes[i])
+        at = 0
+        for chunk in fill(i):
+            b = memoryview(chunk).cast("B")
+            if at + len(b) > sizes[i]:
+                raise RuntimeError(f"tensor '{infos[i][0]}': more than the expected {sizes[i]} bytes")
+            buf[at:at + len(b)] = b
+            at += len(b)
+        if at != sizes[i]:
+            raise RuntimeError(f"tensor '{infos[i][0]}': {at} bytes written, expected {sizes[i]}")
+        return buf
+
+    _gguf.write_model(path, metadata, infos, whole, types=types, format=format)
 
 
 # --------------------------------------------------------------------------- reading and converting
@@ -582,9 +548,6 @@ def _convert(src: str | os.PathLike, dst: str | os.PathLike, type: str, *, forma
     fmt = (format or ("tl" if dst.endswith(".tl") else "gguf")).lower()
     if fmt not in ("gguf", "tl"):
         raise ValueError(f"unknown format {format!r}; gguf or tl")
-    if fmt != "gguf" and not hasattr(_C, "write_model"):
-        raise ValueError(f"{dst}: writing the native .tl format needs torchless's native writer, which this "
-                         "build does not have; write a .gguf file")
     if os.path.isdir(dst):
         raise IsADirectoryError(21, "the output is a directory", dst)
     directory = os.path.dirname(os.path.abspath(dst))
