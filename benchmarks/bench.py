@@ -4,7 +4,7 @@ for 1 and 2 threads, on the packaged SmolLM2 and on synthetic TinyLlama-1.1B-sha
 line on stdout. With --peer PYTHON (a Python with llama-cpp-python installed), the same
 measurements are taken with llama.cpp on the same files, alternating ours and theirs.
 
-    python benchmarks/bench.py [--models smollm2,tinyllama-q4_0,...] [--threads 1,2]
+    python benchmarks/bench.py [--models smollm2,gemma3,tinyllama-q4_0,...] [--threads 1,2]
                                [--prompt 128] [--gen 128] [--repeats 3] [--peer /path/to/python]
 
 Decode speed is bounded by memory bandwidth: the ceiling printed beside each figure is
@@ -89,6 +89,8 @@ def synthetic_tinyllama(dtype: str) -> str:
 def model_path(name: str) -> str:
     if name == "smollm2":
         return torchless.hub.path("smollm2-135m-instruct")
+    if name == "gemma3":
+        return torchless.hub.path("gemma3-270m")
     if name.startswith("tinyllama-"):
         return synthetic_tinyllama(name.split("-", 1)[1])
     raise SystemExit(f"unknown model {name}")

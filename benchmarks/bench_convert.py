@@ -3,6 +3,7 @@ Prints one JSON object per run on stdout.
 
     python benchmarks/bench_convert.py SRC [--types q8_0,q4_k_m] [--threads 2] [--repeats 1]
     python benchmarks/bench_convert.py --synthesize /tmp/synth-f32.gguf [--layers 6] ...   # make SRC first
+    python benchmarks/bench_convert.py --synthesize-hf /tmp/qwen05b-bf16 --types q4_k_m   # a 0.5B BF16 HF folder
 
 SRC is anything `torchless.load` opens (a GGUF file, a catalog name; an HF folder or .bin once
 those readers are in). Each conversion runs in a fresh `python -c` child, whose peak RSS is its
@@ -78,6 +79,51 @@ def synthesize(path: str, layers: int, dim: int = 1024, hidden: int = 2816, voca
     conv._write_streaming(path, kvs, [(n, "f32", s) for n, s in shapes], fill)
 
 
+def synthesize_hf(folder: str, seed: int = 0) -> None:
+    """A random Qwen2.5-0.5B-shaped Hugging Face folder in BF16 (494M parameters, ~0.99 GB):
+    config.json and one model.safetensors written tensor by tensor (the header first, as the
+    sizes are known), no tokenizer (convert carries none then)."""
+    dim, layers, heads, kv_heads, hidden, vocab = 896, 24, 14, 2, 4864, 151936
+    hd = dim // heads
+    os.makedirs(folder, exist_ok=True)
+    config = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": dim,
+              "intermediate_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
+              "num_key_value_heads": kv_heads, "max_position_embeddings": 32768, "rms_norm_eps": 1e-6,
+              "rope_theta": 1000000.0, "vocab_size": vocab, "tie_word_embeddings": True, "torch_dtype": "bfloat16"}
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config, f, indent=1)
+    shapes = [("model.embed_tokens.weight", (vocab, dim))]
+    for l in range(layers):
+        p = f"model.layers.{l}."
+        shapes += [(p + "input_layernorm.weight", (dim,)), (p + "self_attn.q_proj.weight", (heads * hd, dim)),
+                   (p + "self_attn.q_proj.bias", (heads * hd,)), (p + "self_attn.k_proj.weight", (kv_heads * hd, dim)),
+                   (p + "self_attn.k_proj.bias", (kv_heads * hd,)), (p + "self_attn.v_proj.weight", (kv_heads * hd, dim)),
+                   (p + "self_attn.v_proj.bias", (kv_heads * hd,)), (p + "self_attn.o_proj.weight", (dim, heads * hd)),
+                   (p + "post_attention_layernorm.weight", (dim,)), (p + "mlp.gate_proj.weight", (hidden, dim)),
+                   (p + "mlp.up_proj.weight", (hidden, dim)), (p + "mlp.down_proj.weight", (dim, hidden))]
+    shapes.append(("model.norm.weight", (dim,)))
+    header, off = {}, 0
+    for name, shape in shapes:
+        n = 2 * math.prod(shape)
+        header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [off, off + n]}
+        off += n
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    rng = np.random.default_rng(seed)
+    with open(os.path.join(folder, "model.safetensors"), "wb") as f:
+        f.write(len(h).to_bytes(8, "little") + h)
+        for name, shape in shapes:
+            rows = shape[0] if len(shape) == 2 else 1
+            cols = shape[-1]
+            step = max(1, (1 << 22) // cols)
+            for r in range(0, rows, step):
+                n = min(step, rows - r)
+                x = rng.standard_normal((n, cols), dtype=np.float32) / np.float32(math.sqrt(cols))
+                if len(shape) == 1:
+                    x = 1 + 0.1 * x
+                f.write((x.view(np.uint32) >> 16).astype(np.uint16).tobytes())  # BF16 by truncation
+
+
 def _convert_module():
     import torchless  # noqa: F401
 
@@ -132,7 +178,13 @@ def main() -> None:
     p.add_argument("--out-dir", default=None, help="where the outputs go (default: a temporary folder, removed)")
     p.add_argument("--synthesize", metavar="PATH", help="write a random F32 LLaMA-shaped GGUF to PATH first")
     p.add_argument("--layers", type=int, default=6, help="layers of the synthesized model (default 6)")
+    p.add_argument("--synthesize-hf", metavar="DIR", help="write a random Qwen2.5-0.5B-shaped BF16 HF folder to DIR first")
     a = p.parse_args()
+    if a.synthesize_hf:
+        t0 = time.perf_counter()
+        synthesize_hf(a.synthesize_hf)
+        emit(bench="synthesize-hf", path=a.synthesize_hf, seconds=round(time.perf_counter() - t0, 2))
+        a.src = a.src or a.synthesize_hf
     if a.synthesize:
         t0 = time.perf_counter()
         synthesize(a.synthesize, a.layers)

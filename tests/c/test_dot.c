@@ -23,7 +23,7 @@ int main(void) {
     uint64_t seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
     state = seed;
     printf("seed %llu, kernels: %s\n", (unsigned long long)seed, tl_cpu_isa());
-    const tl_dtype types[] = {TL_F32, TL_F16, TL_Q4_0, TL_Q4_1, TL_Q8_0, TL_Q4_K, TL_Q6_K, TL_BF16};
+    const tl_dtype types[] = {TL_F32, TL_F16, TL_Q4_0, TL_Q4_1, TL_Q8_0, TL_Q4_K, TL_Q6_K, TL_BF16, TL_Q5_0, TL_Q5_1};
     const int64_t n = 1024;
     float *w = malloc(n * sizeof(float)), *x = malloc(n * sizeof(float)), *deq = malloc(n * sizeof(float));
     uint8_t *q = malloc(n * 8);
