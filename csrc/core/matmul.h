@@ -5,7 +5,7 @@
 #include "pool.h"
 
 /* Rows of W dequantized at a time per thread (the tile of scratch each thread needs). */
-#define TL_MATMUL_TILE 16
+#define TL_MATMUL_TILE 64
 
 /* Floats of scratch tl_matmul needs for weights of k columns on nth threads. */
 static inline size_t tl_matmul_scratch_floats(int64_t k, int nth) { return (size_t)nth * TL_MATMUL_TILE * (size_t)k; }
