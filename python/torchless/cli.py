@@ -362,10 +362,6 @@ def _setup_models(p: argparse.ArgumentParser) -> Handler:
     return run
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
 # --------------------------------------------------------------------------- run
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -461,3 +457,7 @@ def _setup_run(p: argparse.ArgumentParser) -> Handler:
         return 130 if interrupted else 0
 
     return run
+
+
+if __name__ == "__main__":  # pragma: no cover  (after every @command, so all are registered)
+    sys.exit(main())
