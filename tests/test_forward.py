@@ -13,9 +13,11 @@ Tolerances (normwise per position, ‖engine − reference‖₂ / ‖reference�
   1e-3 (an element whose float32 and float64 values round to different quants moves by one
   quantum).
 - F16 KV cache (the engine's default): the reference rounds its cached keys and values to
-  float16 too; 5e-4 (a value that float32 noise puts on the other side of a float16 rounding
-  boundary moves by one float16 ulp; measured ≤ 8e-5 over 30 seeds, 3e-4..6e-4 if the reference
-  kept float64 keys and values).
+  float16 too; 1e-3 (a value that float32 noise puts on the other side of a float16 rounding
+  boundary moves by one float16 ulp, 4.9e-4 relative; measured ≤ 8e-5 over 30 seeds on the
+  synthetic models, 3e-4..6e-4 if the reference kept float64 keys and values, and 7.1e-4 on
+  stories260K (dim 64: one flipped element weighs more) when the prefill GEMM is blocked in
+  64-row tiles, 7e-5 with 16-row tiles — the same float32 products summed in another order).
 - Engine against itself (prefill vs single-token decodes, batched vs alone): 1e-5.
 """
 
@@ -29,7 +31,7 @@ from reference.forward import ReferenceModel, normwise_error
 STORIES = "stories260K/stories260K.derived-f32.gguf"
 TOL_F32 = 1e-4
 TOL_QUANT_ACT = 1e-3   # quantized weights with quantized activations (mirrored in the reference)
-TOL_KV_F16 = 5e-4
+TOL_KV_F16 = 1e-3
 TOL_SELF = 1e-5
 QUANT = [("q8_0", False), ("q4_0", False), ("q4_k", True)]
 
