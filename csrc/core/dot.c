@@ -101,28 +101,45 @@ AVX2 static inline __m256 i8x32_dot(__m256i v, const float *x) {
     return _mm256_fmadd_ps(i8_to_ps(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(x + 24), s);
 }
 
-/* GGUF Q5_0: d * (q - 16) */
+/* GGUF Q5_0: d * (q - 16); even and odd blocks in separate accumulators */
 AVX2 static float dot_q5_0_avx2(const void *w, const float *x, int64_t n) {
     const block_q5_0 *b = w;
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK5_0; i++, x += QK5_0) {
-        __m256i v = _mm256_sub_epi8(q5_values(b[i].qs, b[i].qh), _mm256_set1_epi8(16));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d)), i8x32_dot(v, x), acc);
+    const int64_t nb = n / QK5_0;
+    const __m256i sixteen = _mm256_set1_epi8(16);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        __m256i v0 = _mm256_sub_epi8(q5_values(b[i].qs, b[i].qh), sixteen);
+        __m256i v1 = _mm256_sub_epi8(q5_values(b[i + 1].qs, b[i + 1].qh), sixteen);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d)), i8x32_dot(v0, x + i * QK5_0), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i + 1].d)), i8x32_dot(v1, x + (i + 1) * QK5_0), acc1);
     }
-    return hsum(acc);
+    if (i < nb) {
+        __m256i v = _mm256_sub_epi8(q5_values(b[i].qs, b[i].qh), sixteen);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d)), i8x32_dot(v, x + i * QK5_0), acc0);
+    }
+    return hsum(_mm256_add_ps(acc0, acc1));
 }
 
 /* GGUF Q5_1: d * q + m  ->  d * sum(q x) + m * sum(x) */
+AVX2 static inline void q5_1_block_avx2(const block_q5_1 *b, const float *x, __m256 *acc, __m256 *accm) {
+    __m256 xs = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(x + 8)),
+                              _mm256_add_ps(_mm256_loadu_ps(x + 16), _mm256_loadu_ps(x + 24)));
+    *acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b->d)), i8x32_dot(q5_values(b->qs, b->qh), x), *acc);
+    *accm = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b->m)), xs, *accm);
+}
+
 AVX2 static float dot_q5_1_avx2(const void *w, const float *x, int64_t n) {
     const block_q5_1 *b = w;
-    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK5_1; i++, x += QK5_1) {
-        __m256 xs = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(x + 8)),
-                                  _mm256_add_ps(_mm256_loadu_ps(x + 16), _mm256_loadu_ps(x + 24)));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d)), i8x32_dot(q5_values(b[i].qs, b[i].qh), x), acc);
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].m)), xs, accm);
+    const int64_t nb = n / QK5_1;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), m0 = _mm256_setzero_ps(), m1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        q5_1_block_avx2(&b[i], x + i * QK5_1, &a0, &m0);
+        q5_1_block_avx2(&b[i + 1], x + (i + 1) * QK5_1, &a1, &m1);
     }
-    return hsum(_mm256_add_ps(acc, accm));
+    if (i < nb) q5_1_block_avx2(&b[i], x + i * QK5_1, &a0, &m0);
+    return hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(m0, m1)));
 }
 
 /* GGUF Q4_0: d * (q - 8); low nibbles are elements 0..15, high nibbles 16..31 */
@@ -224,47 +241,75 @@ AVX512 static float dot_bf16_avx512(const void *w, const float *x, int64_t n) {
     return s;
 }
 
+/* The float kernels below keep two accumulators, even blocks in one and odd blocks in the
+ * other, as named registers: an array indexed by (i & 1) made the compiler keep them on the
+ * stack, and every block then waited on a store-to-load forward. */
+
+/* one Q4_0 block: sum (q - 8) x, unscaled */
+AVX512 static inline __m512 q4_0_block_avx512(const block_q4_0 *b, const float *x) {
+    const __m128i mask = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+    __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
+    __m128i lo = _mm_sub_epi8(_mm_and_si128(q, mask), eight);
+    __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), mask), eight);
+    __m512 v = _mm512_mul_ps(i8x16_to_ps(lo), _mm512_loadu_ps(x));
+    return _mm512_fmadd_ps(i8x16_to_ps(hi), _mm512_loadu_ps(x + 16), v);
+}
+
 AVX512 static float dot_q4_0_avx512(const void *w, const float *x, int64_t n) {
     const block_q4_0 *b = w;
-    const __m128i mask = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
-    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int64_t i = 0; i < n / QK4_0; i++, x += QK4_0) {
-        __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
-        __m128i lo = _mm_sub_epi8(_mm_and_si128(q, mask), eight);
-        __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), mask), eight);
-        __m512 v = _mm512_mul_ps(i8x16_to_ps(lo), _mm512_loadu_ps(x));
-        v = _mm512_fmadd_ps(i8x16_to_ps(hi), _mm512_loadu_ps(x + 16), v);
-        acc[i & 1] = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i].d)), v, acc[i & 1]);
+    const int64_t nb = n / QK4_0;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        acc0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i].d)), q4_0_block_avx512(&b[i], x + i * QK4_0), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i + 1].d)), q4_0_block_avx512(&b[i + 1], x + (i + 1) * QK4_0),
+                               acc1);
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+    if (i < nb) acc0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i].d)), q4_0_block_avx512(&b[i], x + i * QK4_0), acc0);
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+/* Q4_1: d * sum(q x) + m * sum(x); the d terms and m terms in separate accumulators too */
+AVX512 static inline void q4_1_block_avx512(const block_q4_1 *b, const float *x, __m512 *ad, __m512 *am) {
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
+    __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
+    __m512 v = _mm512_mul_ps(u8x16_to_ps(_mm_and_si128(q, mask)), x0);
+    v = _mm512_fmadd_ps(u8x16_to_ps(_mm_and_si128(_mm_srli_epi16(q, 4), mask)), x1, v);
+    *ad = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b->d)), v, *ad);
+    *am = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b->m)), _mm512_add_ps(x0, x1), *am);
 }
 
 AVX512 static float dot_q4_1_avx512(const void *w, const float *x, int64_t n) {
     const block_q4_1 *b = w;
-    const __m128i mask = _mm_set1_epi8(0x0F);
-    /* independent accumulators (d terms and m terms, even and odd blocks): the adds
-     * do not wait on each other's latency */
-    __m512 ad[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}, am[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int64_t i = 0; i < n / QK4_1; i++, x += QK4_1) {
-        __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
-        __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
-        __m512 v = _mm512_mul_ps(u8x16_to_ps(_mm_and_si128(q, mask)), x0);
-        v = _mm512_fmadd_ps(u8x16_to_ps(_mm_and_si128(_mm_srli_epi16(q, 4), mask)), x1, v);
-        ad[i & 1] = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i].d)), v, ad[i & 1]);
-        am[i & 1] = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i].m)), _mm512_add_ps(x0, x1), am[i & 1]);
+    const int64_t nb = n / QK4_1;
+    __m512 ad0 = _mm512_setzero_ps(), ad1 = _mm512_setzero_ps(), am0 = _mm512_setzero_ps(), am1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        q4_1_block_avx512(&b[i], x + i * QK4_1, &ad0, &am0);
+        q4_1_block_avx512(&b[i + 1], x + (i + 1) * QK4_1, &ad1, &am1);
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(ad[0], ad[1]), _mm512_add_ps(am[0], am[1])));
+    if (i < nb) q4_1_block_avx512(&b[i], x + i * QK4_1, &ad0, &am0);
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(ad0, ad1), _mm512_add_ps(am0, am1)));
+}
+
+AVX512 static inline __m512 q8_0_block_avx512(const block_q8_0 *b, const float *x) {
+    __m512 v = _mm512_mul_ps(i8x16_to_ps(_mm_loadu_si128((const __m128i *)b->qs)), _mm512_loadu_ps(x));
+    return _mm512_fmadd_ps(i8x16_to_ps(_mm_loadu_si128((const __m128i *)(b->qs + 16))), _mm512_loadu_ps(x + 16), v);
 }
 
 AVX512 static float dot_q8_0_avx512(const void *w, const float *x, int64_t n) {
     const block_q8_0 *b = w;
-    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int64_t i = 0; i < n / QK8_0; i++, x += QK8_0) {
-        __m512 v = _mm512_mul_ps(i8x16_to_ps(_mm_loadu_si128((const __m128i *)b[i].qs)), _mm512_loadu_ps(x));
-        v = _mm512_fmadd_ps(i8x16_to_ps(_mm_loadu_si128((const __m128i *)(b[i].qs + 16))), _mm512_loadu_ps(x + 16), v);
-        acc[i & 1] = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i].d)), v, acc[i & 1]);
+    const int64_t nb = n / QK8_0;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        acc0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i].d)), q8_0_block_avx512(&b[i], x + i * QK8_0), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i + 1].d)), q8_0_block_avx512(&b[i + 1], x + (i + 1) * QK8_0),
+                               acc1);
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+    if (i < nb) acc0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i].d)), q8_0_block_avx512(&b[i], x + i * QK8_0), acc0);
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
 
 /* GGUF Q4_K: 256 = 8 sub-blocks of 32, value d*sc*q - dmin*m; qs holds sub-blocks 2j
