@@ -73,6 +73,25 @@ AVX2 static float dot_bf16_avx2(const void *w, const float *x, int64_t n) {
     return s;
 }
 
+/* y += a x over a row of the KV cache (attention's weighted sum of values) */
+AVX2 static void axpy_f32_avx2(float *y, float a, const void *xv, int64_t n) {
+    const float *x = xv;
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+AVX2 static void axpy_f16_avx2(float *y, float a, const void *xv, int64_t n) {
+    const uint16_t *x = xv;
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))),
+                                                _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * _cvtsh_ss(x[i]);
+}
+
 /* GGUF Q5_0/Q5_1: the 5th bit of element j is bit j of qh. 32 bytes, 0xFF where the bit is set
  * (broadcast qh, put byte j/8 in lane j, or in every bit but j%8, compare with all ones). */
 AVX2 static inline __m256i q5_high_bits(const uint8_t qh[4]) {
@@ -224,6 +243,76 @@ AVX512 static float dot_f16_avx512(const void *w, const float *x, int64_t n) {
     float s = _mm512_reduce_add_ps(acc);
     for (; i < n; i++) s += _cvtsh_ss(a[i]) * x[i];
     return s;
+}
+
+AVX512 static void axpy_f32_avx512(float *y, float a, const void *xv, int64_t n) {
+    const float *x = xv;
+    const __m512 va = _mm512_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+AVX512 static void axpy_f16_avx512(float *y, float a, const void *xv, int64_t n) {
+    const uint16_t *x = xv;
+    const __m512 va = _mm512_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(x + i))),
+                                                _mm512_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * _cvtsh_ss(x[i]);
+}
+
+/* Attention over a block of cached rows (stride elements apart): scores s[t] = q . k_t, and
+ * out += sum_t p[t] v_t with each 16-wide slice of out held in a register across the block. */
+AVX512 static inline __m512 kv16_avx512(const void *row, int64_t d, bool f16) {
+    return f16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + d)))
+               : _mm512_loadu_ps((const float *)row + d);
+}
+
+AVX512 static void attn_scores_avx512(const float *q, const void *k, size_t stride, int nk, int hd, bool f16, float *s) {
+    const size_t esz = f16 ? 2 : 4;
+    int t = 0;
+    for (; t + 2 <= nk; t += 2) {
+        const uint8_t *k0 = (const uint8_t *)k + (size_t)t * stride * esz, *k1 = k0 + stride * esz;
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+        for (int d = 0; d < hd; d += 16) {
+            const __m512 qd = _mm512_loadu_ps(q + d);
+            a0 = _mm512_fmadd_ps(kv16_avx512(k0, d, f16), qd, a0);
+            a1 = _mm512_fmadd_ps(kv16_avx512(k1, d, f16), qd, a1);
+        }
+        s[t] = _mm512_reduce_add_ps(a0);
+        s[t + 1] = _mm512_reduce_add_ps(a1);
+    }
+    for (; t < nk; t++) {
+        const uint8_t *k0 = (const uint8_t *)k + (size_t)t * stride * esz;
+        __m512 a0 = _mm512_setzero_ps();
+        for (int d = 0; d < hd; d += 16) a0 = _mm512_fmadd_ps(kv16_avx512(k0, d, f16), _mm512_loadu_ps(q + d), a0);
+        s[t] = _mm512_reduce_add_ps(a0);
+    }
+}
+
+AVX512 static void attn_values_avx512(float *out, const float *p, const void *v, size_t stride, int nk, int hd, bool f16) {
+    const size_t esz = f16 ? 2 : 4;
+    for (int d = 0; d < hd; d += 16) {
+        __m512 acc = _mm512_loadu_ps(out + d);
+        for (int t = 0; t < nk; t++)
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(p[t]), kv16_avx512((const uint8_t *)v + (size_t)t * stride * esz, d, f16), acc);
+        _mm512_storeu_ps(out + d, acc);
+    }
+}
+
+AVX512 static void attn_scores_f16_avx512(const float *q, const void *k, size_t stride, int nk, int hd, float *s) {
+    attn_scores_avx512(q, k, stride, nk, hd, true, s);
+}
+AVX512 static void attn_scores_f32_avx512(const float *q, const void *k, size_t stride, int nk, int hd, float *s) {
+    attn_scores_avx512(q, k, stride, nk, hd, false, s);
+}
+AVX512 static void attn_values_f16_avx512(float *out, const float *p, const void *v, size_t stride, int nk, int hd) {
+    attn_values_avx512(out, p, v, stride, nk, hd, true);
+}
+AVX512 static void attn_values_f32_avx512(float *out, const float *p, const void *v, size_t stride, int nk, int hd) {
+    attn_values_avx512(out, p, v, stride, nk, hd, false);
 }
 
 AVX512 static float dot_bf16_avx512(const void *w, const float *x, int64_t n) {
@@ -426,5 +515,30 @@ tl_dot_fn tl_dot_kernel(tl_dtype t) {
 #else
     (void)t;
     return NULL;
+#endif
+}
+
+tl_axpy_fn tl_axpy_kernel(tl_dtype t) {
+    if (!simd_enabled()) return NULL;
+#ifdef TL_X86
+    if (use_simd == 2) return t == TL_F32 ? axpy_f32_avx512 : t == TL_F16 ? axpy_f16_avx512 : NULL;
+    return t == TL_F32 ? axpy_f32_avx2 : t == TL_F16 ? axpy_f16_avx2 : NULL;
+#else
+    (void)t;
+    return NULL;
+#endif
+}
+
+bool tl_attn_kernels(tl_dtype kv, int hd, tl_attn_scores_fn *scores, tl_attn_values_fn *values) {
+    *scores = NULL;
+    *values = NULL;
+    if (!simd_enabled() || hd % 16 != 0 || (kv != TL_F16 && kv != TL_F32)) return false;
+#ifdef TL_X86
+    if (use_simd != 2) return false;
+    *scores = kv == TL_F16 ? attn_scores_f16_avx512 : attn_scores_f32_avx512;
+    *values = kv == TL_F16 ? attn_values_f16_avx512 : attn_values_f32_avx512;
+    return true;
+#else
+    return false;
 #endif
 }

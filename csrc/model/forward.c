@@ -5,6 +5,7 @@
  * several sequences, or both mixed. */
 #include "model.h"
 
+#include "core/dot.h"
 #include "core/fp16.h"
 #include "core/matmul.h"
 
@@ -58,9 +59,8 @@ static tl_status reserve(tl_context *x, int32_t n) {
     size_t max_k = wide > (size_t)c->hidden_dim ? wide : (size_t)c->hidden_dim;
     const int nth = tl_pool_size(x->pool);
     x->scratch_floats = tl_matmul_scratch_floats((int64_t)max_k, nth);
-    x->scores_floats = (size_t)nth * (size_t)x->max_seq_len;
     size_t per_token = (size_t)c->dim + wide + q_dim + 2 * kv_dim + q_dim + 2 * (size_t)c->hidden_dim + 2 * (size_t)c->rope_dim;
-    size_t total = per_token * (size_t)n + x->scratch_floats + x->scores_floats;
+    size_t total = per_token * (size_t)n + x->scratch_floats;
     float *buf = aligned_alloc(64, ((total * sizeof(float)) + 63) & ~(size_t)63);
     if (!buf) return tl_set_error(TL_ERR_NOMEM, "forward: out of memory for a batch of %d tokens", n);
     free(x->x);
@@ -75,7 +75,6 @@ static tl_status reserve(tl_context *x, int32_t n) {
     x->rope_cs = x->hb2 + (size_t)n * c->hidden_dim;
     x->rope_cs_swa = x->rope_cs + (size_t)n * c->rope_dim;
     x->scratch = x->rope_cs_swa + (size_t)n * c->rope_dim;
-    x->scores = x->scratch + x->scratch_floats;
     x->cap_tokens = n;
     return TL_OK;
 }
@@ -106,6 +105,38 @@ typedef struct {
     int32_t window; /* W > 0: keys t with pos - W < t <= pos only */
 } attn_job;
 
+/* One cached key or value row: F32 or F16 (portable paths for when no SIMD kernel is chosen). */
+static float kv_dot_portable(const float *q, const void *row, int hd, tl_dtype dt) {
+    if (dt == TL_F32) return tl_dot_f32(q, row, hd);
+    const uint16_t *k = row;
+    const float *f16 = tl_f16_table();
+    float acc[8] = {0};
+    int d = 0;
+    for (; d + 8 <= hd; d += 8)
+        for (int l = 0; l < 8; l++) acc[l] += q[d + l] * f16[k[d + l]];
+    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; d < hd; d++) s += q[d] * f16[k[d]];
+    return s;
+}
+
+static void kv_axpy_portable(float *y, float a, const void *row, int hd, tl_dtype dt) {
+    if (dt == TL_F32) {
+        const float *v = row;
+        for (int d = 0; d < hd; d++) y[d] += a * v[d];
+    } else {
+        const uint16_t *v = row;
+        const float *f16 = tl_f16_table();
+        for (int d = 0; d < hd; d++) y[d] += a * f16[v[d]];
+    }
+}
+
+/* keys per step of the online softmax: their scores live on the stack, never the whole row */
+#define ATTN_BLOCK 64
+
+/* Every (token, head) pair over its sequence's cached positions, flash-decoding style: keys
+ * are taken in blocks; each block's scores raise the running maximum m when they exceed it
+ * (rescaling the sum l and the output accumulated so far by exp(m_old - m)), and add their
+ * exp(s - m) and exp(s - m) v_t. No score matrix is materialised, at any context length. */
 static void attention_worker(void *p, int ith, int nth) {
     const attn_job *j = p;
     tl_context *x = j->x;
@@ -113,8 +144,14 @@ static void attention_worker(void *p, int ith, int nth) {
     const int hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
     const size_t q_dim = (size_t)c->n_heads * hd;
     const float scale = c->attn_scale, cap = c->attn_softcap;
-    const float *f16 = tl_f16_table();
-    float *scores = x->scores + (size_t)ith * x->max_seq_len;
+    const tl_dtype dt = x->kv_dtype;
+    const size_t elem = dt == TL_F32 ? sizeof(float) : sizeof(uint16_t);
+    const tl_dot_fn dot = tl_dot_kernel(dt);
+    const tl_axpy_fn axpy = tl_axpy_kernel(dt);
+    tl_attn_scores_fn block_scores;
+    tl_attn_values_fn block_values;
+    tl_attn_kernels(dt, hd, &block_scores, &block_values);
+    float s[ATTN_BLOCK];
     int64_t w0, w1;
     tl_split((int64_t)j->b->n_tokens * c->n_heads, ith, nth, &w0, &w1);
     for (int64_t w = w0; w < w1; w++) {
@@ -124,46 +161,46 @@ static void attention_worker(void *p, int ith, int nth) {
         float *out = x->att_out + (size_t)i * q_dim + (size_t)h * hd;
         const size_t base = cache_index(x, j->layer, seq, 0) + (size_t)kvh * hd;
         const size_t stride = (size_t)c->n_kv_heads * hd;
-        /* scores = q . k_t * scale for t = t0..pos (causal; a windowed layer starts at
-         * pos - W + 1), soft-capped where the model says, then softmax */
+        const uint8_t *kc = (const uint8_t *)x->k_cache + base * elem, *vc = (const uint8_t *)x->v_cache + base * elem;
+        /* keys t0..pos (causal; a windowed layer starts at pos - W + 1) */
         const int32_t t0 = j->window > 0 && pos >= j->window ? pos - j->window + 1 : 0;
-        float max = -INFINITY;
-        for (int32_t t = t0; t <= pos; t++) {
-            float s = 0;
-            if (x->kv_dtype == TL_F32) {
-                s = tl_dot_f32(q, (const float *)x->k_cache + base + t * stride, hd);
-            } else {
-                const uint16_t *k = (const uint16_t *)x->k_cache + base + t * stride;
-                float acc[8] = {0};
-                int d = 0;
-                for (; d + 8 <= hd; d += 8)
-                    for (int l = 0; l < 8; l++) acc[l] += q[d + l] * f16[k[d + l]];
-                s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-                for (; d < hd; d++) s += q[d] * f16[k[d]];
-            }
-            s *= scale;
-            if (cap > 0) s = softcap(s, cap);
-            scores[t] = s;
-            if (s > max) max = s;
-        }
-        double sum = 0;
-        for (int32_t t = t0; t <= pos; t++) {
-            scores[t] = expf(scores[t] - max);
-            sum += scores[t];
-        }
-        const float inv = (float)(1.0 / sum);
-        /* out = sum_t softmax_t v_t */
+        float m = -INFINITY, l = 0;
         memset(out, 0, (size_t)hd * sizeof(float));
-        for (int32_t t = t0; t <= pos; t++) {
-            const float a = scores[t] * inv;
-            if (x->kv_dtype == TL_F32) {
-                const float *v = (const float *)x->v_cache + base + t * stride;
-                for (int d = 0; d < hd; d++) out[d] += a * v[d];
+        for (int32_t tb = t0; tb <= pos; tb += ATTN_BLOCK) {
+            const int nk = pos - tb + 1 < ATTN_BLOCK ? pos - tb + 1 : ATTN_BLOCK;
+            /* scores = q . k_t * scale, soft-capped where the model says */
+            float bm = -INFINITY;
+            if (block_scores) block_scores(q, kc + (size_t)tb * stride * elem, stride, nk, hd, s);
+            for (int t = 0; t < nk; t++) {
+                const void *k = kc + (size_t)(tb + t) * stride * elem;
+                float z = (block_scores ? s[t] : dot ? dot(k, q, hd) : kv_dot_portable(q, k, hd, dt)) * scale;
+                if (cap > 0) z = softcap(z, cap);
+                s[t] = z;
+                if (z > bm) bm = z;
+            }
+            if (bm > m) { /* a new maximum: what was summed so far shrinks by exp(m - bm) */
+                const float r = expf(m - bm);
+                if (l > 0)
+                    for (int d = 0; d < hd; d++) out[d] *= r;
+                l *= r;
+                m = bm;
+            }
+            for (int t = 0; t < nk; t++) {
+                s[t] = expf(s[t] - m);
+                l += s[t];
+            }
+            if (block_values) {
+                block_values(out, s, vc + (size_t)tb * stride * elem, stride, nk, hd);
             } else {
-                const uint16_t *v = (const uint16_t *)x->v_cache + base + t * stride;
-                for (int d = 0; d < hd; d++) out[d] += a * f16[v[d]];
+                for (int t = 0; t < nk; t++) {
+                    const void *v = vc + (size_t)(tb + t) * stride * elem;
+                    if (axpy) axpy(out, s[t], v, hd);
+                    else kv_axpy_portable(out, s[t], v, hd, dt);
+                }
             }
         }
+        const float inv = 1.0f / l;
+        for (int d = 0; d < hd; d++) out[d] *= inv;
     }
 }
 

@@ -56,8 +56,8 @@ struct tl_context {
     void *abort_user;
     /* activations, grown to the largest batch seen */
     int32_t cap_tokens;
-    float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *rope_cs, *rope_cs_swa, *scores, *scratch;
-    size_t scratch_floats, scores_floats;
+    float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *rope_cs, *rope_cs_swa, *scratch;
+    size_t scratch_floats;
 };
 
 #endif
