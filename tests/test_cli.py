@@ -79,6 +79,18 @@ def test_info_stories260k_json(capsys):
     assert d["file_size"] == STORIES.stat().st_size
     assert d["bits_per_weight"] == pytest.approx(32.0)
     assert d["dtypes"] == {"f32": {"tensors": 48, "elements": 292_800, "bytes": 4 * 292_800}}
+    import torchless
+
+    assert d["cpu_kernels"] == torchless._C.cpu_isa() and d["cpu_kernels"] in ("scalar", "avx2", "avx512")
+
+
+def test_info_reports_the_forced_cpu_kernels(tmp_path):
+    """TORCHLESS_CPU=scalar is read when the kernels are chosen: a fresh process reports it."""
+    env = dict(os.environ, TORCHLESS_CPU="scalar")
+    r = subprocess.run([sys.executable, "-m", "torchless", "info", str(STORIES), "--json"], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["cpu_kernels"] == "scalar"
 
 
 @pytest.mark.parametrize(

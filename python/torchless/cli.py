@@ -203,7 +203,15 @@ def describe(model: Any) -> Dict[str, Any]:
                             if summary["n_params"] else None),
         "dtypes": summary["dtypes"],
         "fallbacks": describe_fallbacks(model),
+        "cpu_kernels": _cpu_kernels(),
     }
+
+
+def _cpu_kernels() -> str:
+    """The kernels this CPU runs (chosen from CPUID at load; TORCHLESS_CPU=scalar|avx2 overrides)."""
+    from . import _C
+
+    return _C.cpu_isa()
 
 
 def _mib(n: int) -> str:
@@ -246,6 +254,8 @@ def format_info(d: Dict[str, Any]) -> str:
         ("bits per weight", bpw),
         ("tensors", str(d["n_tensors"])),
     ]
+    if d.get("cpu_kernels"):
+        rows.append(("cpu kernels", d["cpu_kernels"]))
     if d.get("fallbacks"):
         from .convert import format_fallbacks
 
