@@ -312,25 +312,13 @@ done:
     return st;
 }
 
+static tl_status parse_gguf(tl_weights *w, const char *path, const uint8_t *data, size_t size) {
+    reader r = {data, size, 0, path, w, 0};
+    return parse(&r);
+}
+
 tl_status tl_gguf_open(const char *path, tl_weights **out) {
-    *out = NULL;
-    tl_mapping *m;
-    tl_status st = tl_mapping_open(path, &m);
-    if (st) return st;
-    tl_weights *w = tl_weights_new(TL_FORMAT_GGUF);
-    if (!w) {
-        tl_mapping_release(m);
-        return tl_set_error(TL_ERR_NOMEM, "gguf: %s: out of memory", path);
-    }
-    if ((st = tl_weights_add_mapping(w, m))) goto fail;
-    reader r = {tl_mapping_data(m), tl_mapping_size(m), 0, path, w, 0};
-    if ((st = parse(&r))) goto fail;
-    if ((st = tl_weights_finish(w, path))) goto fail;
-    *out = w;
-    return TL_OK;
-fail:
-    tl_weights_free(w);
-    return st;
+    return tl_weights_open_mapped(path, TL_FORMAT_GGUF, "gguf", parse_gguf, out);
 }
 
 /* ---------------------------------------------------------------- dispatch by content */

@@ -330,23 +330,11 @@ static tl_status parse(builder *b, size_t size) {
     return build(b, &h, version, shared, weights_at);
 }
 
+static tl_status parse_llama2c(tl_weights *w, const char *path, const uint8_t *data, size_t size) {
+    builder b = {w, path, data, 0, 0, NULL, 0, 0};
+    return parse(&b, size);
+}
+
 tl_status tl_llama2c_open(const char *path, tl_weights **out) {
-    *out = NULL;
-    tl_mapping *m;
-    tl_status s = tl_mapping_open(path, &m);
-    if (s) return s;
-    tl_weights *w = tl_weights_new(TL_FORMAT_LLAMA2C);
-    if (!w) {
-        tl_mapping_release(m);
-        return tl_set_error(TL_ERR_NOMEM, "llama2c: %s: out of memory", path);
-    }
-    if ((s = tl_weights_add_mapping(w, m))) goto fail;
-    builder b = {w, path, tl_mapping_data(m), 0, 0, NULL, 0, 0};
-    if ((s = parse(&b, tl_mapping_size(m)))) goto fail;
-    if ((s = tl_weights_finish(w, path))) goto fail;
-    *out = w;
-    return TL_OK;
-fail:
-    tl_weights_free(w);
-    return s;
+    return tl_weights_open_mapped(path, TL_FORMAT_LLAMA2C, "llama2c", parse_llama2c, out);
 }

@@ -370,25 +370,13 @@ static tl_status parse(reader *r, const uint8_t *base, size_t size) {
     return s;
 }
 
-tl_status tl_native_open(const char *path, tl_weights **out) {
-    *out = NULL;
-    tl_mapping *m;
-    tl_status s = tl_mapping_open(path, &m);
-    if (s) return s;
-    tl_weights *w = tl_weights_new(TL_FORMAT_NATIVE);
-    if (!w) {
-        tl_mapping_release(m);
-        return tl_set_error(TL_ERR_NOMEM, "tl: %s: out of memory", path);
-    }
-    if ((s = tl_weights_add_mapping(w, m))) goto fail;
+static tl_status parse_native(tl_weights *w, const char *path, const uint8_t *data, size_t size) {
     reader r = {w, path};
-    if ((s = parse(&r, tl_mapping_data(m), tl_mapping_size(m)))) goto fail;
-    if ((s = tl_weights_finish(w, path))) goto fail;
-    *out = w;
-    return TL_OK;
-fail:
-    tl_weights_free(w);
-    return s;
+    return parse(&r, data, size);
+}
+
+tl_status tl_native_open(const char *path, tl_weights **out) {
+    return tl_weights_open_mapped(path, TL_FORMAT_NATIVE, "tl", parse_native, out);
 }
 
 /* ================================================================ writing */

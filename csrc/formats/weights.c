@@ -12,6 +12,26 @@ tl_weights *tl_weights_new(tl_format format) {
     return w;
 }
 
+tl_status tl_weights_open_mapped(const char *path, tl_format format, const char *what, tl_weights_parse_fn parse,
+                                 tl_weights **out) {
+    *out = NULL;
+    tl_mapping *m;
+    tl_status s = tl_mapping_open(path, &m);
+    if (s) return s;
+    tl_weights *w = tl_weights_new(format);
+    if (!w) {
+        tl_mapping_release(m);
+        return tl_set_error(TL_ERR_NOMEM, "%s: %s: out of memory", what, path);
+    }
+    if (!(s = tl_weights_add_mapping(w, m)) && !(s = parse(w, path, tl_mapping_data(m), tl_mapping_size(m))) &&
+        !(s = tl_weights_finish(w, path))) {
+        *out = w;
+        return TL_OK;
+    }
+    tl_weights_free(w);
+    return s;
+}
+
 tl_status tl_weights_add_mapping(tl_weights *w, tl_mapping *m) {
     tl_mapping **maps = realloc(w->maps, (size_t)(w->n_maps + 1) * sizeof *maps);
     if (!maps) {

@@ -23,6 +23,14 @@ struct tl_weights {
 };
 
 tl_weights *tl_weights_new(tl_format format);
+
+/* A reader's body: fills w from the mapped file's bytes (path for messages). */
+typedef tl_status (*tl_weights_parse_fn)(tl_weights *w, const char *path, const uint8_t *data, size_t size);
+
+/* Maps path, makes a table of `format` owning the mapping, runs parse and finishes the table
+ * (messages prefixed with `what`); on failure nothing is left allocated and *out is NULL. */
+tl_status tl_weights_open_mapped(const char *path, tl_format format, const char *what, tl_weights_parse_fn parse,
+                                 tl_weights **out);
 /* Takes over the caller's reference to m. */
 tl_status tl_weights_add_mapping(tl_weights *w, tl_mapping *m);
 /* Sorts the lookup indices; a duplicate key or tensor name is a format error
