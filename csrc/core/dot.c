@@ -92,6 +92,50 @@ AVX2 static void axpy_f16_avx2(float *y, float a, const void *xv, int64_t n) {
     for (; i < n; i++) y[i] += a * _cvtsh_ss(x[i]);
 }
 
+/* Attention block kernels, 8 lanes (the AVX-512 ones below are the same with 16) */
+AVX2 static inline __m256 kv8_avx2(const void *row, int64_t d, bool f16) {
+    return f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + d)))
+               : _mm256_loadu_ps((const float *)row + d);
+}
+
+AVX2 static void attn_scores_avx2(const float *q, const void *k, size_t stride, int nk, int hd, bool f16, float *s) {
+    const size_t esz = f16 ? 2 : 4;
+    for (int t = 0; t < nk; t++) {
+        const uint8_t *kt = (const uint8_t *)k + (size_t)t * stride * esz;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        int d = 0;
+        for (; d + 16 <= hd; d += 16) {
+            a0 = _mm256_fmadd_ps(kv8_avx2(kt, d, f16), _mm256_loadu_ps(q + d), a0);
+            a1 = _mm256_fmadd_ps(kv8_avx2(kt, d + 8, f16), _mm256_loadu_ps(q + d + 8), a1);
+        }
+        if (d < hd) a0 = _mm256_fmadd_ps(kv8_avx2(kt, d, f16), _mm256_loadu_ps(q + d), a0);
+        s[t] = hsum(_mm256_add_ps(a0, a1));
+    }
+}
+
+AVX2 static void attn_values_avx2(float *out, const float *p, const void *v, size_t stride, int nk, int hd, bool f16) {
+    const size_t esz = f16 ? 2 : 4;
+    for (int d = 0; d < hd; d += 8) {
+        __m256 acc = _mm256_loadu_ps(out + d);
+        for (int t = 0; t < nk; t++)
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(p[t]), kv8_avx2((const uint8_t *)v + (size_t)t * stride * esz, d, f16), acc);
+        _mm256_storeu_ps(out + d, acc);
+    }
+}
+
+AVX2 static void attn_scores_f16_avx2(const float *q, const void *k, size_t stride, int nk, int hd, float *s) {
+    attn_scores_avx2(q, k, stride, nk, hd, true, s);
+}
+AVX2 static void attn_scores_f32_avx2(const float *q, const void *k, size_t stride, int nk, int hd, float *s) {
+    attn_scores_avx2(q, k, stride, nk, hd, false, s);
+}
+AVX2 static void attn_values_f16_avx2(float *out, const float *p, const void *v, size_t stride, int nk, int hd) {
+    attn_values_avx2(out, p, v, stride, nk, hd, true);
+}
+AVX2 static void attn_values_f32_avx2(float *out, const float *p, const void *v, size_t stride, int nk, int hd) {
+    attn_values_avx2(out, p, v, stride, nk, hd, false);
+}
+
 /* GGUF Q5_0/Q5_1: the 5th bit of element j is bit j of qh. 32 bytes, 0xFF where the bit is set
  * (broadcast qh, put byte j/8 in lane j, or in every bit but j%8, compare with all ones). */
 AVX2 static inline __m256i q5_high_bits(const uint8_t qh[4]) {
@@ -532,11 +576,15 @@ tl_axpy_fn tl_axpy_kernel(tl_dtype t) {
 bool tl_attn_kernels(tl_dtype kv, int hd, tl_attn_scores_fn *scores, tl_attn_values_fn *values) {
     *scores = NULL;
     *values = NULL;
-    if (!simd_enabled() || hd % 16 != 0 || (kv != TL_F16 && kv != TL_F32)) return false;
+    if (!simd_enabled() || hd % 8 != 0 || (kv != TL_F16 && kv != TL_F32)) return false;
 #ifdef TL_X86
-    if (use_simd != 2) return false;
-    *scores = kv == TL_F16 ? attn_scores_f16_avx512 : attn_scores_f32_avx512;
-    *values = kv == TL_F16 ? attn_values_f16_avx512 : attn_values_f32_avx512;
+    if (use_simd == 2 && hd % 16 == 0) {
+        *scores = kv == TL_F16 ? attn_scores_f16_avx512 : attn_scores_f32_avx512;
+        *values = kv == TL_F16 ? attn_values_f16_avx512 : attn_values_f32_avx512;
+    } else {
+        *scores = kv == TL_F16 ? attn_scores_f16_avx2 : attn_scores_f32_avx2;
+        *values = kv == TL_F16 ? attn_values_f16_avx2 : attn_values_f32_avx2;
+    }
     return true;
 #else
     return false;

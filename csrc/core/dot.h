@@ -19,7 +19,7 @@ tl_axpy_fn tl_axpy_kernel(tl_dtype t);
 
 /* Attention over nk cached rows of a KV cache (F16 or F32), rows `stride` elements apart:
  * scores s[t] = q . k_t, and out[0..hd) += sum_t p[t] v_t. Available for head sizes that are a
- * multiple of 16 on AVX-512; false (and NULLs) otherwise, when the caller goes row by row. */
+ * multiple of 8 (AVX2; 16 on AVX-512); false (and NULLs) otherwise, when the caller goes row by row. */
 typedef void (*tl_attn_scores_fn)(const float *q, const void *k, size_t stride, int nk, int hd, float *s);
 typedef void (*tl_attn_values_fn)(float *out, const float *p, const void *v, size_t stride, int nk, int hd);
 bool tl_attn_kernels(tl_dtype kv, int hd, tl_attn_scores_fn *scores, tl_attn_values_fn *values);
