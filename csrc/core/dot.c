@@ -336,7 +336,34 @@ AVX512 static void attn_scores_avx512(const float *q, const void *k, size_t stri
     }
 }
 
+/* out[0..16 NC) += sum_t p[t] v_t with all NC slices of out in registers: one broadcast of p[t]
+ * per key (NC is a constant at each call site, so the loops unroll) */
+#define ATTN_VALUES_NC(NC)                                                                                              \
+    AVX512 static void attn_values_##NC##_avx512(float *out, const float *p, const void *v, size_t stride, int nk,     \
+                                                 bool f16) {                                                            \
+        const size_t esz = f16 ? 2 : 4;                                                                                 \
+        __m512 acc[NC];                                                                                                 \
+        for (int c = 0; c < NC; c++) acc[c] = _mm512_loadu_ps(out + 16 * c);                                            \
+        for (int t = 0; t < nk; t++) {                                                                                  \
+            const uint8_t *vt = (const uint8_t *)v + (size_t)t * stride * esz;                                          \
+            const __m512 pt = _mm512_set1_ps(p[t]);                                                                     \
+            for (int c = 0; c < NC; c++) acc[c] = _mm512_fmadd_ps(pt, kv16_avx512(vt, 16 * c, f16), acc[c]);           \
+        }                                                                                                               \
+        for (int c = 0; c < NC; c++) _mm512_storeu_ps(out + 16 * c, acc[c]);                                            \
+    }
+ATTN_VALUES_NC(4)
+ATTN_VALUES_NC(8)
+#undef ATTN_VALUES_NC
+
 AVX512 static void attn_values_avx512(float *out, const float *p, const void *v, size_t stride, int nk, int hd, bool f16) {
+    if (hd == 64) {
+        attn_values_4_avx512(out, p, v, stride, nk, f16);
+        return;
+    }
+    if (hd == 128) {
+        attn_values_8_avx512(out, p, v, stride, nk, f16);
+        return;
+    }
     const size_t esz = f16 ? 2 : 4;
     for (int d = 0; d < hd; d += 16) {
         __m512 acc = _mm512_loadu_ps(out + d);

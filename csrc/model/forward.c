@@ -81,10 +81,12 @@ static tl_status reserve(tl_context *x, int32_t n) {
 
 /* ---- KV cache ---- */
 
-static size_t cache_index(const tl_context *x, int layer, int32_t seq, int32_t pos) {
+/* Element index of (layer, sequence, kv head, position): each head's positions are contiguous
+ * rows of head_dim, so attention streams one head's keys and values without gaps. */
+static size_t cache_index(const tl_context *x, int layer, int32_t seq, int kvh, int32_t pos) {
     const tl_model_config *c = &x->model->config;
-    size_t kv_dim = (size_t)c->n_kv_heads * c->head_dim;
-    return (((size_t)layer * x->max_batch_size + (size_t)seq) * x->max_seq_len + (size_t)pos) * kv_dim;
+    return ((((size_t)layer * x->max_batch_size + (size_t)seq) * c->n_kv_heads + (size_t)kvh) * x->max_seq_len +
+            (size_t)pos) * c->head_dim;
 }
 
 static void cache_store(tl_context *x, void *cache, size_t at, const float *src, size_t n) {
@@ -159,8 +161,8 @@ static void attention_worker(void *p, int ith, int nth) {
         const int32_t pos = j->b->pos[i], seq = j->b->seq[i];
         const float *q = x->q + (size_t)i * q_dim + (size_t)h * hd;
         float *out = x->att_out + (size_t)i * q_dim + (size_t)h * hd;
-        const size_t base = cache_index(x, j->layer, seq, 0) + (size_t)kvh * hd;
-        const size_t stride = (size_t)c->n_kv_heads * hd;
+        const size_t base = cache_index(x, j->layer, seq, kvh, 0);
+        const size_t stride = (size_t)hd;
         const uint8_t *kc = (const uint8_t *)x->k_cache + base * elem, *vc = (const uint8_t *)x->v_cache + base * elem;
         /* keys t0..pos (causal; a windowed layer starts at pos - W + 1) */
         const int32_t t0 = j->window > 0 && pos >= j->window ? pos - j->window + 1 : 0;
@@ -300,9 +302,11 @@ tl_status tl_forward(tl_context *x, const tl_batch *b, float *logits_out) {
                 rope(kh, cs, c->rope_dim, c->rope_style);
             }
             /* this position's key and value into the cache, before anyone attends */
-            size_t at = cache_index(x, l, b->seq[i], b->pos[i]);
-            cache_store(x, x->k_cache, at, x->k + i * kv_dim, (size_t)kv_dim);
-            cache_store(x, x->v_cache, at, x->v + i * kv_dim, (size_t)kv_dim);
+            for (int h = 0; h < c->n_kv_heads; h++) {
+                size_t at = cache_index(x, l, b->seq[i], h, b->pos[i]);
+                cache_store(x, x->k_cache, at, x->k + i * kv_dim + (size_t)h * hd, (size_t)hd);
+                cache_store(x, x->v_cache, at, x->v + i * kv_dim + (size_t)h * hd, (size_t)hd);
+            }
         }
         attn_job aj = {x, b, l, L->windowed ? c->sliding_window : 0};
         tl_pool_run(x->pool, attention_worker, &aj);

@@ -46,7 +46,7 @@ struct tl_context {
     int32_t max_seq_len, max_batch_size;
     tl_dtype kv_dtype;
     tl_pool *pool;
-    void *k_cache, *v_cache; /* [layer][seq][pos][n_kv_heads * head_dim] */
+    void *k_cache, *v_cache; /* [layer][seq][kv head][pos][head_dim] */
     int32_t *seq_len;        /* per sequence */
     int32_t *new_len;        /* per sequence: tl_forward's scratch for the lengths a batch leaves */
     float *inv_freq;         /* rope_dim / 2 inverse frequencies */
