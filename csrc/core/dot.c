@@ -2,6 +2,7 @@
 
 #include "quants.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -134,6 +135,43 @@ AVX2 static void attn_values_f16_avx2(float *out, const float *p, const void *v,
 }
 AVX2 static void attn_values_f32_avx2(float *out, const float *p, const void *v, size_t stride, int nk, int hd) {
     attn_values_avx2(out, p, v, stride, nk, hd, false);
+}
+
+/* s[i] = exp(s[i] - m) for scores at most m, and their sum (attention's softmax numerators):
+ * Cephes' expf on 8 lanes. exp(x) = 2^n exp(r), n = round(x log2 e), r = x - n ln 2 (ln 2 in two
+ * parts), exp(r) by its degree-7 Taylor-like polynomial; x below -87.3 gives about 1e-38 (the
+ * maximum's own term is 1, so such terms cannot matter). Within 2 ulp of expf. */
+#define EXP_LO -87.3f
+#define EXP_LOG2E 1.44269504088896341f
+#define EXP_C1 0.693359375f
+#define EXP_C2 -2.12194440e-4f
+static const float exp_poly[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                                  4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+
+AVX2 static inline __m256 exp8_avx2(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(EXP_LO));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_C1), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_C2), r);
+    __m256 y = _mm256_set1_ps(exp_poly[0]);
+    for (int i = 1; i < 6; i++) y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(exp_poly[i]));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+AVX2 static float exp_sum_avx2(float *s, int n, float m) {
+    __m256 sum = _mm256_setzero_ps();
+    const __m256 vm = _mm256_set1_ps(m);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp8_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + i), vm));
+        _mm256_storeu_ps(s + i, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    float total = hsum(sum);
+    for (; i < n; i++) total += s[i] = expf(s[i] - m);
+    return total;
 }
 
 /* GGUF Q5_0/Q5_1: the 5th bit of element j is bit j of qh. 32 bytes, 0xFF where the bit is set
@@ -386,6 +424,31 @@ AVX512 static void attn_values_f32_avx512(float *out, const float *p, const void
     attn_values_avx512(out, p, v, stride, nk, hd, false);
 }
 
+AVX512 static inline __m512 exp16_avx512(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(EXP_LO));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_C1), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_C2), r);
+    __m512 y = _mm512_set1_ps(exp_poly[0]);
+    for (int i = 1; i < 6; i++) y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(exp_poly[i]));
+    y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(y, n);
+}
+
+AVX512 static float exp_sum_avx512(float *s, int n, float m) {
+    __m512 sum = _mm512_setzero_ps();
+    const __m512 vm = _mm512_set1_ps(m);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 e = exp16_avx512(_mm512_sub_ps(_mm512_loadu_ps(s + i), vm));
+        _mm512_storeu_ps(s + i, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    float total = _mm512_reduce_add_ps(sum);
+    for (; i < n; i++) total += s[i] = expf(s[i] - m);
+    return total;
+}
+
 AVX512 static float dot_bf16_avx512(const void *w, const float *x, int64_t n) {
     const uint16_t *a = w;
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
@@ -615,5 +678,14 @@ bool tl_attn_kernels(tl_dtype kv, int hd, tl_attn_scores_fn *scores, tl_attn_val
     return true;
 #else
     return false;
+#endif
+}
+
+tl_exp_sum_fn tl_exp_sum_kernel(void) {
+    if (!simd_enabled()) return NULL;
+#ifdef TL_X86
+    return use_simd == 2 ? exp_sum_avx512 : exp_sum_avx2;
+#else
+    return NULL;
 #endif
 }

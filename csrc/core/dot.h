@@ -22,6 +22,11 @@ tl_axpy_fn tl_axpy_kernel(tl_dtype t);
  * multiple of 8 (AVX2; 16 on AVX-512); false (and NULLs) otherwise, when the caller goes row by row. */
 typedef void (*tl_attn_scores_fn)(const float *q, const void *k, size_t stride, int nk, int hd, float *s);
 typedef void (*tl_attn_values_fn)(float *out, const float *p, const void *v, size_t stride, int nk, int hd);
+/* s[i] = exp(s[i] - m) for n scores at most m, returning their sum; within 2 ulp of expf.
+ * NULL on the portable path (then expf). */
+typedef float (*tl_exp_sum_fn)(float *s, int n, float m);
+tl_exp_sum_fn tl_exp_sum_kernel(void);
+
 bool tl_attn_kernels(tl_dtype kv, int hd, tl_attn_scores_fn *scores, tl_attn_values_fn *values);
 
 #endif

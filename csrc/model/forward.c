@@ -153,6 +153,7 @@ static void attention_worker(void *p, int ith, int nth) {
     tl_attn_scores_fn block_scores;
     tl_attn_values_fn block_values;
     tl_attn_kernels(dt, hd, &block_scores, &block_values);
+    const tl_exp_sum_fn exp_sum = tl_exp_sum_kernel();
     float s[ATTN_BLOCK];
     int64_t w0, w1;
     tl_split((int64_t)j->b->n_tokens * c->n_heads, ith, nth, &w0, &w1);
@@ -187,9 +188,13 @@ static void attention_worker(void *p, int ith, int nth) {
                 l *= r;
                 m = bm;
             }
-            for (int t = 0; t < nk; t++) {
-                s[t] = expf(s[t] - m);
-                l += s[t];
+            if (exp_sum) {
+                l += exp_sum(s, nk, m);
+            } else {
+                for (int t = 0; t < nk; t++) {
+                    s[t] = expf(s[t] - m);
+                    l += s[t];
+                }
             }
             if (block_values) {
                 block_values(out, s, vc + (size_t)tb * stride * elem, stride, nk, hd);

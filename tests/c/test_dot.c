@@ -52,6 +52,27 @@ int main(void) {
             CHECK(fabs(portable - ref) <= 1e-5 * mag + 1e-30);
         }
     }
+    /* softmax numerators: exp(s - m) within 2 ulp of expf, down to where it underflows */
+    tl_exp_sum_fn exp_sum = tl_exp_sum_kernel();
+    if (exp_sum) {
+        float sc[67], want[67];
+        for (int trial = 0; trial < 200; trial++) {
+            const int len = 1 + trial % 67;
+            const float m = (float)(uniform() * 40 - 20);
+            double total = 0;
+            for (int i = 0; i < len; i++) {
+                double spread = trial % 4 == 0 ? 120.0 : trial % 4 == 1 ? 1.0 : 30.0;
+                sc[i] = i == 0 ? m : m - (float)(uniform() * spread);
+                want[i] = expf(sc[i] - m);
+                total += want[i];
+            }
+            float got = exp_sum(sc, len, m);
+            CHECK(fabs(got - total) <= 4e-7 * total, "exp sum trial %d: %g vs %g", trial, (double)got, total);
+            for (int i = 0; i < len; i++)
+                CHECK(fabsf(sc[i] - want[i]) <= 2.5e-7f * want[i] + 2e-38f, "exp trial %d [%d]: %.9g vs %.9g", trial, i,
+                      (double)sc[i], (double)want[i]);
+        }
+    }
     free(w);
     free(x);
     free(deq);
