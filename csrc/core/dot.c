@@ -74,25 +74,6 @@ AVX2 static float dot_bf16_avx2(const void *w, const float *x, int64_t n) {
     return s;
 }
 
-/* y += a x over a row of the KV cache (attention's weighted sum of values) */
-AVX2 static void axpy_f32_avx2(float *y, float a, const void *xv, int64_t n) {
-    const float *x = xv;
-    const __m256 va = _mm256_set1_ps(a);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * x[i];
-}
-
-AVX2 static void axpy_f16_avx2(float *y, float a, const void *xv, int64_t n) {
-    const uint16_t *x = xv;
-    const __m256 va = _mm256_set1_ps(a);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))),
-                                                _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * _cvtsh_ss(x[i]);
-}
-
 /* Attention block kernels, 8 lanes (the AVX-512 ones below are the same with 16) */
 AVX2 static inline __m256 kv8_avx2(const void *row, int64_t d, bool f16) {
     return f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + d)))
@@ -325,24 +306,6 @@ AVX512 static float dot_f16_avx512(const void *w, const float *x, int64_t n) {
     float s = _mm512_reduce_add_ps(acc);
     for (; i < n; i++) s += _cvtsh_ss(a[i]) * x[i];
     return s;
-}
-
-AVX512 static void axpy_f32_avx512(float *y, float a, const void *xv, int64_t n) {
-    const float *x = xv;
-    const __m512 va = _mm512_set1_ps(a);
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * x[i];
-}
-
-AVX512 static void axpy_f16_avx512(float *y, float a, const void *xv, int64_t n) {
-    const uint16_t *x = xv;
-    const __m512 va = _mm512_set1_ps(a);
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(x + i))),
-                                                _mm512_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * _cvtsh_ss(x[i]);
 }
 
 /* Attention over a block of cached rows (stride elements apart): scores s[t] = q . k_t, and
@@ -652,13 +615,11 @@ tl_dot_fn tl_dot_kernel(tl_dtype t) {
 #endif
 }
 
-tl_axpy_fn tl_axpy_kernel(tl_dtype t) {
+tl_exp_sum_fn tl_exp_sum_kernel(void) {
     if (!simd_enabled()) return NULL;
 #ifdef TL_X86
-    if (use_simd == 2) return t == TL_F32 ? axpy_f32_avx512 : t == TL_F16 ? axpy_f16_avx512 : NULL;
-    return t == TL_F32 ? axpy_f32_avx2 : t == TL_F16 ? axpy_f16_avx2 : NULL;
+    return use_simd == 2 ? exp_sum_avx512 : exp_sum_avx2;
 #else
-    (void)t;
     return NULL;
 #endif
 }
@@ -678,14 +639,5 @@ bool tl_attn_kernels(tl_dtype kv, int hd, tl_attn_scores_fn *scores, tl_attn_val
     return true;
 #else
     return false;
-#endif
-}
-
-tl_exp_sum_fn tl_exp_sum_kernel(void) {
-    if (!simd_enabled()) return NULL;
-#ifdef TL_X86
-    return use_simd == 2 ? exp_sum_avx512 : exp_sum_avx2;
-#else
-    return NULL;
 #endif
 }

@@ -12,11 +12,6 @@ typedef float (*tl_dot_fn)(const void *w_row, const float *x, int64_t n);
 /* The fastest kernel for this dtype on this CPU, or NULL (then dequantize + tl_dot_f32). */
 tl_dot_fn tl_dot_kernel(tl_dtype t);
 
-/* y[i] += a * x[i] for a row x of F32 or F16 (attention's weighted sum over cached values),
- * or NULL for other dtypes and on the portable path. */
-typedef void (*tl_axpy_fn)(float *y, float a, const void *x, int64_t n);
-tl_axpy_fn tl_axpy_kernel(tl_dtype t);
-
 /* Attention over nk cached rows of a KV cache (F16 or F32), rows `stride` elements apart:
  * scores s[t] = q . k_t, and out[0..hd) += sum_t p[t] v_t. Available for head sizes that are a
  * multiple of 8 (AVX2; 16 on AVX-512); false (and NULLs) otherwise, when the caller goes row by row. */

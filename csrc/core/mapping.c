@@ -22,6 +22,25 @@ struct tl_mapping {
 /* An empty file maps to this one byte, so data is never NULL. */
 static const uint8_t empty_file[1];
 
+/* The refcounted handle over mapped bytes (size 0: the empty_file byte); on failure the bytes
+ * are unmapped. */
+static tl_status wrap(const uint8_t *data, size_t size, const char *path, tl_mapping **out) {
+    tl_mapping *m = calloc(1, sizeof *m);
+    char *copy = strdup(path);
+    if (!m || !copy) {
+        if (size > 0) munmap((void *)data, size);
+        free(m);
+        free(copy);
+        return tl_set_error(TL_ERR_NOMEM, "%s: out of memory", path);
+    }
+    atomic_init(&m->refs, 1);
+    m->data = data;
+    m->size = size;
+    m->path = copy;
+    *out = m;
+    return TL_OK;
+}
+
 tl_status tl_mapping_open(const char *path, tl_mapping **out) {
     *out = NULL;
     if (!path) return tl_set_error(TL_ERR_INVALID, "mapping: path is NULL");
@@ -52,20 +71,7 @@ tl_status tl_mapping_open(const char *path, tl_mapping **out) {
         data = p;
     }
     close(fd);
-    tl_mapping *m = calloc(1, sizeof *m);
-    char *copy = strdup(path);
-    if (!m || !copy) {
-        if (size > 0) munmap((void *)data, size);
-        free(m);
-        free(copy);
-        return tl_set_error(TL_ERR_NOMEM, "%s: out of memory", path);
-    }
-    atomic_init(&m->refs, 1);
-    m->data = data;
-    m->size = size;
-    m->path = copy;
-    *out = m;
-    return TL_OK;
+    return wrap(data, size, path, out);
 }
 
 tl_status tl_mapping_new_anonymous(size_t size, const char *path, tl_mapping **out, uint8_t **data) {
@@ -76,21 +82,9 @@ tl_status tl_mapping_new_anonymous(size_t size, const char *path, tl_mapping **o
         p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) return tl_set_error(TL_ERR_NOMEM, "%s: cannot allocate %zu bytes", path, size);
     }
-    tl_mapping *m = calloc(1, sizeof *m);
-    char *copy = strdup(path);
-    if (!m || !copy) {
-        if (size > 0) munmap(p, size);
-        free(m);
-        free(copy);
-        return tl_set_error(TL_ERR_NOMEM, "%s: out of memory", path);
-    }
-    atomic_init(&m->refs, 1);
-    m->data = p;
-    m->size = size;
-    m->path = copy;
-    *out = m;
-    *data = size > 0 ? p : NULL;
-    return TL_OK;
+    tl_status s = wrap(p, size, path, out);
+    if (!s) *data = size > 0 ? p : NULL;
+    return s;
 }
 
 void tl_mapping_retain(tl_mapping *m) {

@@ -126,36 +126,16 @@ static tl_status read_array(reader *r, tl_value *v, tl_string key) {
 static tl_status read_value(reader *r, tl_value_type type, tl_value *v, tl_string key) {
     v->type = type;
     tl_status st = TL_OK;
-    union {
-        uint8_t u8;
-        int8_t i8;
-        uint16_t u16;
-        int16_t i16;
-        uint32_t u32;
-        int32_t i32;
-        float f32;
-        uint64_t u64;
-        int64_t i64;
-        double f64;
-    } x = {0};
+    uint8_t x[8] = {0};
     size_t n = tl_value_type_size(type);
-    if (n && (st = read_bytes(r, &x, n, "metadata value"))) return st;
+    if (n && (st = read_bytes(r, x, n, "metadata value"))) return st;
     switch (type) {
-    case TL_VAL_UINT8: v->u64 = x.u8; break;
-    case TL_VAL_INT8: v->i64 = x.i8; break;
-    case TL_VAL_UINT16: v->u64 = x.u16; break;
-    case TL_VAL_INT16: v->i64 = x.i16; break;
-    case TL_VAL_UINT32: v->u64 = x.u32; break;
-    case TL_VAL_INT32: v->i64 = x.i32; break;
-    case TL_VAL_FLOAT32: v->f64 = x.f32; break;
-    case TL_VAL_UINT64: v->u64 = x.u64; break;
-    case TL_VAL_INT64: v->i64 = x.i64; break;
-    case TL_VAL_FLOAT64: v->f64 = x.f64; break;
+    case TL_VAL_UINT8: case TL_VAL_INT8: case TL_VAL_UINT16: case TL_VAL_INT16: case TL_VAL_UINT32:
+    case TL_VAL_INT32: case TL_VAL_FLOAT32: case TL_VAL_UINT64: case TL_VAL_INT64: case TL_VAL_FLOAT64:
     case TL_VAL_BOOL:
-        if (x.u8 > 1)
+        if (!tl_value_from_packed(type, x, v))
             return tl_set_error(TL_ERR_FORMAT, "gguf: %s: key '%.*s': bool value %u (must be 0 or 1)", r->path,
-                                clip(key.len), key.ptr, x.u8);
-        v->b = x.u8;
+                                clip(key.len), key.ptr, x[0]);
         break;
     case TL_VAL_STRING: st = read_string(r, &v->str, "string value"); break;
     case TL_VAL_ARRAY: st = read_array(r, v, key); break;

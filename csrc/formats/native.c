@@ -521,39 +521,10 @@ static tl_status put_value(sbuf *b, const tl_value *v, tl_string key, int depth)
         } else {
             /* packed little-endian elements (GGUF layout) */
             const uint8_t *p = (const uint8_t *)v->arr.data + i * esize;
-            tl_value x = {.type = et};
-            union {
-                uint8_t u8;
-                int8_t i8;
-                uint16_t u16;
-                int16_t i16;
-                uint32_t u32;
-                int32_t i32;
-                float f32;
-                uint64_t u64;
-                int64_t i64;
-                double f64;
-            } e = {0};
-            memcpy(&e, p, esize);
-            switch (et) {
-            case TL_VAL_UINT8: x.u64 = e.u8; break;
-            case TL_VAL_INT8: x.i64 = e.i8; break;
-            case TL_VAL_UINT16: x.u64 = e.u16; break;
-            case TL_VAL_INT16: x.i64 = e.i16; break;
-            case TL_VAL_UINT32: x.u64 = e.u32; break;
-            case TL_VAL_INT32: x.i64 = e.i32; break;
-            case TL_VAL_FLOAT32: x.f64 = e.f32; break;
-            case TL_VAL_UINT64: x.u64 = e.u64; break;
-            case TL_VAL_INT64: x.i64 = e.i64; break;
-            case TL_VAL_FLOAT64: x.f64 = e.f64; break;
-            case TL_VAL_BOOL:
-                if (e.u8 > 1)
-                    return tl_set_error(TL_ERR_INVALID, "tl write: key '%.*s': bool element %llu is %u", SHOW(key.len),
-                                        key.ptr, (unsigned long long)i, e.u8);
-                x.b = e.u8;
-                break;
-            default: break;
-            }
+            tl_value x;
+            if (!tl_value_from_packed(et, p, &x))
+                return tl_set_error(TL_ERR_INVALID, "tl write: key '%.*s': bool element %llu is %u", SHOW(key.len),
+                                    key.ptr, (unsigned long long)i, *p);
             s = put_value(b, &x, key, depth + 1);
         }
         if (s) return s;

@@ -182,6 +182,41 @@ size_t tl_weights_file_size(const tl_weights *w) {
     return total;
 }
 
+bool tl_value_from_packed(tl_value_type t, const void *p, tl_value *out) {
+    union {
+        uint8_t u8;
+        int8_t i8;
+        uint16_t u16;
+        int16_t i16;
+        uint32_t u32;
+        int32_t i32;
+        float f32;
+        uint64_t u64;
+        int64_t i64;
+        double f64;
+    } x = {0};
+    memcpy(&x, p, tl_value_type_size(t));
+    out->type = t;
+    switch (t) {
+    case TL_VAL_UINT8: out->u64 = x.u8; break;
+    case TL_VAL_INT8: out->i64 = x.i8; break;
+    case TL_VAL_UINT16: out->u64 = x.u16; break;
+    case TL_VAL_INT16: out->i64 = x.i16; break;
+    case TL_VAL_UINT32: out->u64 = x.u32; break;
+    case TL_VAL_INT32: out->i64 = x.i32; break;
+    case TL_VAL_FLOAT32: out->f64 = x.f32; break;
+    case TL_VAL_UINT64: out->u64 = x.u64; break;
+    case TL_VAL_INT64: out->i64 = x.i64; break;
+    case TL_VAL_FLOAT64: out->f64 = x.f64; break;
+    case TL_VAL_BOOL:
+        if (x.u8 > 1) return false;
+        out->b = x.u8;
+        break;
+    default: break;
+    }
+    return true;
+}
+
 size_t tl_value_type_size(tl_value_type t) {
     static const size_t sizes[TL_VAL_TYPE_COUNT] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
     return (unsigned)t < TL_VAL_TYPE_COUNT ? sizes[t] : 0;

@@ -53,6 +53,10 @@ bool tl_llama2c_sniff(const uint8_t *head, size_t n, size_t file_size, bool bin_
 #define TL_NATIVE_MAGIC "TLESS\0\0\0"
 #define TL_NATIVE_MAGIC_LEN 8
 
+/* A scalar metadata value of type t (numeric or BOOL) from its packed little-endian GGUF bytes
+ * at p (tl_value_type_size(t) of them, any alignment). False when a BOOL byte is not 0 or 1. */
+bool tl_value_from_packed(tl_value_type t, const void *p, tl_value *out);
+
 int tl_string_cmp(tl_string a, tl_string b);
 bool tl_string_eq_cstr(tl_string a, const char *s);
 

@@ -149,7 +149,6 @@ static void attention_worker(void *p, int ith, int nth) {
     const tl_dtype dt = x->kv_dtype;
     const size_t elem = dt == TL_F32 ? sizeof(float) : sizeof(uint16_t);
     const tl_dot_fn dot = tl_dot_kernel(dt);
-    const tl_axpy_fn axpy = tl_axpy_kernel(dt);
     tl_attn_scores_fn block_scores;
     tl_attn_values_fn block_values;
     tl_attn_kernels(dt, hd, &block_scores, &block_values);
@@ -199,11 +198,7 @@ static void attention_worker(void *p, int ith, int nth) {
             if (block_values) {
                 block_values(out, s, vc + (size_t)tb * stride * elem, stride, nk, hd);
             } else {
-                for (int t = 0; t < nk; t++) {
-                    const void *v = vc + (size_t)(tb + t) * stride * elem;
-                    if (axpy) axpy(out, s[t], v, hd);
-                    else kv_axpy_portable(out, s[t], v, hd, dt);
-                }
+                for (int t = 0; t < nk; t++) kv_axpy_portable(out, s[t], vc + (size_t)(tb + t) * stride * elem, hd, dt);
             }
         }
         const float inv = 1.0f / l;
