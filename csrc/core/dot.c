@@ -1,5 +1,6 @@
 #include "dot.h"
 
+#include "cpu.h"
 #include "quants.h"
 
 #include <math.h>
@@ -7,7 +8,6 @@
 #include <string.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <cpuid.h>
 #include <immintrin.h>
 #define TL_X86 1
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -557,33 +557,15 @@ AVX512 static float dot_q6_K_avx512(const void *w, const float *x, int64_t n) {
 }
 #endif
 
-static int use_simd = -1; /* 0 scalar, 1 avx2, 2 avx512 */
-
-static bool simd_enabled(void) {
-    if (use_simd < 0) {
-        const char *env = getenv("TORCHLESS_CPU");
-        bool forced_scalar = env && strcmp(env, "scalar") == 0;
-#ifdef TL_X86
-        __builtin_cpu_init();
-        /* F16C is CPUID.1:ECX bit 29 (not every compiler's __builtin_cpu_supports knows it) */
-        unsigned a, b, c = 0, d;
-        bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
-        bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
-        bool avx512 = avx2 && __builtin_cpu_supports("avx512f");
-        bool forced_avx2 = env && strcmp(env, "avx2") == 0;
-        use_simd = forced_scalar || !avx2 ? 0 : avx512 && !forced_avx2 ? 2 : 1;
-#else
-        (void)forced_scalar;
-        use_simd = 0;
-#endif
-    }
-    return use_simd;
+/* 0 scalar, 1 avx2, 2 avx512 (cpu.h's levels; NEON kernels are not written yet) */
+static int simd_level(void) {
+    const tl_cpu_level l = tl_cpu_level_get();
+    return l == TL_CPU_AVX512 ? 2 : l == TL_CPU_AVX2 ? 1 : 0;
 }
 
-const char *tl_cpu_isa(void) { return !simd_enabled() ? "scalar" : use_simd == 2 ? "avx512" : "avx2"; }
-
 tl_dot_fn tl_dot_kernel(tl_dtype t) {
-    if (!simd_enabled()) return NULL;
+    const int use_simd = simd_level();
+    if (!use_simd) return NULL;
 #ifdef TL_X86
     if (use_simd == 2) switch (t) {
         case TL_F32: return dot_f32_avx512;
@@ -616,7 +598,8 @@ tl_dot_fn tl_dot_kernel(tl_dtype t) {
 }
 
 tl_exp_sum_fn tl_exp_sum_kernel(void) {
-    if (!simd_enabled()) return NULL;
+    const int use_simd = simd_level();
+    if (!use_simd) return NULL;
 #ifdef TL_X86
     return use_simd == 2 ? exp_sum_avx512 : exp_sum_avx2;
 #else
@@ -627,7 +610,8 @@ tl_exp_sum_fn tl_exp_sum_kernel(void) {
 bool tl_attn_kernels(tl_dtype kv, int hd, tl_attn_scores_fn *scores, tl_attn_values_fn *values) {
     *scores = NULL;
     *values = NULL;
-    if (!simd_enabled() || hd % 8 != 0 || (kv != TL_F16 && kv != TL_F32)) return false;
+    const int use_simd = simd_level();
+    if (!use_simd || hd % 8 != 0 || (kv != TL_F16 && kv != TL_F32)) return false;
 #ifdef TL_X86
     if (use_simd == 2 && hd % 16 == 0) {
         *scores = kv == TL_F16 ? attn_scores_f16_avx512 : attn_scores_f32_avx512;

@@ -80,8 +80,9 @@ size_t tl_dtype_row_size(tl_dtype t, int64_t n);
 tl_status tl_dequantize(tl_dtype t, const void *src, float *dst, int64_t n);
 tl_status tl_quantize(tl_dtype t, const float *src, void *dst, int64_t n);
 
-/* The instruction set the CPU kernels were chosen for ("avx2", "scalar"); the
- * environment variable TORCHLESS_CPU=scalar forces the portable kernels. */
+/* The instruction set the CPU kernels were chosen for ("scalar", "avx2", "avx512", "neon");
+ * the environment variable TORCHLESS_CPU=scalar|avx2|avx512|neon asks for a level (one the
+ * CPU lacks falls back to the best it has below it; scalar forces the portable kernels). */
 const char *tl_cpu_isa(void);
 
 /* ---------------------------------------------------------------- mapped files */
