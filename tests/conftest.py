@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures"
+# the shared fixtures beside the checkout (TORCHLESS_FIXTURES elsewhere, e.g. on a GPU machine)
+FIXTURES = Path(os.environ.get("TORCHLESS_FIXTURES", REPO.parent / "shared" / "fixtures"))
 BROKEN = REPO / "tests" / "data" / "broken"
 
 # One seed per run, printed so a failure can be replayed with TORCHLESS_SEED=<seed>.

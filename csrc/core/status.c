@@ -27,6 +27,7 @@ const char *tl_status_name(tl_status s) {
     case TL_ERR_UNSUPPORTED: return "unsupported";
     case TL_ERR_NOT_FOUND: return "not found";
     case TL_ERR_CANCELLED: return "cancelled";
+    case TL_ERR_DEVICE: return "device error";
     }
     return "unknown status";
 }

@@ -26,6 +26,7 @@ typedef enum tl_status {
     TL_ERR_UNSUPPORTED = 5, /* well-formed but not supported (unknown dtype, version) */
     TL_ERR_NOT_FOUND = 6,   /* no such file, key or tensor */
     TL_ERR_CANCELLED = 7,   /* stopped by tl_context_cancel (Ctrl-C) */
+    TL_ERR_DEVICE = 8,      /* a GPU runtime call or kernel failed (the runtime's message) */
 } tl_status;
 
 /* The message of the last failure on this thread ("" if none). */
@@ -417,6 +418,11 @@ typedef struct tl_model_load_params {
      * tl_tokenizer_open reads (SentencePiece .model, llama2.c tokenizer.bin, GGUF, .tl),
      * used instead of the model file's. */
     const char *tokenizer_path;
+    /* Where weights, activations and KV caches live: "cpu", "cuda[:N]", "hip[:N]",
+     * "opencl[:N]", or "auto"/NULL (the first GPU found, else the CPU). Weights go to the
+     * device once, at load; a model larger than the device's free memory fails saying how
+     * much it needs. */
+    const char *device;
 } tl_model_load_params;
 
 tl_model_load_params tl_model_default_load_params(void);
@@ -429,6 +435,24 @@ void tl_model_free(tl_model *m);
 const tl_model_config *tl_model_get_config(const tl_model *m);
 const tl_tokenizer *tl_model_get_tokenizer(const tl_model *m); /* NULL: the file has no tokenizer */
 const tl_weights *tl_model_get_weights(const tl_model *m);
+/* The device the model runs on: its backend ("cpu", "cuda", ...), index and name. */
+const char *tl_model_backend(const tl_model *m);
+int tl_model_device_index(const tl_model *m);
+const char *tl_model_device_name(const tl_model *m);
+
+/* One device of a backend compiled into this build. */
+typedef struct tl_device_info {
+    char backend[16];  /* "cuda", "hip", "opencl", "cpu" */
+    int index;         /* the N of "cuda:N" */
+    char name[128];    /* "NVIDIA H100 80GB HBM3", "CPU (avx512)" */
+    size_t free_bytes, total_bytes; /* device memory (0 for the CPU) */
+} tl_device_info;
+/* The devices found, GPUs first in tl_device_open's "auto" order, the CPU last; writes at
+ * most cap and returns how many there are. A backend whose runtime finds no device (no
+ * driver, no card) contributes none. */
+int tl_devices(tl_device_info *out, int cap);
+/* The backends compiled into this build ("cpu" always), NULL-terminated. */
+const char *const *tl_backends_built(void);
 
 typedef struct tl_context_params {
     int32_t max_seq_len;    /* 0: the model's, capped at 4096 */

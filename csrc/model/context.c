@@ -1,18 +1,11 @@
 /* Contexts: the KV cache of up to max_batch_size sequences, the RoPE frequencies,
- * activation buffers and the thread pool. */
+ * activation buffers and the stream the ops run on (the CPU's thread pool; a GPU stream),
+ * all on the model's device. */
 #include "model.h"
-
-#include "core/fp16.h"
-#include "core/matmul.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-#ifdef TL_HAVE_OPENBLAS
-#include <cblas.h>
-void openblas_set_num_threads(int);
-#endif
 
 tl_context_params tl_context_default_params(void) {
     return (tl_context_params){.max_seq_len = 0, .max_batch_size = 1, .n_threads = 0, .kv_dtype = TL_F16};
@@ -82,7 +75,8 @@ tl_status tl_context_new(const tl_model *m, const tl_context_params *p, tl_conte
     x->max_seq_len = seq;
     x->max_batch_size = batch;
     x->kv_dtype = kv;
-    tl_status s = tl_pool_new(threads, &x->pool);
+    tl_device *dev = m->device;
+    tl_status s = dev->ops->stream_new(dev, threads, &x->stream);
     if (s) {
         free(x);
         return s;
@@ -91,14 +85,20 @@ tl_status tl_context_new(const tl_model *m, const tl_context_params *p, tl_conte
     size_t esize = tl_dtype_type_size(kv);
     bool overflow = tl_mul_overflows((size_t)c->n_layers * batch, (size_t)seq, &cells) ||
                     tl_mul_overflows(cells, kv_dim * esize, &cells);
-    /* calloc: pages are only touched as positions are filled */
-    x->k_cache = overflow ? NULL : calloc(1, cells);
-    x->v_cache = overflow ? NULL : calloc(1, cells);
+    /* on the CPU, pages are only touched as positions are filled */
+    if (overflow)
+        s = tl_set_error(TL_ERR_NOMEM, "context: a KV cache of %d sequences x %d positions does not fit in memory", batch, seq);
+    if (!s) s = dev->ops->alloc(dev, cells, &x->k_cache);
+    if (!s) s = dev->ops->alloc(dev, cells, &x->v_cache);
+    if (s) {
+        tl_context_free(x);
+        return s;
+    }
     x->seq_len = calloc((size_t)batch, sizeof *x->seq_len);
     x->new_len = calloc((size_t)batch, sizeof *x->new_len);
     x->inv_freq = malloc((size_t)(c->rope_dim / 2 + 1) * sizeof(float));
     x->inv_freq_swa = malloc((size_t)(c->rope_dim / 2 + 1) * sizeof(float));
-    if (!x->k_cache || !x->v_cache || !x->seq_len || !x->new_len || !x->inv_freq || !x->inv_freq_swa) {
+    if (!x->seq_len || !x->new_len || !x->inv_freq || !x->inv_freq_swa) {
         tl_context_free(x);
         return tl_set_error(TL_ERR_NOMEM, "context: out of memory for a KV cache of %d sequences x %d positions",
                             batch, seq);
@@ -108,24 +108,21 @@ tl_status tl_context_new(const tl_model *m, const tl_context_params *p, tl_conte
         free(x->inv_freq_swa); /* one table serves every layer */
         x->inv_freq_swa = x->inv_freq;
     }
-#ifdef TL_HAVE_OPENBLAS
-    openblas_set_num_threads(1); /* our pool owns the threads (CONVENTIONS.md) */
-#endif
-    (void)tl_f16_table();
     *out = x;
     return TL_OK;
 }
 
 void tl_context_free(tl_context *x) {
     if (!x) return;
-    tl_pool_free(x->pool);
-    free(x->k_cache);
-    free(x->v_cache);
+    tl_device *dev = x->model->device;
+    dev->ops->free(dev, x->k_cache);
+    dev->ops->free(dev, x->v_cache);
+    tl_context_release_buffers(x);
+    if (x->stream) x->stream->ops->stream_free(x->stream);
     free(x->seq_len);
     free(x->new_len);
     if (x->inv_freq_swa != x->inv_freq) free(x->inv_freq_swa);
     free(x->inv_freq);
-    free(x->x);
     free(x);
 }
 

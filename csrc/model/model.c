@@ -141,17 +141,121 @@ static tl_status bind(binder *b) {
     return TL_OK;
 }
 
-tl_model_load_params tl_model_default_load_params(void) { return (tl_model_load_params){NULL}; }
+/* ---- the weights on the model's device ---- */
+
+/* src uploaded to the device, remembered for weight_free; key: the host tensor it stands for
+ * (NULL: none to share) */
+static tl_status upload(tl_model *m, const tl_tensor *src, const tl_tensor *key, const tl_tensor **out) {
+    if (m->n_placed == m->cap_placed) {
+        int cap = m->cap_placed ? 2 * m->cap_placed : 64;
+        tl_tensor **p = realloc(m->placed, (size_t)cap * sizeof *p);
+        if (p) m->placed = p;
+        const tl_tensor **q = p ? realloc(m->placed_src, (size_t)cap * sizeof *q) : NULL;
+        if (!q) return tl_set_error(TL_ERR_NOMEM, "model: out of memory");
+        m->placed_src = q;
+        m->cap_placed = cap;
+    }
+    tl_tensor *t = calloc(1, sizeof *t);
+    if (!t) return tl_set_error(TL_ERR_NOMEM, "model: out of memory");
+    tl_status s = m->device->ops->weight_upload(m->device, src, t);
+    if (s) {
+        free(t);
+        return s;
+    }
+    m->placed_src[m->n_placed] = key;
+    m->placed[m->n_placed++] = t;
+    *out = t;
+    return TL_OK;
+}
+
+static tl_status place(tl_model *m, const tl_tensor *src, const tl_tensor **out) {
+    *out = src;
+    if (!src || m->device->ops->host_memory) return TL_OK; /* used where they lie */
+    for (int i = 0; i < m->n_placed; i++) /* tied embeddings: one copy */
+        if (m->placed_src[i] == src) {
+            *out = m->placed[i];
+            return TL_OK;
+        }
+    return upload(m, src, src, out);
+}
+
+/* A float32 vector (norm weights, biases) on the device. */
+static tl_status place_vec(tl_model *m, const float *v, int64_t n, const float **out) {
+    *out = NULL;
+    if (!v || m->device->ops->host_memory) {
+        *out = v;
+        return TL_OK;
+    }
+    tl_tensor host = {.dtype = TL_F32, .n_dims = 1, .ne = {n, 1, 1, 1}, .nbytes = (size_t)n * sizeof(float), .data = v};
+    const tl_tensor *t = NULL;
+    tl_status s = upload(m, &host, NULL, &t);
+    if (!s) *out = t->data;
+    return s;
+}
+
+static size_t weight_bytes(const tl_tensor *t) { return t ? t->nbytes : 0; }
+
+static tl_status place_all(tl_model *m) {
+    const tl_model_config *c = &m->config;
+    tl_device *d = m->device;
+    if (d->ops->host_memory) {
+        m->d_tok_embd = m->tok_embd;
+        m->d_output = m->output;
+        m->d_output_norm = m->output_norm;
+        m->d_layers = m->layers;
+        return TL_OK;
+    }
+    if (d->ops->memory) { /* fail early, saying how much it needs */
+        size_t need = weight_bytes(m->tok_embd) + (m->output != m->tok_embd ? weight_bytes(m->output) : 0);
+        for (int l = 0; l < c->n_layers; l++) {
+            const tl_layer_weights *L = &m->layers[l];
+            need += weight_bytes(L->wq) + weight_bytes(L->wk) + weight_bytes(L->wv) + weight_bytes(L->wo) +
+                    weight_bytes(L->w_gate) + weight_bytes(L->w_up) + weight_bytes(L->w_down);
+        }
+        size_t free_bytes = 0, total = 0;
+        tl_status s = d->ops->memory(d, &free_bytes, &total);
+        if (s) return s;
+        if (need > free_bytes)
+            return tl_set_error(TL_ERR_NOMEM, "model: the weights need %.2f GiB on %s but %.2f GiB of %.2f GiB are free",
+                                need / 1073741824.0, d->name, free_bytes / 1073741824.0, total / 1073741824.0);
+    }
+    m->d_layers = tl_arena_alloc_array(&m->arena, (size_t)c->n_layers, sizeof *m->d_layers, 64);
+    if (!m->d_layers) return tl_set_error(TL_ERR_NOMEM, "model: out of memory");
+    tl_status s;
+    if ((s = place(m, m->tok_embd, &m->d_tok_embd)) || (s = place(m, m->output, &m->d_output)) ||
+        (s = place_vec(m, m->output_norm, c->dim, &m->d_output_norm)))
+        return s;
+    const int64_t q_dim = (int64_t)c->n_heads * c->head_dim, kv_dim = (int64_t)c->n_kv_heads * c->head_dim;
+    for (int l = 0; l < c->n_layers; l++) {
+        const tl_layer_weights *L = &m->layers[l];
+        tl_layer_weights *D = &m->d_layers[l];
+        *D = *L;
+        if ((s = place(m, L->wq, &D->wq)) || (s = place(m, L->wk, &D->wk)) || (s = place(m, L->wv, &D->wv)) ||
+            (s = place(m, L->wo, &D->wo)) || (s = place(m, L->w_gate, &D->w_gate)) || (s = place(m, L->w_up, &D->w_up)) ||
+            (s = place(m, L->w_down, &D->w_down)) || (s = place_vec(m, L->attn_norm, c->dim, &D->attn_norm)) ||
+            (s = place_vec(m, L->ffn_norm, c->dim, &D->ffn_norm)) || (s = place_vec(m, L->bq, q_dim, &D->bq)) ||
+            (s = place_vec(m, L->bk, kv_dim, &D->bk)) || (s = place_vec(m, L->bv, kv_dim, &D->bv)) ||
+            (s = place_vec(m, L->q_norm, c->head_dim, &D->q_norm)) || (s = place_vec(m, L->k_norm, c->head_dim, &D->k_norm)) ||
+            (s = place_vec(m, L->post_attn_norm, c->dim, &D->post_attn_norm)) ||
+            (s = place_vec(m, L->post_ffw_norm, c->dim, &D->post_ffw_norm)))
+            return s;
+    }
+    return TL_OK;
+}
+
+tl_model_load_params tl_model_default_load_params(void) { return (tl_model_load_params){NULL, NULL}; }
 
 tl_status tl_model_load(const char *path, tl_model **out) { return tl_model_load_ex(path, NULL, out); }
 
 tl_status tl_model_load_ex(const char *path, const tl_model_load_params *p, tl_model **out) {
     *out = NULL;
     const char *tokenizer_path = p ? p->tokenizer_path : NULL;
+    const char *device = p ? p->device : NULL;
     tl_model *m = calloc(1, sizeof *m);
     if (!m) return tl_set_error(TL_ERR_NOMEM, "model: out of memory");
     atomic_init(&m->refs, 1);
-    tl_status s = tl_weights_open(path, &m->weights);
+    tl_status s = tl_device_open(device, &m->device);
+    if (!s) s = tl_weights_open(path, &m->weights);
     if (!s && tl_weights_format(m->weights) == TL_FORMAT_SAFETENSORS)
         s = tl_set_error(TL_ERR_UNSUPPORTED, "model: %s: safetensors files cannot be run directly yet; convert to GGUF", path);
     if (!s) s = tl_model_config_from_weights(m->weights, &m->config);
@@ -165,6 +269,7 @@ tl_status tl_model_load_ex(const char *path, const tl_model_load_params *p, tl_m
         s = tl_set_error(TL_ERR_FORMAT, "model: %s: the tokenizer%s%s has %d tokens but the embedding only %d rows", path,
                          tokenizer_path ? " " : "", tokenizer_path ? tokenizer_path : "",
                          tl_tokenizer_n_vocab(m->tokenizer), m->config.n_vocab);
+    if (!s) s = place_all(m);
     if (s) {
         tl_model_free(m);
         return s;
@@ -179,6 +284,13 @@ void tl_model_retain(tl_model *m) {
 
 void tl_model_free(tl_model *m) {
     if (!m || atomic_fetch_sub(&m->refs, 1) != 1) return;
+    for (int i = 0; i < m->n_placed; i++) {
+        m->device->ops->weight_free(m->device, m->placed[i]);
+        free(m->placed[i]);
+    }
+    free(m->placed);
+    free(m->placed_src);
+    tl_device_free(m->device);
     tl_tokenizer_free(m->tokenizer);
     tl_weights_free(m->weights);
     tl_arena_free_all(&m->arena);
@@ -188,3 +300,6 @@ void tl_model_free(tl_model *m) {
 const tl_model_config *tl_model_get_config(const tl_model *m) { return &m->config; }
 const tl_tokenizer *tl_model_get_tokenizer(const tl_model *m) { return m->tokenizer; }
 const tl_weights *tl_model_get_weights(const tl_model *m) { return m->weights; }
+const char *tl_model_backend(const tl_model *m) { return m->device->ops->name; }
+int tl_model_device_index(const tl_model *m) { return m->device->index; }
+const char *tl_model_device_name(const tl_model *m) { return m->device->name; }

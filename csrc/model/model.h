@@ -4,6 +4,7 @@
 
 #include <stdatomic.h>
 
+#include "backends/backend.h"
 #include "core/arena.h"
 #include "core/pool.h"
 #include "core/status.h"
@@ -33,6 +34,14 @@ struct tl_model {
     const float *rope_long, *rope_short; /* phi3 LongRoPE divisors (rope_dim / 2 each), or NULL */
     tl_layer_weights *layers;
     tl_arena arena;              /* layers and the float32 vectors */
+    /* The same weights on the model's device (for the CPU: the pointers above). */
+    tl_device *device;
+    const tl_tensor *d_tok_embd, *d_output;
+    const float *d_output_norm;
+    tl_layer_weights *d_layers;
+    tl_tensor **placed;          /* what weight_upload made, for weight_free */
+    const tl_tensor **placed_src; /* and from which host tensor (tied embeddings: one copy) */
+    int n_placed, cap_placed;
     atomic_int refs;             /* contexts may outlive the caller's handle: freed at 0 */
 };
 
@@ -45,8 +54,8 @@ struct tl_context {
     const tl_model *model;
     int32_t max_seq_len, max_batch_size;
     tl_dtype kv_dtype;
-    tl_pool *pool;
-    void *k_cache, *v_cache; /* [layer][seq][kv head][pos][head_dim] */
+    tl_stream *stream;       /* where the ops run (the model's device) */
+    void *k_cache, *v_cache; /* device memory: [layer][seq][kv head][pos][head_dim] */
     int32_t *seq_len;        /* per sequence */
     int32_t *new_len;        /* per sequence: tl_forward's scratch for the lengths a batch leaves */
     float *inv_freq;         /* rope_dim / 2 inverse frequencies */
@@ -54,10 +63,17 @@ struct tl_context {
     volatile int cancel;     /* set by tl_context_cancel */
     bool (*should_abort)(void *user);
     void *abort_user;
-    /* activations, grown to the largest batch seen */
+    /* activations on the device, grown to the largest batch seen */
     int32_t cap_tokens;
-    float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *rope_cs, *rope_cs_swa, *scratch;
-    size_t scratch_floats;
+    float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *rope_cs, *rope_cs_swa;
+    int32_t *d_tokens, *d_pos, *d_seq, *d_rows; /* the batch's ids on the device */
+    float *d_logits;                            /* GPU: logits before download */
+    /* host staging of what is uploaded per batch (the RoPE tables, the rows wanted) */
+    float *h_cs;
+    int32_t *h_rows;
 };
+
+/* Frees the activation buffers (forward.c grows them to the largest batch seen). */
+void tl_context_release_buffers(tl_context *x);
 
 #endif

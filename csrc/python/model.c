@@ -18,12 +18,12 @@ PyTypeObject *Model_Type;
 
 static PyObject *Model_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"path", "max_seq_len", "max_batch_size", "n_threads", "kv_dtype", "share", "tokenizer_path",
-                             NULL};
+                             "device", NULL};
     PyObject *path = NULL, *threads_obj = Py_None, *share = Py_None, *tok_obj = Py_None, *tok_path = NULL;
     int max_seq_len = 0, max_batch_size = 1;
-    const char *kv = "f16";
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&|iiOsOO:Model", kwlist, PyUnicode_FSDecoder, &path, &max_seq_len,
-                                     &max_batch_size, &threads_obj, &kv, &share, &tok_obj))
+    const char *kv = "f16", *device = "auto";
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&|iiOsOOs:Model", kwlist, PyUnicode_FSDecoder, &path, &max_seq_len,
+                                     &max_batch_size, &threads_obj, &kv, &share, &tok_obj, &device))
         return NULL;
     if (tok_obj != Py_None && !PyUnicode_FSConverter(tok_obj, &tok_path)) goto fail;
     if (share != Py_None && !PyObject_TypeCheck(share, Model_Type)) {
@@ -65,6 +65,7 @@ static PyObject *Model_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs) {
     if (shared) tl_model_retain(shared); /* one mapping, weights and tokenizer; a context of our own */
     tl_model_load_params lp = tl_model_default_load_params();
     lp.tokenizer_path = tok_path ? PyBytes_AS_STRING(tok_path) : NULL;
+    lp.device = device;
     Py_BEGIN_ALLOW_THREADS
     s = shared ? TL_OK : tl_model_load_ex(PyBytes_AS_STRING(bytes), &lp, &m);
     if (shared) m = shared;
@@ -411,7 +412,19 @@ static PyObject *Model_file_metadata(Model *self, PyObject *args) {
     return tlpy_metadata(tl_model_get_weights(self->model), types);
 }
 
+static PyObject *get_device(Model *self, void *closure) {
+    (void)closure;
+    return PyUnicode_FromFormat("%s:%d", tl_model_backend(self->model), tl_model_device_index(self->model));
+}
+
+static PyObject *get_device_name(Model *self, void *closure) {
+    (void)closure;
+    return PyUnicode_FromString(tl_model_device_name(self->model));
+}
+
 static PyGetSetDef Model_getset[] = {
+    {"device", (getter)get_device, NULL, "where the weights and caches live: 'cpu:0', 'cuda:0', ...", NULL},
+    {"device_name", (getter)get_device_name, NULL, "the device's name ('NVIDIA H100 80GB HBM3', 'CPU (avx512)')", NULL},
     {"config", (getter)get_config, NULL, "hyper-parameters and architecture traits", NULL},
     {"n_vocab", (getter)get_n_vocab, NULL, "rows of the output head", NULL},
     {"max_seq_len", (getter)get_max_seq_len, NULL, "positions each sequence's cache holds", NULL},

@@ -14,6 +14,7 @@ PyObject *tlpy_raise(tl_status s) {
     case TL_ERR_IO: exc = PyExc_OSError; break;
     case TL_ERR_NOMEM: exc = PyExc_MemoryError; break;
     case TL_ERR_CANCELLED: exc = PyExc_KeyboardInterrupt; break;
+    case TL_ERR_DEVICE: exc = PyExc_RuntimeError; break;
     default: exc = PyExc_ValueError; break;
     }
     /* messages quote names from the file, which need not be UTF-8 */
@@ -182,6 +183,44 @@ static PyObject *py_cpu_isa(PyObject *self, PyObject *unused) {
     return PyUnicode_FromString(tl_cpu_isa());
 }
 
+static PyObject *py_devices(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    tl_device_info info[64];
+    int n;
+    Py_BEGIN_ALLOW_THREADS
+    n = tl_devices(info, 64);
+    Py_END_ALLOW_THREADS
+    if (n > 64) n = 64;
+    PyObject *list = PyList_New(0);
+    for (int i = 0; list && i < n; i++) {
+        PyObject *d = Py_BuildValue("{s:s,s:i,s:s,s:n,s:n}", "backend", info[i].backend, "index", info[i].index, "name",
+                                    info[i].name, "free_bytes", (Py_ssize_t)info[i].free_bytes, "total_bytes",
+                                    (Py_ssize_t)info[i].total_bytes);
+        if (!d || PyList_Append(list, d) < 0) Py_CLEAR(list);
+        Py_XDECREF(d);
+    }
+    return list;
+}
+
+static PyObject *py_backends_built(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    const char *const *names = tl_backends_built();
+    Py_ssize_t n = 0;
+    while (names[n]) n++;
+    PyObject *t = PyTuple_New(n);
+    for (Py_ssize_t i = 0; t && i < n; i++) {
+        PyObject *s = PyUnicode_FromString(names[i]);
+        if (!s) {
+            Py_CLEAR(t);
+            break;
+        }
+        PyTuple_SET_ITEM(t, i, s);
+    }
+    return t;
+}
+
 static PyObject *py_architectures(PyObject *self, PyObject *unused) {
     (void)self;
     (void)unused;
@@ -201,6 +240,9 @@ static PyObject *py_architectures(PyObject *self, PyObject *unused) {
 }
 
 static PyMethodDef module_methods[] = {
+    {"devices", py_devices, METH_NOARGS,
+     "devices() -> list of {backend, index, name, free_bytes, total_bytes}: GPUs first, the CPU last"},
+    {"backends_built", py_backends_built, METH_NOARGS, "backends_built() -> tuple of the backends compiled in"},
     {"architectures", py_architectures, METH_NOARGS,
      "architectures() -> tuple of the general.architecture values the engine runs"},
     {"cpu_isa", py_cpu_isa, METH_NOARGS, "cpu_isa() -> the instruction set the CPU kernels use ('avx2', 'scalar')"},

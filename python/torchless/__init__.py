@@ -22,6 +22,14 @@ from .transformer import Transformer, create_transformer_from_config
 
 _Sequence.register(StringArray)
 
+
+def backends() -> list[dict]:
+    """The devices this build can run on, GPUs first (the order device="auto" tries) and the
+    CPU last: [{"backend": "cuda", "index": 0, "name": "NVIDIA H100 80GB HBM3",
+    "free_bytes": ..., "total_bytes": ...}, ..., {"backend": "cpu", ...}]. A backend compiled
+    in whose runtime finds no device (no driver, no card) lists none."""
+    return _C.devices()
+
 __version__ = "0.1.0"
 
-__all__ = ["gguf", "hub", "GenerationConfig", "Llama", "Model", "ModelArgs", "ModelFile", "Sampler", "StringArray", "TensorView", "Tokenizer", "Transformer", "create_transformer_from_config", "load", "convert", "quantize_model", "quantize", "dequantize", "dtype_info", "dtypes", "__version__"]
+__all__ = ["backends", "gguf", "hub", "GenerationConfig", "Llama", "Model", "ModelArgs", "ModelFile", "Sampler", "StringArray", "TensorView", "Tokenizer", "Transformer", "create_transformer_from_config", "load", "convert", "quantize_model", "quantize", "dequantize", "dtype_info", "dtypes", "__version__"]

@@ -109,14 +109,12 @@ class Llama:
 
         if not os.path.exists(os.fspath(ckpt_dir)):
             ckpt_dir = hub.resolve(os.fspath(ckpt_dir), progress=None if verbose else False)
-        if device not in ("auto", "cpu"):
-            raise ValueError(f"device must be 'auto' or 'cpu' (GPU backends are not built yet), got {device!r}")
         for name, v in (("max_seq_len", max_seq_len), ("max_batch_size", max_batch_size)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         t0 = time.perf_counter()
         model = Transformer.from_pretrained(ckpt_dir, max_seq_len=max_seq_len, max_batch_size=max_batch_size,
-                                            n_threads=n_threads, tokenizer_path=tokenizer_path)
+                                            n_threads=n_threads, tokenizer_path=tokenizer_path, device=device)
         tok = Tokenizer(tokenizer_path if tokenizer_path is not None else model.model.path)
         llm = Llama(model, TokenizerAPI(tok), seed=seed)
         llm._metrics["load_s"] = time.perf_counter() - t0

@@ -26,27 +26,32 @@ def _file_key(path: str) -> tuple | None:
 
 
 class Model(_C.Model):
-    """Model(path_or_name, max_seq_len=0, max_batch_size=1, n_threads=None, kv_dtype="f16", tokenizer_path=None)
+    """Model(path_or_name, max_seq_len=0, max_batch_size=1, n_threads=None, kv_dtype="f16", tokenizer_path=None,
+    device="auto")
 
-    `tokenizer_path` names a tokenizer to use instead of the file's own (a llama2.c checkpoint
+    `device`: "auto" (the first GPU found, else the CPU), "cpu", "cuda[:N]", "hip[:N]" or
+    "opencl[:N]"; weights, activations and the KV cache live there (`torchless.backends()`
+    lists what was found). `tokenizer_path` names a tokenizer to use instead of the file's own (a llama2.c checkpoint
     has none): a SentencePiece .model, a llama2.c tokenizer.bin, a GGUF or a .tl file.
     `forward(ids, start_pos=0, seq=0)` -> float32 (len(ids), n_vocab) logits of every position;
     `stream(prompt, ...)` yields text as it is generated; `generate(...)` returns it whole."""
 
     def __new__(cls, path: str | os.PathLike, max_seq_len: int = 0, max_batch_size: int = 1,
                 n_threads: int | None = None, kv_dtype: str = "f16",
-                tokenizer_path: str | os.PathLike | None = None):
+                tokenizer_path: str | os.PathLike | None = None, device: str = "auto"):
         path = os.fspath(path)
         if not os.path.exists(path):
             path = hub.resolve(path)
         if tokenizer_path is not None:
             tokenizer_path = os.fspath(tokenizer_path)
         key = _file_key(path)
+        if key:  # one copy of the weights per device
+            key = key + (device,)
         if key and tokenizer_path is not None:  # the same weights with another vocabulary: not shared
             key = key + (_file_key(tokenizer_path),)
         shared = _loaded.get(key) if key else None
         self = super().__new__(cls, path, max_seq_len, max_batch_size, n_threads, kv_dtype, shared,
-                               tokenizer_path)
+                               tokenizer_path, device)
         if key:
             _loaded[key] = self
         self.tokenizer_path = tokenizer_path

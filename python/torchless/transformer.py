@@ -89,12 +89,13 @@ class Transformer:
     initialisation: uniform with bound 1/sqrt(fan_in), norms at 1); `from_pretrained` loads
     a file or catalog name."""
 
-    def __init__(self, args=None, *, seed: int = 0, n_threads: int | None = None, kv_dtype: str = "f16"):
+    def __init__(self, args=None, *, seed: int = 0, n_threads: int | None = None, kv_dtype: str = "f16",
+                 device: str = "auto"):
         from .args import ModelArgs
 
         self.params = args if args is not None else ModelArgs()
         self.params.validate(require_vocab=True)
-        self._n_threads, self._kv_dtype = n_threads, kv_dtype
+        self._n_threads, self._kv_dtype, self._device = n_threads, kv_dtype, device
         self._load_arrays(self._random_weights(seed), gguf_metadata=self.params.to_gguf_metadata())
 
     # ---- construction
@@ -102,17 +103,19 @@ class Transformer:
     @classmethod
     def from_pretrained(cls, path_or_name: str | os.PathLike, *, max_seq_len: int | None = None,
                         max_batch_size: int | None = None, n_threads: int | None = None,
-                        kv_dtype: str = "f16", tokenizer_path: str | os.PathLike | None = None) -> Transformer:
+                        kv_dtype: str = "f16", tokenizer_path: str | os.PathLike | None = None,
+                        device: str = "auto") -> Transformer:
         """A Transformer over a model file (GGUF, .tl, llama2.c checkpoint) or catalog name
         (weights mapped, used in place); `params` come from the file's metadata.
         `tokenizer_path`: a tokenizer file used instead of the model file's own (needed for
-        text with a llama2.c checkpoint, which has no vocabulary)."""
+        text with a llama2.c checkpoint, which has no vocabulary). `device`: "auto", "cpu",
+        "cuda[:N]", ... (see torchless.backends())."""
         from .args import ModelArgs
 
         self = cls.__new__(cls)
-        self._n_threads, self._kv_dtype = n_threads, kv_dtype
+        self._n_threads, self._kv_dtype, self._device = n_threads, kv_dtype, device
         self._model = Model(path_or_name, max_seq_len=max_seq_len or 0, max_batch_size=max_batch_size or 1,
-                            n_threads=n_threads, kv_dtype=kv_dtype, tokenizer_path=tokenizer_path)
+                            n_threads=n_threads, kv_dtype=kv_dtype, tokenizer_path=tokenizer_path, device=device)
         self.params = ModelArgs.from_gguf_metadata(self._model.file_metadata(False), self._model.tensor_names())
         self.params.max_seq_len = self._model.max_seq_len
         self.params.max_batch_size = self._model.max_batch_size
@@ -154,7 +157,8 @@ class Transformer:
             gguf.write(path, gguf_metadata, tensors, types=types)
             a = self.params
             self._model = Model(path, max_seq_len=a.max_seq_len, max_batch_size=a.max_batch_size,
-                                n_threads=self._n_threads, kv_dtype=self._kv_dtype)
+                                n_threads=self._n_threads, kv_dtype=self._kv_dtype,
+                                device=self._device)
         finally:
             os.unlink(path)  # the mapping keeps the data; nothing is left on disk
 

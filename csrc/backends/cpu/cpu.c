@@ -1,0 +1,364 @@
+/* The CPU backend: host memory, weights used where they lie (the mapping), ops on the
+ * context's thread pool with the SIMD kernels core/ chose for this CPU. The reference every
+ * other backend is tested against. */
+#include "backends/backend.h"
+
+#include "core/cpu.h"
+#include "core/dot.h"
+#include "core/fp16.h"
+#include "core/matmul.h"
+#include "core/pool.h"
+#include "core/status.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef TL_HAVE_OPENBLAS
+void openblas_set_num_threads(int);
+#endif
+
+typedef struct cpu_stream {
+    tl_stream base;
+    tl_pool *pool;
+    float *scratch; /* tl_matmul's per-thread tiles */
+    size_t scratch_floats;
+} cpu_stream;
+
+static void *aligned_bytes(size_t bytes) { return aligned_alloc(64, (bytes + 63) & ~(size_t)63); }
+
+/* ---- device ---- */
+
+static void device_free(tl_device *d) { free(d); }
+
+static tl_status alloc(tl_device *d, size_t bytes, void **out) {
+    (void)d;
+    *out = aligned_bytes(bytes ? bytes : 1);
+    return *out ? TL_OK : tl_set_error(TL_ERR_NOMEM, "cpu: out of memory for %zu bytes", bytes);
+}
+
+static void free_(tl_device *d, void *p) {
+    (void)d;
+    free(p);
+}
+
+static tl_status weight_upload(tl_device *d, const tl_tensor *src, tl_tensor *dst) {
+    (void)d;
+    *dst = *src; /* read where it lies */
+    return TL_OK;
+}
+
+static void weight_free(tl_device *d, tl_tensor *t) {
+    (void)d;
+    (void)t;
+}
+
+/* ---- streams ---- */
+
+static tl_status stream_new(tl_device *d, int n_threads, tl_stream **out) {
+    cpu_stream *s = calloc(1, sizeof *s);
+    if (!s) return tl_set_error(TL_ERR_NOMEM, "cpu: out of memory");
+    s->base.ops = d->ops;
+    s->base.device = d;
+    tl_status st = tl_pool_new(n_threads, &s->pool);
+    if (st) {
+        free(s);
+        return st;
+    }
+#ifdef TL_HAVE_OPENBLAS
+    openblas_set_num_threads(1); /* our pool owns the threads (CONVENTIONS.md) */
+#endif
+    (void)tl_f16_table();
+    *out = &s->base;
+    return TL_OK;
+}
+
+static void stream_free(tl_stream *st) {
+    cpu_stream *s = (cpu_stream *)st;
+    if (!s) return;
+    tl_pool_free(s->pool);
+    free(s->scratch);
+    free(s);
+}
+
+static tl_status copy(tl_stream *s, void *dst, const void *src, size_t bytes) {
+    (void)s;
+    if (dst != src) memcpy(dst, src, bytes);
+    return TL_OK;
+}
+
+static tl_status sync(tl_stream *s) {
+    (void)s;
+    return TL_OK;
+}
+
+static tl_status reserve(tl_stream *st, int64_t n_tokens, int64_t max_k) {
+    cpu_stream *s = (cpu_stream *)st;
+    (void)n_tokens;
+    size_t need = tl_matmul_scratch_floats(max_k, tl_pool_size(s->pool));
+    if (need <= s->scratch_floats) return TL_OK;
+    float *p = aligned_bytes(need * sizeof(float));
+    if (!p) return tl_set_error(TL_ERR_NOMEM, "cpu: out of memory for %zu floats of matmul scratch", need);
+    free(s->scratch);
+    s->scratch = p;
+    s->scratch_floats = need;
+    return TL_OK;
+}
+
+/* ---- small kernels ---- */
+
+static void embed(tl_stream *s, const tl_tensor *table, const int32_t *tokens, int32_t n, float scale, float *out) {
+    (void)s;
+    const int64_t dim = table->ne[0];
+    const size_t row = tl_dtype_row_size(table->dtype, dim);
+    for (int32_t i = 0; i < n; i++)
+        tl_dequantize(table->dtype, (const uint8_t *)table->data + (size_t)tokens[i] * row, out + (size_t)i * dim, dim);
+    if (scale != 1.0f)
+        for (int64_t i = 0; i < n * dim; i++) out[i] *= scale;
+}
+
+/* out = x / sqrt(mean(x^2) + eps) * w  (RMSNorm, Zhang & Sennrich 2019), the sum in double */
+static void rmsnorm(tl_stream *s, float *out, const float *x, const float *w, int64_t rows, int64_t dim, float eps) {
+    (void)s;
+    for (int64_t r = 0; r < rows; r++, x += dim, out += dim) {
+        double ss = 0;
+        for (int64_t i = 0; i < dim; i++) ss += (double)x[i] * x[i];
+        const float scale = (float)(1.0 / sqrt(ss / dim + eps));
+        for (int64_t i = 0; i < dim; i++) out[i] = x[i] * scale * w[i];
+    }
+}
+
+static void matmul(tl_stream *st, const tl_tensor *w, const float *x, int64_t n, float *y, const float *bias) {
+    cpu_stream *s = (cpu_stream *)st;
+    tl_matmul(s->pool, w, x, n, y, s->scratch);
+    if (!bias) return;
+    const int64_t m = w->ne[1];
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < m; j++) y[i * m + j] += bias[j];
+}
+
+static void rope(tl_stream *s, float *x, const float *cs, int32_t n, int32_t heads, int32_t hd, int32_t rope_dim,
+                 bool neox) {
+    (void)s;
+    const int half = rope_dim / 2;
+    for (int32_t i = 0; i < n; i++) {
+        const float *c = cs + (size_t)i * rope_dim;
+        for (int32_t h = 0; h < heads; h++) {
+            float *v = x + ((size_t)i * heads + h) * hd;
+            for (int k = 0; k < half; k++) {
+                const int a = neox ? k : 2 * k, b = neox ? k + half : 2 * k + 1;
+                const float x0 = v[a], x1 = v[b];
+                v[a] = x0 * c[2 * k] - x1 * c[2 * k + 1];
+                v[b] = x0 * c[2 * k + 1] + x1 * c[2 * k];
+            }
+        }
+    }
+}
+
+/* Element index of (sequence, kv head, position) in one layer's cache: each head's positions
+ * are contiguous rows of head_dim, so attention streams one head's keys and values without gaps. */
+static size_t cache_index(int32_t seq, int32_t kvh, int32_t pos, int32_t kv_heads, int32_t max_seq_len, int32_t hd) {
+    return (((size_t)seq * kv_heads + (size_t)kvh) * max_seq_len + (size_t)pos) * hd;
+}
+
+static void store_row(void *cache, tl_dtype dt, size_t at, const float *src, int32_t n) {
+    if (dt == TL_F32) {
+        memcpy((float *)cache + at, src, (size_t)n * sizeof(float));
+    } else {
+        uint16_t *d = (uint16_t *)cache + at;
+        for (int32_t i = 0; i < n; i++) d[i] = tl_f32_to_f16(src[i]);
+    }
+}
+
+static void kv_store(tl_stream *s, void *k_cache, void *v_cache, tl_dtype dt, const float *k, const float *v,
+                     const int32_t *pos, const int32_t *seq, int32_t n, int32_t kv_heads, int32_t hd, int32_t max_seq_len) {
+    (void)s;
+    for (int32_t i = 0; i < n; i++)
+        for (int32_t h = 0; h < kv_heads; h++) {
+            const size_t at = cache_index(seq[i], h, pos[i], kv_heads, max_seq_len, hd);
+            const size_t row = ((size_t)i * kv_heads + h) * hd;
+            store_row(k_cache, dt, at, k + row, hd);
+            store_row(v_cache, dt, at, v + row, hd);
+        }
+}
+
+/* ---- attention ---- */
+
+static inline float softcap1(float z, float c) { return c * tanhf(z / c); }
+
+/* One cached key or value row: F32 or F16 (portable paths for when no SIMD kernel is chosen). */
+static float kv_dot_portable(const float *q, const void *row, int hd, tl_dtype dt) {
+    if (dt == TL_F32) return tl_dot_f32(q, row, hd);
+    const uint16_t *k = row;
+    const float *f16 = tl_f16_table();
+    float acc[8] = {0};
+    int d = 0;
+    for (; d + 8 <= hd; d += 8)
+        for (int l = 0; l < 8; l++) acc[l] += q[d + l] * f16[k[d + l]];
+    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; d < hd; d++) s += q[d] * f16[k[d]];
+    return s;
+}
+
+static void kv_axpy_portable(float *y, float a, const void *row, int hd, tl_dtype dt) {
+    if (dt == TL_F32) {
+        const float *v = row;
+        for (int d = 0; d < hd; d++) y[d] += a * v[d];
+    } else {
+        const uint16_t *v = row;
+        const float *f16 = tl_f16_table();
+        for (int d = 0; d < hd; d++) y[d] += a * f16[v[d]];
+    }
+}
+
+/* keys per step of the online softmax: their scores live on the stack, never the whole row */
+#define ATTN_BLOCK 64
+
+/* Every (token, head) pair over its sequence's cached positions, flash-decoding style: keys
+ * are taken in blocks; each block's scores raise the running maximum m when they exceed it
+ * (rescaling the sum l and the output accumulated so far by exp(m_old - m)), and add their
+ * exp(s - m) and exp(s - m) v_t. No score matrix is materialised, at any context length. */
+static void attention_worker(void *p, int ith, int nth) {
+    const tl_attn_args *a = p;
+    const int hd = a->head_dim, group = a->n_heads / a->n_kv_heads;
+    const size_t q_dim = (size_t)a->n_heads * hd;
+    const tl_dtype dt = a->kv_dtype;
+    const size_t elem = dt == TL_F32 ? sizeof(float) : sizeof(uint16_t);
+    const tl_dot_fn dot = tl_dot_kernel(dt);
+    tl_attn_scores_fn block_scores;
+    tl_attn_values_fn block_values;
+    tl_attn_kernels(dt, hd, &block_scores, &block_values);
+    const tl_exp_sum_fn exp_sum = tl_exp_sum_kernel();
+    float s[ATTN_BLOCK];
+    int64_t w0, w1;
+    tl_split((int64_t)a->n * a->n_heads, ith, nth, &w0, &w1);
+    for (int64_t w = w0; w < w1; w++) {
+        const int i = (int)(w / a->n_heads), h = (int)(w % a->n_heads), kvh = h / group;
+        const int32_t pos = a->pos[i];
+        const float *q = a->q + (size_t)i * q_dim + (size_t)h * hd;
+        float *out = a->out + (size_t)i * q_dim + (size_t)h * hd;
+        const size_t base = cache_index(a->seq[i], kvh, 0, a->n_kv_heads, a->max_seq_len, hd);
+        const size_t stride = (size_t)hd;
+        const uint8_t *kc = (const uint8_t *)a->k_cache + base * elem, *vc = (const uint8_t *)a->v_cache + base * elem;
+        /* keys t0..pos (causal; a windowed layer starts at pos - W + 1) */
+        const int32_t t0 = a->window > 0 && pos >= a->window ? pos - a->window + 1 : 0;
+        float m = -INFINITY, l = 0;
+        memset(out, 0, (size_t)hd * sizeof(float));
+        for (int32_t tb = t0; tb <= pos; tb += ATTN_BLOCK) {
+            const int nk = pos - tb + 1 < ATTN_BLOCK ? pos - tb + 1 : ATTN_BLOCK;
+            /* scores = q . k_t * scale, soft-capped where the model says */
+            float bm = -INFINITY;
+            if (block_scores) block_scores(q, kc + (size_t)tb * stride * elem, stride, nk, hd, s);
+            for (int t = 0; t < nk; t++) {
+                const void *k = kc + (size_t)(tb + t) * stride * elem;
+                float z = (block_scores ? s[t] : dot ? dot(k, q, hd) : kv_dot_portable(q, k, hd, dt)) * a->scale;
+                if (a->softcap > 0) z = softcap1(z, a->softcap);
+                s[t] = z;
+                if (z > bm) bm = z;
+            }
+            if (bm > m) { /* a new maximum: what was summed so far shrinks by exp(m - bm) */
+                const float r = expf(m - bm);
+                if (l > 0)
+                    for (int d = 0; d < hd; d++) out[d] *= r;
+                l *= r;
+                m = bm;
+            }
+            if (exp_sum) {
+                l += exp_sum(s, nk, m);
+            } else {
+                for (int t = 0; t < nk; t++) {
+                    s[t] = expf(s[t] - m);
+                    l += s[t];
+                }
+            }
+            if (block_values) {
+                block_values(out, s, vc + (size_t)tb * stride * elem, stride, nk, hd);
+            } else {
+                for (int t = 0; t < nk; t++) kv_axpy_portable(out, s[t], vc + (size_t)(tb + t) * stride * elem, hd, dt);
+            }
+        }
+        const float inv = 1.0f / l;
+        for (int d = 0; d < hd; d++) out[d] *= inv;
+    }
+}
+
+static void attention(tl_stream *st, const tl_attn_args *a) {
+    tl_pool_run(((cpu_stream *)st)->pool, attention_worker, (void *)a);
+}
+
+/* ---- elementwise ---- */
+
+static void add(tl_stream *s, float *x, const float *y, int64_t n) {
+    (void)s;
+    for (int64_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+static inline float silu(float x) { return x / (1.0f + expf(-x)); }
+
+/* GELU, tanh approximation (Hendrycks & Gimpel 2016; PyTorch gelu(approximate="tanh")):
+ * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+static inline float gelu_tanh(float x) {
+    const float sqrt_2_over_pi = 0.79788456080286535588f;
+    return 0.5f * x * (1.0f + tanhf(sqrt_2_over_pi * x * (1.0f + 0.044715f * x * x)));
+}
+
+static void glu(tl_stream *s, tl_activation act, float *a, const float *b, int64_t n) {
+    (void)s;
+    if (act == TL_ACT_GELU_TANH)
+        for (int64_t i = 0; i < n; i++) a[i] = gelu_tanh(a[i]) * b[i];
+    else
+        for (int64_t i = 0; i < n; i++) a[i] = silu(a[i]) * b[i];
+}
+
+static void softcap(tl_stream *s, float *x, int64_t n, float c) {
+    (void)s;
+    for (int64_t i = 0; i < n; i++) x[i] = softcap1(x[i], c);
+}
+
+static void gather(tl_stream *s, float *out, const float *x, const int32_t *rows, int32_t n, int64_t dim) {
+    (void)s;
+    for (int32_t j = 0; j < n; j++)
+        if (out + (size_t)j * dim != x + (size_t)rows[j] * dim)
+            memmove(out + (size_t)j * dim, x + (size_t)rows[j] * dim, (size_t)dim * sizeof(float));
+}
+
+const tl_backend_ops tl_cpu_backend = {
+    .name = "cpu",
+    .device_free = device_free,
+    .host_memory = true,
+    .alloc = alloc,
+    .free = free_,
+    .weight_upload = weight_upload,
+    .weight_free = weight_free,
+    .memory = NULL,
+    .stream_new = stream_new,
+    .stream_free = stream_free,
+    .upload = copy,
+    .download = copy,
+    .sync = sync,
+    .reserve = reserve,
+    .embed = embed,
+    .rmsnorm = rmsnorm,
+    .matmul = matmul,
+    .rope = rope,
+    .kv_store = kv_store,
+    .attention = attention,
+    .add = add,
+    .glu = glu,
+    .softcap = softcap,
+    .gather = gather,
+};
+
+tl_status tl_cpu_device_open(int index, tl_device **out) {
+    *out = NULL;
+    if (index != 0) return tl_set_error(TL_ERR_INVALID, "device: there is one CPU device (cpu:0), not cpu:%d", index);
+    tl_device *d = calloc(1, sizeof *d);
+    if (!d) return tl_set_error(TL_ERR_NOMEM, "device: out of memory");
+    d->ops = &tl_cpu_backend;
+    snprintf(d->name, sizeof d->name, "CPU (%s)", tl_cpu_isa());
+    *out = d;
+    return TL_OK;
+}
+
+int tl_cpu_device_count(void) { return 1; }

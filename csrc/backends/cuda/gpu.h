@@ -1,0 +1,93 @@
+/* The few runtime and library names the GPU kernels use, spelled once for CUDA and once for
+ * HIP: cuda.cu is compiled by nvcc as the CUDA backend and by hipcc (with TL_HIP defined)
+ * as the HIP backend. Nothing else in the kernel sources is vendor-specific. */
+#ifndef TL_GPU_H
+#define TL_GPU_H
+
+#ifdef TL_HIP
+#include <hip/hip_fp16.h>
+#include <hip/hip_runtime.h>
+#include <hipblas/hipblas.h>
+#define GPU_BACKEND "hip"
+#define GPU_FN(name) tl_hip_##name
+#define gpuError_t hipError_t
+#define gpuSuccess hipSuccess
+#define gpuGetErrorString hipGetErrorString
+#define gpuGetLastError hipGetLastError
+#define gpuGetDeviceCount hipGetDeviceCount
+#define gpuSetDevice hipSetDevice
+#define gpuGetDeviceProperties hipGetDeviceProperties
+#define gpuDeviceProp hipDeviceProp_t
+#define gpuMemGetInfo hipMemGetInfo
+#define gpuMalloc hipMalloc
+#define gpuFree hipFree
+#define gpuMemcpy hipMemcpy
+#define gpuMemcpyAsync hipMemcpyAsync
+#define gpuMemcpyHostToDevice hipMemcpyHostToDevice
+#define gpuMemcpyDeviceToHost hipMemcpyDeviceToHost
+#define gpuStream_t hipStream_t
+#define gpuStreamCreateWithFlags hipStreamCreateWithFlags
+#define gpuStreamNonBlocking hipStreamNonBlocking
+#define gpuStreamDestroy hipStreamDestroy
+#define gpuStreamSynchronize hipStreamSynchronize
+#define gpublasHandle_t hipblasHandle_t
+#define gpublasStatus_t hipblasStatus_t
+#define GPUBLAS_STATUS_SUCCESS HIPBLAS_STATUS_SUCCESS
+#define gpublasCreate hipblasCreate
+#define gpublasDestroy hipblasDestroy
+#define gpublasSetStream hipblasSetStream
+#define gpublasSgemm hipblasSgemm
+#define gpublasGemmEx hipblasGemmEx_v2
+#define GPUBLAS_OP_T HIPBLAS_OP_T
+#define GPUBLAS_OP_N HIPBLAS_OP_N
+#define GPU_R_16F HIP_R_16F
+#define GPU_R_32F HIP_R_32F
+#define GPUBLAS_COMPUTE_32F HIPBLAS_COMPUTE_32F
+#define GPUBLAS_GEMM_DEFAULT HIPBLAS_GEMM_DEFAULT
+/* kernels work in groups of 32 lanes (half a wavefront on CDNA) */
+#define SHFL_XOR(v, mask) __shfl_xor((v), (mask), 32)
+#else
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#define GPU_BACKEND "cuda"
+#define GPU_FN(name) tl_cuda_##name
+#define gpuError_t cudaError_t
+#define gpuSuccess cudaSuccess
+#define gpuGetErrorString cudaGetErrorString
+#define gpuGetLastError cudaGetLastError
+#define gpuGetDeviceCount cudaGetDeviceCount
+#define gpuSetDevice cudaSetDevice
+#define gpuGetDeviceProperties cudaGetDeviceProperties
+#define gpuDeviceProp cudaDeviceProp
+#define gpuMemGetInfo cudaMemGetInfo
+#define gpuMalloc cudaMalloc
+#define gpuFree cudaFree
+#define gpuMemcpy cudaMemcpy
+#define gpuMemcpyAsync cudaMemcpyAsync
+#define gpuMemcpyHostToDevice cudaMemcpyHostToDevice
+#define gpuMemcpyDeviceToHost cudaMemcpyDeviceToHost
+#define gpuStream_t cudaStream_t
+#define gpuStreamCreateWithFlags cudaStreamCreateWithFlags
+#define gpuStreamNonBlocking cudaStreamNonBlocking
+#define gpuStreamDestroy cudaStreamDestroy
+#define gpuStreamSynchronize cudaStreamSynchronize
+#define gpublasHandle_t cublasHandle_t
+#define gpublasStatus_t cublasStatus_t
+#define GPUBLAS_STATUS_SUCCESS CUBLAS_STATUS_SUCCESS
+#define gpublasCreate cublasCreate
+#define gpublasDestroy cublasDestroy
+#define gpublasSetStream cublasSetStream
+#define gpublasSgemm cublasSgemm
+#define gpublasGemmEx cublasGemmEx
+#define GPUBLAS_OP_T CUBLAS_OP_T
+#define GPUBLAS_OP_N CUBLAS_OP_N
+#define GPU_R_16F CUDA_R_16F
+#define GPU_R_32F CUDA_R_32F
+#define GPUBLAS_COMPUTE_32F CUBLAS_COMPUTE_32F
+#define GPUBLAS_GEMM_DEFAULT CUBLAS_GEMM_DEFAULT
+#define SHFL_XOR(v, mask) __shfl_xor_sync(0xffffffffu, (v), (mask), 32)
+#endif
+
+#endif

@@ -1,0 +1,176 @@
+"""GPU backends (CUDA; HIP from the same sources) against the CPU backend, the reference:
+seeded random models of every weight dtype and of every architecture, prefill (the GEMM
+path) and decode (the GEMV path, one and several tokens, several sequences), and
+stories260K's exact text. `pytest -m gpu` runs what needs a GPU; without one those tests
+are skipped with a message. Device selection and its errors run everywhere."""
+
+import numpy as np
+import pytest
+
+import torchless
+from torchless import Model
+
+import test_arch_gguf as arch
+from reference import synth
+
+GPUS = [f"{d['backend']}:{d['index']}" for d in torchless.backends() if d["backend"] != "cpu"]
+needs_gpu = pytest.mark.skipif(not GPUS, reason="no GPU device found (torchless.backends() lists only the CPU)")
+gpu = [pytest.mark.gpu, needs_gpu]
+
+
+def normwise(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.linalg.norm(a - b, axis=-1) / np.linalg.norm(b, axis=-1)
+
+
+# ----------------------------------------------------------------------------- device selection
+
+def test_backends_list_the_cpu_last():
+    devs = torchless.backends()
+    assert devs[-1]["backend"] == "cpu" and devs[-1]["index"] == 0
+    assert devs[-1]["name"] == f"CPU ({torchless._C.cpu_isa()})"
+    assert all(d["backend"] != "cpu" for d in devs[:-1])
+    assert "cpu" in torchless._C.backends_built()
+
+
+def test_cpu_device_is_reported(fixtures):
+    m = Model(fixtures / "stories260K" / "stories260K.derived-f32.gguf", device="cpu")
+    assert m.device == "cpu:0" and m.device_name.startswith("CPU (")
+
+
+@pytest.mark.parametrize("name,match", [
+    ("tpu", "not a device"),
+    ("cuda:x", "index after ':'"),
+    ("cuda:-1", "index after ':'"),
+    ("cpu:1", "there is 1 cpu device"),
+    ("", None),
+])
+def test_bad_device_names_are_errors(fixtures, name, match):
+    path = fixtures / "stories260K" / "stories260K.derived-f32.gguf"
+    if match is None:  # "" is "auto"
+        assert Model(path, device=name).device
+        return
+    with pytest.raises(ValueError, match=match):
+        Model(path, device=name)
+
+
+@pytest.mark.parametrize("backend", ["cuda", "hip", "opencl"])
+def test_a_backend_not_built_or_without_a_device_says_so(fixtures, backend):
+    path = fixtures / "stories260K" / "stories260K.derived-f32.gguf"
+    if backend in torchless._C.backends_built() and any(g.startswith(backend) for g in GPUS):
+        with pytest.raises(ValueError, match=f"there (is|are) .* {backend} device"):
+            Model(path, device=f"{backend}:99")
+        return
+    want = "no %s device found" % backend if backend in torchless._C.backends_built() else "has no %s backend" % backend
+    with pytest.raises(ValueError, match=want):
+        Model(path, device=backend)
+
+
+def test_auto_takes_the_first_device(fixtures):
+    m = Model(fixtures / "stories260K" / "stories260K.derived-f32.gguf", device="auto")
+    first = torchless.backends()[0]
+    assert m.device == f"{first['backend']}:{first['index']}"
+
+
+# ----------------------------------------------------------------------------- GPU against CPU
+
+DTYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k", "q2_k", "q3_k"]
+
+
+def llama_model(tmp_path, rng, wtype, dim=256, hidden=512, n_heads=4, n_kv=2, layers=2):
+    """A seeded random llama of K-quant-friendly sizes with every matrix in wtype."""
+    tokens, scores, types = synth.vocabulary()
+    n_vocab, hd = len(tokens), dim // n_heads
+    V = torchless.gguf.Value
+
+    def lin(n_out, n_in):
+        w = (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(np.float32)
+        if wtype == "f32":
+            return w
+        return (wtype, torchless.quantize(w, wtype), w.shape)
+
+    def norm(n):
+        return (1.0 + 0.2 * rng.standard_normal(n)).astype(np.float32)
+
+    w = {"token_embd.weight": lin(n_vocab, dim), "output_norm.weight": norm(dim), "output.weight": lin(n_vocab, dim)}
+    for l in range(layers):
+        p = f"blk.{l}."
+        w.update({p + "attn_norm.weight": norm(dim), p + "attn_q.weight": lin(n_heads * hd, dim),
+                  p + "attn_k.weight": lin(n_kv * hd, dim), p + "attn_v.weight": lin(n_kv * hd, dim),
+                  p + "attn_output.weight": lin(dim, n_heads * hd), p + "ffn_norm.weight": norm(dim),
+                  p + "ffn_gate.weight": lin(hidden, dim), p + "ffn_up.weight": lin(hidden, dim),
+                  p + "ffn_down.weight": lin(dim, hidden)})
+    u32 = lambda x: V(int(x), "uint32")  # noqa: E731
+    md = {"general.architecture": "llama", "llama.context_length": u32(512), "llama.embedding_length": u32(dim),
+          "llama.block_count": u32(layers), "llama.feed_forward_length": u32(hidden),
+          "llama.attention.head_count": u32(n_heads), "llama.attention.head_count_kv": u32(n_kv),
+          "llama.rope.freq_base": V(10000.0, "float32"), "llama.attention.layer_norm_rms_epsilon": V(1e-5, "float32"),
+          "tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": V(tokens, "array[string]"),
+          "tokenizer.ggml.scores": V(scores, "array[float32]"), "tokenizer.ggml.token_type": V(types, "array[int32]"),
+          "tokenizer.ggml.bos_token_id": u32(1), "tokenizer.ggml.eos_token_id": u32(2)}
+    path = tmp_path / f"llama-{wtype}.gguf"
+    torchless.gguf.write(path, md, w)
+    return path, n_vocab
+
+
+def both(path, device, rng, n_vocab, kv="f16", n_ctx=256):
+    """CPU and device logits over a 24-token prefill (the GEMM path), a 4-token chunk and two
+    single tokens (the GEMV path), then 3 sequences decoded in one batch."""
+    cpu = Model(str(path), max_seq_len=n_ctx, max_batch_size=3, kv_dtype=kv, device="cpu")
+    dev = Model(str(path), max_seq_len=n_ctx, max_batch_size=3, kv_dtype=kv, device=device)
+    assert dev.device == device
+    toks = [int(t) for t in rng.integers(0, n_vocab, 30)]
+    got, want = [], []
+    for start, end in [(0, 24), (24, 28), (28, 29), (29, 30)]:
+        want.append(cpu.forward(toks[start:end], start, 0))
+        got.append(dev.forward(toks[start:end], start, 0))
+    for m in (cpu, dev):  # sequences 1 and 2: their own prompts, then one batch of all three
+        m.forward(toks[:5], 0, 1)
+        m.forward(toks[5:12], 0, 2)
+    batch = ([int(t) for t in rng.integers(0, n_vocab, 3)], [30, 5, 7], [0, 1, 2])
+    want.append(cpu.forward_batch(*batch, logits=[True, True, True]))
+    got.append(dev.forward_batch(*batch, logits=[True, True, True]))
+    return np.concatenate(got), np.concatenate(want)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("wtype", DTYPES)
+def test_every_weight_dtype_matches_the_cpu(tmp_path, rng, wtype):
+    path, n_vocab = llama_model(tmp_path, rng, wtype)
+    got, want = both(path, GPUS[0], rng, n_vocab)
+    assert np.all(np.isfinite(got))
+    err = normwise(got, want)
+    # prefill multiplies F16 activations (cuBLAS); decode dots float32 ones
+    assert err.max() <= 5e-3, f"{wtype}: normwise error {err.max():.3g} (rows {np.array2string(err, precision=2)})"
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("variant", list(arch.VARIANTS))
+def test_every_architecture_matches_the_cpu(tmp_path, rng, variant):
+    path, md, w = arch.write(tmp_path, variant, rng)
+    got, want = both(path, GPUS[0], rng, w["token_embd.weight"].shape[0], kv="f32")
+    err = normwise(got, want)
+    assert err.max() <= 5e-3, f"{variant}: normwise error {err.max():.3g} (rows {np.array2string(err, precision=2)})"
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_stories260k_prints_the_known_story_on_the_gpu(fixtures):
+    d = fixtures / "stories260K"
+    m = Model(d / "stories260K.bin", tokenizer_path=d / "tok512.model", device=GPUS[0])
+    assert m.generate([1], max_new_tokens=200, temperature=0) == (d / "stories260K.expected_stdout.txt").read_text()
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_bad_input_leaves_the_gpu_context_usable(fixtures, rng):
+    m = Model(fixtures / "stories260K" / "stories260K.derived-f32.gguf", max_seq_len=64, device=GPUS[0])
+    ok = m.forward([1, 5, 9])
+    with pytest.raises(ValueError, match="out of range"):
+        m.forward([1, 100000])
+    with pytest.raises(ValueError, match="beyond the context"):
+        m.forward([1] * 70)
+    m.reset()
+    np.testing.assert_array_equal(m.forward([1, 5, 9]), ok)
