@@ -1,0 +1,213 @@
+"""GPU speed: a LLaMA-2-7B-shaped model in each format (random weights, written with our GGUF
+writer), prompt processing, generation, time to first token and batched decoding on one
+device, with the memory-bandwidth ceiling beside each figure. JSON lines on stdout, a table
+last.
+
+    python benchmarks/gpu.py [--device cuda] [--formats f16,q8_0,q4_0,q4_k_m] [--prompt 512]
+                             [--gen 128] [--batches 8,32] [--dir /tmp] [--shape 7b|tiny]
+
+The weights are slices of one pool of random rows quantized once per dtype, so writing a
+13 GB file takes seconds; contents do not change the speed of a memory-bound kernel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import numpy as np
+
+import torchless
+from torchless.convert import plan_tensors
+from torchless.gguf import Value
+
+SHAPES = {
+    "7b": dict(dim=4096, hidden=11008, n_layers=32, n_heads=32, n_kv_heads=32, vocab=32000),
+    "tiny": dict(dim=512, hidden=1024, n_layers=2, n_heads=8, n_kv_heads=4, vocab=1024),  # a smoke run
+}
+
+
+def emit(**r):
+    print(json.dumps(r), flush=True)
+
+
+def vocabulary(n):
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    tokens += [f"\u2581t{i}" for i in range(n - len(tokens))]
+    types = np.array([2, 3, 3] + [6] * 256 + [1] * (n - 259), np.int32)
+    return tokens, types
+
+
+def write_model(path: str, fmt: str, s: dict) -> int:
+    """The shape's model in format fmt ("f16", "q8_0", "q4_0", "q4_k_m": llama.cpp's mix);
+    returns the bytes of weights one decode step reads (every matrix but the embedding)."""
+    tokens, types = vocabulary(s["vocab"])
+    hd = s["dim"] // s["n_heads"]
+    kv = s["n_kv_heads"] * hd
+    md = {
+        "general.architecture": "llama", "general.name": f"llama shape {fmt} random",
+        "llama.context_length": Value(4096, "uint32"), "llama.embedding_length": Value(s["dim"], "uint32"),
+        "llama.block_count": Value(s["n_layers"], "uint32"), "llama.feed_forward_length": Value(s["hidden"], "uint32"),
+        "llama.attention.head_count": Value(s["n_heads"], "uint32"),
+        "llama.attention.head_count_kv": Value(s["n_kv_heads"], "uint32"),
+        "llama.attention.layer_norm_rms_epsilon": Value(1e-5, "float32"),
+        "llama.rope.freq_base": Value(10000.0, "float32"),
+        "tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.scores": np.linspace(0, -1, s["vocab"], dtype=np.float32),
+        "tokenizer.ggml.token_type": types, "tokenizer.ggml.bos_token_id": Value(1, "uint32"),
+        "tokenizer.ggml.eos_token_id": Value(2, "uint32"),
+    }
+    shapes = [("token_embd.weight", (s["vocab"], s["dim"])), ("output_norm.weight", (s["dim"],)),
+              ("output.weight", (s["vocab"], s["dim"]))]
+    for l in range(s["n_layers"]):
+        p = f"blk.{l}."
+        shapes += [(p + "attn_norm.weight", (s["dim"],)), (p + "attn_q.weight", (s["dim"], s["dim"])),
+                   (p + "attn_k.weight", (kv, s["dim"])), (p + "attn_v.weight", (kv, s["dim"])),
+                   (p + "attn_output.weight", (s["dim"], s["dim"])), (p + "ffn_norm.weight", (s["dim"],)),
+                   (p + "ffn_gate.weight", (s["hidden"], s["dim"])), (p + "ffn_up.weight", (s["hidden"], s["dim"])),
+                   (p + "ffn_down.weight", (s["dim"], s["hidden"]))]
+    plans = plan_tensors([(n, "f32", sh) for n, sh in shapes], {k: getattr(v, "value", v) for k, v in md.items()}, fmt)
+    rng = np.random.default_rng(0)
+    pools: dict[tuple[str, int], np.ndarray] = {}
+
+    def pool(dtype: str, cols: int) -> np.ndarray:
+        """Quantized random rows of `cols` columns, as many as the largest tensor has."""
+        key = (dtype, cols)
+        if key not in pools:
+            rows = max(sh[0] for _, sh in shapes if len(sh) == 2 and sh[1] == cols)
+            w = rng.standard_normal((rows, cols), dtype=np.float32) / np.float32(np.sqrt(cols))
+            pools[key] = w if dtype == "f32" else torchless.quantize(w, dtype).reshape(rows, -1)
+        return pools[key]
+
+    infos, matrix = [], 0
+    for p in plans:
+        infos.append((p.name, p.dst, p.shape))
+        if len(p.shape) == 2 and p.name != "token_embd.weight":
+            matrix += pool(p.dst, p.shape[1])[: p.shape[0]].nbytes
+
+    def fill(i: int):
+        p = plans[i]
+        if len(p.shape) == 1:
+            return np.ones(p.shape, np.float32)
+        rows = pool(p.dst, p.shape[1])
+        r0 = int(rng.integers(0, rows.shape[0] - p.shape[0] + 1))
+        return np.ascontiguousarray(rows[r0:r0 + p.shape[0]])
+
+    torchless.gguf.write_model(path, md, infos, fill)
+    return matrix
+
+
+def copy_bandwidth() -> float | None:
+    """Device-to-device copy, bytes read + written per second (torch, where installed)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    a = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    b = torch.empty_like(a)
+    for _ in range(3):
+        b.copy_(a)
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(10):
+        t = time.perf_counter()
+        b.copy_(a)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    del a, b
+    torch.cuda.empty_cache()
+    return 2 * (1 << 30) / statistics.median(times)
+
+
+def measure(path: str, device: str, n_prompt: int, n_gen: int, batches: list[int], repeats: int) -> dict:
+    t0 = time.perf_counter()
+    m = torchless.Model(path, max_seq_len=n_prompt + n_gen + 8, max_batch_size=max(batches + [1]), device=device)
+    load = time.perf_counter() - t0
+    rng = np.random.default_rng(1)
+    prompt = [1] + rng.integers(300, m.n_vocab, n_prompt - 1).tolist()
+    pos, seq, last = list(range(n_prompt)), [0] * n_prompt, [False] * (n_prompt - 1) + [True]
+
+    def prefill():
+        m.reset()
+        return m.forward_batch(prompt, pos, seq, logits=last)
+
+    prefill()  # warm-up: kernels loaded, scratch sized
+    t_prompt, ttft = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        logits = prefill()
+        t_prompt.append(time.perf_counter() - t)
+        m.forward([int(np.argmax(logits[-1]))], start_pos=n_prompt)
+        ttft.append(time.perf_counter() - t)
+    t_gen = []
+    for _ in range(max(1, repeats // 2)):
+        logits = prefill()
+        tok = int(np.argmax(logits[-1]))
+        t = time.perf_counter()
+        for i in range(n_gen):
+            tok = int(np.argmax(m.forward([tok], start_pos=n_prompt + i)[0]))
+        t_gen.append(time.perf_counter() - t)
+    out = dict(load_s=round(load, 2), prompt_tps=round(n_prompt / statistics.median(t_prompt), 1),
+               ttft_ms=round(1e3 * statistics.median(ttft), 2), gen_tps=round(n_gen / statistics.median(t_gen), 1))
+    for b in batches:  # b sequences decoding together after a short prompt each
+        m.reset()
+        for sq in range(b):
+            m.forward(prompt[:16], 0, sq)
+        toks = [1] * b
+        steps = 32
+        t = time.perf_counter()
+        for i in range(steps):
+            lg = m.forward_batch(toks, [16 + i] * b, list(range(b)), logits=[True] * b)
+            toks = [int(x) for x in np.argmax(lg, axis=-1)]
+        out[f"batch{b}_tps"] = round(b * steps / (time.perf_counter() - t), 1)
+    del m
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--formats", default="f16,q8_0,q4_0,q4_k_m")
+    ap.add_argument("--shape", default="7b", choices=SHAPES)
+    ap.add_argument("--prompt", type=int, default=512)
+    ap.add_argument("--gen", type=int, default=128)
+    ap.add_argument("--batches", default="8,32")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--dir", default="/tmp")
+    ap.add_argument("--keep", action="store_true", help="keep the model files")
+    a = ap.parse_args()
+    s = SHAPES[a.shape]
+    batches = [int(b) for b in a.batches.split(",") if b]
+    devs = {f"{d['backend']}:{d['index']}": d for d in torchless.backends()}
+    dev = devs.get(a.device if ":" in a.device else a.device + ":0")
+    bw = copy_bandwidth() if a.device.startswith("cuda") else None
+    emit(kind="device", device=a.device, name=dev and dev["name"], copy_gbs=bw and round(bw / 1e9, 1))
+    rows = []
+    for fmt in a.formats.split(","):
+        path = os.path.join(a.dir, f"llama-{a.shape}-{fmt}.gguf")
+        t = time.perf_counter()
+        weight_bytes = write_model(path, fmt, s)
+        write_s = time.perf_counter() - t
+        try:
+            r = measure(path, a.device, a.prompt, a.gen, batches, a.repeats)
+        finally:
+            if not a.keep:
+                os.unlink(path)
+        ceiling = bw / weight_bytes if bw else None  # read-only stream: copy rate counts read + write
+        r.update(kind="model", shape=a.shape, format=fmt, weight_gb=round(weight_bytes / 1e9, 2), write_s=round(write_s, 1),
+                 ceiling_tps=ceiling and round(ceiling, 1), gen_over_ceiling=ceiling and round(r["gen_tps"] / ceiling, 2))
+        emit(**r)
+        rows.append(r)
+    print(f"\n{a.shape} shape on {dev and dev['name']} (copy {bw and round(bw / 1e9)} GB/s read+write)")
+    cols = ["format", "weight_gb", "prompt_tps", "ttft_ms", "gen_tps", "ceiling_tps", "gen_over_ceiling"]
+    cols += [f"batch{b}_tps" for b in batches]
+    print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(str(r.get(c)) for c in cols) + " |")
+
+
+if __name__ == "__main__":
+    main()
