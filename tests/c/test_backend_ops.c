@@ -1,0 +1,380 @@
+/* Every op of a GPU backend against the CPU backend (the reference) on seeded random inputs of
+ * awkward sizes, per weight dtype: matmul on the GEMV path (1..8 tokens) and the GEMM path
+ * (more), embeddings, RMSNorm, RoPE, the KV store and attention (F16 and F32 caches, windows,
+ * soft-capping, several sequences), and the elementwise ops. Normwise tolerances per op below.
+ * Without a GPU it says so and exits 77 (ctest: skipped).
+ *
+ *   test_backend_ops [--bench]   (TORCHLESS_TEST_DEVICE=cuda:1 to pick a device)
+ *
+ * --bench times the ops at LLaMA-2-7B sizes instead (GB/s of weights for decode, TFLOP/s for
+ * prefill), for benchmarks/NOTES.md. */
+#define _POSIX_C_SOURCE 200809L
+#include "backends/backend.h"
+#include "check.h"
+#include "core/fp16.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static uint64_t rng_state;
+static double urand(void) { /* splitmix64 -> [0, 1) */
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return (double)((z ^ (z >> 31)) >> 11) / 9007199254740992.0;
+}
+static float nrand(void) { return (float)(sqrt(-2 * log(urand() + 1e-300)) * cos(6.283185307179586 * urand())); }
+static void fill(float *x, size_t n, float scale) {
+    for (size_t i = 0; i < n; i++) x[i] = nrand() * scale;
+}
+
+static double normwise(const float *a, const float *b, size_t n) {
+    double d = 0, r = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i])) return INFINITY;
+        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        r += (double)b[i] * b[i];
+    }
+    return sqrt(d / (r > 0 ? r : 1));
+}
+
+static tl_device *cpu, *gpu;
+static tl_stream *cs, *gs;
+
+/* a device copy of n host bytes (freed with gfree) */
+static void *gput(const void *host, size_t bytes) {
+    void *p = NULL;
+    if (gpu->ops->alloc(gpu, bytes, &p) || gs->ops->upload(gs, p, host, bytes)) {
+        printf("device allocation/upload failed: %s\n", tl_last_error());
+        exit(1);
+    }
+    return p;
+}
+static void gget(void *host, const void *dev, size_t bytes) {
+    if (gs->ops->download(gs, host, dev, bytes)) printf("download failed: %s\n", tl_last_error());
+}
+static void gfree(void *p) { gpu->ops->free(gpu, p); }
+
+static const tl_dtype DTYPES[] = {TL_F32, TL_F16, TL_BF16, TL_Q8_0, TL_Q4_0, TL_Q4_1, TL_Q5_0,
+                                  TL_Q5_1, TL_Q4_K, TL_Q5_K, TL_Q6_K, TL_Q2_K, TL_Q3_K};
+#define N_DTYPES (sizeof DTYPES / sizeof DTYPES[0])
+
+/* A random weight of m rows x k in dtype t, as a host tensor (data malloc'd). */
+static tl_tensor make_weight(tl_dtype t, int64_t m, int64_t k) {
+    float *w = malloc((size_t)(m * k) * sizeof(float));
+    fill(w, (size_t)(m * k), 1.0f / sqrtf((float)k));
+    size_t row = tl_dtype_row_size(t, k);
+    uint8_t *q = malloc(row * (size_t)m);
+    for (int64_t r = 0; r < m; r++) tl_quantize(t, w + r * k, q + (size_t)r * row, k);
+    free(w);
+    tl_tensor x = {.dtype = t, .n_dims = 2, .ne = {k, m, 1, 1}, .nbytes = row * (size_t)m, .data = q};
+    return x;
+}
+
+static void test_matmul(void) {
+    const int64_t shapes[][2] = {{77, 256}, {1, 512}, {33, 768}}; /* rows x columns */
+    const int64_t ns[] = {1, 3, 8, 9, 40};
+    for (size_t di = 0; di < N_DTYPES; di++)
+        for (size_t si = 0; si < 3; si++) {
+            const int64_t m = shapes[si][0], k = shapes[si][1];
+            tl_tensor h = make_weight(DTYPES[di], m, k), d;
+            if (gpu->ops->weight_upload(gpu, &h, &d)) {
+                printf("weight_upload %s: %s\n", tl_dtype_name(h.dtype), tl_last_error());
+                n_fail++;
+                continue;
+            }
+            float *bias = malloc((size_t)m * sizeof(float));
+            fill(bias, (size_t)m, 1.0f);
+            float *dbias = gput(bias, (size_t)m * sizeof(float));
+            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+                const int64_t n = ns[ni];
+                float *x = malloc((size_t)(n * k) * sizeof(float)), *want = malloc((size_t)(n * m) * sizeof(float));
+                float *got = malloc((size_t)(n * m) * sizeof(float));
+                fill(x, (size_t)(n * k), 1.0f);
+                cs->ops->reserve(cs, n, k);
+                gs->ops->reserve(gs, n, k);
+                const bool with_bias = ni % 2 == 0;
+                cs->ops->matmul(cs, &h, x, n, want, with_bias ? bias : NULL);
+                float *dx = gput(x, (size_t)(n * k) * sizeof(float)), *dy = NULL;
+                gpu->ops->alloc(gpu, (size_t)(n * m) * sizeof(float), (void **)&dy);
+                for (int64_t i = 0; i < n * m; i++) got[i] = NAN; /* poison: every output must be written */
+                gs->ops->upload(gs, dy, got, (size_t)(n * m) * sizeof(float));
+                gs->ops->matmul(gs, &d, dx, n, dy, with_bias ? dbias : NULL);
+                gget(got, dy, (size_t)(n * m) * sizeof(float));
+                /* GEMV: float32 activations (rounding only); GEMM: F16 activations and tiles */
+                const double tol = n <= 8 || h.dtype == TL_F32 ? 2e-5 : 2e-3;
+                const double e = normwise(got, want, (size_t)(n * m));
+                CHECK(e <= tol, "matmul %s %lldx%lld n=%lld: normwise %.3g > %.1g", tl_dtype_name(h.dtype), (long long)m,
+                      (long long)k, (long long)n, e, tol);
+                gfree(dx);
+                gfree(dy);
+                free(x);
+                free(want);
+                free(got);
+            }
+            /* embeddings: rows picked by id, scaled */
+            int32_t ids[5] = {0, (int32_t)m - 1, (int32_t)(m / 2), 0, (int32_t)(m / 3)};
+            float want[5 * 768], got[5 * 768];
+            cs->ops->embed(cs, &h, ids, 5, 1.5f, want);
+            int32_t *dids = gput(ids, sizeof ids);
+            float *dout = NULL;
+            gpu->ops->alloc(gpu, 5 * (size_t)k * sizeof(float), (void **)&dout);
+            gs->ops->embed(gs, &d, dids, 5, 1.5f, dout);
+            gget(got, dout, 5 * (size_t)k * sizeof(float));
+            /* dtypes the GPU keeps as converted F16 round there */
+            const double e = normwise(got, want, 5 * (size_t)k);
+            CHECK(e <= 1e-3, "embed %s: normwise %.3g", tl_dtype_name(h.dtype), e);
+            gfree(dids);
+            gfree(dout);
+            gfree(dbias);
+            free(bias);
+            gpu->ops->weight_free(gpu, &d);
+            free((void *)h.data);
+        }
+}
+
+static void test_small_ops(void) {
+    const int64_t rows = 7, dim = 200;
+    const size_t n = (size_t)(rows * dim);
+    float *x = malloc(n * 4), *y = malloc(n * 4), *w = malloc(dim * 4), *want = malloc(n * 4), *got = malloc(n * 4);
+    fill(x, n, 2.0f);
+    fill(y, n, 1.0f);
+    fill(w, (size_t)dim, 1.0f);
+    float *dx = gput(x, n * 4), *dy = gput(y, n * 4), *dw = gput(w, dim * 4), *dout = gput(x, n * 4);
+    /* rmsnorm (the CPU sums squares in double, the GPU in float) */
+    cs->ops->rmsnorm(cs, want, x, w, rows, dim, 1e-5f);
+    gs->ops->rmsnorm(gs, dout, dx, dw, rows, dim, 1e-5f);
+    gget(got, dout, n * 4);
+    CHECK(normwise(got, want, n) <= 1e-6, "rmsnorm %.3g", normwise(got, want, n));
+    /* add, glu (both activations), softcap */
+    memcpy(want, x, n * 4);
+    cs->ops->add(cs, want, y, (int64_t)n);
+    gs->ops->upload(gs, dout, x, n * 4);
+    gs->ops->add(gs, dout, dy, (int64_t)n);
+    gget(got, dout, n * 4);
+    CHECK(normwise(got, want, n) == 0, "add");
+    for (int act = 0; act < 2; act++) {
+        memcpy(want, x, n * 4);
+        cs->ops->glu(cs, (tl_activation)act, want, y, (int64_t)n);
+        gs->ops->upload(gs, dout, x, n * 4);
+        gs->ops->glu(gs, (tl_activation)act, dout, dy, (int64_t)n);
+        gget(got, dout, n * 4);
+        CHECK(normwise(got, want, n) <= 1e-6, "glu %d: %.3g", act, normwise(got, want, n));
+    }
+    memcpy(want, x, n * 4);
+    cs->ops->softcap(cs, want, (int64_t)n, 1.5f);
+    gs->ops->upload(gs, dout, x, n * 4);
+    gs->ops->softcap(gs, dout, (int64_t)n, 1.5f);
+    gget(got, dout, n * 4);
+    CHECK(normwise(got, want, n) <= 1e-6, "softcap %.3g", normwise(got, want, n));
+    /* gather */
+    int32_t rws[3] = {6, 0, 3};
+    cs->ops->gather(cs, want, x, rws, 3, dim);
+    int32_t *drows = gput(rws, sizeof rws);
+    gs->ops->gather(gs, dout, dx, drows, 3, dim);
+    gget(got, dout, 3 * (size_t)dim * 4);
+    CHECK(normwise(got, want, 3 * (size_t)dim) == 0, "gather");
+    /* rope, both pair orders, a partial rotary dim */
+    const int heads = 5, hd = 40, rope_dim = 24, nt = 3;
+    float *q = malloc((size_t)nt * heads * hd * 4), *csn = malloc((size_t)nt * rope_dim * 4);
+    fill(q, (size_t)nt * heads * hd, 1.0f);
+    for (int i = 0; i < nt * rope_dim / 2; i++) {
+        double a = urand() * 6.28;
+        csn[2 * i] = (float)cos(a);
+        csn[2 * i + 1] = (float)sin(a);
+    }
+    float *dcs = gput(csn, (size_t)nt * rope_dim * 4);
+    for (int neox = 0; neox < 2; neox++) {
+        memcpy(want, q, (size_t)nt * heads * hd * 4);
+        cs->ops->rope(cs, want, csn, nt, heads, hd, rope_dim, neox);
+        gs->ops->upload(gs, dout, q, (size_t)nt * heads * hd * 4);
+        gs->ops->rope(gs, dout, dcs, nt, heads, hd, rope_dim, neox);
+        gget(got, dout, (size_t)nt * heads * hd * 4);
+        CHECK(normwise(got, want, (size_t)nt * heads * hd) <= 1e-6, "rope neox=%d", neox);
+    }
+    gfree(dcs);
+    gfree(drows);
+    free(q);
+    free(csn);
+    gfree(dx);
+    gfree(dy);
+    gfree(dw);
+    gfree(dout);
+    free(x);
+    free(y);
+    free(w);
+    free(want);
+    free(got);
+}
+
+/* kv_store then attention: 3 sequences of different lengths, a prefill chunk and decodes */
+static void test_attention(tl_dtype kv, int hd, int window, float softcap) {
+    const int heads = 6, kv_heads = 2, max_seq = 300, n_seq = 3;
+    const int lens[3] = {1, 130, 257};
+    const size_t cache = (size_t)n_seq * kv_heads * max_seq * hd * tl_dtype_type_size(kv);
+    void *ck = calloc(1, cache), *cv = calloc(1, cache), *gk, *gv;
+    gpu->ops->alloc(gpu, cache, &gk);
+    gpu->ops->alloc(gpu, cache, &gv);
+    /* fill each sequence's cache through kv_store, one batch of all positions */
+    int total = lens[0] + lens[1] + lens[2];
+    int32_t *pos = malloc((size_t)total * 4), *seq = malloc((size_t)total * 4);
+    for (int s = 0, i = 0; s < n_seq; s++)
+        for (int p = 0; p < lens[s]; p++, i++) pos[i] = p, seq[i] = s;
+    float *k = malloc((size_t)total * kv_heads * hd * 4), *v = malloc((size_t)total * kv_heads * hd * 4);
+    fill(k, (size_t)total * kv_heads * hd, 1.0f);
+    fill(v, (size_t)total * kv_heads * hd, 1.0f);
+    cs->ops->kv_store(cs, ck, cv, kv, k, v, pos, seq, total, kv_heads, hd, max_seq);
+    float *dk = gput(k, (size_t)total * kv_heads * hd * 4), *dv = gput(v, (size_t)total * kv_heads * hd * 4);
+    int32_t *dpos = gput(pos, (size_t)total * 4), *dseq = gput(seq, (size_t)total * 4);
+    gs->ops->kv_store(gs, gk, gv, kv, dk, dv, dpos, dseq, total, kv_heads, hd, max_seq);
+    uint8_t *back = malloc(cache);
+    gget(back, gk, cache);
+    CHECK(memcmp(back, ck, cache) == 0, "kv_store keys (%s, hd %d)", tl_dtype_name(kv), hd);
+    gget(back, gv, cache);
+    CHECK(memcmp(back, cv, cache) == 0, "kv_store values");
+    /* every stored position attends (the batch as a prefill of all three) */
+    float *q = malloc((size_t)total * heads * hd * 4), *want = malloc((size_t)total * heads * hd * 4);
+    float *got = malloc((size_t)total * heads * hd * 4);
+    fill(q, (size_t)total * heads * hd, 1.0f);
+    tl_attn_args a = {.q = q, .out = want, .k_cache = ck, .v_cache = cv, .kv_dtype = kv, .pos = pos, .seq = seq,
+                      .host_pos = pos, .n = total, .n_heads = heads, .n_kv_heads = kv_heads, .head_dim = hd,
+                      .max_seq_len = max_seq, .window = window, .scale = 1.0f / sqrtf((float)hd), .softcap = softcap};
+    cs->ops->attention(cs, &a);
+    float *dq = gput(q, (size_t)total * heads * hd * 4), *dout;
+    gpu->ops->alloc(gpu, (size_t)total * heads * hd * 4, (void **)&dout);
+    tl_attn_args g = a;
+    g.q = dq, g.out = dout, g.k_cache = gk, g.v_cache = gv, g.pos = dpos, g.seq = dseq;
+    gs->ops->attention(gs, &g);
+    gget(got, dout, (size_t)total * heads * hd * 4);
+    double e = normwise(got, want, (size_t)total * heads * hd);
+    CHECK(e <= 1e-5, "attention %s hd %d window %d softcap %g: normwise %.3g", tl_dtype_name(kv), hd, window, softcap, e);
+    gfree(dk), gfree(dv), gfree(dpos), gfree(dseq), gfree(dq), gfree(dout);
+    gpu->ops->free(gpu, gk);
+    gpu->ops->free(gpu, gv);
+    free(ck), free(cv), free(pos), free(seq), free(k), free(v), free(back), free(q), free(want), free(got);
+}
+
+/* ---------------------------------------------------------------- --bench */
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+static void bench(void) {
+    const int64_t shapes[][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}, {32000, 4096}};
+    const tl_dtype types[] = {TL_F16, TL_Q8_0, TL_Q4_0, TL_Q4_K, TL_Q6_K};
+    printf("| dtype | rows x cols | n | us/call | weight GB/s | TFLOP/s |\n|---|---|---|---|---|---|\n");
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+        for (size_t si = 0; si < 4; si++) {
+            const int64_t m = shapes[si][0], k = shapes[si][1];
+            tl_tensor h = make_weight(types[ti], m, k), d;
+            if (gpu->ops->weight_upload(gpu, &h, &d)) {
+                printf("upload: %s\n", tl_last_error());
+                return;
+            }
+            const int64_t ns[] = {1, 8, 512};
+            for (int ni = 0; ni < 3; ni++) {
+                const int64_t n = ns[ni];
+                float *x = malloc((size_t)(n * k) * 4);
+                fill(x, (size_t)(n * k), 1.0f);
+                float *dx = gput(x, (size_t)(n * k) * 4), *dy;
+                gpu->ops->alloc(gpu, (size_t)(n * m) * 4, (void **)&dy);
+                gs->ops->reserve(gs, n, k);
+                const int reps = n == 512 ? 10 : 100;
+                gs->ops->matmul(gs, &d, dx, n, dy, NULL);
+                gs->ops->sync(gs);
+                double t = now();
+                for (int r = 0; r < reps; r++) gs->ops->matmul(gs, &d, dx, n, dy, NULL);
+                gs->ops->sync(gs);
+                t = (now() - t) / reps;
+                printf("| %s | %lldx%lld | %lld | %.1f | %.0f | %.1f |\n", tl_dtype_name(h.dtype), (long long)m, (long long)k,
+                       (long long)n, 1e6 * t, h.nbytes / t / 1e9, 2.0 * m * k * n / t / 1e12);
+                gfree(dx), gfree(dy), free(x);
+            }
+            gpu->ops->weight_free(gpu, &d);
+            free((void *)h.data);
+        }
+    /* attention: 32 heads of 128, decode at 512 and 4096 positions, and a 512-token prefill */
+    const int heads = 32, hd = 128, max_seq = 4096;
+    const size_t cache = (size_t)heads * max_seq * hd * 2;
+    void *gk, *gv;
+    gpu->ops->alloc(gpu, cache, &gk);
+    gpu->ops->alloc(gpu, cache, &gv);
+    const int cases[][2] = {{1, 511}, {1, 4095}, {512, 0}}; /* tokens, position of the first */
+    for (int c = 0; c < 3; c++) {
+        const int n = cases[c][0];
+        int32_t *pos = malloc((size_t)n * 4), *seq = calloc((size_t)n, 4);
+        for (int i = 0; i < n; i++) pos[i] = cases[c][1] + i;
+        float *q = malloc((size_t)n * heads * hd * 4);
+        fill(q, (size_t)n * heads * hd, 1.0f);
+        float *dq = gput(q, (size_t)n * heads * hd * 4), *dout;
+        int32_t *dpos = gput(pos, (size_t)n * 4), *dseq = gput(seq, (size_t)n * 4);
+        gpu->ops->alloc(gpu, (size_t)n * heads * hd * 4, (void **)&dout);
+        tl_attn_args a = {.q = dq, .out = dout, .k_cache = gk, .v_cache = gv, .kv_dtype = TL_F16, .pos = dpos, .seq = dseq,
+                          .host_pos = pos, .n = n, .n_heads = heads, .n_kv_heads = heads, .head_dim = hd,
+                          .max_seq_len = max_seq, .window = 0, .scale = 0.088f, .softcap = 0};
+        gs->ops->attention(gs, &a);
+        gs->ops->sync(gs);
+        const int reps = 50;
+        double t = now();
+        for (int r = 0; r < reps; r++) gs->ops->attention(gs, &a);
+        gs->ops->sync(gs);
+        t = (now() - t) / reps;
+        printf("attention: %d tokens from position %d: %.1f us\n", n, cases[c][1], 1e6 * t);
+        gfree(dq), gfree(dout), gfree(dpos), gfree(dseq), free(q), free(pos), free(seq);
+    }
+    gpu->ops->free(gpu, gk);
+    gpu->ops->free(gpu, gv);
+}
+
+int main(int argc, char **argv) {
+    const char *want = getenv("TORCHLESS_TEST_DEVICE");
+    tl_device_info info[16];
+    int n = tl_devices(info, 16);
+    char name[64] = "";
+    for (int i = 0; i < n && i < 16 && !want; i++)
+        if (strcmp(info[i].backend, "cpu") != 0) {
+            snprintf(name, sizeof name, "%.15s:%d", info[i].backend, info[i].index);
+            break;
+        }
+    if (want) snprintf(name, sizeof name, "%.63s", want);
+    if (!name[0]) {
+        printf("no GPU device found (backends built:");
+        for (const char *const *b = tl_backends_built(); *b; b++) printf(" %s", *b);
+        printf("): skipped\n");
+        return 77;
+    }
+    if (tl_device_open("cpu", &cpu) || tl_device_open(name, &gpu) || cpu->ops->stream_new(cpu, 4, &cs) ||
+        gpu->ops->stream_new(gpu, 1, &gs)) {
+        printf("opening %s: %s\n", name, tl_last_error());
+        return 1;
+    }
+    const char *s = getenv("TORCHLESS_SEED");
+    rng_state = s ? strtoull(s, NULL, 10) : (uint64_t)time(NULL);
+    printf("seed %llu, device %s (%s)\n", (unsigned long long)rng_state, name, gpu->name);
+    if (argc > 1 && strcmp(argv[1], "--bench") == 0) {
+        bench();
+    } else {
+        test_matmul();
+        test_small_ops();
+        for (int kv = 0; kv < 2; kv++) {
+            const tl_dtype t = kv ? TL_F32 : TL_F16;
+            test_attention(t, 64, 0, 0);
+            test_attention(t, 24, 0, 0);
+            test_attention(t, 128, 100, 0);
+            test_attention(t, 256, 0, 1.5f);
+        }
+    }
+    tl_status st = gs->ops->sync(gs);
+    CHECK(st == TL_OK, "queued work failed: %s", tl_last_error());
+    gs->ops->stream_free(gs);
+    cs->ops->stream_free(cs);
+    tl_device_free(gpu);
+    tl_device_free(cpu);
+    return check_summary();
+}
