@@ -2,6 +2,8 @@
 
 #include "torchless.h"
 
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,12 +12,17 @@
 #define TL_X86 1
 #endif
 
-static int level = -1;
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
+
+static pthread_once_t detected = PTHREAD_ONCE_INIT;
+static tl_cpu_level level;
 static unsigned features;
 
 static void detect(void) {
     const char *env = getenv("TORCHLESS_CPU");
-    int best = TL_CPU_SCALAR;
+    tl_cpu_level best = TL_CPU_SCALAR;
     unsigned feat = 0;
 #ifdef TL_X86
     __builtin_cpu_init();
@@ -35,13 +42,20 @@ static void detect(void) {
     } else if (avx2) {
         best = TL_CPU_AVX2;
     }
+#elif defined(__aarch64__)
+    best = TL_CPU_NEON; /* Advanced SIMD is part of every AArch64 CPU */
+#ifdef __linux__
+    if (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) feat |= TL_CPU_FEAT_NEON_DOTPROD;
 #endif
-    int want = best;
+#endif
+    tl_cpu_level want = best;
     if (env && *env) {
         if (strcmp(env, "scalar") == 0) want = TL_CPU_SCALAR;
         else if (strcmp(env, "avx2") == 0) want = TL_CPU_AVX2;
         else if (strcmp(env, "avx512") == 0) want = TL_CPU_AVX512;
         else if (strcmp(env, "neon") == 0) want = TL_CPU_NEON;
+        else /* a typo must not pass for a test of the level it meant */
+            fprintf(stderr, "torchless: TORCHLESS_CPU=%s is not scalar, avx2, avx512 or neon; ignored\n", env);
     }
     /* a level the CPU lacks falls back to the best one below it */
     if (best == TL_CPU_NEON) {
@@ -53,12 +67,12 @@ static void detect(void) {
 }
 
 tl_cpu_level tl_cpu_level_get(void) {
-    if (level < 0) detect();
-    return (tl_cpu_level)level;
+    pthread_once(&detected, detect);
+    return level;
 }
 
 bool tl_cpu_has(tl_cpu_feature f) {
-    if (level < 0) detect();
+    pthread_once(&detected, detect);
     return (features & (unsigned)f) != 0;
 }
 

@@ -1,6 +1,7 @@
 #include "dot.h"
 
 #include "cpu.h"
+#include "dot_isa.h"
 #include "quants.h"
 
 #include <math.h>
@@ -118,17 +119,7 @@ AVX2 static void attn_values_f32_avx2(float *out, const float *p, const void *v,
     attn_values_avx2(out, p, v, stride, nk, hd, false);
 }
 
-/* s[i] = exp(s[i] - m) for scores at most m, and their sum (attention's softmax numerators):
- * Cephes' expf on 8 lanes. exp(x) = 2^n exp(r), n = round(x log2 e), r = x - n ln 2 (ln 2 in two
- * parts), exp(r) by its degree-7 Taylor-like polynomial; x below -87.3 gives about 1e-38 (the
- * maximum's own term is 1, so such terms cannot matter). Within 2 ulp of expf. */
-#define EXP_LO -87.3f
-#define EXP_LOG2E 1.44269504088896341f
-#define EXP_C1 0.693359375f
-#define EXP_C2 -2.12194440e-4f
-static const float exp_poly[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
-                                  4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
-
+/* s[i] = exp(s[i] - m) and their sum: the exp of dot_isa.h on 8 lanes */
 AVX2 static inline __m256 exp8_avx2(__m256 x) {
     x = _mm256_max_ps(x, _mm256_set1_ps(EXP_LO));
     __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -557,13 +548,16 @@ AVX512 static float dot_q6_K_avx512(const void *w, const float *x, int64_t n) {
 }
 #endif
 
-/* 0 scalar, 1 avx2, 2 avx512 (cpu.h's levels; NEON kernels are not written yet) */
+/* 0 scalar (or NEON, whose kernels dot_neon.c chooses), 1 avx2, 2 avx512 */
 static int simd_level(void) {
     const tl_cpu_level l = tl_cpu_level_get();
     return l == TL_CPU_AVX512 ? 2 : l == TL_CPU_AVX2 ? 1 : 0;
 }
 
 tl_dot_fn tl_dot_kernel(tl_dtype t) {
+#ifdef __aarch64__
+    if (tl_cpu_level_get() == TL_CPU_NEON) return tl_dot_kernel_neon(t);
+#endif
     const int use_simd = simd_level();
     if (!use_simd) return NULL;
 #ifdef TL_X86
@@ -598,6 +592,9 @@ tl_dot_fn tl_dot_kernel(tl_dtype t) {
 }
 
 tl_exp_sum_fn tl_exp_sum_kernel(void) {
+#ifdef __aarch64__
+    if (tl_cpu_level_get() == TL_CPU_NEON) return tl_exp_sum_kernel_neon();
+#endif
     const int use_simd = simd_level();
     if (!use_simd) return NULL;
 #ifdef TL_X86
@@ -610,8 +607,15 @@ tl_exp_sum_fn tl_exp_sum_kernel(void) {
 bool tl_attn_kernels(tl_dtype kv, int hd, tl_attn_scores_fn *scores, tl_attn_values_fn *values) {
     *scores = NULL;
     *values = NULL;
+    if (hd % 8 != 0 || (kv != TL_F16 && kv != TL_F32)) return false;
+#ifdef __aarch64__
+    if (tl_cpu_level_get() == TL_CPU_NEON) {
+        tl_attn_kernels_neon(kv, scores, values);
+        return true;
+    }
+#endif
     const int use_simd = simd_level();
-    if (!use_simd || hd % 8 != 0 || (kv != TL_F16 && kv != TL_F32)) return false;
+    if (!use_simd) return false;
 #ifdef TL_X86
     if (use_simd == 2 && hd % 16 == 0) {
         *scores = kv == TL_F16 ? attn_scores_f16_avx512 : attn_scores_f32_avx512;

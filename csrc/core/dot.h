@@ -14,7 +14,7 @@ tl_dot_fn tl_dot_kernel(tl_dtype t);
 
 /* Attention over nk cached rows of a KV cache (F16 or F32), rows `stride` elements apart:
  * scores s[t] = q . k_t, and out[0..hd) += sum_t p[t] v_t. Available for head sizes that are a
- * multiple of 8 (AVX2; 16 on AVX-512); false (and NULLs) otherwise, when the caller goes row by row. */
+ * multiple of 8 (AVX2, NEON; 16 on AVX-512); false (and NULLs) otherwise, when the caller goes row by row. */
 typedef void (*tl_attn_scores_fn)(const float *q, const void *k, size_t stride, int nk, int hd, float *s);
 typedef void (*tl_attn_values_fn)(float *out, const float *p, const void *v, size_t stride, int nk, int hd);
 /* s[i] = exp(s[i] - m) for n scores at most m, returning their sum; within 2 ulp of expf.

@@ -1,12 +1,17 @@
 /* The C tests' one assertion: CHECK(cond) or CHECK(cond, "fmt", args...) counts a
  * pass or prints the failure (file, line, condition, optional note) and counts it;
  * check_summary() prints the "N passed, N failed" line ctest logs and gives the
- * exit status. */
+ * exit status; CHECK_SKIPPED is the status of a test with nothing to test here. */
 #ifndef TL_TEST_CHECK_H
 #define TL_TEST_CHECK_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "torchless.h"
 
 static int n_pass, n_fail;
 
@@ -37,6 +42,17 @@ static inline void check_note(const char *fmt, ...) {
 static inline int check_summary(void) {
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail != 0;
+}
+
+#define CHECK_SKIPPED 77 /* ctest's SKIP_RETURN_CODE */
+
+/* The per-level runs (TORCHLESS_CPU=avx512, =neon, ...): true, after saying so, when this CPU
+ * lacks the level asked for, so that its kernels fell back to another level's. */
+static inline bool check_cpu_level_missing(void) {
+    const char *want = getenv("TORCHLESS_CPU");
+    if (!want || !*want || strcmp(want, tl_cpu_isa()) == 0) return false;
+    printf("skipped: this CPU has no %s kernels (TORCHLESS_CPU=%s runs %s)\n", want, want, tl_cpu_isa());
+    return true;
 }
 
 #endif

@@ -1,6 +1,10 @@
-/* The fused dequantize-dot kernels (core/dot.c) against the portable path: dequantize
- * the row with the dtype table, then a float dot. Seeded random rows of every dtype that
- * has a fused kernel on this CPU; relative error bound 1e-5 (summation order differs). */
+/* The SIMD kernels of core/dot.c against the portable path (dequantize with the dtype table,
+ * then a dot), at the dispatch level this process runs: ctest runs it once per level of the
+ * architecture (TORCHLESS_CPU=...), and a level the CPU lacks is skipped. Seeded random inputs
+ * of awkward sizes (one block, an odd number of blocks, float rows that are no multiple of the
+ * vector width, one cached row); normwise error at most 1e-5 against a double-precision sum,
+ * since the kernels sum in another order. */
+#include "core/cpu.h"
 #include "core/dot.h"
 #include "core/matmul.h"
 #include "torchless.h"
@@ -12,70 +16,145 @@
 
 #include "check.h"
 
+#define TOL 1e-5
+
 static uint64_t state;
 static double uniform(void) {
     state = state * 6364136223846793005ULL + 1442695040888963407ULL;
     return (double)(state >> 11) / 9007199254740992.0;
 }
 
-int main(void) {
-    const char *env = getenv("TORCHLESS_SEED");
-    uint64_t seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
-    state = seed;
-    printf("seed %llu, kernels: %s\n", (unsigned long long)seed, tl_cpu_isa());
-    const tl_dtype types[] = {TL_F32, TL_F16, TL_Q4_0, TL_Q4_1, TL_Q8_0, TL_Q4_K, TL_Q6_K, TL_BF16, TL_Q5_0, TL_Q5_1};
-    const int64_t n = 1024;
-    float *w = malloc(n * sizeof(float)), *x = malloc(n * sizeof(float)), *deq = malloc(n * sizeof(float));
-    uint8_t *q = malloc(n * 8);
-    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
-        tl_dot_fn dot = tl_dot_kernel(types[ti]);
-        if (!dot) continue;
-        for (int trial = 0; trial < 50; trial++) {
-            double scale = trial % 5 == 0 ? 1e-3 : trial % 7 == 0 ? 1e3 : 1.0;
-            for (int64_t i = 0; i < n; i++) {
-                w[i] = (float)((uniform() * 2 - 1) * scale);
-                x[i] = (float)(uniform() * 2 - 1);
-            }
-            if (trial == 0)
-                for (int64_t i = 0; i < 64; i++) w[i] = 0; /* zero blocks */
-            CHECK(tl_quantize(types[ti], w, q, n) == TL_OK);
-            CHECK(tl_dequantize(types[ti], q, deq, n) == TL_OK);
-            double ref = 0, mag = 0;
-            for (int64_t i = 0; i < n; i++) {
-                ref += (double)deq[i] * x[i];
-                mag += fabs((double)deq[i] * x[i]);
-            }
-            float got = dot(q, x, n);
-            CHECK(fabs(got - ref) <= 1e-5 * mag + 1e-30, "%s trial %d: %g vs %g", tl_dtype_name(types[ti]), trial,
-                  (double)got, ref);
-            float portable = tl_dot_f32(deq, x, n);
-            CHECK(fabs(portable - ref) <= 1e-5 * mag + 1e-30);
-        }
+static void fill(float *v, int64_t n, double scale) {
+    for (int64_t i = 0; i < n; i++) v[i] = (float)((uniform() * 2 - 1) * scale);
+}
+
+/* one row of n elements of type t: the fused kernel against the dequantized row */
+static void check_dot_row(tl_dtype t, tl_dot_fn dot, int64_t n, int trial, float *w, float *x, float *deq, void *q) {
+    fill(w, n, trial % 5 == 0 ? 1e-3 : trial % 7 == 0 ? 1e3 : 1.0);
+    fill(x, n, 1.0);
+    if (trial == 0)
+        for (int64_t i = 0; i < n && i < 64; i++) w[i] = 0; /* zero blocks */
+    CHECK(tl_quantize(t, w, q, n) == TL_OK);
+    CHECK(tl_dequantize(t, q, deq, n) == TL_OK);
+    double ref = 0, mag = 0;
+    for (int64_t i = 0; i < n; i++) {
+        ref += (double)deq[i] * x[i];
+        mag += fabs((double)deq[i] * x[i]);
     }
-    /* softmax numerators: exp(s - m) within 2 ulp of expf, down to where it underflows */
-    tl_exp_sum_fn exp_sum = tl_exp_sum_kernel();
-    if (exp_sum) {
-        float sc[67], want[67];
-        for (int trial = 0; trial < 200; trial++) {
-            const int len = 1 + trial % 67;
-            const float m = (float)(uniform() * 40 - 20);
-            double total = 0;
-            for (int i = 0; i < len; i++) {
-                double spread = trial % 4 == 0 ? 120.0 : trial % 4 == 1 ? 1.0 : 30.0;
-                sc[i] = i == 0 ? m : m - (float)(uniform() * spread);
-                want[i] = expf(sc[i] - m);
-                total += want[i];
-            }
-            float got = exp_sum(sc, len, m);
-            CHECK(fabs(got - total) <= 4e-7 * total, "exp sum trial %d: %g vs %g", trial, (double)got, total);
-            for (int i = 0; i < len; i++)
-                CHECK(fabsf(sc[i] - want[i]) <= 2.5e-7f * want[i] + 2e-38f, "exp trial %d [%d]: %.9g vs %.9g", trial, i,
-                      (double)sc[i], (double)want[i]);
-        }
+    const float got = dot(q, x, n), portable = tl_dot_f32(deq, x, n);
+    CHECK(fabs(got - ref) <= TOL * mag + 1e-30, "%s n=%lld trial %d: %g vs %g", tl_dtype_name(t), (long long)n, trial,
+          (double)got, ref);
+    CHECK(fabs(portable - ref) <= TOL * mag + 1e-30);
+}
+
+static void test_dot_kernels(void) {
+    const tl_dtype types[] = {TL_F32, TL_F16, TL_BF16, TL_Q4_0, TL_Q4_1, TL_Q5_0, TL_Q5_1, TL_Q8_0, TL_Q4_K, TL_Q6_K};
+    enum { MAX_N = 4096 };
+    float *w = malloc(MAX_N * sizeof(float)), *x = malloc(MAX_N * sizeof(float)), *deq = malloc(MAX_N * sizeof(float));
+    void *q = malloc(MAX_N * sizeof(float));
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const tl_dtype t = types[ti];
+        const tl_dot_fn dot = tl_dot_kernel(t);
+        if (!dot) continue;
+        const int64_t bs = tl_dtype_block_size(t);
+        /* plain types: tails of every length below the vector width; blocks: one, three, many */
+        const int64_t sizes[] = {bs == 1 ? 1 : bs, bs == 1 ? 7 : 3 * bs, bs == 1 ? 33 : 5 * bs, bs == 1 ? 1029 : 16 * bs};
+        for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++)
+            for (int trial = 0; trial < 30; trial++) check_dot_row(t, dot, sizes[si], trial, w, x, deq, q);
     }
     free(w);
     free(x);
     free(deq);
     free(q);
+}
+
+/* nk cached rows of kv type, `stride` elements apart (other heads between them): block scores
+ * q . k_t and out += sum_t p[t] v_t against double sums over the stored values */
+static void check_attention(tl_dtype kv, int hd, int nk, tl_attn_scores_fn scores, tl_attn_values_fn values) {
+    enum { MAX_HD = 128, MAX_NK = 64, MAX_ROWS = MAX_NK * (MAX_HD + 8) };
+    static float kf[MAX_ROWS], vf[MAX_ROWS], kd[MAX_ROWS], vd[MAX_ROWS];
+    static uint8_t kbuf[MAX_ROWS * 4], vbuf[MAX_ROWS * 4];
+    float q[MAX_HD], s[MAX_NK], p[MAX_NK], out[MAX_HD], out0[MAX_HD];
+    const size_t stride = (size_t)hd + 8, rows = (size_t)nk * stride;
+    fill(kf, (int64_t)rows, 2.0);
+    fill(vf, (int64_t)rows, 2.0);
+    fill(q, hd, 1.0);
+    fill(out0, hd, 1.0);
+    for (int t = 0; t < nk; t++) p[t] = (float)uniform();
+    CHECK(tl_quantize(kv, kf, kbuf, (int64_t)rows) == TL_OK && tl_dequantize(kv, kbuf, kd, (int64_t)rows) == TL_OK);
+    CHECK(tl_quantize(kv, vf, vbuf, (int64_t)rows) == TL_OK && tl_dequantize(kv, vbuf, vd, (int64_t)rows) == TL_OK);
+    scores(q, kbuf, stride, nk, hd, s);
+    for (int t = 0; t < nk; t++) {
+        double ref = 0, mag = 0;
+        for (int d = 0; d < hd; d++) {
+            ref += (double)q[d] * kd[t * stride + d];
+            mag += fabs((double)q[d] * kd[t * stride + d]);
+        }
+        CHECK(fabs(s[t] - ref) <= TOL * mag, "%s scores hd=%d nk=%d [%d]: %g vs %g", tl_dtype_name(kv), hd, nk, t,
+              (double)s[t], ref);
+    }
+    for (int d = 0; d < hd; d++) out[d] = out0[d];
+    values(out, p, vbuf, stride, nk, hd);
+    for (int d = 0; d < hd; d++) {
+        double ref = out0[d], mag = fabs(out0[d]);
+        for (int t = 0; t < nk; t++) {
+            ref += (double)p[t] * vd[t * stride + d];
+            mag += fabs((double)p[t] * vd[t * stride + d]);
+        }
+        CHECK(fabs(out[d] - ref) <= TOL * mag, "%s values hd=%d nk=%d [%d]: %g vs %g", tl_dtype_name(kv), hd, nk, d,
+              (double)out[d], ref);
+    }
+}
+
+static void test_attention_kernels(void) {
+    const tl_dtype kvs[] = {TL_F32, TL_F16};
+    const int hds[] = {8, 24, 64, 128}, nks[] = {1, 3, 64};
+    for (int i = 0; i < 2; i++) {
+        tl_attn_scores_fn scores;
+        tl_attn_values_fn values;
+        /* a head size that is no multiple of 8 has no block kernels: the caller goes row by row */
+        CHECK(!tl_attn_kernels(kvs[i], 12, &scores, &values) && !scores && !values);
+        for (int h = 0; h < 4; h++) {
+            if (!tl_attn_kernels(kvs[i], hds[h], &scores, &values)) continue;
+            for (int k = 0; k < 3; k++)
+                for (int trial = 0; trial < 5; trial++) check_attention(kvs[i], hds[h], nks[k], scores, values);
+        }
+    }
+}
+
+/* softmax numerators: exp(s - m) within 2 ulp of expf, down to where it underflows */
+static void test_exp_sum(void) {
+    const tl_exp_sum_fn exp_sum = tl_exp_sum_kernel();
+    if (!exp_sum) return;
+    float sc[67], want[67];
+    for (int trial = 0; trial < 200; trial++) {
+        const int len = 1 + trial % 67;
+        const float m = (float)(uniform() * 40 - 20);
+        double total = 0;
+        for (int i = 0; i < len; i++) {
+            double spread = trial % 4 == 0 ? 120.0 : trial % 4 == 1 ? 1.0 : 30.0;
+            sc[i] = i == 0 ? m : m - (float)(uniform() * spread);
+            want[i] = expf(sc[i] - m);
+            total += want[i];
+        }
+        float got = exp_sum(sc, len, m);
+        CHECK(fabs(got - total) <= 4e-7 * total, "exp sum trial %d: %g vs %g", trial, (double)got, total);
+        for (int i = 0; i < len; i++)
+            CHECK(fabsf(sc[i] - want[i]) <= 2.5e-7f * want[i] + 2e-38f, "exp trial %d [%d]: %.9g vs %.9g", trial, i,
+                  (double)sc[i], (double)want[i]);
+    }
+}
+
+int main(void) {
+    if (check_cpu_level_missing()) return CHECK_SKIPPED;
+    const char *env = getenv("TORCHLESS_SEED");
+    const uint64_t seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
+    state = seed;
+    printf("seed %llu, kernels: %s%s%s%s\n", (unsigned long long)seed, tl_cpu_isa(),
+           tl_cpu_has(TL_CPU_FEAT_AVX512_VNNI) ? " +vnni" : "", tl_cpu_has(TL_CPU_FEAT_AVX512_BF16) ? " +bf16" : "",
+           tl_cpu_has(TL_CPU_FEAT_NEON_DOTPROD) ? " +dotprod" : "");
+    test_dot_kernels();
+    test_attention_kernels();
+    test_exp_sum();
     return check_summary();
 }

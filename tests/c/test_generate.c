@@ -54,6 +54,7 @@ static tl_status run(tl_context *ctx, int32_t bos, int max_new, const char *stop
 }
 
 int main(int argc, char **argv) {
+    if (check_cpu_level_missing()) return CHECK_SKIPPED;
     const char *fixtures = argc > 2 ? argv[2] : "../shared/fixtures";
     char path[4096], expected_path[4096];
     snprintf(path, sizeof path, "%s/stories260K/stories260K.derived-f32.gguf", fixtures);
