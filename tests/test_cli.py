@@ -81,7 +81,7 @@ def test_info_stories260k_json(capsys):
     assert d["dtypes"] == {"f32": {"tensors": 48, "elements": 292_800, "bytes": 4 * 292_800}}
     import torchless
 
-    assert d["cpu_kernels"] == torchless._C.cpu_isa() and d["cpu_kernels"] in ("scalar", "avx2", "avx512")
+    assert d["cpu_kernels"] == torchless._C.cpu_isa() and d["cpu_kernels"] in ("scalar", "avx2", "avx512", "neon")
 
 
 def test_info_reports_the_forced_cpu_kernels(tmp_path):

@@ -57,7 +57,7 @@ static void detect(void) {
         else /* a typo must not pass for a test of the level it meant */
             fprintf(stderr, "torchless: TORCHLESS_CPU=%s is not scalar, avx2, avx512 or neon; ignored\n", env);
     }
-    /* a level the CPU lacks falls back to the best one below it */
+    /* a level the CPU lacks runs the detected one */
     if (best == TL_CPU_NEON) {
         level = want == TL_CPU_SCALAR ? TL_CPU_SCALAR : TL_CPU_NEON;
     } else {

@@ -1,8 +1,7 @@
 /* The CPU's kernel level, detected once per process (CPUID on x86-64, HWCAP on AArch64) and
  * overridable with TORCHLESS_CPU=scalar|avx2|avx512|neon for testing. A level the CPU lacks
- * falls back to the best one it has below it (avx512 on an AVX2 CPU runs avx2); a level of the
- * other architecture (neon on x86-64, avx2 on AArch64) runs the detected level; any other value
- * is ignored, with one line on stderr. Every SIMD kernel is chosen through this. */
+ * (avx512 on an AVX2 CPU, neon on x86-64) runs the detected level instead; any other value is
+ * ignored, with one line on stderr. Every SIMD kernel is chosen through this. */
 #ifndef TL_CPU_H
 #define TL_CPU_H
 

@@ -245,7 +245,7 @@ static PyMethodDef module_methods[] = {
     {"backends_built", py_backends_built, METH_NOARGS, "backends_built() -> tuple of the backends compiled in"},
     {"architectures", py_architectures, METH_NOARGS,
      "architectures() -> tuple of the general.architecture values the engine runs"},
-    {"cpu_isa", py_cpu_isa, METH_NOARGS, "cpu_isa() -> the instruction set the CPU kernels use ('avx2', 'scalar')"},
+    {"cpu_isa", py_cpu_isa, METH_NOARGS, "cpu_isa() -> the CPU kernel level in use ('scalar', 'avx2', 'avx512', 'neon')"},
     {"quantize", (PyCFunction)(void (*)(void))py_quantize, METH_VARARGS | METH_KEYWORDS,
      "quantize(array, dtype) -> uint8 array of shape array.shape[:-1] + (bytes_per_row,)"},
     {"dequantize", (PyCFunction)(void (*)(void))py_dequantize, METH_VARARGS | METH_KEYWORDS,

@@ -208,7 +208,7 @@ def describe(model: Any) -> Dict[str, Any]:
 
 
 def _cpu_kernels() -> str:
-    """The kernels this CPU runs (chosen from CPUID at load; TORCHLESS_CPU=scalar|avx2|avx512|neon overrides)."""
+    """The kernels this CPU runs (chosen from CPUID/HWCAP at load; TORCHLESS_CPU=scalar|avx2|avx512|neon overrides)."""
     from . import _C
 
     return _C.cpu_isa()
