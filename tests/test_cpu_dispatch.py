@@ -48,18 +48,9 @@ def test_unset_runs_the_best_level_the_cpu_has():
 
 
 @pytest.mark.parametrize("level", LEVELS)
-def test_a_level_the_cpu_has_is_the_one_used(level):
-    if level not in levels_of_this_cpu():
-        pytest.skip(f"this CPU has no {level} kernels")
-    assert level_run(level) == (level, "")
-
-
-@pytest.mark.parametrize("level", LEVELS)
-def test_a_level_the_cpu_lacks_falls_back_to_the_detected_one(level):
+def test_torchless_cpu_runs_that_level_if_the_cpu_has_it_else_the_detected_one(level):
     have = levels_of_this_cpu()
-    if level in have:
-        pytest.skip(f"this CPU has {level} kernels")
-    assert level_run(level) == (have[-1], "")
+    assert level_run(level) == (level if level in have else have[-1], "")
 
 
 @pytest.mark.parametrize("value", ["avx9", "AVX2", "native"])

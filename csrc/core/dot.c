@@ -119,7 +119,7 @@ AVX2 static void attn_values_f32_avx2(float *out, const float *p, const void *v,
     attn_values_avx2(out, p, v, stride, nk, hd, false);
 }
 
-/* s[i] = exp(s[i] - m) and their sum: the exp of dot_isa.h on 8 lanes */
+/* dot_isa.h's exp on 8 lanes */
 AVX2 static inline __m256 exp8_avx2(__m256 x) {
     x = _mm256_max_ps(x, _mm256_set1_ps(EXP_LO));
     __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
