@@ -153,6 +153,10 @@ int main(void) {
     printf("seed %llu, kernels: %s%s%s%s\n", (unsigned long long)seed, tl_cpu_isa(),
            tl_cpu_has(TL_CPU_FEAT_AVX512_VNNI) ? " +vnni" : "", tl_cpu_has(TL_CPU_FEAT_AVX512_BF16) ? " +bf16" : "",
            tl_cpu_has(TL_CPU_FEAT_NEON_DOTPROD) ? " +dotprod" : "");
+#ifdef __aarch64__
+    /* NEON is part of every AArch64 CPU: unless forced, it is the level detected */
+    if (!getenv("TORCHLESS_CPU")) CHECK(tl_cpu_level_get() == TL_CPU_NEON);
+#endif
     test_dot_kernels();
     test_attention_kernels();
     test_exp_sum();
