@@ -3,7 +3,6 @@
 #include "torchless.h"
 
 #include <pthread.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,8 +53,7 @@ static void detect(void) {
         else if (strcmp(env, "avx2") == 0) want = TL_CPU_AVX2;
         else if (strcmp(env, "avx512") == 0) want = TL_CPU_AVX512;
         else if (strcmp(env, "neon") == 0) want = TL_CPU_NEON;
-        else /* a typo must not pass for a test of the level it meant */
-            fprintf(stderr, "torchless: TORCHLESS_CPU=%s is not scalar, avx2, avx512 or neon; ignored\n", env);
+        /* anything else is ignored (the library prints nothing; Python's import warns) */
     }
     /* a level the CPU lacks runs the detected one */
     if (best == TL_CPU_NEON) {

@@ -1,7 +1,7 @@
 /* The CPU's kernel level, detected once per process (CPUID on x86-64, HWCAP on AArch64) and
  * overridable with TORCHLESS_CPU=scalar|avx2|avx512|neon for testing. A level the CPU lacks
  * (avx512 on an AVX2 CPU, neon on x86-64) runs the detected level instead; any other value is
- * ignored, with one line on stderr. Every SIMD kernel is chosen through this. */
+ * ignored (the Python package warns of it at import). Every SIMD kernel is chosen through this. */
 #ifndef TL_CPU_H
 #define TL_CPU_H
 

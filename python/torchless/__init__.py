@@ -6,6 +6,9 @@
     w = v.dequantize()                        # float32 ndarray
 """
 
+import os as _os
+import warnings as _warnings
+
 from . import _C, gguf, hub
 from collections.abc import Sequence as _Sequence
 
@@ -21,6 +24,11 @@ from .tokenizer import Tokenizer
 from .transformer import Transformer, create_transformer_from_config
 
 _Sequence.register(StringArray)
+
+if _os.environ.get("TORCHLESS_CPU", "") not in ("", "scalar", "avx2", "avx512", "neon"):
+    # a typo must not pass for a test of the level it meant
+    _warnings.warn(f"TORCHLESS_CPU={_os.environ['TORCHLESS_CPU']} is not scalar, avx2, avx512 or neon; ignored",
+                   stacklevel=2)
 
 
 def backends() -> list[dict]:

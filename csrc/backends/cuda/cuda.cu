@@ -33,6 +33,9 @@ typedef struct gpu_stream {
     /* prefill scratch: a tile of weight rows dequantized to F16, and the activations in F16 */
     __half *w_tile, *x_half;
     size_t w_tile_elems, x_half_elems;
+    float *part; /* attention: the splits' partial results */
+    size_t part_floats;
+    int sms;     /* multiprocessors */
 } gpu_stream;
 
 /* rows of a weight dequantized per cuBLAS call in prefill */
@@ -61,7 +64,7 @@ static void note_blas(gpu_stream *s, gpublasStatus_t st, const char *what) {
 
 static int blocks_for(int64_t n, int threads) { return (int)((n + threads - 1) / threads); }
 
-/* ---------------------------------------------------------------- decoding weights */
+/* ---------------------------------------------------------------- weights on the device */
 
 /* The dtypes with kernels of their own; the others are converted to F16 at upload. */
 static bool native_dtype(tl_dtype t) {
@@ -72,15 +75,74 @@ static bool native_dtype(tl_dtype t) {
     }
 }
 
-__device__ __forceinline__ float h2f(const uint8_t *p) {
-    __half h;
-    memcpy(&h, p, 2);
-    return __half2float(h);
+/* Layouts on the device. F32/F16/BF16 and Q4_K/Q5_K (144- and 176-byte blocks, multiples of
+ * 16) keep GGUF's rows. The others are split at upload into arrays of like fields, so that a
+ * lane's loads are aligned and a warp's are contiguous (block b = row * nb + block in row):
+ *   Q4_0  qs[b][16]  d[b]            Q4_1  qs[b][16]  dm[b] (d, m)
+ *   Q5_0  qs[b][16]  qh[b] d[b]      Q5_1  qs[b][16]  qh[b] dm[b]
+ *   Q8_0  qs[b][32]  d[b]            Q6_K  ql[b][128] qh[b][64] sc[b][16] d[b]
+ * each array starting on a 256-byte boundary. */
+typedef struct gw {
+    const uint8_t *p;
+    int64_t m, nb; /* rows, blocks per row */
+} gw;
+
+static __host__ __device__ __forceinline__ size_t align256(size_t n) { return (n + 255) & ~(size_t)255; }
+
+static bool split_layout(tl_dtype t) {
+    return t == TL_Q4_0 || t == TL_Q4_1 || t == TL_Q5_0 || t == TL_Q5_1 || t == TL_Q8_0 || t == TL_Q6_K;
 }
 
-__device__ __forceinline__ uint32_t u32le(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+/* field sizes of the split layouts, in array order */
+static int split_fields(tl_dtype t, int sizes[4]) {
+    switch (t) {
+    case TL_Q4_0: sizes[0] = 16, sizes[1] = 2; return 2;
+    case TL_Q4_1: sizes[0] = 16, sizes[1] = 4; return 2;
+    case TL_Q5_0: sizes[0] = 16, sizes[1] = 4, sizes[2] = 2; return 3;
+    case TL_Q5_1: sizes[0] = 16, sizes[1] = 4, sizes[2] = 4; return 3;
+    case TL_Q8_0: sizes[0] = 32, sizes[1] = 2; return 2;
+    case TL_Q6_K: sizes[0] = 128, sizes[1] = 64, sizes[2] = 16, sizes[3] = 2; return 4;
+    default: return 0;
+    }
 }
+
+/* where each field sits in a GGUF block of t */
+static void gguf_offsets(tl_dtype t, int off[4]) {
+    switch (t) {
+    case TL_Q4_0: off[0] = 2, off[1] = 0; break;
+    case TL_Q4_1: off[0] = 4, off[1] = 0; break;
+    case TL_Q5_0: off[0] = 6, off[1] = 2, off[2] = 0; break;
+    case TL_Q5_1: off[0] = 8, off[1] = 4, off[2] = 0; break;
+    case TL_Q8_0: off[0] = 2, off[1] = 0; break;
+    case TL_Q6_K: off[0] = 0, off[1] = 128, off[2] = 192, off[3] = 208; break;
+    default: break;
+    }
+}
+
+/* bytes of the split layout of `blocks` blocks */
+static size_t split_bytes(tl_dtype t, size_t blocks) {
+    int sz[4];
+    size_t total = 0;
+    for (int f = 0, n = split_fields(t, sz); f < n; f++) total += align256(blocks * (size_t)sz[f]);
+    return total;
+}
+
+/* field f of block b of a split tensor (sizes as split_fields says; fields in order) */
+template <int DT> __device__ __forceinline__ const uint8_t *field(gw w, int f, int64_t b) {
+    constexpr int s0 = DT == TL_Q6_K ? 128 : DT == TL_Q8_0 ? 32 : 16;
+    constexpr int s1 = DT == TL_Q6_K ? 64 : (DT == TL_Q4_0 || DT == TL_Q8_0) ? 2 : 4;
+    constexpr int s2 = DT == TL_Q6_K ? 16 : DT == TL_Q5_1 ? 4 : 2;
+    constexpr int s3 = 2;
+    const size_t blocks = (size_t)(w.m * w.nb);
+    size_t off = 0;
+    const int sizes[4] = {s0, s1, s2, s3};
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        if (i < f) off += align256(blocks * sizes[i]);
+    return w.p + off + (size_t)b * sizes[f];
+}
+
+__device__ __forceinline__ float h2f(const uint8_t *p) { return __half2float(*(const __half *)p); }
 
 /* 6-bit scale and min j of a Q4_K/Q5_K block (ggml's get_scale_min_k4) */
 __device__ __forceinline__ void scale_min_k4(int j, const uint8_t *q, int *sc, int *m) {
@@ -93,139 +155,224 @@ __device__ __forceinline__ void scale_min_k4(int j, const uint8_t *q, int *sc, i
     }
 }
 
-/* Elements [32u, 32u + 32) of a row of dtype DT into v: every kernel reads weights through this.
- * Layouts are GGUF's (core/quants.h). */
-template <int DT> __device__ __forceinline__ void decode32(const uint8_t *row, int64_t u, float v[32]) {
-    if (DT == TL_F32) {
-        const float4 *p = (const float4 *)(row + u * 128);
+/* bytes of a GGUF-layout row */
+template <int DT> __device__ __forceinline__ size_t gguf_row_bytes(int64_t nb) {
+    return (size_t)nb * (DT == TL_F32 ? 128 : DT == TL_F16 || DT == TL_BF16 ? 64 : DT == TL_Q4_K ? 144 : 176);
+}
+
+/* Eight elements of row r in the 256-element chunk c, the ones lane `lane` reads: v[0..3] are
+ * elements e0..e0+3 and v[4..7] are e1..e1+3 of the row. A warp's 32 lanes cover the chunk, each
+ * with aligned loads of 4 to 16 bytes, together contiguous. nb counts blocks of the dtype
+ * (32 elements; 256 for the K-quants). */
+template <int DT>
+__device__ __forceinline__ void load8(gw w, int64_t r, int64_t c, int lane, float v[8], int64_t *e0, int64_t *e1) {
+    if (DT == TL_F32 || DT == TL_F16 || DT == TL_BF16) {
+        *e0 = c * 256 + lane * 8;
+        *e1 = *e0 + 4;
+        const uint8_t *row = w.p + (size_t)r * gguf_row_bytes<DT>(w.nb);
+        if (DT == TL_F32) {
+            const float4 a = *(const float4 *)(row + *e0 * 4), b = *(const float4 *)(row + *e0 * 4 + 16);
+            v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+        } else {
+            const uint4 q = *(const uint4 *)(row + *e0 * 2);
+            const uint32_t u[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
-        for (int i = 0; i < 8; i++) {
-            float4 f = p[i];
-            v[4 * i] = f.x, v[4 * i + 1] = f.y, v[4 * i + 2] = f.z, v[4 * i + 3] = f.w;
-        }
-    } else if (DT == TL_F16) {
-        const uint4 *p = (const uint4 *)(row + u * 64);
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            uint4 w = p[i];
-            const __half2 *h = (const __half2 *)&w;
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                float2 f = __half22float2(h[j]);
-                v[8 * i + 2 * j] = f.x, v[8 * i + 2 * j + 1] = f.y;
+            for (int i = 0; i < 4; i++) {
+                if (DT == TL_F16) {
+                    const float2 f = __half22float2(*(const __half2 *)&u[i]);
+                    v[2 * i] = f.x, v[2 * i + 1] = f.y;
+                } else {
+                    v[2 * i] = __uint_as_float(u[i] << 16), v[2 * i + 1] = __uint_as_float(u[i] & 0xFFFF0000u);
+                }
             }
         }
-    } else if (DT == TL_BF16) {
-        const uint4 *p = (const uint4 *)(row + u * 64);
+    } else if (DT == TL_Q4_0 || DT == TL_Q4_1 || DT == TL_Q5_0 || DT == TL_Q5_1) {
+        /* 4 lanes a block: qs bytes j..j+3 hold elements j.. (low nibbles) and j+16.. (high) */
+        const int64_t b = r * w.nb + c * 8 + lane / 4;
+        const int j = (lane & 3) * 4;
+        *e0 = (c * 8 + lane / 4) * 32 + j;
+        *e1 = *e0 + 16;
+        const uint32_t q = *(const uint32_t *)(field<DT>(w, 0, b) + j);
+        float d, m;
+        if (DT == TL_Q4_0 || DT == TL_Q5_0) {
+            d = h2f(field<DT>(w, DT == TL_Q4_0 ? 1 : 2, b));
+            m = (DT == TL_Q4_0 ? -8.0f : -16.0f) * d;
+        } else {
+            const float2 dm = __half22float2(*(const __half2 *)field<DT>(w, DT == TL_Q4_1 ? 1 : 2, b));
+            d = dm.x, m = dm.y;
+        }
+        uint32_t hi = 0;
+        if (DT == TL_Q5_0 || DT == TL_Q5_1) hi = *(const uint32_t *)field<DT>(w, 1, b);
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            uint4 w = p[i];
-            const uint32_t *b = (const uint32_t *)&w;
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                v[8 * i + 2 * j] = __uint_as_float(b[j] << 16);
-                v[8 * i + 2 * j + 1] = __uint_as_float(b[j] & 0xFFFF0000u);
+            int lo4 = (q >> (8 * i)) & 0xF, hi4 = (q >> (8 * i + 4)) & 0xF;
+            if (DT == TL_Q5_0 || DT == TL_Q5_1) {
+                lo4 |= ((hi >> (j + i)) & 1) << 4;
+                hi4 |= ((hi >> (j + i + 16)) & 1) << 4;
             }
-        }
-    } else if (DT == TL_Q4_0 || DT == TL_Q4_1) {
-        const int bs = DT == TL_Q4_0 ? 18 : 20;
-        const uint8_t *b = row + u * bs;
-        const float d = h2f(b), m = DT == TL_Q4_1 ? h2f(b + 2) : -8.0f * d;
-        const uint8_t *qs = b + (DT == TL_Q4_0 ? 2 : 4);
-#pragma unroll
-        for (int j = 0; j < 16; j++) {
-            const int q = qs[j];
-            v[j] = (float)(q & 0xF) * d + m;
-            v[j + 16] = (float)(q >> 4) * d + m;
-        }
-    } else if (DT == TL_Q5_0 || DT == TL_Q5_1) {
-        const int bs = DT == TL_Q5_0 ? 22 : 24;
-        const uint8_t *b = row + u * bs;
-        const float d = h2f(b), m = DT == TL_Q5_1 ? h2f(b + 2) : -16.0f * d;
-        const uint8_t *qhp = b + (DT == TL_Q5_0 ? 2 : 4);
-        const uint32_t qh = u32le(qhp);
-        const uint8_t *qs = qhp + 4;
-#pragma unroll
-        for (int j = 0; j < 16; j++) {
-            const int q = qs[j];
-            v[j] = (float)((q & 0xF) | ((qh >> j) & 1) << 4) * d + m;
-            v[j + 16] = (float)((q >> 4) | ((qh >> (j + 16)) & 1) << 4) * d + m;
+            v[i] = (float)lo4 * d + m;
+            v[4 + i] = (float)hi4 * d + m;
         }
     } else if (DT == TL_Q8_0) {
-        const uint8_t *b = row + u * 34;
-        const float d = h2f(b);
-        const int8_t *qs = (const int8_t *)(b + 2);
+        const int64_t b = r * w.nb + c * 8 + lane / 4;
+        const int j = (lane & 3) * 8;
+        *e0 = (c * 8 + lane / 4) * 32 + j;
+        *e1 = *e0 + 4;
+        const uint2 q = *(const uint2 *)(field<DT>(w, 0, b) + j);
+        const float d = h2f(field<DT>(w, 1, b));
 #pragma unroll
-        for (int j = 0; j < 32; j++) v[j] = (float)qs[j] * d;
+        for (int i = 0; i < 4; i++) {
+            v[i] = (float)(int8_t)(q.x >> (8 * i)) * d;
+            v[4 + i] = (float)(int8_t)(q.y >> (8 * i)) * d;
+        }
     } else if (DT == TL_Q4_K || DT == TL_Q5_K) {
-        /* sub-block s of 8 in a super-block of 256: d*sc*q - dmin*m */
-        const int bs = DT == TL_Q4_K ? 144 : 176;
-        const uint8_t *b = row + (u >> 3) * bs;
-        const int s = (int)(u & 7);
-        int sc, mn;
-        scale_min_k4(s, b + 4, &sc, &mn);
-        const float d1 = h2f(b) * (float)sc, m1 = h2f(b + 2) * (float)mn;
-        const uint8_t *qh = b + 16;
-        const uint8_t *q = b + (DT == TL_Q4_K ? 16 : 48) + (s / 2) * 32;
-        const int shift = 4 * (s & 1);
+        /* 8 lanes a pair of sub-blocks p: qs bytes 32p + l.. hold sub-block 2p (low) and 2p+1 (high) */
+        const uint8_t *blk = w.p + (size_t)(r * w.nb + c) * (DT == TL_Q4_K ? 144 : 176);
+        const int p = lane / 8, l = (lane & 7) * 4;
+        *e0 = c * 256 + 64 * p + l;
+        *e1 = *e0 + 32;
+        const uint32_t q = *(const uint32_t *)(blk + (DT == TL_Q4_K ? 16 : 48) + 32 * p + l);
+        int sc0, m0, sc1, m1;
+        scale_min_k4(2 * p, blk + 4, &sc0, &m0);
+        scale_min_k4(2 * p + 1, blk + 4, &sc1, &m1);
+        const float2 dd = __half22float2(*(const __half2 *)blk);
+        const float d0 = dd.x * (float)sc0, n0 = dd.y * (float)m0, d1 = dd.x * (float)sc1, n1 = dd.y * (float)m1;
+        uint32_t hb = 0;
+        if (DT == TL_Q5_K) hb = *(const uint32_t *)(blk + 16 + l);
 #pragma unroll
-        for (int l = 0; l < 32; l++) {
-            int x = (q[l] >> shift) & 0xF;
-            if (DT == TL_Q5_K) x |= ((qh[l] >> s) & 1) << 4;
-            v[l] = d1 * (float)x - m1;
+        for (int i = 0; i < 4; i++) {
+            int lo4 = (q >> (8 * i)) & 0xF, hi4 = (q >> (8 * i + 4)) & 0xF;
+            if (DT == TL_Q5_K) {
+                lo4 |= ((hb >> (8 * i + 2 * p)) & 1) << 4;
+                hi4 |= ((hb >> (8 * i + 2 * p + 1)) & 1) << 4;
+            }
+            v[i] = d0 * (float)lo4 - n0;
+            v[4 + i] = d1 * (float)hi4 - n1;
         }
     } else if (DT == TL_Q6_K) {
-        /* part p of 4 in half h of a super-block: 4 low bits from ql, 2 high from qh, a scale per 16 */
-        const uint8_t *b = row + (u >> 3) * 210;
-        const int h = (int)((u >> 2) & 1), p = (int)(u & 3);
-        const uint8_t *lo = b + 64 * h + 32 * (p & 1), *qh = b + 128 + 32 * h;
-        const int8_t *sc = (const int8_t *)(b + 192) + 8 * h;
-        const float d = h2f(b + 208);
-        const int lshift = 4 * (p >> 1), hshift = 2 * p;
-        const float d0 = d * (float)sc[2 * p], d1 = d * (float)sc[2 * p + 1];
+        /* half h of the block, part a (and a + 2): ql bytes 64h + 32a + l.. (low and high
+         * nibbles), two high bits each from qh bytes 32h + l.. */
+        const int64_t b = r * w.nb + c;
+        const int h = lane / 16, a = (lane / 8) & 1, l = (lane & 7) * 4;
+        *e0 = c * 256 + 128 * h + 32 * a + l;
+        *e1 = *e0 + 64;
+        const uint32_t q = *(const uint32_t *)(field<DT>(w, 0, b) + 64 * h + 32 * a + l);
+        const uint32_t hb = *(const uint32_t *)(field<DT>(w, 1, b) + 32 * h + l);
+        const int8_t *sc = (const int8_t *)field<DT>(w, 2, b) + 8 * h;
+        const float d = h2f(field<DT>(w, 3, b));
+        const float d0 = d * (float)sc[2 * a + (l >= 16)], d1 = d * (float)sc[2 * (a + 2) + (l >= 16)];
 #pragma unroll
-        for (int l = 0; l < 32; l++) {
-            const int x = (((lo[l] >> lshift) & 0xF) | ((qh[l] >> hshift) & 3) << 4) - 32;
-            v[l] = (l < 16 ? d0 : d1) * (float)x;
+        for (int i = 0; i < 4; i++) {
+            const int lo = ((q >> (8 * i)) & 0xF) | ((hb >> (8 * i + 2 * a)) & 3) << 4;
+            const int hi = ((q >> (8 * i + 4)) & 0xF) | ((hb >> (8 * i + 2 * (a + 2))) & 3) << 4;
+            v[i] = d0 * (float)(lo - 32);
+            v[4 + i] = d1 * (float)(hi - 32);
+        }
+    }
+}
+
+/* Elements [32u, 32u + 32) of row r into v (any length that is a multiple of 32): through
+ * load8 for the dtypes whose chunks are 256 wide, one 32-block at a time otherwise. */
+template <int DT> __device__ __forceinline__ void decode32(gw w, int64_t r, int64_t u, float v[32]) {
+    if (DT == TL_Q4_K || DT == TL_Q5_K || DT == TL_Q6_K) {
+        /* sub-block u % 8 of block u / 8: the four lanes of load8 that cover it */
+        for (int i = 0; i < 32; i++) v[i] = 0.0f;
+        const int64_t c = u / 8;
+        for (int lane = 0; lane < 32; lane++) {
+            float t[8];
+            int64_t e0, e1;
+            load8<DT>(w, r, c, lane, t, &e0, &e1);
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                if (e0 / 32 == u) v[e0 % 32 + i] = t[i];
+                if (e1 / 32 == u) v[e1 % 32 + i] = t[4 + i];
+            }
+        }
+        return;
+    }
+    if (DT == TL_F32 || DT == TL_F16 || DT == TL_BF16) { /* rows of any multiple of 32 */
+        const uint8_t *row = w.p + (size_t)r * w.nb * (DT == TL_F32 ? 128 : 64);
+        for (int i = 0; i < 32; i++) {
+            const int64_t e = u * 32 + i;
+            v[i] = DT == TL_F32 ? ((const float *)row)[e]
+                   : DT == TL_F16 ? __half2float(((const __half *)row)[e])
+                                  : __uint_as_float((uint32_t)((const uint16_t *)row)[e] << 16);
+        }
+        return;
+    }
+    /* 32-blocks: the block's four lanes of its chunk */
+    const int64_t c = u / 8;
+    for (int q = 0; q < 4; q++) {
+        float t[8];
+        int64_t e0, e1;
+        load8<DT>(w, r, c, (int)(u % 8) * 4 + q, t, &e0, &e1);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            v[e0 % 32 + i] = t[i];
+            v[e1 % 32 + i] = t[4 + i];
         }
     }
 }
 
 /* ---------------------------------------------------------------- GEMV (decode) */
 
-/* y[t][r] = W[r] . x[t] (+ bias[r]) for NT tokens: one 32-lane group per row; lane i takes units
- * i, i + 32, ... of 32 weights, decodes each once and dots it with every token's slice of x. */
-template <int DT, int NT>
-__global__ void gemv_kernel(const uint8_t *__restrict__ w, size_t row_bytes, const float *__restrict__ x, int64_t k,
-                            int64_t m, float *__restrict__ y, const float *__restrict__ bias) {
+/* y[t][r] = W[r] . x[t] (+ bias[r]) for NT tokens and R rows per 32-lane group: each lane
+ * decodes its 8 weights of a 256-wide chunk once and dots them with every token's x; the
+ * groups of a block take consecutive rows. k a multiple of 256. */
+template <int DT, int NT, int R>
+__global__ void __launch_bounds__(128) gemv_kernel(gw w, const float *__restrict__ x, int64_t k, float *__restrict__ y,
+                                                   const float *__restrict__ bias) {
     const int lane = threadIdx.x & 31;
-    const int64_t r = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    if (r >= m) return;
-    const uint8_t *row = w + (size_t)r * row_bytes;
-    float acc[NT];
+    const int64_t r0 = ((int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * R;
+    if (r0 >= w.m) return;
+    float acc[R][NT];
 #pragma unroll
-    for (int t = 0; t < NT; t++) acc[t] = 0.0f;
-    const int64_t units = k / 32;
-    for (int64_t u = lane; u < units; u += 32) {
-        float v[32];
-        decode32<DT>(row, u, v);
+    for (int i = 0; i < R; i++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) acc[i][t] = 0.0f;
+    const int64_t chunks = k / 256;
+#pragma unroll 2
+    for (int64_t c = 0; c < chunks; c++) {
+        float v[R][8];
+        int64_t e0 = 0, e1 = 0;
+#pragma unroll
+        for (int i = 0; i < R; i++) load8<DT>(w, r0 + i < w.m ? r0 + i : r0, c, lane, v[i], &e0, &e1);
 #pragma unroll
         for (int t = 0; t < NT; t++) {
-            const float4 *xs = (const float4 *)(x + (size_t)t * k + u * 32);
-            float a = 0.0f;
+            const float4 a = __ldg((const float4 *)(x + (size_t)t * k + e0));
+            const float4 b = __ldg((const float4 *)(x + (size_t)t * k + e1));
 #pragma unroll
-            for (int i = 0; i < 8; i++) {
-                const float4 f = __ldg(xs + i);
-                a += v[4 * i] * f.x + v[4 * i + 1] * f.y + v[4 * i + 2] * f.z + v[4 * i + 3] * f.w;
-            }
-            acc[t] += a;
+            for (int i = 0; i < R; i++)
+                acc[i][t] += v[i][0] * a.x + v[i][1] * a.y + v[i][2] * a.z + v[i][3] * a.w + v[i][4] * b.x +
+                             v[i][5] * b.y + v[i][6] * b.z + v[i][7] * b.w;
         }
     }
 #pragma unroll
-    for (int t = 0; t < NT; t++) {
-        float a = acc[t];
+    for (int i = 0; i < R; i++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            float a = acc[i][t];
+            for (int o = 16; o > 0; o >>= 1) a += SHFL_XOR(a, o);
+            if (lane == 0 && r0 + i < w.m) y[(size_t)t * w.m + r0 + i] = a + (bias ? bias[r0 + i] : 0.0f);
+        }
+}
+
+/* The same for rows whose length is a multiple of 32 but not of 256: a lane per 32-block. */
+template <int DT>
+__global__ void gemv32_kernel(gw w, const float *__restrict__ x, int64_t k, int64_t n, float *__restrict__ y,
+                              const float *__restrict__ bias) {
+    const int lane = threadIdx.x & 31;
+    const int64_t r = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (r >= w.m) return;
+    for (int64_t t = 0; t < n; t++) {
+        float a = 0.0f;
+        for (int64_t u = lane; u < k / 32; u += 32) {
+            float v[32];
+            decode32<DT>(w, r, u, v);
+            for (int i = 0; i < 32; i++) a += v[i] * x[t * k + u * 32 + i];
+        }
         for (int o = 16; o > 0; o >>= 1) a += SHFL_XOR(a, o);
-        if (lane == 0) y[(size_t)t * m + r] = a + (bias ? bias[r] : 0.0f);
+        if (lane == 0) y[t * w.m + r] = a + (bias ? bias[r] : 0.0f);
     }
 }
 
@@ -252,29 +399,41 @@ __global__ void gemv_float_any(const uint8_t *__restrict__ w, int dt, size_t row
 
 /* ---------------------------------------------------------------- dequantize (prefill, embeddings) */
 
-/* out[r][32u + j] = W[r0 + r] unit u, for rows [r0, r0 + rows): one thread per unit */
-template <int DT, typename T>
-__global__ void dequant_kernel(const uint8_t *__restrict__ w, size_t row_bytes, int64_t k, int64_t r0, int64_t rows,
-                               T *__restrict__ out, float scale) {
+/* out[r - r0][...] = rows [r0, r0 + rows) of W in F16: a lane per 8 elements (k a multiple of 256) */
+template <int DT>
+__global__ void dequant_kernel(gw w, int64_t k, int64_t r0, int64_t rows, __half *__restrict__ out) {
+    const int64_t chunks = k / 256, g = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    const int lane = threadIdx.x & 31;
+    if (g >= rows * chunks) return;
+    const int64_t r = g / chunks, c = g % chunks;
+    float v[8];
+    int64_t e0, e1;
+    load8<DT>(w, r0 + r, c, lane, v, &e0, &e1);
+    __half2 *o0 = (__half2 *)(out + r * k + e0), *o1 = (__half2 *)(out + r * k + e1);
+    o0[0] = __floats2half2_rn(v[0], v[1]), o0[1] = __floats2half2_rn(v[2], v[3]);
+    o1[0] = __floats2half2_rn(v[4], v[5]), o1[1] = __floats2half2_rn(v[6], v[7]);
+}
+
+/* the same a 32-block per thread, for rows that are not a multiple of 256 */
+template <int DT>
+__global__ void dequant32_kernel(gw w, int64_t k, int64_t r0, int64_t rows, __half *__restrict__ out) {
     const int64_t units = k / 32, i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= rows * units) return;
     const int64_t r = i / units, u = i % units;
     float v[32];
-    decode32<DT>(w + (size_t)(r0 + r) * row_bytes, u, v);
-    T *o = out + r * k + u * 32;
-#pragma unroll
-    for (int j = 0; j < 32; j++) o[j] = (T)(v[j] * scale);
+    decode32<DT>(w, r0 + r, u, v);
+    for (int j = 0; j < 32; j++) out[r * k + u * 32 + j] = __float2half(v[j]);
 }
 
-/* rows of a table picked by ids: out[i] = table[ids[i]] * scale (embeddings) */
+/* rows of a table picked by ids: out[i] = table[ids[i]] * scale (embeddings), k a multiple of 32 */
 template <int DT>
-__global__ void embed_kernel(const uint8_t *__restrict__ w, size_t row_bytes, int64_t k, const int32_t *__restrict__ ids,
-                             int32_t n, float scale, float *__restrict__ out) {
+__global__ void embed_kernel(gw w, int64_t k, const int32_t *__restrict__ ids, int32_t n, float scale,
+                             float *__restrict__ out) {
     const int64_t units = k / 32, i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (int64_t)n * units) return;
     const int64_t t = i / units, u = i % units;
     float v[32];
-    decode32<DT>(w + (size_t)ids[t] * row_bytes, u, v);
+    decode32<DT>(w, ids[t], u, v);
     float *o = out + t * k + u * 32;
 #pragma unroll
     for (int j = 0; j < 32; j++) o[j] = v[j] * scale;
@@ -383,75 +542,133 @@ __global__ void gather_kernel(float *out, const float *x, const int32_t *__restr
 
 /* ---------------------------------------------------------------- attention */
 
-#define ATTN_WARPS 8
+#define ATTN_WARPS 4
 #define ATTN_MAX_HD 256
 
-template <typename KV> __device__ __forceinline__ float kv_get(const KV *p, size_t i);
-template <> __device__ __forceinline__ float kv_get<float>(const float *p, size_t i) { return p[i]; }
-template <> __device__ __forceinline__ float kv_get<__half>(const __half *p, size_t i) { return __half2float(p[i]); }
+__device__ __forceinline__ float kv_get(const float *p, size_t i) { return p[i]; }
+__device__ __forceinline__ float kv_get(const __half *p, size_t i) { return __half2float(p[i]); }
 
-/* One block per (head, token): each 32-lane group walks every ATTN_WARPS-th key with its own
- * online softmax (running max m, sum l, output acc; lane i holds dims i, i + 32, ...), and the
- * groups' partial results are merged at the end. No score matrix is stored. */
-template <typename KV, int PER_LANE>
-__global__ void attention_kernel(tl_attn_args a) {
-    const int h = blockIdx.x, i = blockIdx.y, lane = threadIdx.x & 31, wid = threadIdx.x / 32;
+/* q . k for one cached key row (head size a multiple of 8, rows 16-byte aligned); q in shared memory */
+__device__ __forceinline__ float qk(const float *q, const __half *k, int hd) {
+    float z = 0.0f;
+    for (int d = 0; d < hd; d += 8) {
+        const uint4 u = *(const uint4 *)(k + d);
+        const __half2 *h = (const __half2 *)&u;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const float2 f = __half22float2(h[j]);
+            z += q[d + 2 * j] * f.x + q[d + 2 * j + 1] * f.y;
+        }
+    }
+    return z;
+}
+__device__ __forceinline__ float qk(const float *q, const float *k, int hd) {
+    float z = 0.0f;
+    for (int d = 0; d < hd; d += 4) {
+        const float4 f = *(const float4 *)(k + d);
+        z += q[d] * f.x + q[d + 1] * f.y + q[d + 2] * f.z + q[d + 3] * f.w;
+    }
+    return z;
+}
+
+/* Attention of token blockIdx.y, head blockIdx.x over keys [t0 + split * chunk, + chunk) of its
+ * sequence, split blockIdx.z (flash-decoding: the splits' partial softmaxes are merged by
+ * attention_merge). Each 32-lane group takes 32 keys at a time, a key per lane: lane t scores
+ * its key against q (held in shared memory), the group raises its running maximum, and then
+ * every lane adds the group's 32 weighted value rows to the DPL dims it owns. One split: the
+ * output is written directly. */
+template <typename KV, int DPL>
+__global__ void __launch_bounds__(32 * ATTN_WARPS) attention_kernel(tl_attn_args a, int chunk, float *part) {
+    const int h = blockIdx.x, i = blockIdx.y, split = blockIdx.z, lane = threadIdx.x & 31, wid = threadIdx.x / 32;
     const int hd = a.head_dim, group = a.n_heads / a.n_kv_heads;
     const int32_t pos = a.pos[i];
     const size_t base = (((size_t)a.seq[i] * a.n_kv_heads + h / group) * a.max_seq_len) * hd;
     const KV *kc = (const KV *)a.k_cache + base, *vc = (const KV *)a.v_cache + base;
-    const float *q = a.q + ((size_t)i * a.n_heads + h) * hd;
-    float qr[PER_LANE], acc[PER_LANE];
-#pragma unroll
-    for (int j = 0; j < PER_LANE; j++) {
-        const int d = lane + 32 * j;
-        qr[j] = d < hd ? q[d] * a.scale : 0.0f;
-        acc[j] = 0.0f;
-    }
-    float m = -INFINITY, l = 0.0f;
-    const int32_t t0 = a.window > 0 && pos >= a.window ? pos - a.window + 1 : 0;
-    for (int32_t t = t0 + wid; t <= pos; t += ATTN_WARPS) {
-        const size_t row = (size_t)t * hd;
-        float z = 0.0f;
-#pragma unroll
-        for (int j = 0; j < PER_LANE; j++) {
-            const int d = lane + 32 * j;
-            if (d < hd) z += qr[j] * kv_get(kc, row + d);
-        }
-        for (int o = 16; o > 0; o >>= 1) z += SHFL_XOR(z, o);
-        if (a.softcap > 0) z = a.softcap * tanhf(z / a.softcap);
-        const float mn = fmaxf(m, z), r = __expf(m - mn), p = __expf(z - mn);
-        l = l * r + p;
-#pragma unroll
-        for (int j = 0; j < PER_LANE; j++) {
-            const int d = lane + 32 * j;
-            acc[j] = acc[j] * r + (d < hd ? p * kv_get(vc, row + d) : 0.0f);
-        }
-        m = mn;
-    }
-    /* merge the groups: rescale each to the largest maximum */
-    __shared__ float sm[ATTN_WARPS], sl[ATTN_WARPS], sacc[ATTN_WARPS][ATTN_MAX_HD];
-    if (lane == 0) {
-        sm[wid] = m;
-        sl[wid] = l;
-    }
-#pragma unroll
-    for (int j = 0; j < PER_LANE; j++) {
-        const int d = lane + 32 * j;
-        if (d < hd) sacc[wid][d] = acc[j];
-    }
+    __shared__ float q[ATTN_MAX_HD];
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) q[d] = a.q[((size_t)i * a.n_heads + h) * hd + d] * a.scale;
     __syncthreads();
-    float M = -INFINITY;
+    const int32_t first = a.window > 0 && pos >= a.window ? pos - a.window + 1 : 0;
+    const int32_t t_begin = first + split * chunk, t_end = min(pos + 1, t_begin + chunk);
+    float m = -INFINITY, l = 0.0f, acc[DPL];
+#pragma unroll
+    for (int j = 0; j < DPL; j++) acc[j] = 0.0f;
+    for (int32_t g = t_begin + 32 * wid; g < t_end; g += 32 * ATTN_WARPS) {
+        const int valid = min(32, t_end - g);
+        float z = -INFINITY;
+        if (lane < valid) {
+            z = qk(q, kc + (size_t)(g + lane) * hd, hd);
+            if (a.softcap > 0) z = a.softcap * tanhf(z / a.softcap);
+        }
+        float gm = z;
+        for (int o = 16; o > 0; o >>= 1) gm = fmaxf(gm, SHFL_XOR(gm, o));
+        const float mn = fmaxf(m, gm), r = __expf(m - mn);
+        const float p = lane < valid ? __expf(z - mn) : 0.0f;
+        float ps = p;
+        for (int o = 16; o > 0; o >>= 1) ps += SHFL_XOR(ps, o);
+        l = l * r + ps;
+        m = mn;
+#pragma unroll
+        for (int j = 0; j < DPL; j++) acc[j] *= r;
+        for (int t = 0; t < valid; t++) {
+#ifdef TL_HIP
+            const float pt = __shfl(p, t, 32);
+#else
+            const float pt = __shfl_sync(0xffffffffu, p, t);
+#endif
+            const KV *v = vc + (size_t)(g + t) * hd;
+#pragma unroll
+            for (int j = 0; j < DPL; j++) {
+                const int d = lane * DPL + j;
+                if (d < hd) acc[j] += pt * kv_get(v, d);
+            }
+        }
+    }
+    /* merge the groups: each rescaled to the block's largest maximum */
+    __shared__ float sm[ATTN_WARPS], sl[ATTN_WARPS], sacc[ATTN_WARPS][ATTN_MAX_HD];
+    if (lane == 0) sm[wid] = m, sl[wid] = l;
+#pragma unroll
+    for (int j = 0; j < DPL; j++)
+        if (lane * DPL + j < hd) sacc[wid][lane * DPL + j] = acc[j];
+    __syncthreads();
+    float M = -INFINITY, L = 0.0f;
     for (int w = 0; w < ATTN_WARPS; w++) M = fmaxf(M, sm[w]);
-    float L = 0.0f;
     for (int w = 0; w < ATTN_WARPS; w++)
         if (sl[w] > 0) L += sl[w] * __expf(sm[w] - M);
-    float *out = a.out + ((size_t)i * a.n_heads + h) * hd;
+    const size_t row = (size_t)i * a.n_heads + h;
+    if (gridDim.z == 1) {
+        for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+            float o = 0.0f;
+            for (int w = 0; w < ATTN_WARPS; w++)
+                if (sl[w] > 0) o += sacc[w][d] * __expf(sm[w] - M);
+            a.out[row * hd + d] = o / L;
+        }
+        return;
+    }
+    /* a split's partial result: m, l, then the unnormalised output */
+    float *pp = part + (row * gridDim.z + split) * (size_t)(hd + 2);
+    if (threadIdx.x == 0) pp[0] = M, pp[1] = L;
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         float o = 0.0f;
         for (int w = 0; w < ATTN_WARPS; w++)
             if (sl[w] > 0) o += sacc[w][d] * __expf(sm[w] - M);
-        out[d] = o / L;
+        pp[2 + d] = o;
+    }
+}
+
+/* out = the splits' partial softmaxes rescaled to their largest maximum and normalised */
+__global__ void attention_merge(const float *part, int splits, int hd, float *out) {
+    const size_t row = blockIdx.x;
+    const float *pp = part + row * splits * (size_t)(hd + 2);
+    float M = -INFINITY, L = 0.0f;
+    for (int s = 0; s < splits; s++)
+        if (pp[s * (hd + 2) + 1] > 0) M = fmaxf(M, pp[s * (hd + 2)]);
+    for (int s = 0; s < splits; s++)
+        if (pp[s * (hd + 2) + 1] > 0) L += pp[s * (hd + 2) + 1] * __expf(pp[s * (hd + 2)] - M);
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float o = 0.0f;
+        for (int s = 0; s < splits; s++)
+            if (pp[s * (hd + 2) + 1] > 0) o += pp[s * (hd + 2) + 2 + d] * __expf(pp[s * (hd + 2)] - M);
+        out[row * hd + d] = o / L;
     }
 }
 
@@ -524,6 +741,23 @@ static tl_status weight_upload(tl_device *d, const tl_tensor *src, tl_tensor *ds
         dst->dtype = TL_F16;
         dst->nbytes = (size_t)k * rows * sizeof(uint16_t);
     }
+    uint8_t *split = NULL;
+    if (!conv && split_layout(src->dtype)) { /* fields of a kind together (see gw) */
+        const size_t blocks = src->nbytes / tl_dtype_type_size(src->dtype), bs = tl_dtype_type_size(src->dtype);
+        dst->nbytes = split_bytes(src->dtype, blocks);
+        split = (uint8_t *)calloc(1, dst->nbytes);
+        if (!split) return tl_set_error(TL_ERR_NOMEM, GPU_BACKEND ": out of host memory repacking a weight");
+        int sizes[4], off[4];
+        const int nf = split_fields(src->dtype, sizes);
+        gguf_offsets(src->dtype, off);
+        uint8_t *base = split;
+        for (int f = 0; f < nf; f++) {
+            const uint8_t *in = (const uint8_t *)src->data + off[f];
+            for (size_t b = 0; b < blocks; b++) memcpy(base + b * sizes[f], in + b * bs, (size_t)sizes[f]);
+            base += align256(blocks * (size_t)sizes[f]);
+        }
+        host = split;
+    }
     void *p;
     tl_status s = dev_alloc(d, dst->nbytes, &p);
     if (!s) {
@@ -533,6 +767,7 @@ static tl_status weight_upload(tl_device *d, const tl_tensor *src, tl_tensor *ds
             s = fail(e, "uploading a weight");
         }
     }
+    free(split);
     free(conv);
     if (!s) dst->data = p;
     return s;
@@ -556,6 +791,8 @@ static tl_status stream_new(tl_device *d, int n_threads, tl_stream **out) {
     st->base.ops = d->ops;
     st->base.device = d;
     st->dev = g->dev;
+    gpuDeviceProp prop;
+    st->sms = gpuGetDeviceProperties(&prop, g->dev) == gpuSuccess ? prop.multiProcessorCount : 100;
     gpuError_t e = gpuStreamCreateWithFlags(&st->stream, gpuStreamNonBlocking);
     if (e != gpuSuccess) {
         free(st);
@@ -580,6 +817,7 @@ static void stream_free(tl_stream *ts) {
     gpuStreamDestroy(s->stream);
     gpuFree(s->w_tile);
     gpuFree(s->x_half);
+    gpuFree(s->part);
     free(s);
 }
 
@@ -653,12 +891,19 @@ template <template <int> class F, typename... A> static void by_dtype(tl_dtype t
     }
 }
 
+/* the device view of a weight: rows, blocks per row */
+static gw view(const tl_tensor *t) {
+    const int64_t k = t->ne[0];
+    const int64_t block = t->dtype == TL_Q4_K || t->dtype == TL_Q5_K || t->dtype == TL_Q6_K ? 256 : 32;
+    gw w = {(const uint8_t *)t->data, tl_tensor_nrows(t), k / block};
+    return w;
+}
+
 template <int DT> struct embed_launch {
     static void run(gpu_stream *s, const tl_tensor *t, const int32_t *ids, int32_t n, float scale, float *out) {
         const int64_t k = t->ne[0];
         const int64_t units = (int64_t)n * (k / 32);
-        embed_kernel<DT><<<blocks_for(units, 128), 128, 0, s->stream>>>((const uint8_t *)t->data,
-                                                                          tl_dtype_row_size(t->dtype, k), k, ids, n, scale, out);
+        embed_kernel<DT><<<blocks_for(units, 128), 128, 0, s->stream>>>(view(t), k, ids, n, scale, out);
     }
 };
 
@@ -681,28 +926,40 @@ static void rmsnorm(tl_stream *ts, float *out, const float *x, const float *w, i
     LAUNCHED(s, "rmsnorm");
 }
 
+/* 32-lane groups of 4 to a block; R rows a group (fewer groups, each streaming more weight
+ * rows against the same x loads), more as tokens grow */
 template <int DT> struct gemv_launch {
     static void run(gpu_stream *s, const tl_tensor *w, const float *x, int64_t n, float *y, const float *bias) {
         const int64_t k = w->ne[0], m = w->ne[1];
-        const size_t rb = tl_dtype_row_size(w->dtype, k);
-        const int rows_per_block = 4;
-        const unsigned blocks = (unsigned)((m + rows_per_block - 1) / rows_per_block);
-        const uint8_t *wd = (const uint8_t *)w->data;
-        switch (n) {
-#define CASE(N) \
-    case N: gemv_kernel<DT, N><<<blocks, 32 * rows_per_block, 0, s->stream>>>(wd, rb, x, k, m, y, bias); break;
-            CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
-#undef CASE
+        const gw v = view(w);
+        if (k % 256 != 0) {
+            gemv32_kernel<DT><<<(unsigned)((m + 3) / 4), 128, 0, s->stream>>>(v, x, k, n, y, bias);
+            return;
         }
+#define LAUNCH(N, R) \
+    gemv_kernel<DT, N, R><<<(unsigned)((m + 4 * (R) - 1) / (4 * (R))), 128, 0, s->stream>>>(v, x, k, y, bias)
+        switch (n) {
+        case 1: LAUNCH(1, 2); break;
+        case 2: LAUNCH(2, 2); break;
+        case 3: LAUNCH(3, 4); break;
+        case 4: LAUNCH(4, 4); break;
+        case 5: LAUNCH(5, 4); break;
+        case 6: LAUNCH(6, 4); break;
+        case 7: LAUNCH(7, 4); break;
+        default: LAUNCH(8, 4); break;
+        }
+#undef LAUNCH
     }
 };
 
 template <int DT> struct dequant_launch {
     static void run(gpu_stream *s, const tl_tensor *w, int64_t r0, int64_t rows, __half *out) {
         const int64_t k = w->ne[0];
-        const int64_t units = rows * (k / 32);
-        dequant_kernel<DT, __half><<<blocks_for(units, 128), 128, 0, s->stream>>>(
-            (const uint8_t *)w->data, tl_dtype_row_size(w->dtype, k), k, r0, rows, out, 1.0f);
+        if (k % 256 == 0) {
+            dequant_kernel<DT><<<blocks_for(rows * (k / 256) * 32, 256), 256, 0, s->stream>>>(view(w), k, r0, rows, out);
+        } else {
+            dequant32_kernel<DT><<<blocks_for(rows * (k / 32), 128), 128, 0, s->stream>>>(view(w), k, r0, rows, out);
+        }
     }
 };
 
@@ -781,20 +1038,55 @@ static void kv_store(tl_stream *ts, void *k_cache, void *v_cache, tl_dtype dt, c
     LAUNCHED(s, "kv store");
 }
 
+/* Splits of the keys so that the grid has a few blocks per multiprocessor even for one token
+ * (flash-decoding): chunks of at least 128 keys. */
 template <typename KV> static void attention_for(gpu_stream *s, const tl_attn_args *a) {
-    dim3 grid((unsigned)a->n_heads, (unsigned)a->n);
-    const int per_lane = (a->head_dim + 31) / 32;
-    if (per_lane <= 2) attention_kernel<KV, 2><<<grid, 32 * ATTN_WARPS, 0, s->stream>>>(*a);
-    else if (per_lane <= 4) attention_kernel<KV, 4><<<grid, 32 * ATTN_WARPS, 0, s->stream>>>(*a);
-    else attention_kernel<KV, 8><<<grid, 32 * ATTN_WARPS, 0, s->stream>>>(*a);
+    int32_t longest = 1;
+    for (int32_t i = 0; i < a->n; i++) {
+        int32_t len = a->host_pos[i] + 1;
+        if (a->window > 0 && len > a->window) len = a->window;
+        if (len > longest) longest = len;
+    }
+    const int64_t rows = (int64_t)a->n * a->n_heads;
+    int splits = (int)((2 * s->sms + rows - 1) / rows);
+    int chunk = (longest + splits - 1) / splits;
+    if (chunk < 128) chunk = 128;
+    chunk = (chunk + 31) / 32 * 32;
+    splits = (longest + chunk - 1) / chunk;
+    float *part = NULL;
+    if (splits > 1) {
+        const size_t need = (size_t)rows * splits * (a->head_dim + 2);
+        if (need > s->part_floats) {
+            dev_free(s->base.device, s->part);
+            s->part = NULL;
+            s->part_floats = 0;
+            if (dev_alloc(s->base.device, need * sizeof(float), (void **)&s->part)) {
+                note(s, gpuErrorMemoryAllocation, "attention scratch");
+                return;
+            }
+            s->part_floats = need;
+        }
+        part = s->part;
+    }
+    dim3 grid((unsigned)a->n_heads, (unsigned)a->n, (unsigned)splits);
+    const int dpl = (a->head_dim + 31) / 32;
+    if (dpl <= 1) attention_kernel<KV, 1><<<grid, 32 * ATTN_WARPS, 0, s->stream>>>(*a, chunk, part);
+    else if (dpl <= 2) attention_kernel<KV, 2><<<grid, 32 * ATTN_WARPS, 0, s->stream>>>(*a, chunk, part);
+    else if (dpl <= 4) attention_kernel<KV, 4><<<grid, 32 * ATTN_WARPS, 0, s->stream>>>(*a, chunk, part);
+    else attention_kernel<KV, 8><<<grid, 32 * ATTN_WARPS, 0, s->stream>>>(*a, chunk, part);
+    if (splits > 1) {
+        LAUNCHED(s, "attention");
+        attention_merge<<<(unsigned)rows, 128, 0, s->stream>>>(part, splits, a->head_dim, a->out);
+    }
 }
 
 static void attention(tl_stream *ts, const tl_attn_args *a) {
     gpu_stream *s = (gpu_stream *)ts;
-    if (a->head_dim > ATTN_MAX_HD) {
+    if (a->head_dim > ATTN_MAX_HD || a->head_dim % 8 != 0) {
         if (!s->err) {
             s->err = TL_ERR_UNSUPPORTED;
-            snprintf(s->msg, sizeof s->msg, GPU_BACKEND ": attention heads of %d dims (at most %d)", a->head_dim, ATTN_MAX_HD);
+            snprintf(s->msg, sizeof s->msg, GPU_BACKEND ": attention heads of %d dims (a multiple of 8, at most %d)",
+                     a->head_dim, ATTN_MAX_HD);
         }
         return;
     }
@@ -881,7 +1173,7 @@ extern "C" tl_status GPU_FN(device_open)(int index, tl_device **out) {
     d->base.ops = &gpu_ops;
     d->base.index = index;
     d->dev = index;
-    snprintf(d->base.name, sizeof d->base.name, "%s", p.name);
+    snprintf(d->base.name, sizeof d->base.name, "%.127s", p.name);
     *out = &d->base;
     return TL_OK;
 }

@@ -12,6 +12,7 @@
 #define GPU_FN(name) tl_hip_##name
 #define gpuError_t hipError_t
 #define gpuSuccess hipSuccess
+#define gpuErrorMemoryAllocation hipErrorOutOfMemory
 #define gpuGetErrorString hipGetErrorString
 #define gpuGetLastError hipGetLastError
 #define gpuGetDeviceCount hipGetDeviceCount
@@ -55,6 +56,7 @@
 #define GPU_FN(name) tl_cuda_##name
 #define gpuError_t cudaError_t
 #define gpuSuccess cudaSuccess
+#define gpuErrorMemoryAllocation cudaErrorMemoryAllocation
 #define gpuGetErrorString cudaGetErrorString
 #define gpuGetLastError cudaGetLastError
 #define gpuGetDeviceCount cudaGetDeviceCount
