@@ -174,3 +174,25 @@ def test_bad_input_leaves_the_gpu_context_usable(fixtures, rng):
         m.forward([1] * 70)
     m.reset()
     np.testing.assert_array_equal(m.forward([1, 5, 9]), ok)
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_recorded_decode_steps_match_the_cpu_across_context_buckets(tmp_path, rng):
+    """Decode steps are recorded as a graph per shape (tokens, rows, context rounded up to a
+    power of two) and replayed: steps across the 128 boundary, one and two sequences at a time."""
+    path, n_vocab = llama_model(tmp_path, rng, "q4_0")
+    cpu = Model(str(path), max_seq_len=256, max_batch_size=2, device="cpu")
+    dev = Model(str(path), max_seq_len=256, max_batch_size=2, device=GPUS[0])
+    toks = [int(t) for t in rng.integers(0, n_vocab, 160)]
+    for m in (cpu, dev):
+        m.forward(toks[:118], 0, 0)
+        m.forward(toks[:100], 0, 1)
+    worst = 0.0
+    for p in range(118, 138):
+        want, got = cpu.forward([toks[p]], p, 0), dev.forward([toks[p]], p, 0)
+        worst = max(worst, normwise(got, want).max())
+        batch = ([toks[p], toks[p + 1]], [p + 1, p - 18], [0, 1])
+        want, got = cpu.forward_batch(*batch, logits=[True, True]), dev.forward_batch(*batch, logits=[True, True])
+        worst = max(worst, normwise(got, want).max())  # (the next step rewinds sequence 0 by one)
+    assert worst <= 5e-3, f"normwise error {worst:.3g}"

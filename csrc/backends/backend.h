@@ -65,6 +65,16 @@ typedef struct tl_backend_ops {
      * called before the ops of a batch that may need more than the last one. */
     tl_status (*reserve)(tl_stream *s, int64_t n_tokens, int64_t max_k);
 
+    /* Replaying a whole forward (NULL where the backend has no such thing): the ops queued
+     * between capture_begin and capture_end are recorded under `key` (which the caller derives
+     * from everything that shapes the launches; the data they read may change between calls)
+     * and run; graph_replay(key) runs them again, returning false if nothing is recorded under
+     * key. capture_end failing leaves nothing run: the caller queues the ops again. reserve()
+     * forgets every recording (buffers may have moved). */
+    bool (*graph_replay)(tl_stream *s, uint64_t key);
+    bool (*capture_begin)(tl_stream *s, uint64_t key);
+    tl_status (*capture_end)(tl_stream *s);
+
     /* ---- the forward's ops (all float32 activations, rows contiguous) ---- */
     /* out[i] = row tokens[i] of table (any dtype) times scale */
     void (*embed)(tl_stream *s, const tl_tensor *table, const int32_t *tokens, int32_t n, float scale, float *out);

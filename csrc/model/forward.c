@@ -44,7 +44,7 @@ static tl_status reserve(tl_context *x, int32_t n) {
         s = d->ops->alloc(d, 4 * (size_t)n * sizeof(int32_t), (void **)&x->d_tokens);
         if (!s) s = d->ops->alloc(d, (size_t)n * c->n_vocab * sizeof(float), (void **)&x->d_logits);
     }
-    x->h_cs = malloc(2 * (size_t)n * c->rope_dim * sizeof(float) + (size_t)n * sizeof(int32_t));
+    x->h_cs = malloc(2 * (size_t)n * c->rope_dim * sizeof(float) + 5 * (size_t)n * sizeof(int32_t));
     if (!s && !x->h_cs) s = tl_set_error(TL_ERR_NOMEM, "forward: out of memory for a batch of %d tokens", n);
     if (!s) s = x->stream->ops->reserve(x->stream, n, max_k);
     if (s) {
@@ -59,13 +59,8 @@ static tl_status reserve(tl_context *x, int32_t n) {
     x->hb = x->att_out + (size_t)n * q_dim;
     x->hb2 = x->hb + (size_t)n * c->hidden_dim;
     x->rope_cs = x->hb2 + (size_t)n * c->hidden_dim;
-    x->rope_cs_swa = x->rope_cs + (size_t)n * c->rope_dim;
     x->h_rows = (int32_t *)(x->h_cs + 2 * (size_t)n * c->rope_dim);
-    if (x->d_tokens) {
-        x->d_pos = x->d_tokens + n;
-        x->d_seq = x->d_pos + n;
-        x->d_rows = x->d_seq + n;
-    }
+    x->h_ids = x->h_rows + n;
     x->cap_tokens = n;
     return TL_OK;
 }
@@ -119,45 +114,28 @@ static void rope_angles(const tl_model_config *c, const float *inv_freq, const t
         }
 }
 
-tl_status tl_forward(tl_context *x, const tl_batch *b, float *logits_out) {
+/* One batch as the ops see it: device (or host) pointers to its ids and RoPE tables. */
+typedef struct fwd {
+    const int32_t *tokens, *pos, *seq, *rows;
+    const int32_t *host_pos;
+    const float *cs, *cs_swa;
+    int32_t n, n_rows;
+    float *logits;
+} fwd;
+
+/* Queues the whole forward of a batch on the context's stream. Between layers it stops for a
+ * cancel or an abort callback when `checks` (not while recording a graph). */
+static tl_status queue_forward(tl_context *x, const fwd *f, bool checks) {
     const tl_model *m = x->model;
     const tl_model_config *c = &m->config;
-    int32_t *new_len = x->new_len;
-    tl_status s = check_batch(x, b, new_len);
-    if (!s && !logits_out) s = tl_set_error(TL_ERR_INVALID, "forward: no logits buffer");
-    if (!s) s = reserve(x, b->n_tokens);
-    if (s) return s;
     tl_stream *st = x->stream;
     const tl_backend_ops *op = st->ops;
-    const bool host = op->host_memory;
-    const int32_t n = b->n_tokens;
+    const int32_t n = f->n;
     const int64_t dim = c->dim, hd = c->head_dim, hidden = c->hidden_dim;
-
-    /* the rows whose logits are asked for */
-    int32_t rows = 0;
-    for (int32_t i = 0; i < n; i++)
-        if (b->want_logits ? b->want_logits[i] != 0 : i == n - 1) x->h_rows[rows++] = i;
-
-    /* the batch on the device: ids, positions, sequences, rows wanted, RoPE tables */
-    const bool two_tables = x->inv_freq_swa != x->inv_freq;
-    const size_t cs_floats = (size_t)n * c->rope_dim;
-    rope_angles(c, x->inv_freq, b, x->h_cs);
-    if (two_tables) rope_angles(c, x->inv_freq_swa, b, x->h_cs + cs_floats);
-    const int32_t *tokens = b->tokens, *pos = b->pos, *seq = b->seq, *row_ids = x->h_rows;
-    if (!host) {
-        tokens = x->d_tokens, pos = x->d_pos, seq = x->d_seq, row_ids = x->d_rows;
-        const size_t ids = (size_t)n * sizeof(int32_t);
-        if ((s = op->upload(st, x->d_tokens, b->tokens, ids)) || (s = op->upload(st, x->d_pos, b->pos, ids)) ||
-            (s = op->upload(st, x->d_seq, b->seq, ids)) || (s = op->upload(st, x->d_rows, x->h_rows, (size_t)rows * sizeof(int32_t))))
-            return s;
-    }
-    if ((s = op->upload(st, x->rope_cs, x->h_cs, cs_floats * sizeof(float)))) return s;
-    if (two_tables && (s = op->upload(st, x->rope_cs_swa, x->h_cs + cs_floats, cs_floats * sizeof(float)))) return s;
+    const bool neox = c->rope_style == TL_ROPE_NEOX;
 
     /* token embeddings (gemma: times sqrt(dim)) */
-    op->embed(st, m->d_tok_embd, tokens, n, c->embed_scale, x->x);
-
-    const bool neox = c->rope_style == TL_ROPE_NEOX;
+    op->embed(st, m->d_tok_embd, f->tokens, n, c->embed_scale, x->x);
     for (int l = 0; l < c->n_layers; l++) {
         const tl_layer_weights *L = &m->d_layers[l];
         /* attention block: qkv projections of the normalised input */
@@ -167,18 +145,18 @@ tl_status tl_forward(tl_context *x, const tl_batch *b, float *logits_out) {
         op->matmul(st, L->wv, x->xb, n, x->v, L->bv);
         if (L->q_norm) op->rmsnorm(st, x->q, x->q, L->q_norm, (int64_t)n * c->n_heads, hd, c->norm_eps); /* qwen3, gemma3 */
         if (L->k_norm) op->rmsnorm(st, x->k, x->k, L->k_norm, (int64_t)n * c->n_kv_heads, hd, c->norm_eps);
-        const float *cs = L->windowed && two_tables ? x->rope_cs_swa : x->rope_cs;
+        const float *cs = L->windowed && f->cs_swa ? f->cs_swa : f->cs;
         op->rope(st, x->q, cs, n, c->n_heads, (int32_t)hd, c->rope_dim, neox);
         op->rope(st, x->k, cs, n, c->n_kv_heads, (int32_t)hd, c->rope_dim, neox);
         /* this position's key and value into the cache, before anyone attends */
         const size_t off = layer_offset(x, l) * tl_dtype_type_size(x->kv_dtype);
         void *kc = (uint8_t *)x->k_cache + off, *vc = (uint8_t *)x->v_cache + off;
-        op->kv_store(st, kc, vc, x->kv_dtype, x->k, x->v, pos, seq, n, c->n_kv_heads, (int32_t)hd, x->max_seq_len);
+        op->kv_store(st, kc, vc, x->kv_dtype, x->k, x->v, f->pos, f->seq, n, c->n_kv_heads, (int32_t)hd, x->max_seq_len);
         tl_attn_args a = {
             .q = x->q, .out = x->att_out, .k_cache = kc, .v_cache = vc, .kv_dtype = x->kv_dtype,
-            .pos = pos, .seq = seq, .host_pos = b->pos, .n = n, .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads,
-            .head_dim = (int32_t)hd, .max_seq_len = x->max_seq_len, .window = L->windowed ? c->sliding_window : 0,
-            .scale = c->attn_scale, .softcap = c->attn_softcap,
+            .pos = f->pos, .seq = f->seq, .host_pos = f->host_pos, .n = n, .n_heads = c->n_heads,
+            .n_kv_heads = c->n_kv_heads, .head_dim = (int32_t)hd, .max_seq_len = x->max_seq_len,
+            .window = L->windowed ? c->sliding_window : 0, .scale = c->attn_scale, .softcap = c->attn_softcap,
         };
         op->attention(st, &a);
         /* output projection (normalised again in gemma2/3), residual */
@@ -195,26 +173,101 @@ tl_status tl_forward(tl_context *x, const tl_batch *b, float *logits_out) {
         if (L->post_ffw_norm) op->rmsnorm(st, x->xb, x->xb, L->post_ffw_norm, n, dim, c->norm_eps);
         op->add(st, x->x, x->xb, n * dim);
 
-        if (x->cancel || (x->should_abort && x->should_abort(x->abort_user))) {
+        if (checks && (x->cancel || (x->should_abort && x->should_abort(x->abort_user)))) {
             /* the cache holds this layer's entries but not the later ones': drop the batch */
             x->cancel = 0;
             op->sync(st);
             return tl_set_error(TL_ERR_CANCELLED, "forward: cancelled");
         }
     }
-
     /* final norm and output head for the rows asked for, packed */
-    float *logits = host ? logits_out : x->d_logits;
-    if (rows) {
-        op->gather(st, x->xb, x->x, row_ids, rows, dim);
-        op->rmsnorm(st, x->xb, x->xb, m->d_output_norm, rows, dim, c->norm_eps);
-        op->matmul(st, m->d_output, x->xb, rows, logits, NULL);
-        if (c->final_softcap > 0) op->softcap(st, logits, (int64_t)rows * c->n_vocab, c->final_softcap); /* gemma2 */
-        s = op->download(st, logits_out, logits, (size_t)rows * c->n_vocab * sizeof(float));
-    } else {
-        s = op->sync(st);
+    if (f->n_rows) {
+        op->gather(st, x->xb, x->x, f->rows, f->n_rows, dim);
+        op->rmsnorm(st, x->xb, x->xb, m->d_output_norm, f->n_rows, dim, c->norm_eps);
+        op->matmul(st, m->d_output, x->xb, f->n_rows, f->logits, NULL);
+        if (c->final_softcap > 0) op->softcap(st, f->logits, (int64_t)f->n_rows * c->n_vocab, c->final_softcap); /* gemma2 */
     }
-    if (s) return s; /* a device failure: the cache is not advanced */
+    return TL_OK;
+}
+
+/* decode batches (this many tokens at most) are recorded once per shape and replayed */
+#define GRAPH_MAX_TOKENS 8
+
+/* What shapes a forward's launches: tokens, rows of logits, and the longest context among the
+ * batch's sequences rounded up to a power of two (attention sizes its splits by it). */
+static uint64_t shape_key(const fwd *f) {
+    int32_t longest = 1;
+    for (int32_t i = 0; i < f->n; i++) {
+        int32_t len = f->host_pos[i] + 1;
+        if (len > longest) longest = len;
+    }
+    uint64_t bucket = 0;
+    while ((1 << bucket) < longest) bucket++;
+    return (uint64_t)f->n | (uint64_t)f->n_rows << 16 | bucket << 32;
+}
+
+/* Whether key was seen before (a shape is recorded the second time it comes, after a plain run
+ * has grown every buffer it needs); remembers it. */
+static bool seen_before(tl_context *x, uint64_t key) {
+    for (int i = 0; i < TL_SEEN_SHAPES; i++)
+        if (x->seen_shapes[i] == key + 1) return true;
+    x->seen_shapes[x->seen_next++ % TL_SEEN_SHAPES] = key + 1;
+    return false;
+}
+
+tl_status tl_forward(tl_context *x, const tl_batch *b, float *logits_out) {
+    const tl_model *m = x->model;
+    const tl_model_config *c = &m->config;
+    int32_t *new_len = x->new_len;
+    tl_status s = check_batch(x, b, new_len);
+    if (!s && !logits_out) s = tl_set_error(TL_ERR_INVALID, "forward: no logits buffer");
+    if (!s) s = reserve(x, b->n_tokens);
+    if (s) return s;
+    tl_stream *st = x->stream;
+    const tl_backend_ops *op = st->ops;
+    const int32_t n = b->n_tokens;
+
+    /* the rows whose logits are asked for */
+    int32_t rows = 0;
+    for (int32_t i = 0; i < n; i++)
+        if (b->want_logits ? b->want_logits[i] != 0 : i == n - 1) x->h_rows[rows++] = i;
+
+    /* the batch on the device: ids, positions, sequences and rows wanted in one copy, the RoPE
+     * tables (every layer's, then the windowed layers' where they differ) in another */
+    const bool two_tables = x->inv_freq_swa != x->inv_freq;
+    const size_t cs_floats = (size_t)n * c->rope_dim;
+    rope_angles(c, x->inv_freq, b, x->h_cs);
+    if (two_tables) rope_angles(c, x->inv_freq_swa, b, x->h_cs + cs_floats);
+    fwd f = {b->tokens, b->pos, b->seq, x->h_rows, b->pos, x->rope_cs, NULL, n, rows, logits_out};
+    if (!op->host_memory) {
+        int32_t *ids = x->h_ids;
+        memcpy(ids, b->tokens, (size_t)n * sizeof(int32_t));
+        memcpy(ids + n, b->pos, (size_t)n * sizeof(int32_t));
+        memcpy(ids + 2 * n, b->seq, (size_t)n * sizeof(int32_t));
+        memcpy(ids + 3 * n, x->h_rows, (size_t)rows * sizeof(int32_t));
+        if ((s = op->upload(st, x->d_tokens, ids, (size_t)(3 * n + rows) * sizeof(int32_t)))) return s;
+        f.tokens = x->d_tokens, f.pos = x->d_tokens + n, f.seq = x->d_tokens + 2 * n, f.rows = x->d_tokens + 3 * n;
+        f.logits = x->d_logits;
+    }
+    if ((s = op->upload(st, x->rope_cs, x->h_cs, (two_tables ? 2 : 1) * cs_floats * sizeof(float)))) return s;
+    if (two_tables) f.cs_swa = x->rope_cs + cs_floats;
+
+    /* decode: the recorded forward of this shape, else record it (the second time it comes) */
+    const bool graphs = op->graph_replay && n <= GRAPH_MAX_TOKENS && !x->should_abort;
+    const uint64_t key = graphs ? shape_key(&f) : 0;
+    if (graphs && op->graph_replay(st, key)) {
+        s = TL_OK;
+    } else if (graphs && seen_before(x, key) && op->capture_begin(st, key)) {
+        queue_forward(x, &f, false);
+        if (op->capture_end(st)) s = queue_forward(x, &f, true); /* not recorded: run it plainly */
+    } else {
+        s = queue_forward(x, &f, true);
+    }
+    if (!s && rows)
+        s = op->download(st, logits_out, f.logits, (size_t)rows * c->n_vocab * sizeof(float));
+    else if (!s)
+        s = op->sync(st);
+    if (s) return s; /* cancelled, or a device failure: the cache is not advanced */
 
     /* the positions now in the cache */
     for (int32_t s2 = 0; s2 < x->max_batch_size; s2++)

@@ -65,12 +65,16 @@ struct tl_context {
     void *abort_user;
     /* activations on the device, grown to the largest batch seen */
     int32_t cap_tokens;
-    float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *rope_cs, *rope_cs_swa;
-    int32_t *d_tokens, *d_pos, *d_seq, *d_rows; /* the batch's ids on the device */
-    float *d_logits;                            /* GPU: logits before download */
-    /* host staging of what is uploaded per batch (the RoPE tables, the rows wanted) */
-    float *h_cs;
-    int32_t *h_rows;
+    float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *rope_cs; /* rope_cs: room for two tables */
+    int32_t *d_tokens;       /* GPU: the batch's ids, positions, sequences and rows wanted */
+    float *d_logits;         /* GPU: logits before download */
+    /* host staging of what is uploaded per batch */
+    float *h_cs;             /* the RoPE tables */
+    int32_t *h_rows, *h_ids; /* the rows wanted; the ids packed for one upload */
+    /* decode shapes seen (key + 1), to record a shape's graph the second time it comes */
+#define TL_SEEN_SHAPES 32
+    uint64_t seen_shapes[TL_SEEN_SHAPES];
+    int seen_next;
 };
 
 /* Frees the activation buffers (forward.c grows them to the largest batch seen). */

@@ -23,6 +23,9 @@ typedef struct gpu_device {
     int dev;
 } gpu_device;
 
+/* forwards recorded per stream (decode shapes: tokens, rows, context bucket) */
+#define GRAPHS 32
+
 typedef struct gpu_stream {
     tl_stream base;
     int dev;
@@ -36,12 +39,21 @@ typedef struct gpu_stream {
     float *part; /* attention: the splits' partial results */
     size_t part_floats;
     int sms;     /* multiprocessors */
+    /* recorded forwards (CUDA graphs), by the caller's key */
+    struct {
+        uint64_t key;
+        gpuGraphExec_t exec;
+    } graphs[GRAPHS];
+    int n_graphs;
+    uint64_t capturing;
 } gpu_stream;
 
 /* rows of a weight dequantized per cuBLAS call in prefill */
 #define TILE_ROWS 4096
 /* batches of up to this many tokens go through the GEMV kernels (weights read once) */
 #define GEMV_MAX_TOKENS 8
+
+static void forget_graphs(gpu_stream *s);
 
 static tl_status fail(gpuError_t e, const char *what) {
     return tl_set_error(TL_ERR_DEVICE, GPU_BACKEND ": %s: %s", what, gpuGetErrorString(e));
@@ -813,6 +825,7 @@ static void stream_free(tl_stream *ts) {
     if (!s) return;
     set_device(s->dev);
     gpuStreamSynchronize(s->stream);
+    forget_graphs(s);
     gpublasDestroy(s->blas);
     gpuStreamDestroy(s->stream);
     gpuFree(s->w_tile);
@@ -847,9 +860,56 @@ static tl_status download(tl_stream *ts, void *dst, const void *src, size_t byte
     return sync(ts);
 }
 
+static void forget_graphs(gpu_stream *s) {
+    for (int i = 0; i < s->n_graphs; i++) gpuGraphExecDestroy(s->graphs[i].exec);
+    s->n_graphs = 0;
+}
+
+static bool graph_replay(tl_stream *ts, uint64_t key) {
+    gpu_stream *s = (gpu_stream *)ts;
+    for (int i = 0; i < s->n_graphs; i++)
+        if (s->graphs[i].key == key) {
+            note(s, gpuGraphLaunch(s->graphs[i].exec, s->stream), "replaying a forward");
+            return true;
+        }
+    return false;
+}
+
+static bool capture_begin(tl_stream *ts, uint64_t key) {
+    gpu_stream *s = (gpu_stream *)ts;
+    if (s->err || s->n_graphs == GRAPHS) return false;
+    if (gpuStreamBeginCapture(s->stream, gpuStreamCaptureModeThreadLocal) != gpuSuccess) {
+        (void)gpuGetLastError();
+        return false;
+    }
+    s->capturing = key;
+    return true;
+}
+
+/* Ends the recording, keeps it and runs it; on failure nothing ran and nothing is kept. */
+static tl_status capture_end(tl_stream *ts) {
+    gpu_stream *s = (gpu_stream *)ts;
+    gpuGraph_t graph = NULL;
+    gpuGraphExec_t exec = NULL;
+    gpuError_t e = gpuStreamEndCapture(s->stream, &graph);
+    if (e == gpuSuccess && !s->err) e = gpuGraphInstantiate(&exec, graph, 0);
+    if (graph) gpuGraphDestroy(graph);
+    if (e != gpuSuccess || s->err || !exec) {
+        (void)gpuGetLastError();
+        s->err = TL_OK; /* the caller queues the ops again, unrecorded */
+        if (exec) gpuGraphExecDestroy(exec);
+        return e != gpuSuccess ? fail(e, "recording a forward") : tl_set_error(TL_ERR_DEVICE, GPU_BACKEND ": recording a forward failed");
+    }
+    s->graphs[s->n_graphs].key = s->capturing;
+    s->graphs[s->n_graphs++].exec = exec;
+    note(s, gpuGraphLaunch(exec, s->stream), "running a recorded forward");
+    return TL_OK;
+}
+
 static tl_status reserve(tl_stream *ts, int64_t n_tokens, int64_t max_k) {
     gpu_stream *s = (gpu_stream *)ts;
     tl_device *d = ts->device;
+    forget_graphs(s); /* the buffers they read may move */
     if (n_tokens <= GEMV_MAX_TOKENS) return TL_OK; /* the GEMV path needs no scratch */
     const size_t tile = (size_t)TILE_ROWS * max_k, xh = (size_t)n_tokens * max_k;
     tl_status st = TL_OK;
@@ -1041,12 +1101,14 @@ static void kv_store(tl_stream *ts, void *k_cache, void *v_cache, tl_dtype dt, c
 /* Splits of the keys so that the grid has a few blocks per multiprocessor even for one token
  * (flash-decoding): chunks of at least 128 keys. */
 template <typename KV> static void attention_for(gpu_stream *s, const tl_attn_args *a) {
+    /* sized for the longest context rounded up to a power of two (the forward records one
+     * graph per such bucket: its splits must cover every length in it), at most the window */
     int32_t longest = 1;
-    for (int32_t i = 0; i < a->n; i++) {
-        int32_t len = a->host_pos[i] + 1;
-        if (a->window > 0 && len > a->window) len = a->window;
-        if (len > longest) longest = len;
-    }
+    for (int32_t i = 0; i < a->n; i++)
+        if (a->host_pos[i] + 1 > longest) longest = a->host_pos[i] + 1;
+    int32_t bucket = 1;
+    while (bucket < longest) bucket *= 2;
+    longest = a->window > 0 && bucket > a->window ? a->window : bucket;
     const int64_t rows = (int64_t)a->n * a->n_heads;
     int splits = (int)((2 * s->sms + rows - 1) / rows);
     int chunk = (longest + splits - 1) / splits;
@@ -1136,6 +1198,9 @@ static tl_backend_ops make_ops(void) {
     o.download = download;
     o.sync = sync;
     o.reserve = reserve;
+    o.graph_replay = graph_replay;
+    o.capture_begin = capture_begin;
+    o.capture_end = capture_end;
     o.embed = embed;
     o.rmsnorm = rmsnorm;
     o.matmul = matmul;
