@@ -167,6 +167,20 @@ __device__ __forceinline__ void scale_min_k4(int j, const uint8_t *q, int *sc, i
     }
 }
 
+/* scale_min_k4 on the scale bytes held as words: byte i of the 12 is byte i % 4 of word i / 4 */
+__device__ __forceinline__ void scale_min_words(int j, uint32_t w0, uint32_t w1, uint32_t w2, int *sc, int *m) {
+    const uint32_t w[3] = {w0, w1, w2};
+#define BYTE(i) ((int)((w[(i) / 4] >> (8 * ((i) % 4))) & 0xFF))
+    if (j < 4) {
+        *sc = BYTE(j) & 63;
+        *m = BYTE(j + 4) & 63;
+    } else {
+        *sc = (BYTE(j + 4) & 0xF) | ((BYTE(j - 4) >> 6) << 4);
+        *m = (BYTE(j + 4) >> 4) | ((BYTE(j) >> 6) << 4);
+    }
+#undef BYTE
+}
+
 /* bytes of a GGUF-layout row */
 template <int DT> __device__ __forceinline__ size_t gguf_row_bytes(int64_t nb) {
     return (size_t)nb * (DT == TL_F32 ? 128 : DT == TL_F16 || DT == TL_BF16 ? 64 : DT == TL_Q4_K ? 144 : 176);
@@ -244,9 +258,12 @@ __device__ __forceinline__ void load8(gw w, int64_t r, int64_t c, int lane, floa
         *e0 = c * 256 + 64 * p + l;
         *e1 = *e0 + 32;
         const uint32_t q = *(const uint32_t *)(blk + (DT == TL_Q4_K ? 16 : 48) + 32 * p + l);
+        /* the 12 bytes of 6-bit scales and mins in three aligned words */
+        const uint32_t *sw = (const uint32_t *)(blk + 4);
+        const uint32_t s_lo = sw[0], s_mid = sw[1], s_hi = sw[2];
         int sc0, m0, sc1, m1;
-        scale_min_k4(2 * p, blk + 4, &sc0, &m0);
-        scale_min_k4(2 * p + 1, blk + 4, &sc1, &m1);
+        scale_min_words(2 * p, s_lo, s_mid, s_hi, &sc0, &m0);
+        scale_min_words(2 * p + 1, s_lo, s_mid, s_hi, &sc1, &m1);
         const float2 dd = __half22float2(*(const __half2 *)blk);
         const float d0 = dd.x * (float)sc0, n0 = dd.y * (float)m0, d1 = dd.x * (float)sc1, n1 = dd.y * (float)m1;
         uint32_t hb = 0;
@@ -343,7 +360,7 @@ __global__ void __launch_bounds__(128) gemv_kernel(gw w, const float *__restrict
 #pragma unroll
         for (int t = 0; t < NT; t++) acc[i][t] = 0.0f;
     const int64_t chunks = k / 256;
-#pragma unroll 2
+#pragma unroll 4
     for (int64_t c = 0; c < chunks; c++) {
         float v[R][8];
         int64_t e0 = 0, e1 = 0;
