@@ -39,6 +39,7 @@ typedef struct gpu_stream {
     float *part; /* attention: the splits' partial results */
     size_t part_floats;
     int sms;     /* multiprocessors */
+    bool narrow; /* TORCHLESS_GPU_NARROW=1: the 4-byte-load GEMV (for comparison) */
     /* recorded forwards (CUDA graphs), by the caller's key */
     struct {
         uint64_t key;
@@ -374,6 +375,152 @@ __global__ void __launch_bounds__(128) gemv_kernel(gw w, const float *__restrict
             for (int i = 0; i < R; i++)
                 acc[i][t] += v[i][0] * a.x + v[i][1] * a.y + v[i][2] * a.z + v[i][3] * a.w + v[i][4] * b.x +
                              v[i][5] * b.y + v[i][6] * b.z + v[i][7] * b.w;
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < R; i++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            float a = acc[i][t];
+            for (int o = 16; o > 0; o >>= 1) a += SHFL_XOR(a, o);
+            if (lane == 0 && r0 + i < w.m) y[(size_t)t * w.m + r0 + i] = a + (bias ? bias[r0 + i] : 0.0f);
+        }
+}
+
+/* ---------------------------------------------------------------- GEMV, wide loads (quantized) */
+
+/* Thirty-two elements of row r in 256-chunk c, the ones lane j of the chunk's 8 lanes reads with
+ * 16-byte loads: v[0..15] are elements e0.. and v[16..31] are e1.. (two runs of 16). */
+__device__ __forceinline__ void nibbles16(uint4 q, float d, float m, float lo[16], float hi[16]) {
+    const uint32_t w[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int i = 0; i < 16; i++) {
+        const uint32_t b = w[i / 4] >> (8 * (i % 4));
+        lo[i] = (float)(b & 0xF) * d + m;
+        hi[i] = (float)((b >> 4) & 0xF) * d + m;
+    }
+}
+
+template <int DT>
+__device__ __forceinline__ void load32(gw w, int64_t r, int64_t c, int j, float v[32], int64_t *e0, int64_t *e1) {
+    if (DT == TL_Q4_0 || DT == TL_Q4_1 || DT == TL_Q5_0 || DT == TL_Q5_1) {
+        const int64_t blk = c * 8 + j, b = r * w.nb + blk;
+        *e0 = blk * 32;
+        *e1 = *e0 + 16;
+        const uint4 q = *(const uint4 *)field<DT>(w, 0, b);
+        float d, m;
+        if (DT == TL_Q4_0 || DT == TL_Q5_0) {
+            d = h2f(field<DT>(w, DT == TL_Q4_0 ? 1 : 2, b));
+            m = (DT == TL_Q4_0 ? -8.0f : -16.0f) * d;
+        } else {
+            const float2 dm = __half22float2(*(const __half2 *)field<DT>(w, DT == TL_Q4_1 ? 1 : 2, b));
+            d = dm.x, m = dm.y;
+        }
+        nibbles16(q, d, m, v, v + 16);
+        if (DT == TL_Q5_0 || DT == TL_Q5_1) { /* the fifth bits: element i of the block is bit i */
+            const uint32_t h = *(const uint32_t *)field<DT>(w, 1, b);
+#pragma unroll
+            for (int i = 0; i < 32; i++) v[i] += ((h >> i) & 1) ? 16.0f * d : 0.0f;
+        }
+    } else if (DT == TL_Q8_0) {
+        const int64_t blk = c * 8 + j, b = r * w.nb + blk;
+        *e0 = blk * 32;
+        *e1 = *e0 + 16;
+        const uint4 *p = (const uint4 *)field<DT>(w, 0, b);
+        const uint4 q0 = p[0], q1 = p[1];
+        const float d = h2f(field<DT>(w, 1, b));
+        const uint32_t u[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
+#pragma unroll
+        for (int i = 0; i < 32; i++) v[i] = (float)(int8_t)(u[i / 4] >> (8 * (i % 4))) * d;
+    } else if (DT == TL_Q4_K || DT == TL_Q5_K) {
+        /* pair p of sub-blocks, 16 bytes of its 32 (sub-block 2p in the low nibbles, 2p+1 in the high) */
+        const uint8_t *blk = w.p + (size_t)(r * w.nb + c) * (DT == TL_Q4_K ? 144 : 176);
+        const int p = j / 2, l = (j & 1) * 16;
+        *e0 = c * 256 + 64 * p + l;
+        *e1 = *e0 + 32;
+        const uint4 q = *(const uint4 *)(blk + (DT == TL_Q4_K ? 16 : 48) + 32 * p + l);
+        const uint32_t *sw = (const uint32_t *)(blk + 4);
+        int sc0, m0, sc1, m1;
+        scale_min_words(2 * p, sw[0], sw[1], sw[2], &sc0, &m0);
+        scale_min_words(2 * p + 1, sw[0], sw[1], sw[2], &sc1, &m1);
+        const float2 dd = __half22float2(*(const __half2 *)blk);
+        const float d0 = dd.x * (float)sc0, n0 = dd.y * (float)m0, d1 = dd.x * (float)sc1, n1 = dd.y * (float)m1;
+        const uint32_t qw[4] = {q.x, q.y, q.z, q.w};
+        uint32_t hw[4] = {0, 0, 0, 0};
+        if (DT == TL_Q5_K) {
+            const uint4 h = *(const uint4 *)(blk + 16 + l);
+            hw[0] = h.x, hw[1] = h.y, hw[2] = h.z, hw[3] = h.w;
+        }
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            const uint32_t b = qw[i / 4] >> (8 * (i % 4));
+            int lo = b & 0xF, hi = (b >> 4) & 0xF;
+            if (DT == TL_Q5_K) {
+                const uint32_t hb = hw[i / 4] >> (8 * (i % 4));
+                lo |= ((hb >> (2 * p)) & 1) << 4;
+                hi |= ((hb >> (2 * p + 1)) & 1) << 4;
+            }
+            v[i] = d0 * (float)lo - n0;
+            v[16 + i] = d1 * (float)hi - n1;
+        }
+    } else if (DT == TL_Q6_K) {
+        /* half h, part a (and a + 2), 16 of the 32 bytes: ql 64h + 32a + l.., qh 32h + l.. */
+        const int64_t b = r * w.nb + c;
+        const int h = j / 4, a = (j / 2) & 1, l = (j & 1) * 16;
+        *e0 = c * 256 + 128 * h + 32 * a + l;
+        *e1 = *e0 + 64;
+        const uint4 q = *(const uint4 *)(field<DT>(w, 0, b) + 64 * h + 32 * a + l);
+        const uint4 hq = *(const uint4 *)(field<DT>(w, 1, b) + 32 * h + l);
+        const int8_t *sc = (const int8_t *)field<DT>(w, 2, b) + 8 * h;
+        const float d = h2f(field<DT>(w, 3, b));
+        const float d0 = d * (float)sc[2 * a + l / 16], d1 = d * (float)sc[2 * (a + 2) + l / 16];
+        const uint32_t qw[4] = {q.x, q.y, q.z, q.w}, hw[4] = {hq.x, hq.y, hq.z, hq.w};
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            const uint32_t bq = qw[i / 4] >> (8 * (i % 4)), bh = hw[i / 4] >> (8 * (i % 4));
+            const int lo = (bq & 0xF) | ((bh >> (2 * a)) & 3) << 4;
+            const int hi = ((bq >> 4) & 0xF) | ((bh >> (2 * (a + 2))) & 3) << 4;
+            v[i] = d0 * (float)(lo - 32);
+            v[16 + i] = d1 * (float)(hi - 32);
+        }
+    }
+}
+
+__device__ __forceinline__ float dot16(const float *v, const float *x) {
+    const float4 *x4 = (const float4 *)x;
+    float a = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float4 f = __ldg(x4 + i);
+        a += v[4 * i] * f.x + v[4 * i + 1] * f.y + v[4 * i + 2] * f.z + v[4 * i + 3] * f.w;
+    }
+    return a;
+}
+
+/* y[t][r] = W[r] . x[t] (+ bias[r]) with 16-byte weight loads: 8 lanes a 256-chunk, 4 chunks a
+ * group of 32 lanes, R rows a group; k a multiple of 256 (a group's last step may be partial). */
+template <int DT, int NT, int R>
+__global__ void __launch_bounds__(128) gemv_wide_kernel(gw w, const float *__restrict__ x, int64_t k,
+                                                        float *__restrict__ y, const float *__restrict__ bias) {
+    const int lane = threadIdx.x & 31;
+    const int64_t r0 = ((int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * R;
+    if (r0 >= w.m) return;
+    float acc[R][NT];
+#pragma unroll
+    for (int i = 0; i < R; i++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) acc[i][t] = 0.0f;
+    const int64_t chunks = k / 256;
+#pragma unroll 2
+    for (int64_t c = lane / 8; c < chunks; c += 4) {
+#pragma unroll
+        for (int i = 0; i < R; i++) {
+            float v[32];
+            int64_t e0, e1;
+            load32<DT>(w, r0 + i < w.m ? r0 + i : r0, c, lane & 7, v, &e0, &e1);
+#pragma unroll
+            for (int t = 0; t < NT; t++)
+                acc[i][t] += dot16(v, x + (size_t)t * k + e0) + dot16(v + 16, x + (size_t)t * k + e1);
         }
     }
 #pragma unroll
@@ -822,6 +969,8 @@ static tl_status stream_new(tl_device *d, int n_threads, tl_stream **out) {
     st->dev = g->dev;
     gpuDeviceProp prop;
     st->sms = gpuGetDeviceProperties(&prop, g->dev) == gpuSuccess ? prop.multiProcessorCount : 100;
+    const char *narrow = getenv("TORCHLESS_GPU_NARROW");
+    st->narrow = narrow && strcmp(narrow, "1") == 0;
     gpuError_t e = gpuStreamCreateWithFlags(&st->stream, gpuStreamNonBlocking);
     if (e != gpuSuccess) {
         free(st);
@@ -1013,11 +1162,15 @@ template <int DT> struct gemv_launch {
             gemv32_kernel<DT><<<(unsigned)((m + 3) / 4), 128, 0, s->stream>>>(v, x, k, n, y, bias);
             return;
         }
-#define LAUNCH(N, R) \
-    gemv_kernel<DT, N, R><<<(unsigned)((m + 4 * (R) - 1) / (4 * (R))), 128, 0, s->stream>>>(v, x, k, y, bias)
+        /* quantized rows of one or two tokens: 16-byte loads (TORCHLESS_GPU_NARROW=1: the 4-byte
+         * kernel, to compare); more tokens would spill the wide kernel's registers */
+        const bool wide = DT != TL_F32 && DT != TL_F16 && DT != TL_BF16 && !s->narrow;
+        const unsigned b2 = (unsigned)((m + 7) / 8), b4 = (unsigned)((m + 15) / 16);
+#define WIDE(N) gemv_wide_kernel<DT, N, 2><<<b2, 128, 0, s->stream>>>(v, x, k, y, bias)
+#define LAUNCH(N, R) gemv_kernel<DT, N, R><<<(R) == 2 ? b2 : b4, 128, 0, s->stream>>>(v, x, k, y, bias)
         switch (n) {
-        case 1: LAUNCH(1, 2); break;
-        case 2: LAUNCH(2, 2); break;
+        case 1: if (wide) WIDE(1); else LAUNCH(1, 2); break;
+        case 2: if (wide) WIDE(2); else LAUNCH(2, 2); break;
         case 3: LAUNCH(3, 4); break;
         case 4: LAUNCH(4, 4); break;
         case 5: LAUNCH(5, 4); break;
@@ -1025,6 +1178,7 @@ template <int DT> struct gemv_launch {
         case 7: LAUNCH(7, 4); break;
         default: LAUNCH(8, 4); break;
         }
+#undef WIDE
 #undef LAUNCH
     }
 };
