@@ -284,8 +284,8 @@ static void bench(void) {
                     printf("upload: %s\n", tl_last_error());
                     return;
                 }
-            const int64_t ns[] = {1, 8, 512};
-            for (int ni = 0; ni < 3; ni++) {
+            const int64_t ns[] = {1, 2, 8, 512};
+            for (int ni = 0; ni < 4; ni++) {
                 const int64_t n = ns[ni];
                 float *x = malloc((size_t)(n * k) * 4);
                 fill(x, (size_t)(n * k), 1.0f);
