@@ -29,7 +29,7 @@ typedef struct tl_attn_args {
     const void *k_cache, *v_cache;  /* this layer's part of the caches */
     tl_dtype kv_dtype;              /* TL_F16 or TL_F32 */
     const int32_t *pos, *seq;       /* per token, on the device */
-    const int32_t *host_pos;        /* the same positions on the host (launch sizing) */
+    const int32_t *host_pos, *host_seq; /* the same on the host (launch sizing) */
     int32_t n, n_heads, n_kv_heads, head_dim;
     int32_t max_seq_len;            /* positions per (sequence, kv head) in the cache */
     int32_t window;

@@ -117,7 +117,7 @@ static void rope_angles(const tl_model_config *c, const float *inv_freq, const t
 /* One batch as the ops see it: device (or host) pointers to its ids and RoPE tables. */
 typedef struct fwd {
     const int32_t *tokens, *pos, *seq, *rows;
-    const int32_t *host_pos;
+    const int32_t *host_pos, *host_seq;
     const float *cs, *cs_swa;
     int32_t n, n_rows;
     float *logits;
@@ -154,7 +154,7 @@ static tl_status queue_forward(tl_context *x, const fwd *f, bool checks) {
         op->kv_store(st, kc, vc, x->kv_dtype, x->k, x->v, f->pos, f->seq, n, c->n_kv_heads, (int32_t)hd, x->max_seq_len);
         tl_attn_args a = {
             .q = x->q, .out = x->att_out, .k_cache = kc, .v_cache = vc, .kv_dtype = x->kv_dtype,
-            .pos = f->pos, .seq = f->seq, .host_pos = f->host_pos, .n = n, .n_heads = c->n_heads,
+            .pos = f->pos, .seq = f->seq, .host_pos = f->host_pos, .host_seq = f->host_seq, .n = n, .n_heads = c->n_heads,
             .n_kv_heads = c->n_kv_heads, .head_dim = (int32_t)hd, .max_seq_len = x->max_seq_len,
             .window = L->windowed ? c->sliding_window : 0, .scale = c->attn_scale, .softcap = c->attn_softcap,
         };
@@ -238,7 +238,7 @@ tl_status tl_forward(tl_context *x, const tl_batch *b, float *logits_out) {
     const size_t cs_floats = (size_t)n * c->rope_dim;
     rope_angles(c, x->inv_freq, b, x->h_cs);
     if (two_tables) rope_angles(c, x->inv_freq_swa, b, x->h_cs + cs_floats);
-    fwd f = {b->tokens, b->pos, b->seq, x->h_rows, b->pos, x->rope_cs, NULL, n, rows, logits_out};
+    fwd f = {b->tokens, b->pos, b->seq, x->h_rows, b->pos, b->seq, x->rope_cs, NULL, n, rows, logits_out};
     if (!op->host_memory) {
         int32_t *ids = x->h_ids;
         memcpy(ids, b->tokens, (size_t)n * sizeof(int32_t));

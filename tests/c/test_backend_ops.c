@@ -212,10 +212,11 @@ static void test_small_ops(void) {
     free(got);
 }
 
-/* kv_store then attention: 3 sequences of different lengths, a prefill chunk and decodes */
-static void test_attention(tl_dtype kv, int hd, int window, float softcap) {
+/* kv_store then attention: 3 sequences of different lengths in one batch, or (one_seq) a
+ * prefill of 203 positions of one sequence (the GPU shares key reads among its tokens) */
+static void test_attention(tl_dtype kv, int hd, int window, float softcap, bool one_seq) {
     const int heads = 6, kv_heads = 2, max_seq = 300, n_seq = 3;
-    const int lens[3] = {1, 130, 257};
+    const int lens[3] = {one_seq ? 0 : 1, one_seq ? 203 : 130, one_seq ? 0 : 257};
     const size_t cache = (size_t)n_seq * kv_heads * max_seq * hd * tl_dtype_type_size(kv);
     void *ck = calloc(1, cache), *cv = calloc(1, cache), *gk, *gv;
     gpu->ops->alloc(gpu, cache, &gk);
@@ -244,7 +245,7 @@ static void test_attention(tl_dtype kv, int hd, int window, float softcap) {
     float *got = malloc((size_t)total * heads * hd * 4);
     fill(q, (size_t)total * heads * hd, 1.0f);
     tl_attn_args a = {.q = q, .out = want, .k_cache = ck, .v_cache = cv, .kv_dtype = kv, .pos = pos, .seq = seq,
-                      .host_pos = pos, .n = total, .n_heads = heads, .n_kv_heads = kv_heads, .head_dim = hd,
+                      .host_pos = pos, .host_seq = seq, .n = total, .n_heads = heads, .n_kv_heads = kv_heads, .head_dim = hd,
                       .max_seq_len = max_seq, .window = window, .scale = 1.0f / sqrtf((float)hd), .softcap = softcap};
     cs->ops->attention(cs, &a);
     float *dq = gput(q, (size_t)total * heads * hd * 4), *dout;
@@ -254,7 +255,8 @@ static void test_attention(tl_dtype kv, int hd, int window, float softcap) {
     gs->ops->attention(gs, &g);
     gget(got, dout, (size_t)total * heads * hd * 4);
     double e = normwise(got, want, (size_t)total * heads * hd);
-    CHECK(e <= 1e-5, "attention %s hd %d window %d softcap %g: normwise %.3g", tl_dtype_name(kv), hd, window, softcap, e);
+    CHECK(e <= 1e-5, "attention %s hd %d window %d softcap %g one_seq %d: normwise %.3g", tl_dtype_name(kv), hd, window,
+          softcap, one_seq, e);
     gfree(dk), gfree(dv), gfree(dpos), gfree(dseq), gfree(dq), gfree(dout);
     gpu->ops->free(gpu, gk);
     gpu->ops->free(gpu, gv);
@@ -323,7 +325,7 @@ static void bench(void) {
         int32_t *dpos = gput(pos, (size_t)n * 4), *dseq = gput(seq, (size_t)n * 4);
         gpu->ops->alloc(gpu, (size_t)n * heads * hd * 4, (void **)&dout);
         tl_attn_args a = {.q = dq, .out = dout, .k_cache = gk, .v_cache = gv, .kv_dtype = TL_F16, .pos = dpos, .seq = dseq,
-                          .host_pos = pos, .n = n, .n_heads = heads, .n_kv_heads = heads, .head_dim = hd,
+                          .host_pos = pos, .host_seq = seq, .n = n, .n_heads = heads, .n_kv_heads = heads, .head_dim = hd,
                           .max_seq_len = max_seq, .window = 0, .scale = 0.088f, .softcap = 0};
         gs->ops->attention(gs, &a);
         gs->ops->sync(gs);
@@ -371,10 +373,12 @@ int main(int argc, char **argv) {
         test_small_ops();
         for (int kv = 0; kv < 2; kv++) {
             const tl_dtype t = kv ? TL_F32 : TL_F16;
-            test_attention(t, 64, 0, 0);
-            test_attention(t, 24, 0, 0);
-            test_attention(t, 128, 100, 0);
-            test_attention(t, 256, 0, 1.5f);
+            for (int one = 0; one < 2; one++) {
+                test_attention(t, 64, 0, 0, one);
+                test_attention(t, 24, 0, 0, one);
+                test_attention(t, 128, 100, 0, one);
+                test_attention(t, 256, 0, 1.5f, one);
+            }
         }
     }
     tl_status st = gs->ops->sync(gs);

@@ -182,6 +182,23 @@ __device__ __forceinline__ void scale_min_words(int j, uint32_t w0, uint32_t w1,
 #undef BYTE
 }
 
+/* The four bytes of b as floats, each minus `bias`: a byte placed in the mantissa of 2^23
+ * (0x4B0000bb = 8388608 + bb) less 8388608 + bias is bb - bias exactly. One byte permute and one
+ * add per element, at full rate, where an int-to-float conversion runs at a quarter of it. */
+__device__ __forceinline__ void bytes_to_floats(uint32_t b, float bias, float out[4]) {
+    const float off = 8388608.0f + bias;
+    out[0] = __int_as_float((int)__byte_perm(b, 0x4B000000u, 0x7650)) - off;
+    out[1] = __int_as_float((int)__byte_perm(b, 0x4B000000u, 0x7651)) - off;
+    out[2] = __int_as_float((int)__byte_perm(b, 0x4B000000u, 0x7652)) - off;
+    out[3] = __int_as_float((int)__byte_perm(b, 0x4B000000u, 0x7653)) - off;
+}
+
+/* bit i of h (i = 0..3 from `first`) into bit 4 of byte i */
+__device__ __forceinline__ uint32_t spread4_bit4(uint32_t h, int first) {
+    const uint32_t b = h >> first;
+    return ((b & 1) << 4) | ((b & 2) << 11) | ((b & 4) << 18) | ((b & 8) << 25);
+}
+
 /* bytes of a GGUF-layout row */
 template <int DT> __device__ __forceinline__ size_t gguf_row_bytes(int64_t nb) {
     return (size_t)nb * (DT == TL_F32 ? 128 : DT == TL_F16 || DT == TL_BF16 ? 64 : DT == TL_Q4_K ? 144 : 176);
@@ -228,17 +245,19 @@ __device__ __forceinline__ void load8(gw w, int64_t r, int64_t c, int lane, floa
             const float2 dm = __half22float2(*(const __half2 *)field<DT>(w, DT == TL_Q4_1 ? 1 : 2, b));
             d = dm.x, m = dm.y;
         }
-        uint32_t hi = 0;
-        if (DT == TL_Q5_0 || DT == TL_Q5_1) hi = *(const uint32_t *)field<DT>(w, 1, b);
+        uint32_t lo = q & 0x0F0F0F0Fu, hi = (q >> 4) & 0x0F0F0F0Fu;
+        if (DT == TL_Q5_0 || DT == TL_Q5_1) {
+            const uint32_t h = *(const uint32_t *)field<DT>(w, 1, b);
+            lo |= spread4_bit4(h, j);
+            hi |= spread4_bit4(h, j + 16);
+        }
+        float fl[4], fh[4];
+        bytes_to_floats(lo, 0.0f, fl);
+        bytes_to_floats(hi, 0.0f, fh);
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            int lo4 = (q >> (8 * i)) & 0xF, hi4 = (q >> (8 * i + 4)) & 0xF;
-            if (DT == TL_Q5_0 || DT == TL_Q5_1) {
-                lo4 |= ((hi >> (j + i)) & 1) << 4;
-                hi4 |= ((hi >> (j + i + 16)) & 1) << 4;
-            }
-            v[i] = (float)lo4 * d + m;
-            v[4 + i] = (float)hi4 * d + m;
+            v[i] = fl[i] * d + m;
+            v[4 + i] = fh[i] * d + m;
         }
     } else if (DT == TL_Q8_0) {
         const int64_t b = r * w.nb + c * 8 + lane / 4;
@@ -247,10 +266,14 @@ __device__ __forceinline__ void load8(gw w, int64_t r, int64_t c, int lane, floa
         *e1 = *e0 + 4;
         const uint2 q = *(const uint2 *)(field<DT>(w, 0, b) + j);
         const float d = h2f(field<DT>(w, 1, b));
+        /* signed bytes: flipping the top bit gives q + 128 */
+        float f0[4], f1[4];
+        bytes_to_floats(q.x ^ 0x80808080u, 128.0f, f0);
+        bytes_to_floats(q.y ^ 0x80808080u, 128.0f, f1);
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            v[i] = (float)(int8_t)(q.x >> (8 * i)) * d;
-            v[4 + i] = (float)(int8_t)(q.y >> (8 * i)) * d;
+            v[i] = f0[i] * d;
+            v[4 + i] = f1[i] * d;
         }
     } else if (DT == TL_Q4_K || DT == TL_Q5_K) {
         /* 8 lanes a pair of sub-blocks p: qs bytes 32p + l.. hold sub-block 2p (low) and 2p+1 (high) */
@@ -267,17 +290,19 @@ __device__ __forceinline__ void load8(gw w, int64_t r, int64_t c, int lane, floa
         scale_min_words(2 * p + 1, s_lo, s_mid, s_hi, &sc1, &m1);
         const float2 dd = __half22float2(*(const __half2 *)blk);
         const float d0 = dd.x * (float)sc0, n0 = dd.y * (float)m0, d1 = dd.x * (float)sc1, n1 = dd.y * (float)m1;
-        uint32_t hb = 0;
-        if (DT == TL_Q5_K) hb = *(const uint32_t *)(blk + 16 + l);
+        uint32_t lo = q & 0x0F0F0F0Fu, hi = (q >> 4) & 0x0F0F0F0Fu;
+        if (DT == TL_Q5_K) {
+            const uint32_t hb = *(const uint32_t *)(blk + 16 + l);
+            lo |= ((hb >> (2 * p)) & 0x01010101u) << 4;
+            hi |= ((hb >> (2 * p + 1)) & 0x01010101u) << 4;
+        }
+        float fl[4], fh[4];
+        bytes_to_floats(lo, 0.0f, fl);
+        bytes_to_floats(hi, 0.0f, fh);
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            int lo4 = (q >> (8 * i)) & 0xF, hi4 = (q >> (8 * i + 4)) & 0xF;
-            if (DT == TL_Q5_K) {
-                lo4 |= ((hb >> (8 * i + 2 * p)) & 1) << 4;
-                hi4 |= ((hb >> (8 * i + 2 * p + 1)) & 1) << 4;
-            }
-            v[i] = d0 * (float)lo4 - n0;
-            v[4 + i] = d1 * (float)hi4 - n1;
+            v[i] = d0 * fl[i] - n0;
+            v[4 + i] = d1 * fh[i] - n1;
         }
     } else if (DT == TL_Q6_K) {
         /* half h of the block, part a (and a + 2): ql bytes 64h + 32a + l.. (low and high
@@ -291,12 +316,15 @@ __device__ __forceinline__ void load8(gw w, int64_t r, int64_t c, int lane, floa
         const int8_t *sc = (const int8_t *)field<DT>(w, 2, b) + 8 * h;
         const float d = h2f(field<DT>(w, 3, b));
         const float d0 = d * (float)sc[2 * a + (l >= 16)], d1 = d * (float)sc[2 * (a + 2) + (l >= 16)];
+        const uint32_t lo = (q & 0x0F0F0F0Fu) | ((hb >> (2 * a)) & 0x03030303u) << 4;
+        const uint32_t hi = ((q >> 4) & 0x0F0F0F0Fu) | ((hb >> (2 * (a + 2))) & 0x03030303u) << 4;
+        float fl[4], fh[4];
+        bytes_to_floats(lo, 32.0f, fl);
+        bytes_to_floats(hi, 32.0f, fh);
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            const int lo = ((q >> (8 * i)) & 0xF) | ((hb >> (8 * i + 2 * a)) & 3) << 4;
-            const int hi = ((q >> (8 * i + 4)) & 0xF) | ((hb >> (8 * i + 2 * (a + 2))) & 3) << 4;
-            v[i] = d0 * (float)(lo - 32);
-            v[4 + i] = d1 * (float)(hi - 32);
+            v[i] = d0 * fl[i];
+            v[4 + i] = d1 * fh[i];
         }
     }
 }
@@ -394,10 +422,14 @@ __global__ void __launch_bounds__(128) gemv_kernel(gw w, const float *__restrict
 __device__ __forceinline__ void nibbles16(uint4 q, float d, float m, float lo[16], float hi[16]) {
     const uint32_t w[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
+    for (int k = 0; k < 4; k++) {
+        bytes_to_floats(w[k] & 0x0F0F0F0Fu, 0.0f, lo + 4 * k);
+        bytes_to_floats((w[k] >> 4) & 0x0F0F0F0Fu, 0.0f, hi + 4 * k);
+    }
+#pragma unroll
     for (int i = 0; i < 16; i++) {
-        const uint32_t b = w[i / 4] >> (8 * (i % 4));
-        lo[i] = (float)(b & 0xF) * d + m;
-        hi[i] = (float)((b >> 4) & 0xF) * d + m;
+        lo[i] = lo[i] * d + m;
+        hi[i] = hi[i] * d + m;
     }
 }
 
@@ -416,11 +448,18 @@ __device__ __forceinline__ void load32(gw w, int64_t r, int64_t c, int j, float 
             const float2 dm = __half22float2(*(const __half2 *)field<DT>(w, DT == TL_Q4_1 ? 1 : 2, b));
             d = dm.x, m = dm.y;
         }
-        nibbles16(q, d, m, v, v + 16);
-        if (DT == TL_Q5_0 || DT == TL_Q5_1) { /* the fifth bits: element i of the block is bit i */
+        if (DT == TL_Q4_0 || DT == TL_Q4_1) {
+            nibbles16(q, d, m, v, v + 16);
+        } else { /* the fifth bits: element i of the block is bit i of h */
             const uint32_t h = *(const uint32_t *)field<DT>(w, 1, b);
+            const uint32_t qw[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
-            for (int i = 0; i < 32; i++) v[i] += ((h >> i) & 1) ? 16.0f * d : 0.0f;
+            for (int k = 0; k < 4; k++) {
+                bytes_to_floats((qw[k] & 0x0F0F0F0Fu) | spread4_bit4(h, 4 * k), 0.0f, v + 4 * k);
+                bytes_to_floats(((qw[k] >> 4) & 0x0F0F0F0Fu) | spread4_bit4(h, 16 + 4 * k), 0.0f, v + 16 + 4 * k);
+            }
+#pragma unroll
+            for (int i = 0; i < 32; i++) v[i] = v[i] * d + m;
         }
     } else if (DT == TL_Q8_0) {
         const int64_t blk = c * 8 + j, b = r * w.nb + blk;
@@ -431,7 +470,9 @@ __device__ __forceinline__ void load32(gw w, int64_t r, int64_t c, int j, float 
         const float d = h2f(field<DT>(w, 1, b));
         const uint32_t u[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
 #pragma unroll
-        for (int i = 0; i < 32; i++) v[i] = (float)(int8_t)(u[i / 4] >> (8 * (i % 4))) * d;
+        for (int k = 0; k < 8; k++) bytes_to_floats(u[k] ^ 0x80808080u, 128.0f, v + 4 * k);
+#pragma unroll
+        for (int i = 0; i < 32; i++) v[i] *= d;
     } else if (DT == TL_Q4_K || DT == TL_Q5_K) {
         /* pair p of sub-blocks, 16 bytes of its 32 (sub-block 2p in the low nibbles, 2p+1 in the high) */
         const uint8_t *blk = w.p + (size_t)(r * w.nb + c) * (DT == TL_Q4_K ? 144 : 176);
@@ -452,16 +493,19 @@ __device__ __forceinline__ void load32(gw w, int64_t r, int64_t c, int j, float 
             hw[0] = h.x, hw[1] = h.y, hw[2] = h.z, hw[3] = h.w;
         }
 #pragma unroll
-        for (int i = 0; i < 16; i++) {
-            const uint32_t b = qw[i / 4] >> (8 * (i % 4));
-            int lo = b & 0xF, hi = (b >> 4) & 0xF;
+        for (int k = 0; k < 4; k++) {
+            uint32_t lo = qw[k] & 0x0F0F0F0Fu, hi = (qw[k] >> 4) & 0x0F0F0F0Fu;
             if (DT == TL_Q5_K) {
-                const uint32_t hb = hw[i / 4] >> (8 * (i % 4));
-                lo |= ((hb >> (2 * p)) & 1) << 4;
-                hi |= ((hb >> (2 * p + 1)) & 1) << 4;
+                lo |= ((hw[k] >> (2 * p)) & 0x01010101u) << 4;
+                hi |= ((hw[k] >> (2 * p + 1)) & 0x01010101u) << 4;
             }
-            v[i] = d0 * (float)lo - n0;
-            v[16 + i] = d1 * (float)hi - n1;
+            bytes_to_floats(lo, 0.0f, v + 4 * k);
+            bytes_to_floats(hi, 0.0f, v + 16 + 4 * k);
+        }
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            v[i] = d0 * v[i] - n0;
+            v[16 + i] = d1 * v[16 + i] - n1;
         }
     } else if (DT == TL_Q6_K) {
         /* half h, part a (and a + 2), 16 of the 32 bytes: ql 64h + 32a + l.., qh 32h + l.. */
@@ -476,12 +520,15 @@ __device__ __forceinline__ void load32(gw w, int64_t r, int64_t c, int j, float 
         const float d0 = d * (float)sc[2 * a + l / 16], d1 = d * (float)sc[2 * (a + 2) + l / 16];
         const uint32_t qw[4] = {q.x, q.y, q.z, q.w}, hw[4] = {hq.x, hq.y, hq.z, hq.w};
 #pragma unroll
+        for (int k = 0; k < 4; k++) {
+            bytes_to_floats((qw[k] & 0x0F0F0F0Fu) | ((hw[k] >> (2 * a)) & 0x03030303u) << 4, 32.0f, v + 4 * k);
+            bytes_to_floats(((qw[k] >> 4) & 0x0F0F0F0Fu) | ((hw[k] >> (2 * (a + 2))) & 0x03030303u) << 4, 32.0f,
+                            v + 16 + 4 * k);
+        }
+#pragma unroll
         for (int i = 0; i < 16; i++) {
-            const uint32_t bq = qw[i / 4] >> (8 * (i % 4)), bh = hw[i / 4] >> (8 * (i % 4));
-            const int lo = (bq & 0xF) | ((bh >> (2 * a)) & 3) << 4;
-            const int hi = ((bq >> 4) & 0xF) | ((bh >> (2 * (a + 2))) & 3) << 4;
-            v[i] = d0 * (float)(lo - 32);
-            v[16 + i] = d1 * (float)(hi - 32);
+            v[i] *= d0;
+            v[16 + i] *= d1;
         }
     }
 }
@@ -720,6 +767,8 @@ __global__ void gather_kernel(float *out, const float *x, const int32_t *__restr
 
 #define ATTN_WARPS 4
 #define ATTN_MAX_HD 256
+/* tokens of a prefill a block attends for (their key and value reads shared) */
+#define QUERIES 8
 
 __device__ __forceinline__ float kv_get(const float *p, size_t i) { return p[i]; }
 __device__ __forceinline__ float kv_get(const __half *p, size_t i) { return __half2float(p[i]); }
@@ -747,87 +796,142 @@ __device__ __forceinline__ float qk(const float *q, const float *k, int hd) {
     return z;
 }
 
-/* Attention of token blockIdx.y, head blockIdx.x over keys [t0 + split * chunk, + chunk) of its
- * sequence, split blockIdx.z (flash-decoding: the splits' partial softmaxes are merged by
- * attention_merge). Each 32-lane group takes 32 keys at a time, a key per lane: lane t scores
- * its key against q (held in shared memory), the group raises its running maximum, and then
- * every lane adds the group's 32 weighted value rows to the DPL dims it owns. One split: the
- * output is written directly. */
-template <typename KV, int DPL>
-__global__ void __launch_bounds__(32 * ATTN_WARPS) attention_kernel(tl_attn_args a, int chunk, float *part) {
-    const int h = blockIdx.x, i = blockIdx.y, split = blockIdx.z, lane = threadIdx.x & 31, wid = threadIdx.x / 32;
-    const int hd = a.head_dim, group = a.n_heads / a.n_kv_heads;
-    const int32_t pos = a.pos[i];
-    const size_t base = (((size_t)a.seq[i] * a.n_kv_heads + h / group) * a.max_seq_len) * hd;
-    const KV *kc = (const KV *)a.k_cache + base, *vc = (const KV *)a.v_cache + base;
-    __shared__ float q[ATTN_MAX_HD];
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) q[d] = a.q[((size_t)i * a.n_heads + h) * hd + d] * a.scale;
-    __syncthreads();
-    const int32_t first = a.window > 0 && pos >= a.window ? pos - a.window + 1 : 0;
-    const int32_t t_begin = first + split * chunk, t_end = min(pos + 1, t_begin + chunk);
-    float m = -INFINITY, l = 0.0f, acc[DPL];
+/* z[i] = q[i] . k for QT queries against one cached key row (read once) */
+template <int QT>
+__device__ __forceinline__ void qk_many(const float (*q)[ATTN_MAX_HD], const __half *k, int hd, float z[QT]) {
 #pragma unroll
-    for (int j = 0; j < DPL; j++) acc[j] = 0.0f;
+    for (int i = 0; i < QT; i++) z[i] = 0.0f;
+    for (int d = 0; d < hd; d += 8) {
+        const uint4 u = *(const uint4 *)(k + d);
+        const __half2 *h = (const __half2 *)&u;
+        float f[8];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const float2 t = __half22float2(h[j]);
+            f[2 * j] = t.x, f[2 * j + 1] = t.y;
+        }
+#pragma unroll
+        for (int i = 0; i < QT; i++)
+#pragma unroll
+            for (int j = 0; j < 8; j++) z[i] += q[i][d + j] * f[j];
+    }
+}
+template <int QT>
+__device__ __forceinline__ void qk_many(const float (*q)[ATTN_MAX_HD], const float *k, int hd, float z[QT]) {
+#pragma unroll
+    for (int i = 0; i < QT; i++) z[i] = 0.0f;
+    for (int d = 0; d < hd; d += 4) {
+        const float4 f = *(const float4 *)(k + d);
+#pragma unroll
+        for (int i = 0; i < QT; i++) z[i] += q[i][d] * f.x + q[i][d + 1] * f.y + q[i][d + 2] * f.z + q[i][d + 3] * f.w;
+    }
+}
+
+/* Attention of QT consecutive tokens of one sequence (blockIdx.y * QT ..), head blockIdx.x, over
+ * keys [t0 + split * chunk, + chunk), split blockIdx.z (flash-decoding: the splits' partial
+ * softmaxes are merged by attention_merge). Each 32-lane group takes 32 keys at a time, a key per
+ * lane: lane t reads its key row once and scores it against the QT queries (held in shared
+ * memory), each query keeps its running maximum, and every lane adds the group's 32 weighted
+ * value rows to the DPL dims it owns. QT > 1 shares the key and value reads among the tokens of
+ * a prefill. One split: the output is written directly. */
+template <typename KV, int DPL, int QT>
+__global__ void __launch_bounds__(32 * ATTN_WARPS) attention_kernel(tl_attn_args a, int chunk, float *part) {
+    const int h = blockIdx.x, i0 = blockIdx.y * QT, split = blockIdx.z, lane = threadIdx.x & 31, wid = threadIdx.x / 32;
+    const int hd = a.head_dim, group = a.n_heads / a.n_kv_heads;
+    const int nq = min(QT, a.n - i0);
+    const size_t base = (((size_t)a.seq[i0] * a.n_kv_heads + h / group) * a.max_seq_len) * hd;
+    const KV *kc = (const KV *)a.k_cache + base, *vc = (const KV *)a.v_cache + base;
+    __shared__ float q[QT][ATTN_MAX_HD];
+    for (int e = threadIdx.x; e < QT * hd; e += blockDim.x) {
+        const int qi = e / hd, d = e % hd;
+        q[qi][d] = qi < nq ? a.q[((size_t)(i0 + qi) * a.n_heads + h) * hd + d] * a.scale : 0.0f;
+    }
+    __syncthreads();
+    /* each query's keys [lo, hi]; the block walks their union */
+    int32_t lo[QT], hi[QT], first = INT32_MAX, last = -1;
+#pragma unroll
+    for (int qi = 0; qi < QT; qi++) {
+        const int32_t pos = qi < nq ? a.pos[i0 + qi] : -1;
+        hi[qi] = pos;
+        lo[qi] = a.window > 0 && pos >= a.window ? pos - a.window + 1 : 0;
+        if (qi < nq) first = min(first, lo[qi]), last = max(last, hi[qi]);
+    }
+    const int32_t t_begin = first + split * chunk, t_end = min(last + 1, t_begin + chunk);
+    float m[QT], l[QT], acc[QT][DPL];
+#pragma unroll
+    for (int qi = 0; qi < QT; qi++) {
+        m[qi] = -INFINITY, l[qi] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < DPL; j++) acc[qi][j] = 0.0f;
+    }
     for (int32_t g = t_begin + 32 * wid; g < t_end; g += 32 * ATTN_WARPS) {
         const int valid = min(32, t_end - g);
-        float z = -INFINITY;
-        if (lane < valid) {
-            z = qk(q, kc + (size_t)(g + lane) * hd, hd);
-            if (a.softcap > 0) z = a.softcap * tanhf(z / a.softcap);
+        const int32_t t = g + lane;
+        float z[QT];
+        if (QT == 1) {
+            z[0] = lane < valid ? qk(q[0], kc + (size_t)t * hd, hd) : 0.0f;
+        } else {
+            qk_many<QT>(q, lane < valid ? kc + (size_t)t * hd : kc, hd, z);
         }
-        float gm = z;
-        for (int o = 16; o > 0; o >>= 1) gm = fmaxf(gm, SHFL_XOR(gm, o));
-        const float mn = fmaxf(m, gm), r = __expf(m - mn);
-        const float p = lane < valid ? __expf(z - mn) : 0.0f;
-        float ps = p;
-        for (int o = 16; o > 0; o >>= 1) ps += SHFL_XOR(ps, o);
-        l = l * r + ps;
-        m = mn;
+        float p[QT];
 #pragma unroll
-        for (int j = 0; j < DPL; j++) acc[j] *= r;
-        for (int t = 0; t < valid; t++) {
+        for (int qi = 0; qi < QT; qi++) {
+            const bool ok = lane < valid && t >= lo[qi] && t <= hi[qi];
+            float zz = ok ? (a.softcap > 0 ? a.softcap * tanhf(z[qi] / a.softcap) : z[qi]) : -INFINITY;
+            float gm = zz;
+            for (int o = 16; o > 0; o >>= 1) gm = fmaxf(gm, SHFL_XOR(gm, o));
+            const float mn = fmaxf(m[qi], gm);
+            /* a group with no key for this query leaves it as it was (mn may still be -inf) */
+            const float r = mn == -INFINITY ? 1.0f : __expf(m[qi] - mn);
+            p[qi] = ok ? __expf(zz - mn) : 0.0f;
+            float ps = p[qi];
+            for (int o = 16; o > 0; o >>= 1) ps += SHFL_XOR(ps, o);
+            l[qi] = l[qi] * r + ps;
+            m[qi] = mn;
+#pragma unroll
+            for (int j = 0; j < DPL; j++) acc[qi][j] *= r;
+        }
+        for (int tt = 0; tt < valid; tt++) {
+            const KV *v = vc + (size_t)(g + tt) * hd;
+            float vv[DPL];
+#pragma unroll
+            for (int j = 0; j < DPL; j++) vv[j] = lane * DPL + j < hd ? kv_get(v, lane * DPL + j) : 0.0f;
+#pragma unroll
+            for (int qi = 0; qi < QT; qi++) {
 #ifdef TL_HIP
-            const float pt = __shfl(p, t, 32);
+                const float pt = __shfl(p[qi], tt, 32);
 #else
-            const float pt = __shfl_sync(0xffffffffu, p, t);
+                const float pt = __shfl_sync(0xffffffffu, p[qi], tt);
 #endif
-            const KV *v = vc + (size_t)(g + t) * hd;
 #pragma unroll
-            for (int j = 0; j < DPL; j++) {
-                const int d = lane * DPL + j;
-                if (d < hd) acc[j] += pt * kv_get(v, d);
+                for (int j = 0; j < DPL; j++) acc[qi][j] += pt * vv[j];
             }
         }
     }
-    /* merge the groups: each rescaled to the block's largest maximum */
+    /* merge the groups, query by query: each rescaled to the block's largest maximum */
     __shared__ float sm[ATTN_WARPS], sl[ATTN_WARPS], sacc[ATTN_WARPS][ATTN_MAX_HD];
-    if (lane == 0) sm[wid] = m, sl[wid] = l;
+    for (int qi = 0; qi < nq; qi++) {
+        if (lane == 0) sm[wid] = m[qi], sl[wid] = l[qi];
 #pragma unroll
-    for (int j = 0; j < DPL; j++)
-        if (lane * DPL + j < hd) sacc[wid][lane * DPL + j] = acc[j];
-    __syncthreads();
-    float M = -INFINITY, L = 0.0f;
-    for (int w = 0; w < ATTN_WARPS; w++) M = fmaxf(M, sm[w]);
-    for (int w = 0; w < ATTN_WARPS; w++)
-        if (sl[w] > 0) L += sl[w] * __expf(sm[w] - M);
-    const size_t row = (size_t)i * a.n_heads + h;
-    if (gridDim.z == 1) {
+        for (int j = 0; j < DPL; j++)
+            if (lane * DPL + j < hd) sacc[wid][lane * DPL + j] = acc[qi][j];
+        __syncthreads();
+        float M = -INFINITY, L = 0.0f;
+        for (int w = 0; w < ATTN_WARPS; w++)
+            if (sl[w] > 0) M = fmaxf(M, sm[w]);
+        for (int w = 0; w < ATTN_WARPS; w++)
+            if (sl[w] > 0) L += sl[w] * __expf(sm[w] - M);
+        const size_t row = (size_t)(i0 + qi) * a.n_heads + h;
+        float *pp = gridDim.z == 1 ? NULL : part + (row * gridDim.z + split) * (size_t)(hd + 2);
+        if (pp && threadIdx.x == 0) pp[0] = M, pp[1] = L;
         for (int d = threadIdx.x; d < hd; d += blockDim.x) {
             float o = 0.0f;
             for (int w = 0; w < ATTN_WARPS; w++)
                 if (sl[w] > 0) o += sacc[w][d] * __expf(sm[w] - M);
-            a.out[row * hd + d] = o / L;
+            if (pp) pp[2 + d] = o; /* a split's partial result: m, l, the unnormalised output */
+            else a.out[row * hd + d] = o / L;
         }
-        return;
-    }
-    /* a split's partial result: m, l, then the unnormalised output */
-    float *pp = part + (row * gridDim.z + split) * (size_t)(hd + 2);
-    if (threadIdx.x == 0) pp[0] = M, pp[1] = L;
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float o = 0.0f;
-        for (int w = 0; w < ATTN_WARPS; w++)
-            if (sl[w] > 0) o += sacc[w][d] * __expf(sm[w] - M);
-        pp[2 + d] = o;
+        __syncthreads();
     }
 }
 
@@ -1162,9 +1266,10 @@ template <int DT> struct gemv_launch {
             gemv32_kernel<DT><<<(unsigned)((m + 3) / 4), 128, 0, s->stream>>>(v, x, k, n, y, bias);
             return;
         }
-        /* quantized rows of one or two tokens: 16-byte loads (TORCHLESS_GPU_NARROW=1: the 4-byte
-         * kernel, to compare); more tokens would spill the wide kernel's registers */
-        const bool wide = DT != TL_F32 && DT != TL_F16 && DT != TL_BF16 && !s->narrow;
+        /* K-quant rows of one or two tokens: 16-byte loads (measured faster for them, slower for
+         * the 32-blocks; TORCHLESS_GPU_NARROW=1 keeps the 4-byte kernel, to compare); more tokens
+         * would spill the wide kernel's registers */
+        const bool wide = (DT == TL_Q4_K || DT == TL_Q5_K || DT == TL_Q6_K) && !s->narrow;
         const unsigned b2 = (unsigned)((m + 7) / 8), b4 = (unsigned)((m + 15) / 16);
 #define WIDE(N) gemv_wide_kernel<DT, N, 2><<<b2, 128, 0, s->stream>>>(v, x, k, y, bias)
 #define LAUNCH(N, R) gemv_kernel<DT, N, R><<<(R) == 2 ? b2 : b4, 128, 0, s->stream>>>(v, x, k, y, bias)
@@ -1301,12 +1406,25 @@ template <typename KV> static void attention_for(gpu_stream *s, const tl_attn_ar
         }
         part = s->part;
     }
-    dim3 grid((unsigned)a->n_heads, (unsigned)a->n, (unsigned)splits);
+    /* a prefill of one sequence: QUERIES tokens a block share their key and value reads */
+    bool one_seq = a->n >= 2 * QUERIES && splits == 1;
+    for (int32_t i = 1; one_seq && i < a->n; i++) one_seq = a->host_seq[i] == a->host_seq[0];
+    const int qt = one_seq ? QUERIES : 1;
+    dim3 grid((unsigned)a->n_heads, (unsigned)((a->n + qt - 1) / qt), (unsigned)splits);
     const int dpl = (a->head_dim + 31) / 32;
-    if (dpl <= 1) attention_kernel<KV, 1><<<grid, 32 * ATTN_WARPS, 0, s->stream>>>(*a, chunk, part);
-    else if (dpl <= 2) attention_kernel<KV, 2><<<grid, 32 * ATTN_WARPS, 0, s->stream>>>(*a, chunk, part);
-    else if (dpl <= 4) attention_kernel<KV, 4><<<grid, 32 * ATTN_WARPS, 0, s->stream>>>(*a, chunk, part);
-    else attention_kernel<KV, 8><<<grid, 32 * ATTN_WARPS, 0, s->stream>>>(*a, chunk, part);
+#define ATTN(D, Q) attention_kernel<KV, D, Q><<<grid, 32 * ATTN_WARPS, 0, s->stream>>>(*a, chunk, part)
+    if (qt == 1) {
+        if (dpl <= 1) ATTN(1, 1);
+        else if (dpl <= 2) ATTN(2, 1);
+        else if (dpl <= 4) ATTN(4, 1);
+        else ATTN(8, 1);
+    } else {
+        if (dpl <= 1) ATTN(1, QUERIES);
+        else if (dpl <= 2) ATTN(2, QUERIES);
+        else if (dpl <= 4) ATTN(4, QUERIES);
+        else ATTN(8, QUERIES);
+    }
+#undef ATTN
     if (splits > 1) {
         LAUNCHED(s, "attention");
         attention_merge<<<(unsigned)rows, 128, 0, s->stream>>>(part, splits, a->head_dim, a->out);
