@@ -39,7 +39,7 @@ typedef struct gpu_stream {
     float *part; /* attention: the splits' partial results */
     size_t part_floats;
     int sms;     /* multiprocessors */
-    bool narrow; /* TORCHLESS_GPU_NARROW=1: the 4-byte-load GEMV (for comparison) */
+    int gemv;    /* TORCHLESS_GPU_GEMV=narrow|wide: one GEMV for every quantized dtype (to compare) */
     /* recorded forwards (CUDA graphs), by the caller's key */
     struct {
         uint64_t key;
@@ -1073,8 +1073,8 @@ static tl_status stream_new(tl_device *d, int n_threads, tl_stream **out) {
     st->dev = g->dev;
     gpuDeviceProp prop;
     st->sms = gpuGetDeviceProperties(&prop, g->dev) == gpuSuccess ? prop.multiProcessorCount : 100;
-    const char *narrow = getenv("TORCHLESS_GPU_NARROW");
-    st->narrow = narrow && strcmp(narrow, "1") == 0;
+    const char *gemv = getenv("TORCHLESS_GPU_GEMV");
+    st->gemv = !gemv ? 0 : strcmp(gemv, "narrow") == 0 ? 1 : strcmp(gemv, "wide") == 0 ? 2 : 0;
     gpuError_t e = gpuStreamCreateWithFlags(&st->stream, gpuStreamNonBlocking);
     if (e != gpuSuccess) {
         free(st);
@@ -1267,9 +1267,10 @@ template <int DT> struct gemv_launch {
             return;
         }
         /* K-quant rows of one or two tokens: 16-byte loads (measured faster for them, slower for
-         * the 32-blocks; TORCHLESS_GPU_NARROW=1 keeps the 4-byte kernel, to compare); more tokens
-         * would spill the wide kernel's registers */
-        const bool wide = (DT == TL_Q4_K || DT == TL_Q5_K || DT == TL_Q6_K) && !s->narrow;
+         * the 32-blocks; TORCHLESS_GPU_GEMV=narrow|wide forces one kernel, to compare); more
+         * tokens would spill the wide kernel's registers */
+        const bool quantized = DT != TL_F32 && DT != TL_F16 && DT != TL_BF16;
+        const bool wide = quantized && (s->gemv == 2 || (s->gemv == 0 && (DT == TL_Q4_K || DT == TL_Q5_K || DT == TL_Q6_K)));
         const unsigned b2 = (unsigned)((m + 7) / 8), b4 = (unsigned)((m + 15) / 16);
 #define WIDE(N) gemv_wide_kernel<DT, N, 2><<<b2, 128, 0, s->stream>>>(v, x, k, y, bias)
 #define LAUNCH(N, R) gemv_kernel<DT, N, R><<<(R) == 2 ? b2 : b4, 128, 0, s->stream>>>(v, x, k, y, bias)
