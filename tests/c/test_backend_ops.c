@@ -264,6 +264,20 @@ static void test_attention(tl_dtype kv, int hd, int window, float softcap, bool 
     free(ck), free(cv), free(pos), free(seq), free(k), free(v), free(back), free(q), free(want), free(got);
 }
 
+/* asking for more memory than any device has is an error that says so, and the device stays usable */
+static void test_out_of_memory(void) {
+    void *p = NULL;
+    tl_status s = gpu->ops->alloc(gpu, (size_t)1 << 50, &p);
+    CHECK(s == TL_ERR_NOMEM && p == NULL, "alloc of 1 PiB: status %d", (int)s);
+    CHECK(strstr(tl_last_error(), "memory") != NULL, "%s", tl_last_error());
+    const float x = 1.5f;
+    float back = 0;
+    float *d = gput(&x, sizeof x);
+    gget(&back, d, sizeof back);
+    CHECK(back == x);
+    gfree(d);
+}
+
 /* ---------------------------------------------------------------- --bench */
 
 static double now(void) {
@@ -372,6 +386,7 @@ int main(int argc, char **argv) {
     } else {
         test_matmul();
         test_small_ops();
+        test_out_of_memory();
         for (int kv = 0; kv < 2; kv++) {
             const tl_dtype t = kv ? TL_F32 : TL_F16;
             for (int one = 0; one < 2; one++) {

@@ -67,7 +67,7 @@ static void add_device(cl_platform_id p, cl_device_id id, cl_device_type type) {
     clGetDeviceInfo(id, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof d->max_alloc, &d->max_alloc, NULL);
     /* a GPU by its name; other devices (PoCL's CPU device) say whose they are */
     if (d->gpu) snprintf(d->name, sizeof d->name, "%s", dev_name);
-    else snprintf(d->name, sizeof d->name, "%s: %s", strcmp(plat, "Portable Computing Language") ? plat : "PoCL", dev_name);
+    else snprintf(d->name, sizeof d->name, "%.40s: %.85s", strcmp(plat, "Portable Computing Language") ? plat : "PoCL", dev_name);
 }
 
 /* Every device of every platform: GPUs first, then the others, each in platform order (the
@@ -159,7 +159,7 @@ static tl_status dev_alloc(tl_device *td, size_t bytes, void **out) {
     *out = NULL;
     if (!bytes) bytes = 1;
     if (bytes > d->max_alloc)
-        return tl_set_error(TL_ERR_NOMEM, "opencl: %.1f MiB asked for in one buffer, more than %s allows (%.1f MiB)",
+        return tl_set_error(TL_ERR_NOMEM, "opencl: out of device memory: %.1f MiB asked for in one buffer, more than %s allows (%.1f MiB)",
                             bytes / 1048576.0, d->name, d->max_alloc / 1048576.0);
     pthread_mutex_lock(&d->lock);
     tl_status s = ready(d);
