@@ -258,6 +258,17 @@ static void test_attention(tl_dtype kv, int hd, int window, float softcap, bool 
     double e = normwise(got, want, (size_t)total * heads * hd);
     CHECK(e <= 1e-5, "attention %s hd %d window %d softcap %g one_seq %d: normwise %.3g", tl_dtype_name(kv), hd, window,
           softcap, one_seq, e);
+    /* one token decoding the longest sequence alone (a GPU may split its keys: flash-decoding) */
+    a.q += (size_t)(total - 1) * heads * hd, a.out += (size_t)(total - 1) * heads * hd;
+    a.pos += total - 1, a.seq += total - 1, a.host_pos += total - 1, a.host_seq += total - 1, a.n = 1;
+    cs->ops->attention(cs, &a);
+    g.q = dq + (size_t)(total - 1) * heads * hd, g.out = dout, g.pos = dpos + total - 1, g.seq = dseq + total - 1;
+    g.host_pos = a.host_pos, g.host_seq = a.host_seq, g.n = 1;
+    gs->ops->attention(gs, &g);
+    gget(got, dout, (size_t)heads * hd * 4);
+    e = normwise(got, a.out, (size_t)heads * hd);
+    CHECK(e <= 1e-5, "attention of one token %s hd %d window %d softcap %g: normwise %.3g", tl_dtype_name(kv), hd, window,
+          softcap, e);
     gfree(dk), gfree(dv), gfree(dpos), gfree(dseq), gfree(dq), gfree(dout);
     gpu->ops->free(gpu, gk);
     gpu->ops->free(gpu, gv);

@@ -31,11 +31,12 @@ static inline void gemv(const int dt, global const uchar *w, ulong row_bytes, gl
             }
         }
     }
-    for (int t = 0; t < GEMV_NT; t++) red[t * GEMV_WG + lid] = acc[t];
+    for (int t = 0; t < GEMV_NT; t++)
+        if (t < n) red[t * GEMV_WG + lid] = acc[t];
     barrier(CLK_LOCAL_MEM_FENCE);
     for (int s = GEMV_WG / 2; s > 0; s >>= 1) {
         if (lid < s)
-            for (int t = 0; t < GEMV_NT; t++) red[t * GEMV_WG + lid] += red[t * GEMV_WG + lid + s];
+            for (int t = 0; t < n; t++) red[t * GEMV_WG + lid] += red[t * GEMV_WG + lid + s];
         barrier(CLK_LOCAL_MEM_FENCE);
     }
     if (lid < n) y[(size_t)lid * m + r] = red[lid * GEMV_WG] + (bias ? bias[r] : 0.0f);

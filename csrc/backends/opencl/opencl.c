@@ -14,6 +14,7 @@
 #include "core/status.h"
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,7 @@ typedef struct cl_dev {
     bool gpu;
     char name[128];
     cl_ulong total, max_alloc;
+    cl_uint units; /* compute units */
     pthread_mutex_t lock; /* everything below */
     cl_context ctx;       /* NULL until first used */
     cl_command_queue queue; /* weight uploads, fills */
@@ -65,6 +67,7 @@ static void add_device(cl_platform_id p, cl_device_id id, cl_device_type type) {
     clGetPlatformInfo(p, CL_PLATFORM_NAME, sizeof plat - 1, plat, NULL);
     clGetDeviceInfo(id, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof d->total, &d->total, NULL);
     clGetDeviceInfo(id, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof d->max_alloc, &d->max_alloc, NULL);
+    clGetDeviceInfo(id, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof d->units, &d->units, NULL);
     /* a GPU by its name; other devices (PoCL's CPU device) say whose they are */
     if (d->gpu) snprintf(d->name, sizeof d->name, "%s", dev_name);
     else snprintf(d->name, sizeof d->name, "%.40s: %.85s", strcmp(plat, "Portable Computing Language") ? plat : "PoCL", dev_name);
@@ -301,9 +304,9 @@ static void weight_free(tl_device *td, tl_tensor *t) {
 
 /* kernels, by index: three per native dtype, then one per op */
 enum { K_GEMV = 0, K_GEMM = N_NATIVE, K_EMBED = 2 * N_NATIVE, K_RMSNORM = 3 * N_NATIVE, K_ROPE, K_KV_STORE, K_ADD,
-       K_GLU, K_SOFTCAP, K_GATHER, K_ATTN_F16, K_ATTN_F32, N_KERNELS };
-static const char *const op_kernels[] = {"rmsnorm", "rope",   "kv_store",      "add",
-                                         "glu",     "softcap", "gather", "attention_f16", "attention_f32"};
+       K_GLU, K_SOFTCAP, K_GATHER, K_ATTN_F16, K_ATTN_F32, K_ATTN_MERGE, N_KERNELS };
+static const char *const op_kernels[] = {"rmsnorm", "rope",          "kv_store",      "add",          "glu",
+                                         "softcap", "gather", "attention_f16", "attention_f32", "attention_merge"};
 
 typedef struct ocl_stream {
     tl_stream base;
@@ -312,6 +315,8 @@ typedef struct ocl_stream {
     cl_kernel kernels[N_KERNELS]; /* created on first use (a kernel's arguments are per queue user) */
     tl_status err;                /* the first failure since the last sync */
     char msg[512];
+    void *part; /* attention: the splits' partial results */
+    size_t part_bytes;
 } ocl_stream;
 
 /* batches of up to this many tokens go through the GEMV kernels (weights read once) */
@@ -348,15 +353,23 @@ static void stream_free(tl_stream *ts) {
     for (int i = 0; i < N_KERNELS; i++)
         if (s->kernels[i]) clReleaseKernel(s->kernels[i]);
     clReleaseCommandQueue(s->queue);
+    dev_free(s->base.device, s->part);
     free(s);
 }
 
 /* Keeps the first failure of a stream's queued work, to report at the next sync. */
-static void note(ocl_stream *s, tl_status st, const char *fmt, const char *what, cl_int e) {
+static void TL_PRINTF(3, 4) keep(ocl_stream *s, tl_status st, const char *fmt, ...) {
     if (s->err) return;
-    char b[48];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->msg, sizeof s->msg, fmt, ap);
+    va_end(ap);
     s->err = st;
-    snprintf(s->msg, sizeof s->msg, fmt, what, tl_opencl_error(e, b));
+}
+
+static void note(ocl_stream *s, cl_int e, const char *what) {
+    char b[48];
+    keep(s, oom_code(e) ? TL_ERR_NOMEM : TL_ERR_DEVICE, "opencl: %s: %s", what, tl_opencl_error(e, b));
 }
 
 static tl_status take_error(ocl_stream *s) {
@@ -369,7 +382,7 @@ static tl_status take_error(ocl_stream *s) {
 static tl_status sync(tl_stream *ts) {
     ocl_stream *s = (ocl_stream *)ts;
     cl_int e = clFinish(s->queue);
-    if (e != CL_SUCCESS) note(s, TL_ERR_DEVICE, "opencl: %s: %s", "running queued work", e);
+    if (e != CL_SUCCESS) note(s, e, "running queued work");
     return take_error(s);
 }
 
@@ -381,7 +394,7 @@ static tl_status upload(tl_stream *ts, void *dst, const void *src, size_t bytes)
     if (!bytes) return TL_OK;
     if (!locate(s->dev, dst, &mem, &off)) return tl_set_error(TL_ERR_INVALID, "opencl: upload to an address not on the device");
     cl_int e = clEnqueueWriteBuffer(s->queue, mem, CL_TRUE, (size_t)off, bytes, src, 0, NULL, NULL);
-    if (e != CL_SUCCESS) note(s, TL_ERR_DEVICE, "opencl: %s: %s", "copying to the device", e);
+    if (e != CL_SUCCESS) note(s, e, "copying to the device");
     return s->err ? sync(ts) : TL_OK;
 }
 
@@ -393,7 +406,7 @@ static tl_status download(tl_stream *ts, void *dst, const void *src, size_t byte
         if (!locate(s->dev, src, &mem, &off))
             return tl_set_error(TL_ERR_INVALID, "opencl: download from an address not on the device");
         cl_int e = clEnqueueReadBuffer(s->queue, mem, CL_TRUE, (size_t)off, bytes, dst, 0, NULL, NULL);
-        if (e != CL_SUCCESS) note(s, TL_ERR_DEVICE, "opencl: %s: %s", "copying from the device", e);
+        if (e != CL_SUCCESS) note(s, e, "copying from the device");
     }
     return sync(ts);
 }
@@ -425,8 +438,9 @@ static bool begin(launch *l, ocl_stream *s, int kernel, const char *what) {
         cl_int e;
         s->kernels[kernel] = clCreateKernel(s->dev->program, name, &e);
         if (e != CL_SUCCESS) {
+            char b[48];
             s->kernels[kernel] = NULL;
-            note(s, TL_ERR_DEVICE, "opencl: creating kernel %s: %s", name, e);
+            keep(s, TL_ERR_DEVICE, "opencl: creating kernel %s: %s", name, tl_opencl_error(e, b));
             return false;
         }
     }
@@ -436,19 +450,14 @@ static bool begin(launch *l, ocl_stream *s, int kernel, const char *what) {
 
 static void set_arg(launch *l, size_t size, const void *v) {
     cl_int e = clSetKernelArg(l->k, l->arg++, size, v);
-    if (e != CL_SUCCESS) note(l->s, TL_ERR_DEVICE, "opencl: %s: setting an argument: %s", l->what, e);
+    if (e != CL_SUCCESS) note(l->s, e, l->what);
 }
 
 /* a device address: its buffer and byte offset (NULL: a NULL buffer) */
 static void arg_ptr(launch *l, const void *p) {
     cl_mem mem = NULL;
     cl_ulong off = 0;
-    if (p && !locate(l->s->dev, p, &mem, &off)) {
-        if (!l->s->err) {
-            l->s->err = TL_ERR_INVALID;
-            snprintf(l->s->msg, sizeof l->s->msg, "opencl: %s: an address not on the device", l->what);
-        }
-    }
+    if (p && !locate(l->s->dev, p, &mem, &off)) keep(l->s, TL_ERR_INVALID, "opencl: %s: an address not on the device", l->what);
     set_arg(l, sizeof mem, &mem);
     set_arg(l, sizeof off, &off);
 }
@@ -464,7 +473,7 @@ static void run(launch *l, cl_uint dims, const size_t *global, const size_t *loc
     for (cl_uint i = 0; i < dims; i++)
         if (global[i] == 0) return; /* nothing to do */
     cl_int e = clEnqueueNDRangeKernel(l->s->queue, l->k, dims, NULL, global, local, 0, NULL, NULL);
-    if (e != CL_SUCCESS) note(l->s, oom_code(e) ? TL_ERR_NOMEM : TL_ERR_DEVICE, "opencl: %s: %s", l->what, e);
+    if (e != CL_SUCCESS) note(l->s, e, l->what);
 }
 
 /* one work-item per element, in groups of 64 */
@@ -555,20 +564,50 @@ static void kv_store(tl_stream *ts, void *k_cache, void *v_cache, tl_dtype dt, c
 }
 
 #define ATTN_MAX_HD 256 /* attention.cl */
+#define ATTN_MIN_CHUNK 128
+
+/* Splits of the keys (flash-decoding) when the (token, head) rows are too few to give every
+ * compute unit a few work-groups: chunks of at least ATTN_MIN_CHUNK keys, their partial
+ * results in the stream's scratch. */
+static int attention_splits(ocl_stream *s, const tl_attn_args *a, int *chunk) {
+    int32_t longest = 1;
+    for (int32_t i = 0; i < a->n; i++) {
+        int32_t len = a->host_pos[i] + 1;
+        if (a->window > 0 && len > a->window) len = a->window;
+        if (len > longest) longest = len;
+    }
+    const int64_t rows = (int64_t)a->n * a->n_heads, want = (4 * (int64_t)s->dev->units + rows - 1) / rows;
+    int64_t c = (longest + want - 1) / want;
+    c = c < ATTN_MIN_CHUNK ? ATTN_MIN_CHUNK : (c + 63) / 64 * 64;
+    *chunk = (int)c;
+    const int splits = (int)((longest + c - 1) / c);
+    const size_t need = (size_t)rows * splits * (a->head_dim + 2) * sizeof(float);
+    if (splits > 1 && need > s->part_bytes) {
+        dev_free(s->base.device, s->part);
+        s->part = NULL;
+        s->part_bytes = 0;
+        if (dev_alloc(s->base.device, need, &s->part)) {
+            keep(s, TL_ERR_NOMEM, "%s (attention scratch)", tl_last_error());
+            return 0;
+        }
+        s->part_bytes = need;
+    }
+    return splits;
+}
 
 static void attention(tl_stream *ts, const tl_attn_args *a) {
     ocl_stream *s = (ocl_stream *)ts;
     launch l;
     if (a->head_dim > ATTN_MAX_HD) {
-        if (!s->err) {
-            s->err = TL_ERR_UNSUPPORTED;
-            snprintf(s->msg, sizeof s->msg, "opencl: attention heads of %d dims (at most %d)", a->head_dim, ATTN_MAX_HD);
-        }
+        keep(s, TL_ERR_UNSUPPORTED, "opencl: attention heads of %d dims (at most %d)", a->head_dim, ATTN_MAX_HD);
         return;
     }
-    if (!begin(&l, s, a->kv_dtype == TL_F16 ? K_ATTN_F16 : K_ATTN_F32, "attention")) return;
+    int chunk;
+    const int splits = s->err ? 0 : attention_splits(s, a, &chunk);
+    if (!splits || !begin(&l, s, a->kv_dtype == TL_F16 ? K_ATTN_F16 : K_ATTN_F32, "attention")) return;
     arg_ptr(&l, a->q);
     arg_ptr(&l, a->out);
+    arg_ptr(&l, splits > 1 ? s->part : NULL);
     arg_ptr(&l, a->k_cache);
     arg_ptr(&l, a->v_cache);
     arg_ptr(&l, a->pos);
@@ -580,8 +619,16 @@ static void attention(tl_stream *ts, const tl_attn_args *a) {
     arg_i32(&l, a->window);
     arg_f32(&l, a->scale);
     arg_f32(&l, a->softcap);
-    const size_t g[2] = {(size_t)a->n_heads * 64, (size_t)a->n}, loc[2] = {64, 1};
-    run(&l, 2, g, loc);
+    arg_i32(&l, chunk);
+    const size_t g[3] = {(size_t)a->n_heads * 64, (size_t)a->n, (size_t)splits}, loc[3] = {64, 1, 1};
+    run(&l, 3, g, loc);
+    if (splits == 1 || !begin(&l, s, K_ATTN_MERGE, "attention merge")) return;
+    arg_ptr(&l, s->part);
+    arg_i32(&l, splits);
+    arg_i32(&l, a->head_dim);
+    arg_ptr(&l, a->out);
+    const size_t rows = (size_t)a->n * a->n_heads * 64, loc1 = 64;
+    run(&l, 1, &rows, &loc1);
 }
 
 static void add(tl_stream *ts, float *x, const float *y, int64_t n) {
