@@ -10,7 +10,7 @@
 #include "program.h"
 
 #include "backends/backend.h"
-#include "core/fp16.h"
+#include "core/dtype.h"
 #include "core/status.h"
 
 #include <pthread.h>
@@ -265,24 +265,18 @@ static tl_status weight_upload(tl_device *td, const tl_tensor *src, tl_tensor *d
     dst->data = NULL;
     const int64_t k = src->ne[0], rows = tl_tensor_nrows(src);
     const void *host = src->data;
-    uint16_t *conv = NULL;
+    void *conv = NULL;
     if (native_index(src->dtype) < 0) { /* no kernel reads this dtype: F16 rows, converted once here */
-        float *row = malloc((size_t)k * sizeof(float));
-        conv = malloc((size_t)k * (size_t)rows * sizeof(uint16_t));
-        tl_status s = row && conv ? TL_OK : tl_set_error(TL_ERR_NOMEM, "opencl: out of host memory converting a weight");
-        const size_t rb = tl_dtype_row_size(src->dtype, k);
-        for (int64_t r = 0; r < rows && !s; r++) {
-            s = tl_dequantize(src->dtype, (const uint8_t *)src->data + (size_t)r * rb, row, k);
-            for (int64_t j = 0; j < k && !s; j++) conv[(size_t)r * k + j] = tl_f32_to_f16(row[j]);
-        }
-        free(row);
+        dst->dtype = TL_F16;
+        dst->nbytes = (size_t)k * (size_t)rows * sizeof(uint16_t);
+        conv = malloc(dst->nbytes);
+        tl_status s = conv ? tl_convert_rows(src->dtype, src->data, TL_F16, conv, rows, k)
+                           : tl_set_error(TL_ERR_NOMEM, "opencl: out of host memory converting a weight");
         if (s) {
             free(conv);
             return s;
         }
         host = conv;
-        dst->dtype = TL_F16;
-        dst->nbytes = (size_t)k * (size_t)rows * sizeof(uint16_t);
     }
     void *p;
     tl_status s = dev_alloc(td, dst->nbytes, &p);
