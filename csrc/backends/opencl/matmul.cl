@@ -1,10 +1,11 @@
 /* y[n][m] = x[n][k] . W^T (+ bias) for W of m rows in any kernel dtype, and embeddings.
- * Decode (n <= GEMV_NT): a work-group per weight row reads the row once, eight elements per
- * work-item at a time, and dots them with every token's x. Prefill: 64 x 64 output tiles, the
+ * Decode (n <= GEMV_NT): a work-group per GEMV_ROWS weight rows reads them once, eight elements
+ * per work-item at a time, and dots them with every token's x. Prefill: 64 x 64 output tiles, the
  * weights decoded into local memory 32 columns at a time. Everything accumulates in float32. */
 
 #define GEMV_WG 64
-#define GEMV_NT 8
+#define GEMV_NT 8   /* tokens at most */
+#define GEMV_ROWS 4 /* rows a work-group */
 #define TILE 64 /* rows of W and tokens per GEMM tile */
 #define TILE_K 32
 
@@ -12,42 +13,47 @@ static inline float dot8(float8 a, float8 b) { return dot(a.lo, b.lo) + dot(a.hi
 
 static inline bool float_dtype(const int dt) { return dt == DT_F32 || dt == DT_F16 || dt == DT_BF16; }
 
-static inline void gemv(const int dt, global const uchar *w, ulong row_bytes, global const float *x, int k, int m, int n,
-                        global float *y, global const float *bias, local float *red) {
-    const int r = get_group_id(0), lid = get_local_id(0);
-    global const uchar *row = w + r * row_bytes;
-    float acc[GEMV_NT];
-    for (int t = 0; t < GEMV_NT; t++) acc[t] = 0.0f;
-    for (int e = lid * 8; e < k; e += GEMV_WG * 8) {
-        if (e + 8 <= k) {
-            const float8 v = w8(dt, row, e);
-            for (int t = 0; t < GEMV_NT; t++)
-                if (t < n) acc[t] += dot8(v, vload8(0, x + (size_t)t * k + e));
-        } else if (float_dtype(dt)) { /* the last elements of a row of odd length */
-            for (int j = e; j < k; j++) {
-                const float v = w1(dt, row, j);
-                for (int t = 0; t < GEMV_NT; t++)
-                    if (t < n) acc[t] += v * x[(size_t)t * k + j];
-            }
-        }
-    }
-    for (int t = 0; t < GEMV_NT; t++)
-        if (t < n) red[t * GEMV_WG + lid] = acc[t];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int s = GEMV_WG / 2; s > 0; s >>= 1) {
-        if (lid < s)
-            for (int t = 0; t < n; t++) red[t * GEMV_WG + lid] += red[t * GEMV_WG + lid + s];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    if (lid < n) y[(size_t)lid * m + r] = red[lid * GEMV_WG] + (bias ? bias[r] : 0.0f);
-}
-
-/* Eight columns e.. of one row of a tile (zeros past the row's end) */
+/* Eight columns e.. of one row of W, or of activations, zeros past the row's end (k) */
 static inline float8 tile8(const int dt, global const uchar *row, int e, int k) {
     if (e + 8 <= k) return w8(dt, row, e);
     float v[8];
     for (int j = 0; j < 8; j++) v[j] = float_dtype(dt) && e + j < k ? w1(dt, row, e + j) : 0.0f;
     return vload8(0, v);
+}
+
+static inline float8 x8(global const float *xr, int e, int k) {
+    if (e + 8 <= k) return vload8(0, xr + e);
+    float v[8];
+    for (int j = 0; j < 8; j++) v[j] = e + j < k ? xr[e + j] : 0.0f;
+    return vload8(0, v);
+}
+
+/* GEMV_ROWS rows a work-group: each work-item decodes eight weights of each row at a time and
+ * dots them with every token's x; then work-item (row, token) sums the row's partial sums. */
+static inline void gemv(const int dt, global const uchar *w, ulong row_bytes, global const float *x, int k, int m, int n,
+                        global float *y, global const float *bias, local float *red) {
+    const int r0 = get_group_id(0) * GEMV_ROWS, lid = get_local_id(0);
+    float acc[GEMV_ROWS][GEMV_NT];
+    for (int i = 0; i < GEMV_ROWS; i++)
+        for (int t = 0; t < GEMV_NT; t++) acc[i][t] = 0.0f;
+    for (int e = lid * 8; e < k; e += GEMV_WG * 8) {
+        float8 v[GEMV_ROWS];
+        for (int i = 0; i < GEMV_ROWS; i++) /* rows past m repeat the last one, unused */
+            v[i] = tile8(dt, w + (size_t)min(r0 + i, m - 1) * row_bytes, e, k);
+        for (int t = 0; t < GEMV_NT; t++) {
+            if (t >= n) break;
+            const float8 xv = x8(x + (size_t)t * k, e, k);
+            for (int i = 0; i < GEMV_ROWS; i++) acc[i][t] += dot8(v[i], xv);
+        }
+    }
+    for (int i = 0; i < GEMV_ROWS; i++)
+        for (int t = 0; t < GEMV_NT; t++) red[(i * GEMV_NT + t) * GEMV_WG + lid] = acc[i][t];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    const int i = lid / GEMV_NT, t = lid % GEMV_NT;
+    if (lid >= GEMV_ROWS * GEMV_NT || t >= n || r0 + i >= m) return;
+    float sum = 0.0f;
+    for (int j = 0; j < GEMV_WG; j++) sum += red[lid * GEMV_WG + j];
+    y[(size_t)t * m + r0 + i] = sum + (bias ? bias[r0 + i] : 0.0f);
 }
 
 /* A work-group of 16 x 16 computes a tile of 64 rows x 64 tokens, each work-item 4 x 4 of it
@@ -64,17 +70,7 @@ static inline void gemm(const int dt, global const uchar *w, ulong row_bytes, gl
         for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
     for (int k0 = 0; k0 < k; k0 += TILE_K) {
         const float8 wv = r0 + lr < m ? tile8(dt, w + (size_t)(r0 + lr) * row_bytes, k0 + lc, k) : (float8)(0.0f);
-        float8 xv = (float8)(0.0f);
-        if (t0 + lr < n) {
-            global const float *xr = x + (size_t)(t0 + lr) * k;
-            if (k0 + lc + 8 <= k) {
-                xv = vload8(0, xr + k0 + lc);
-            } else {
-                float v[8];
-                for (int j = 0; j < 8; j++) v[j] = k0 + lc + j < k ? xr[k0 + lc + j] : 0.0f;
-                xv = vload8(0, v);
-            }
-        }
+        const float8 xv = t0 + lr < n ? x8(x + (size_t)(t0 + lr) * k, k0 + lc, k) : (float8)(0.0f);
         const float wa[8] = {wv.s0, wv.s1, wv.s2, wv.s3, wv.s4, wv.s5, wv.s6, wv.s7};
         const float xa[8] = {xv.s0, xv.s1, xv.s2, xv.s3, xv.s4, xv.s5, xv.s6, xv.s7};
         for (int j = 0; j < 8; j++) {
@@ -122,7 +118,7 @@ static inline void embed(const int dt, global const uchar *w, ulong row_bytes, i
 #define MATMUL_KERNELS(name, DT)                                                                                       \
     kernel __attribute__((reqd_work_group_size(GEMV_WG, 1, 1))) void gemv_##name(                                      \
         ARG(w), ulong row_bytes, ARG(x), int k, int m, int n, ARG(y), ARG(bias)) {                                     \
-        local float red[GEMV_NT * GEMV_WG];                                                                            \
+        local float red[GEMV_ROWS * GEMV_NT * GEMV_WG];                                                                            \
         gemv(DT, AT(uchar, w), row_bytes, AT(float, x), k, m, n, AT(float, y), bias_b ? AT(float, bias) : 0, red);    \
     }                                                                                                                  \
     kernel __attribute__((reqd_work_group_size(16, 16, 1))) void gemm_##name(                                          \

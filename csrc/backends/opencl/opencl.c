@@ -517,8 +517,8 @@ static void matmul(tl_stream *ts, const tl_tensor *w, const float *x, int64_t n,
     arg_i32(&l, (int32_t)n);
     arg_ptr(&l, y);
     arg_ptr(&l, bias);
-    if (gemv) { /* matmul.cl: GEMV_WG work-items a row */
-        const size_t g = (size_t)m * 64, loc = 64;
+    if (gemv) { /* matmul.cl: GEMV_WG = 64 work-items for GEMV_ROWS = 4 rows */
+        const size_t g = round_up((size_t)m, 4) * 16, loc = 64;
         run(&l, 1, &g, &loc);
     } else { /* 16 x 16 work-items a tile of 64 rows x 64 tokens */
         const size_t g[2] = {round_up((size_t)m, 64) / 4, round_up((size_t)n, 64) / 4}, loc[2] = {16, 16};
