@@ -15,6 +15,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,9 +51,9 @@ static cl_dev *devs;
 static int n_devs;
 static pthread_once_t found = PTHREAD_ONCE_INIT;
 
-/* Made-up addresses: far from 0, a gap after each allocation so that an end pointer never
- * falls into the next one. */
-static uintptr_t next_address = (uintptr_t)1 << 40;
+/* Made-up addresses, unique across devices: far from 0, a gap after each allocation so that an
+ * end pointer never falls into the next one. */
+static _Atomic uintptr_t next_address = (uintptr_t)1 << 40;
 #define ADDRESS_GAP 4096
 
 static void add_device(cl_platform_id p, cl_device_id id, cl_device_type type) {
@@ -162,7 +163,8 @@ static tl_status dev_alloc(tl_device *td, size_t bytes, void **out) {
     *out = NULL;
     if (!bytes) bytes = 1;
     if (bytes > d->max_alloc)
-        return tl_set_error(TL_ERR_NOMEM, "opencl: out of device memory: %.1f MiB asked for in one buffer, more than %s allows (%.1f MiB)",
+        return tl_set_error(TL_ERR_NOMEM,
+                            "opencl: out of device memory: %.1f MiB asked for in one buffer, more than %s allows (%.1f MiB)",
                             bytes / 1048576.0, d->name, d->max_alloc / 1048576.0);
     pthread_mutex_lock(&d->lock);
     tl_status s = ready(d);
@@ -182,17 +184,16 @@ static tl_status dev_alloc(tl_device *td, size_t bytes, void **out) {
     }
     if (!s && e != CL_SUCCESS) {
         if (mem) clReleaseMemObject(mem);
-        s = tl_set_error(oom_code(e) || e == CL_INVALID_BUFFER_SIZE ? TL_ERR_NOMEM : TL_ERR_DEVICE,
-                         "opencl: out of device memory: %.1f MiB asked for, %.1f MiB of %.1f MiB in use on %s (%s)",
-                         bytes / 1048576.0, d->allocated / 1048576.0, d->total / 1048576.0, d->name,
-                         tl_opencl_error(e, (char[48]){0}));
+        const bool oom = oom_code(e) || e == CL_INVALID_BUFFER_SIZE;
+        s = tl_set_error(oom ? TL_ERR_NOMEM : TL_ERR_DEVICE, "opencl: %s: %.1f MiB asked for, %.1f MiB of %.1f MiB in use on %s (%s)",
+                         oom ? "out of device memory" : "allocating", bytes / 1048576.0, d->allocated / 1048576.0,
+                         d->total / 1048576.0, d->name, tl_opencl_error(e, (char[48]){0}));
     }
     if (!s) {
         block *b = &d->blocks[d->n_blocks++];
-        b->base = next_address;
+        b->base = atomic_fetch_add(&next_address, (bytes + 2 * ADDRESS_GAP - 1) / ADDRESS_GAP * ADDRESS_GAP);
         b->bytes = bytes;
         b->mem = mem;
-        next_address += (bytes + 2 * ADDRESS_GAP - 1) / ADDRESS_GAP * ADDRESS_GAP;
         d->allocated += bytes;
         *out = (void *)b->base;
     }
