@@ -1,8 +1,11 @@
-"""GPU backends (CUDA; HIP from the same sources) against the CPU backend, the reference:
-seeded random models of every weight dtype and of every architecture, prefill (the GEMM
-path) and decode (the GEMV path, one and several tokens, several sequences), and
-stories260K's exact text. `pytest -m gpu` runs what needs a GPU; without one those tests
-are skipped with a message. Device selection and its errors run everywhere."""
+"""GPU backends (CUDA; HIP from the same sources; OpenCL, on PoCL in CI) against the CPU
+backend, the reference: seeded random models of every weight dtype and of every architecture,
+prefill (the GEMM path) and decode (the GEMV path, one and several tokens, several sequences),
+the packaged models, and stories260K's exact text. `pytest -m gpu` runs what needs a GPU;
+without one those tests are skipped with a message. Device selection and its errors run
+everywhere."""
+
+import os
 
 import numpy as np
 import pytest
@@ -14,6 +17,10 @@ import test_arch_gguf as arch
 from reference import synth
 
 GPUS = [f"{d['backend']}:{d['index']}" for d in torchless.backends() if d["backend"] != "cpu"]
+# the device under test: TORCHLESS_TEST_DEVICE (as for test_backend_ops), else the first GPU
+DEVICE = os.environ.get("TORCHLESS_TEST_DEVICE") or (GPUS[0] if GPUS else None)
+# an OpenCL CPU device (PoCL, in CI) runs the GPU kernels 100x slower than a GPU does
+ON_CPU = any(f"{d['backend']}:{d['index']}" == DEVICE and not d["auto"] for d in torchless.backends())
 needs_gpu = pytest.mark.skipif(not GPUS, reason="no GPU device found (torchless.backends() lists only the CPU)")
 gpu = [pytest.mark.gpu, needs_gpu]
 
@@ -66,10 +73,14 @@ def test_a_backend_not_built_or_without_a_device_says_so(fixtures, backend):
         Model(path, device=backend)
 
 
-def test_auto_takes_the_first_device(fixtures):
+def test_auto_takes_the_first_device_it_may(fixtures):
     m = Model(fixtures / "stories260K" / "stories260K.derived-f32.gguf", device="auto")
-    first = torchless.backends()[0]
+    first = next(d for d in torchless.backends() if d["auto"])
     assert m.device == f"{first['backend']}:{first['index']}"
+    # an OpenCL CPU device (PoCL) is listed, for tests, but never taken over the CPU backend
+    for d in torchless.backends():
+        if d["backend"] != "opencl" or d["name"].startswith("PoCL"):
+            assert d["auto"] == (d["backend"] != "opencl"), d
 
 
 # ----------------------------------------------------------------------------- GPU against CPU
@@ -113,15 +124,16 @@ def llama_model(tmp_path, rng, wtype, dim=256, hidden=512, n_heads=4, n_kv=2, la
     return path, n_vocab
 
 
-def both(path, device, rng, n_vocab, kv="f16", n_ctx=256):
-    """CPU and device logits over a 24-token prefill (the GEMM path), a 4-token chunk and two
-    single tokens (the GEMV path), then 3 sequences decoded in one batch."""
+def both(path, device, rng, n_vocab, kv="f16", n_ctx=256, prefill=24):
+    """CPU and device logits over a 24-token prefill in chunks of `prefill` tokens (more than 8:
+    the GEMM path), a 4-token chunk and two single tokens (the GEMV path), then 3 sequences
+    decoded in one batch."""
     cpu = Model(str(path), max_seq_len=n_ctx, max_batch_size=3, kv_dtype=kv, device="cpu")
     dev = Model(str(path), max_seq_len=n_ctx, max_batch_size=3, kv_dtype=kv, device=device)
     assert dev.device == device
     toks = [int(t) for t in rng.integers(0, n_vocab, 30)]
     got, want = [], []
-    for start, end in [(0, 24), (24, 28), (28, 29), (29, 30)]:
+    for start, end in [(i, min(i + prefill, 24)) for i in range(0, 24, prefill)] + [(24, 28), (28, 29), (29, 30)]:
         want.append(cpu.forward(toks[start:end], start, 0))
         got.append(dev.forward(toks[start:end], start, 0))
     for m in (cpu, dev):  # sequences 1 and 2: their own prompts, then one batch of all three
@@ -138,7 +150,7 @@ def both(path, device, rng, n_vocab, kv="f16", n_ctx=256):
 @pytest.mark.parametrize("wtype", DTYPES)
 def test_every_weight_dtype_matches_the_cpu(tmp_path, rng, wtype):
     path, n_vocab = llama_model(tmp_path, rng, wtype)
-    got, want = both(path, GPUS[0], rng, n_vocab)
+    got, want = both(path, DEVICE, rng, n_vocab)
     assert np.all(np.isfinite(got))
     err = normwise(got, want)
     # prefill multiplies F16 activations (cuBLAS); decode dots float32 ones
@@ -150,23 +162,34 @@ def test_every_weight_dtype_matches_the_cpu(tmp_path, rng, wtype):
 @pytest.mark.parametrize("variant", list(arch.VARIANTS))
 def test_every_architecture_matches_the_cpu(tmp_path, rng, variant):
     path, md, w = arch.write(tmp_path, variant, rng)
-    got, want = both(path, GPUS[0], rng, w["token_embd.weight"].shape[0], kv="f32")
+    got, want = both(path, DEVICE, rng, w["token_embd.weight"].shape[0], kv="f32")
     err = normwise(got, want)
     assert err.max() <= 5e-3, f"{variant}: normwise error {err.max():.3g} (rows {np.array2string(err, precision=2)})"
 
 
 @pytest.mark.gpu
 @needs_gpu
+@pytest.mark.parametrize("name", ["smollm2", "gemma3"])
+def test_packaged_models_match_the_cpu(request, rng, name):
+    path = request.getfixturevalue(f"{name}_path")  # Q4_1 with Q8_0/Q5_0; Q4_K/Q6_K with Q5_0/Q8_0
+    # on PoCL the prompt goes through the GEMV path only (its GEMM is tested on the small models)
+    got, want = both(path, DEVICE, rng, torchless.Model(path, device="cpu").n_vocab, prefill=8 if ON_CPU else 24)
+    err = normwise(got, want)
+    assert err.max() <= 5e-3, f"{name}: normwise error {err.max():.3g} (rows {np.array2string(err, precision=2)})"
+
+
+@pytest.mark.gpu
+@needs_gpu
 def test_stories260k_prints_the_known_story_on_the_gpu(fixtures):
     d = fixtures / "stories260K"
-    m = Model(d / "stories260K.bin", tokenizer_path=d / "tok512.model", device=GPUS[0])
+    m = Model(d / "stories260K.bin", tokenizer_path=d / "tok512.model", device=DEVICE)
     assert m.generate([1], max_new_tokens=200, temperature=0) == (d / "stories260K.expected_stdout.txt").read_text()
 
 
 @pytest.mark.gpu
 @needs_gpu
 def test_bad_input_leaves_the_gpu_context_usable(fixtures, rng):
-    m = Model(fixtures / "stories260K" / "stories260K.derived-f32.gguf", max_seq_len=64, device=GPUS[0])
+    m = Model(fixtures / "stories260K" / "stories260K.derived-f32.gguf", max_seq_len=64, device=DEVICE)
     ok = m.forward([1, 5, 9])
     with pytest.raises(ValueError, match="out of range"):
         m.forward([1, 100000])
@@ -183,7 +206,7 @@ def test_recorded_decode_steps_match_the_cpu_across_context_buckets(tmp_path, rn
     power of two) and replayed: steps across the 128 boundary, one and two sequences at a time."""
     path, n_vocab = llama_model(tmp_path, rng, "q4_0")
     cpu = Model(str(path), max_seq_len=256, max_batch_size=2, device="cpu")
-    dev = Model(str(path), max_seq_len=256, max_batch_size=2, device=GPUS[0])
+    dev = Model(str(path), max_seq_len=256, max_batch_size=2, device=DEVICE)
     toks = [int(t) for t in rng.integers(0, n_vocab, 160)]
     for m in (cpu, dev):
         m.forward(toks[:118], 0, 0)

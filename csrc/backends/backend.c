@@ -7,12 +7,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* GPUs first: "auto" takes the first device of the first backend that has one. */
+/* GPUs first: "auto" takes the first device it may of the first backend that has one. */
 static const tl_backend_entry backends[] = {
 #ifdef TL_HAVE_CUDA
-    {"cuda", tl_cuda_device_count, tl_cuda_device_open},
+    {"cuda", tl_cuda_device_count, tl_cuda_device_open, NULL},
 #endif
-    {"cpu", tl_cpu_device_count, tl_cpu_device_open},
+#ifdef TL_HAVE_OPENCL
+    {"opencl", tl_opencl_device_count, tl_opencl_device_open, tl_opencl_device_is_gpu},
+#endif
+    {"cpu", tl_cpu_device_count, tl_cpu_device_open, NULL},
 };
 #define N_BACKENDS (sizeof backends / sizeof backends[0])
 
@@ -30,7 +33,8 @@ tl_status tl_device_open(const char *name, tl_device **out) {
     *out = NULL;
     if (!name || !*name || strcmp(name, "auto") == 0) {
         for (size_t i = 0; i < N_BACKENDS; i++)
-            if (backends[i].count() > 0) return backends[i].open(0, out);
+            for (int k = 0, n = backends[i].count(); k < n; k++)
+                if (!backends[i].auto_ok || backends[i].auto_ok(k)) return backends[i].open(k, out);
         return tl_set_error(TL_ERR_INVALID, "device: no device found"); /* unreachable: the CPU */
     }
     /* "backend" or "backend:N" */
@@ -79,6 +83,7 @@ int tl_devices(tl_device_info *out, int cap) {
             memset(info, 0, sizeof *info);
             snprintf(info->backend, sizeof info->backend, "%s", backends[i].name);
             info->index = k;
+            info->auto_ok = !backends[i].auto_ok || backends[i].auto_ok(k);
             tl_device *d;
             if (backends[i].open(k, &d)) {
                 snprintf(info->name, sizeof info->name, "(cannot be opened: %s)", tl_last_error());

@@ -124,6 +124,9 @@ typedef struct tl_backend_entry {
     const char *name;
     int (*count)(void);
     tl_status (*open)(int index, tl_device **out);
+    /* whether "auto" may pick device index (NULL: every one); an OpenCL CPU device (PoCL) is
+     * there for tests, not to run models in place of the CPU backend */
+    bool (*auto_ok)(int index);
 } tl_backend_entry;
 
 int tl_cpu_device_count(void);
@@ -131,6 +134,11 @@ tl_status tl_cpu_device_open(int index, tl_device **out);
 #ifdef TL_HAVE_CUDA
 int tl_cuda_device_count(void);
 tl_status tl_cuda_device_open(int index, tl_device **out);
+#endif
+#ifdef TL_HAVE_OPENCL
+int tl_opencl_device_count(void);
+tl_status tl_opencl_device_open(int index, tl_device **out);
+bool tl_opencl_device_is_gpu(int index);
 #endif
 
 #endif

@@ -5,6 +5,7 @@
 #include "status.h"
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- plain element types: straight conversions ---- */
@@ -202,4 +203,16 @@ tl_status tl_quantize(tl_dtype t, const float *src, void *dst, int64_t n) {
         done += blocks * tr->block_size;
     }
     return TL_OK;
+}
+
+tl_status tl_convert_rows(tl_dtype from, const void *src, tl_dtype to, void *dst, int64_t rows, int64_t k) {
+    const size_t in = tl_dtype_row_size(from, k), out = tl_dtype_row_size(to, k);
+    float *row = malloc((size_t)k * sizeof(float) + 1);
+    tl_status s = row ? TL_OK : tl_set_error(TL_ERR_NOMEM, "convert: out of memory for a row of %lld", (long long)k);
+    for (int64_t r = 0; r < rows && !s; r++) {
+        s = tl_dequantize(from, (const unsigned char *)src + (size_t)r * in, row, k);
+        if (!s) s = tl_quantize(to, row, (unsigned char *)dst + (size_t)r * out, k);
+    }
+    free(row);
+    return s;
 }

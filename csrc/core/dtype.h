@@ -22,4 +22,8 @@ typedef struct tl_dtype_traits {
 /* NULL for ids that are not in the table. */
 const tl_dtype_traits *tl_dtype_traits_of(int t);
 
+/* rows x k elements of dtype from as dtype to, through float32, into dst (rows whole rows of
+ * to): a GPU backend turning a dtype it has no kernels for into F16 at upload. */
+tl_status tl_convert_rows(tl_dtype from, const void *src, tl_dtype to, void *dst, int64_t rows, int64_t k);
+
 #endif

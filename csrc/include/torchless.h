@@ -446,6 +446,7 @@ typedef struct tl_device_info {
     int index;         /* the N of "cuda:N" */
     char name[128];    /* "NVIDIA H100 80GB HBM3", "CPU (avx512)" */
     size_t free_bytes, total_bytes; /* device memory (0 for the CPU) */
+    bool auto_ok;      /* device "auto" may pick it (not an OpenCL CPU device such as PoCL's) */
 } tl_device_info;
 /* The devices found, GPUs first in tl_device_open's "auto" order, the CPU last; writes at
  * most cap and returns how many there are. A backend whose runtime finds no device (no

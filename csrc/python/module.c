@@ -194,9 +194,9 @@ static PyObject *py_devices(PyObject *self, PyObject *unused) {
     if (n > 64) n = 64;
     PyObject *list = PyList_New(0);
     for (int i = 0; list && i < n; i++) {
-        PyObject *d = Py_BuildValue("{s:s,s:i,s:s,s:n,s:n}", "backend", info[i].backend, "index", info[i].index, "name",
+        PyObject *d = Py_BuildValue("{s:s,s:i,s:s,s:n,s:n,s:O}", "backend", info[i].backend, "index", info[i].index, "name",
                                     info[i].name, "free_bytes", (Py_ssize_t)info[i].free_bytes, "total_bytes",
-                                    (Py_ssize_t)info[i].total_bytes);
+                                    (Py_ssize_t)info[i].total_bytes, "auto", info[i].auto_ok ? Py_True : Py_False);
         if (!d || PyList_Append(list, d) < 0) Py_CLEAR(list);
         Py_XDECREF(d);
     }

@@ -34,8 +34,10 @@ if _os.environ.get("TORCHLESS_CPU", "") not in ("", "scalar", "avx2", "avx512", 
 def backends() -> list[dict]:
     """The devices this build can run on, GPUs first (the order device="auto" tries) and the
     CPU last: [{"backend": "cuda", "index": 0, "name": "NVIDIA H100 80GB HBM3",
-    "free_bytes": ..., "total_bytes": ...}, ..., {"backend": "cpu", ...}]. A backend compiled
-    in whose runtime finds no device (no driver, no card) lists none."""
+    "free_bytes": ..., "total_bytes": ..., "auto": True}, ..., {"backend": "cpu", ...}]. "auto"
+    says whether device="auto" may pick it: not an OpenCL CPU device (PoCL), which is there for
+    testing the OpenCL backend. A backend compiled in whose runtime finds no device (no driver,
+    no card) lists none."""
     return _C.devices()
 
 __version__ = "0.1.0"

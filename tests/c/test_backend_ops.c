@@ -75,7 +75,8 @@ static tl_tensor make_weight(tl_dtype t, int64_t m, int64_t k) {
 }
 
 static void test_matmul(void) {
-    const int64_t shapes[][2] = {{77, 256}, {1, 512}, {33, 768}}; /* rows x columns */
+    /* rows x columns; a few rows, not one: one dot product's relative error has no bound */
+    const int64_t shapes[][2] = {{77, 256}, {4, 512}, {33, 768}};
     const int64_t ns[] = {1, 3, 8, 9, 40};
     for (size_t di = 0; di < N_DTYPES; di++)
         for (size_t si = 0; si < 3; si++) {
@@ -257,10 +258,35 @@ static void test_attention(tl_dtype kv, int hd, int window, float softcap, bool 
     double e = normwise(got, want, (size_t)total * heads * hd);
     CHECK(e <= 1e-5, "attention %s hd %d window %d softcap %g one_seq %d: normwise %.3g", tl_dtype_name(kv), hd, window,
           softcap, one_seq, e);
+    /* one token decoding the longest sequence alone (a GPU may split its keys: flash-decoding) */
+    a.q += (size_t)(total - 1) * heads * hd, a.out += (size_t)(total - 1) * heads * hd;
+    a.pos += total - 1, a.seq += total - 1, a.host_pos += total - 1, a.host_seq += total - 1, a.n = 1;
+    cs->ops->attention(cs, &a);
+    g.q = dq + (size_t)(total - 1) * heads * hd, g.out = dout, g.pos = dpos + total - 1, g.seq = dseq + total - 1;
+    g.host_pos = a.host_pos, g.host_seq = a.host_seq, g.n = 1;
+    gs->ops->attention(gs, &g);
+    gget(got, dout, (size_t)heads * hd * 4);
+    e = normwise(got, a.out, (size_t)heads * hd);
+    CHECK(e <= 1e-5, "attention of one token %s hd %d window %d softcap %g: normwise %.3g", tl_dtype_name(kv), hd, window,
+          softcap, e);
     gfree(dk), gfree(dv), gfree(dpos), gfree(dseq), gfree(dq), gfree(dout);
     gpu->ops->free(gpu, gk);
     gpu->ops->free(gpu, gv);
     free(ck), free(cv), free(pos), free(seq), free(k), free(v), free(back), free(q), free(want), free(got);
+}
+
+/* asking for more memory than any device has is an error that says so, and the device stays usable */
+static void test_out_of_memory(void) {
+    void *p = NULL;
+    tl_status s = gpu->ops->alloc(gpu, (size_t)1 << 50, &p);
+    CHECK(s == TL_ERR_NOMEM && p == NULL, "alloc of 1 PiB: status %d", (int)s);
+    CHECK(strstr(tl_last_error(), "memory") != NULL, "%s", tl_last_error());
+    const float x = 1.5f;
+    float back = 0;
+    float *d = gput(&x, sizeof x);
+    gget(&back, d, sizeof back);
+    CHECK(back == x);
+    gfree(d);
 }
 
 /* ---------------------------------------------------------------- --bench */
@@ -371,6 +397,7 @@ int main(int argc, char **argv) {
     } else {
         test_matmul();
         test_small_ops();
+        test_out_of_memory();
         for (int kv = 0; kv < 2; kv++) {
             const tl_dtype t = kv ? TL_F32 : TL_F16;
             for (int one = 0; one < 2; one++) {
