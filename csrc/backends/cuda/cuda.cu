@@ -6,9 +6,12 @@
 #include "gpu.h"
 
 extern "C" {
+#define restrict __restrict__ /* C11's keyword in the core's headers */
 #include "backends/backend.h"
+#include "core/dtype.h"
 #include "core/fp16.h"
 #include "core/status.h"
+#undef restrict
 }
 
 #include <stdint.h>
@@ -999,20 +1002,9 @@ static tl_status weight_upload(tl_device *d, const tl_tensor *src, tl_tensor *ds
     uint16_t *conv = NULL;
     if (!native_dtype(src->dtype) || (k % 32 != 0 && src->dtype != TL_F32 && src->dtype != TL_F16 && src->dtype != TL_BF16)) {
         /* no kernel of ours reads this dtype: F16 rows, converted here once */
-        float *row = (float *)malloc((size_t)k * sizeof(float));
         conv = (uint16_t *)malloc((size_t)k * rows * sizeof(uint16_t));
-        if (!row || !conv) {
-            free(row);
-            free(conv);
-            return tl_set_error(TL_ERR_NOMEM, GPU_BACKEND ": out of host memory converting a weight");
-        }
-        const size_t rb = tl_dtype_row_size(src->dtype, k);
-        tl_status s = TL_OK;
-        for (int64_t r = 0; r < rows && !s; r++) {
-            s = tl_dequantize(src->dtype, (const uint8_t *)src->data + (size_t)r * rb, row, k);
-            for (int64_t j = 0; j < k && !s; j++) conv[(size_t)r * k + j] = tl_f32_to_f16(row[j]);
-        }
-        free(row);
+        if (!conv) return tl_set_error(TL_ERR_NOMEM, GPU_BACKEND ": out of host memory converting a weight");
+        tl_status s = tl_convert_rows(src->dtype, src->data, TL_F16, conv, rows, k);
         if (s) {
             free(conv);
             return s;
