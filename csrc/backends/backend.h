@@ -99,6 +99,19 @@ typedef struct tl_backend_ops {
     void (*softcap)(tl_stream *s, float *x, int64_t n, float c);
     /* out[j] = x[rows[j]] for rows of dim floats (rows on the device) */
     void (*gather)(tl_stream *s, float *out, const float *x, const int32_t *rows, int32_t n, int64_t dim);
+
+    /* ---- fused forms of sequences the forward runs every layer; NULL: it runs the plain ops.
+     * Each computes what its sequence does, in one pass where the backend can. ---- */
+    /* add(x, y, rows * dim), then rmsnorm(out, x, w, rows, dim, eps); out may be y */
+    void (*add_rmsnorm)(tl_stream *s, float *x, const float *y, float *out, const float *w, int64_t rows, int64_t dim,
+                        float eps);
+    /* rope(q, n_heads), rope(k, kv_heads), then kv_store(k, v) */
+    void (*rope_store)(tl_stream *s, float *q, float *k, const float *v, const float *cs, int32_t n, int32_t n_heads,
+                       int32_t kv_heads, int32_t head_dim, int32_t rope_dim, bool neox, void *k_cache, void *v_cache,
+                       tl_dtype kv_dtype, const int32_t *pos, const int32_t *seq, int32_t max_seq_len);
+    /* matmul(gate, x) into a, matmul(up, x) into b, then glu(act, a, b) */
+    void (*matmul_glu)(tl_stream *s, const tl_tensor *gate, const tl_tensor *up, const float *x, int64_t n, float *a,
+                       float *b, tl_activation act);
 } tl_backend_ops;
 
 struct tl_device {

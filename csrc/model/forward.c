@@ -123,6 +123,18 @@ typedef struct fwd {
     float *logits;
 } fwd;
 
+/* x->x += y; x->xb = rmsnorm(x->x) * w: fused where the backend has it */
+static void add_rmsnorm(tl_context *x, const float *y, const float *w, int32_t n) {
+    const tl_model_config *c = &x->model->config;
+    tl_stream *st = x->stream;
+    if (st->ops->add_rmsnorm) {
+        st->ops->add_rmsnorm(st, x->x, y, x->xb, w, n, c->dim, c->norm_eps);
+    } else {
+        st->ops->add(st, x->x, y, (int64_t)n * c->dim);
+        st->ops->rmsnorm(st, x->xb, x->x, w, n, c->dim, c->norm_eps);
+    }
+}
+
 /* Queues the whole forward of a batch on the context's stream. Between layers it stops for a
  * cancel or an abort callback when `checks` (not while recording a graph). */
 static tl_status queue_forward(tl_context *x, const fwd *f, bool checks) {
@@ -136,22 +148,27 @@ static tl_status queue_forward(tl_context *x, const fwd *f, bool checks) {
 
     /* token embeddings (gemma: times sqrt(dim)) */
     op->embed(st, m->d_tok_embd, f->tokens, n, c->embed_scale, x->x);
+    op->rmsnorm(st, x->xb, x->x, m->d_layers[0].attn_norm, n, dim, c->norm_eps);
     for (int l = 0; l < c->n_layers; l++) {
         const tl_layer_weights *L = &m->d_layers[l];
-        /* attention block: qkv projections of the normalised input */
-        op->rmsnorm(st, x->xb, x->x, L->attn_norm, n, dim, c->norm_eps);
+        /* attention block: qkv projections of the normalised input (xb, normalised above) */
         op->matmul(st, L->wq, x->xb, n, x->q, L->bq);
         op->matmul(st, L->wk, x->xb, n, x->k, L->bk);
         op->matmul(st, L->wv, x->xb, n, x->v, L->bv);
         if (L->q_norm) op->rmsnorm(st, x->q, x->q, L->q_norm, (int64_t)n * c->n_heads, hd, c->norm_eps); /* qwen3, gemma3 */
         if (L->k_norm) op->rmsnorm(st, x->k, x->k, L->k_norm, (int64_t)n * c->n_kv_heads, hd, c->norm_eps);
+        /* RoPE, and this position's key and value into the cache, before anyone attends */
         const float *cs = L->windowed && f->cs_swa ? f->cs_swa : f->cs;
-        op->rope(st, x->q, cs, n, c->n_heads, (int32_t)hd, c->rope_dim, neox);
-        op->rope(st, x->k, cs, n, c->n_kv_heads, (int32_t)hd, c->rope_dim, neox);
-        /* this position's key and value into the cache, before anyone attends */
         const size_t off = layer_offset(x, l) * tl_dtype_type_size(x->kv_dtype);
         void *kc = (uint8_t *)x->k_cache + off, *vc = (uint8_t *)x->v_cache + off;
-        op->kv_store(st, kc, vc, x->kv_dtype, x->k, x->v, f->pos, f->seq, n, c->n_kv_heads, (int32_t)hd, x->max_seq_len);
+        if (op->rope_store) {
+            op->rope_store(st, x->q, x->k, x->v, cs, n, c->n_heads, c->n_kv_heads, (int32_t)hd, c->rope_dim, neox, kc, vc,
+                           x->kv_dtype, f->pos, f->seq, x->max_seq_len);
+        } else {
+            op->rope(st, x->q, cs, n, c->n_heads, (int32_t)hd, c->rope_dim, neox);
+            op->rope(st, x->k, cs, n, c->n_kv_heads, (int32_t)hd, c->rope_dim, neox);
+            op->kv_store(st, kc, vc, x->kv_dtype, x->k, x->v, f->pos, f->seq, n, c->n_kv_heads, (int32_t)hd, x->max_seq_len);
+        }
         tl_attn_args a = {
             .q = x->q, .out = x->att_out, .k_cache = kc, .v_cache = vc, .kv_dtype = x->kv_dtype,
             .pos = f->pos, .seq = f->seq, .host_pos = f->host_pos, .host_seq = f->host_seq, .n = n, .n_heads = c->n_heads,
@@ -159,19 +176,24 @@ static tl_status queue_forward(tl_context *x, const fwd *f, bool checks) {
             .window = L->windowed ? c->sliding_window : 0, .scale = c->attn_scale, .softcap = c->attn_softcap,
         };
         op->attention(st, &a);
-        /* output projection (normalised again in gemma2/3), residual */
+        /* output projection (normalised again in gemma2/3), residual, the feed-forward's norm */
         op->matmul(st, L->wo, x->att_out, n, x->xb, NULL);
         if (L->post_attn_norm) op->rmsnorm(st, x->xb, x->xb, L->post_attn_norm, n, dim, c->norm_eps);
-        op->add(st, x->x, x->xb, n * dim);
+        add_rmsnorm(x, x->xb, L->ffn_norm, n);
 
         /* feed-forward block: w_down(act(w_gate x) * w_up x), act = SiLU (SwiGLU) or GELU (GeGLU) */
-        op->rmsnorm(st, x->xb, x->x, L->ffn_norm, n, dim, c->norm_eps);
-        op->matmul(st, L->w_gate, x->xb, n, x->hb, NULL);
-        op->matmul(st, L->w_up, x->xb, n, x->hb2, NULL);
-        op->glu(st, c->activation, x->hb, x->hb2, n * hidden);
+        if (op->matmul_glu) {
+            op->matmul_glu(st, L->w_gate, L->w_up, x->xb, n, x->hb, x->hb2, c->activation);
+        } else {
+            op->matmul(st, L->w_gate, x->xb, n, x->hb, NULL);
+            op->matmul(st, L->w_up, x->xb, n, x->hb2, NULL);
+            op->glu(st, c->activation, x->hb, x->hb2, n * hidden);
+        }
         op->matmul(st, L->w_down, x->hb, n, x->xb, NULL);
         if (L->post_ffw_norm) op->rmsnorm(st, x->xb, x->xb, L->post_ffw_norm, n, dim, c->norm_eps);
-        op->add(st, x->x, x->xb, n * dim);
+        /* residual, and the next layer's attention norm */
+        if (l + 1 < c->n_layers) add_rmsnorm(x, x->xb, m->d_layers[l + 1].attn_norm, n);
+        else op->add(st, x->x, x->xb, n * dim);
 
         if (checks && (x->cancel || (x->should_abort && x->should_abort(x->abort_user)))) {
             /* the cache holds this layer's entries but not the later ones': drop the batch */

@@ -289,6 +289,86 @@ static void test_out_of_memory(void) {
     gfree(d);
 }
 
+/* The fused ops a backend has, against the CPU's plain sequences. */
+static void test_fused(void) {
+    const int64_t rows = 3, dim = 512;
+    const size_t n = (size_t)(rows * dim);
+    float *x = malloc(n * 4), *y = malloc(n * 4), *w = malloc(dim * 4), *want = malloc(n * 4), *got = malloc(n * 4);
+    fill(x, n, 1.0f), fill(y, n, 1.0f), fill(w, (size_t)dim, 1.0f);
+    if (gs->ops->add_rmsnorm) { /* out in y's place */
+        float *dx = gput(x, n * 4), *dy = gput(y, n * 4), *dw = gput(w, dim * 4);
+        float *xc = malloc(n * 4);
+        memcpy(xc, x, n * 4);
+        cs->ops->add(cs, xc, y, (int64_t)n);
+        cs->ops->rmsnorm(cs, want, xc, w, rows, dim, 1e-5f);
+        gs->ops->add_rmsnorm(gs, dx, dy, dy, dw, rows, dim, 1e-5f);
+        gget(got, dy, n * 4);
+        CHECK(normwise(got, want, n) <= 1e-6, "add_rmsnorm out %.3g", normwise(got, want, n));
+        gget(got, dx, n * 4);
+        CHECK(normwise(got, xc, n) == 0, "add_rmsnorm x");
+        gfree(dx), gfree(dy), gfree(dw), free(xc);
+    }
+    if (gs->ops->rope_store) {
+        const int nt = 3, heads = 4, kvh = 2, hd = 64, rope_dim = 48, max_seq = 16;
+        for (int neox = 0; neox < 2; neox++)
+            for (int f16 = 0; f16 < 2; f16++) {
+                const tl_dtype kv = f16 ? TL_F16 : TL_F32;
+                const size_t qn = (size_t)nt * heads * hd, kn = (size_t)nt * kvh * hd;
+                const size_t cache = (size_t)2 * kvh * max_seq * hd * tl_dtype_type_size(kv);
+                float *q = malloc(qn * 4), *k = malloc(kn * 4), *v = malloc(kn * 4), *csn = malloc((size_t)nt * rope_dim * 4);
+                fill(q, qn, 1.0f), fill(k, kn, 1.0f), fill(v, kn, 1.0f), fill(csn, (size_t)nt * rope_dim, 1.0f);
+                int32_t pos[3] = {5, 0, 6}, seq[3] = {1, 0, 1};
+                float *dq = gput(q, qn * 4), *dk = gput(k, kn * 4), *dv = gput(v, kn * 4), *dcs = gput(csn, (size_t)nt * rope_dim * 4);
+                int32_t *dpos = gput(pos, sizeof pos), *dseq = gput(seq, sizeof seq);
+                uint8_t *ck = calloc(1, cache), *cv = calloc(1, cache), *back = malloc(cache);
+                void *gk = gput(ck, cache), *gv = gput(cv, cache);
+                cs->ops->rope(cs, q, csn, nt, heads, hd, rope_dim, neox);
+                cs->ops->rope(cs, k, csn, nt, kvh, hd, rope_dim, neox);
+                cs->ops->kv_store(cs, ck, cv, kv, k, v, pos, seq, nt, kvh, hd, max_seq);
+                gs->ops->rope_store(gs, dq, dk, dv, dcs, nt, heads, kvh, hd, rope_dim, neox, gk, gv, kv, dpos, dseq, max_seq);
+                float *gq = malloc(qn * 4);
+                gget(gq, dq, qn * 4);
+                CHECK(normwise(gq, q, qn) <= 1e-6, "rope_store q neox=%d", neox);
+                gget(back, gk, cache);
+                CHECK(memcmp(back, ck, cache) == 0, "rope_store keys neox=%d f16=%d", neox, f16);
+                gget(back, gv, cache);
+                CHECK(memcmp(back, cv, cache) == 0, "rope_store values f16=%d", f16);
+                gfree(dq), gfree(dk), gfree(dv), gfree(dcs), gfree(dpos), gfree(dseq), gfree(gk), gfree(gv);
+                free(q), free(k), free(v), free(csn), free(ck), free(cv), free(back), free(gq);
+            }
+    }
+    if (gs->ops->matmul_glu) {
+        const tl_dtype types[] = {TL_F16, TL_Q4_0, TL_Q8_0, TL_Q4_K, TL_Q6_K, TL_Q5_K};
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+            for (int64_t nn = 1; nn <= 3; nn++)
+                for (int act = 0; act < 2; act++) {
+                    const int64_t m = 70, k = 768;
+                    tl_tensor hg = make_weight(types[ti], m, k), hu = make_weight(types[ti], m, k), dg, du;
+                    gpu->ops->weight_upload(gpu, &hg, &dg);
+                    gpu->ops->weight_upload(gpu, &hu, &du);
+                    float *xx = malloc((size_t)(nn * k) * 4), *a = malloc((size_t)(nn * m) * 4), *b = malloc((size_t)(nn * m) * 4);
+                    fill(xx, (size_t)(nn * k), 1.0f);
+                    cs->ops->reserve(cs, nn, k);
+                    gs->ops->reserve(gs, nn, k);
+                    cs->ops->matmul(cs, &hg, xx, nn, a, NULL);
+                    cs->ops->matmul(cs, &hu, xx, nn, b, NULL);
+                    cs->ops->glu(cs, (tl_activation)act, a, b, nn * m);
+                    float *dx = gput(xx, (size_t)(nn * k) * 4), *da, *db;
+                    gpu->ops->alloc(gpu, (size_t)(nn * m) * 4, (void **)&da);
+                    gpu->ops->alloc(gpu, (size_t)(nn * m) * 4, (void **)&db);
+                    gs->ops->matmul_glu(gs, &dg, &du, dx, nn, da, db, (tl_activation)act);
+                    float *ga = malloc((size_t)(nn * m) * 4);
+                    gget(ga, da, (size_t)(nn * m) * 4);
+                    const double e = normwise(ga, a, (size_t)(nn * m));
+                    CHECK(e <= 5e-5, "matmul_glu %s n=%lld act %d: normwise %.3g", tl_dtype_name(types[ti]), (long long)nn, act, e);
+                    gfree(dx), gfree(da), gfree(db), free(xx), free(a), free(b), free(ga);
+                    gpu->ops->weight_free(gpu, &dg), gpu->ops->weight_free(gpu, &du);
+                    free((void *)hg.data), free((void *)hu.data);
+                }
+    }
+    free(x), free(y), free(w), free(want), free(got);
+}
+
 /* ---------------------------------------------------------------- --bench */
 
 static double now(void) {
@@ -397,6 +477,7 @@ int main(int argc, char **argv) {
     } else {
         test_matmul();
         test_small_ops();
+        test_fused();
         test_out_of_memory();
         for (int kv = 0; kv < 2; kv++) {
             const tl_dtype t = kv ? TL_F32 : TL_F16;

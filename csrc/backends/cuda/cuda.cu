@@ -766,6 +766,122 @@ __global__ void gather_kernel(float *out, const float *x, const int32_t *__restr
     if (i < (int64_t)n * dim) out[i] = x[(size_t)rows[i / dim] * dim + i % dim];
 }
 
+/* ---------------------------------------------------------------- fused ops */
+
+/* x += y, then out = rmsnorm(x) * w: one block per row (out may be y: each element of y is
+ * read before its row is written) */
+__global__ void add_rmsnorm_kernel(float *x, const float *y, float *out, const float *__restrict__ w, int64_t dim, float eps) {
+    float *xr = x + (size_t)blockIdx.x * dim;
+    const float *yr = y + (size_t)blockIdx.x * dim;
+    float ss = 0.0f;
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+        const float v = xr[i] + yr[i];
+        xr[i] = v;
+        ss += v * v;
+    }
+    __shared__ float part[32];
+    for (int off = 16; off > 0; off >>= 1) ss += SHFL_XOR(ss, off);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x / 32] = ss;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        ss = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.0f;
+        for (int off = 16; off > 0; off >>= 1) ss += SHFL_XOR(ss, off);
+        if (threadIdx.x == 0) part[0] = ss;
+    }
+    __syncthreads();
+    const float scale = rsqrtf(part[0] / (float)dim + eps);
+    float *o = out + (size_t)blockIdx.x * dim;
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = xr[i] * scale * w[i];
+}
+
+/* One block per (token, head): query heads are rotated; key heads are rotated and then stored
+ * with their value rows into the caches. */
+__global__ void rope_store_kernel(float *q, float *k, const float *__restrict__ v, const float *__restrict__ cs,
+                                  int32_t n_heads, int32_t kv_heads, int32_t hd, int32_t rope_dim, bool neox, void *kc,
+                                  void *vc, int f16, const int32_t *__restrict__ pos, const int32_t *__restrict__ seq,
+                                  int32_t max_seq_len) {
+    const int t = blockIdx.x / (n_heads + kv_heads), hh = blockIdx.x % (n_heads + kv_heads);
+    const bool is_q = hh < n_heads;
+    float *x = is_q ? q + ((size_t)t * n_heads + hh) * hd : k + ((size_t)t * kv_heads + (hh - n_heads)) * hd;
+    const int half = rope_dim / 2;
+    for (int p = threadIdx.x; p < half; p += blockDim.x) {
+        const float c = cs[(size_t)t * rope_dim + 2 * p], s = cs[(size_t)t * rope_dim + 2 * p + 1];
+        const int a = neox ? p : 2 * p, b = neox ? p + half : 2 * p + 1;
+        const float x0 = x[a], x1 = x[b];
+        x[a] = x0 * c - x1 * s;
+        x[b] = x0 * s + x1 * c;
+    }
+    if (is_q) return;
+    __syncthreads();
+    const int h = hh - n_heads;
+    const float *vr = v + ((size_t)t * kv_heads + h) * hd;
+    const size_t at = (((size_t)seq[t] * kv_heads + h) * max_seq_len + pos[t]) * hd;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        if (f16) {
+            ((__half *)kc)[at + d] = __float2half(x[d]);
+            ((__half *)vc)[at + d] = __float2half(vr[d]);
+        } else {
+            ((float *)kc)[at + d] = x[d];
+            ((float *)vc)[at + d] = vr[d];
+        }
+    }
+}
+
+__device__ __forceinline__ float act_of(int gelu, float z) {
+    return gelu ? 0.5f * z * (1.0f + tanhf(0.79788456080286535588f * z * (1.0f + 0.044715f * z * z)))
+                : z / (1.0f + expf(-z));
+}
+
+/* a[t][r] = act(gate[r] . x[t]) * (up[r] . x[t]): the two GEMVs of a feed-forward sharing their
+ * x reads, a 32-lane group per output row; WIDE: the 16-byte loads of gemv_wide_kernel */
+template <int DT, int NT, bool WIDE>
+__global__ void __launch_bounds__(128) gemv_glu_kernel(gw g, gw u, const float *__restrict__ x, int64_t k,
+                                                       float *__restrict__ a, int gelu) {
+    const int lane = threadIdx.x & 31;
+    const int64_t r = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (r >= g.m) return;
+    float ag[NT], au[NT];
+#pragma unroll
+    for (int t = 0; t < NT; t++) ag[t] = au[t] = 0.0f;
+    const int64_t chunks = k / 256;
+    if (WIDE) {
+#pragma unroll 2
+        for (int64_t c = lane / 8; c < chunks; c += 4) {
+            float v[32];
+            int64_t e0, e1;
+            load32<DT>(g, r, c, lane & 7, v, &e0, &e1);
+#pragma unroll
+            for (int t = 0; t < NT; t++) ag[t] += dot16(v, x + (size_t)t * k + e0) + dot16(v + 16, x + (size_t)t * k + e1);
+            load32<DT>(u, r, c, lane & 7, v, &e0, &e1);
+#pragma unroll
+            for (int t = 0; t < NT; t++) au[t] += dot16(v, x + (size_t)t * k + e0) + dot16(v + 16, x + (size_t)t * k + e1);
+        }
+    } else {
+#pragma unroll 4
+        for (int64_t c = 0; c < chunks; c++) {
+            float vg[8], vu[8];
+            int64_t e0, e1;
+            load8<DT>(g, r, c, lane, vg, &e0, &e1);
+            load8<DT>(u, r, c, lane, vu, &e0, &e1);
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                const float4 p = __ldg((const float4 *)(x + (size_t)t * k + e0));
+                const float4 q = __ldg((const float4 *)(x + (size_t)t * k + e1));
+                ag[t] += vg[0] * p.x + vg[1] * p.y + vg[2] * p.z + vg[3] * p.w + vg[4] * q.x + vg[5] * q.y + vg[6] * q.z +
+                         vg[7] * q.w;
+                au[t] += vu[0] * p.x + vu[1] * p.y + vu[2] * p.z + vu[3] * p.w + vu[4] * q.x + vu[5] * q.y + vu[6] * q.z +
+                         vu[7] * q.w;
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        float sg = ag[t], su = au[t];
+        for (int o = 16; o > 0; o >>= 1) sg += SHFL_XOR(sg, o), su += SHFL_XOR(su, o);
+        if (lane == 0) a[(size_t)t * g.m + r] = act_of(gelu, sg) * su;
+    }
+}
+
 /* ---------------------------------------------------------------- attention */
 
 #define ATTN_WARPS 4
@@ -1463,6 +1579,52 @@ static void gather(tl_stream *ts, float *out, const float *x, const int32_t *row
     LAUNCHED(s, "gather");
 }
 
+static void add_rmsnorm(tl_stream *ts, float *x, const float *y, float *out, const float *w, int64_t rows, int64_t dim,
+                        float eps) {
+    gpu_stream *s = (gpu_stream *)ts;
+    int threads = dim >= 1024 ? 1024 : dim >= 256 ? 256 : 64;
+    add_rmsnorm_kernel<<<(unsigned)rows, threads, 0, s->stream>>>(x, y, out, w, dim, eps);
+    LAUNCHED(s, "add + rmsnorm");
+}
+
+static void rope_store(tl_stream *ts, float *q, float *k, const float *v, const float *cs, int32_t n, int32_t n_heads,
+                       int32_t kv_heads, int32_t hd, int32_t rope_dim, bool neox, void *k_cache, void *v_cache,
+                       tl_dtype kv_dtype, const int32_t *pos, const int32_t *seq, int32_t max_seq_len) {
+    gpu_stream *s = (gpu_stream *)ts;
+    int threads = hd >= 128 ? 128 : 64;
+    rope_store_kernel<<<(unsigned)(n * (n_heads + kv_heads)), threads, 0, s->stream>>>(
+        q, k, v, cs, n_heads, kv_heads, hd, rope_dim, neox, k_cache, v_cache, kv_dtype == TL_F16, pos, seq, max_seq_len);
+    LAUNCHED(s, "rope + kv store");
+}
+
+template <int DT> struct glu_launch {
+    static void run(gpu_stream *s, const tl_tensor *g, const tl_tensor *u, const float *x, int64_t n, float *a, int gelu) {
+        const int64_t k = g->ne[0];
+        const unsigned blocks = (unsigned)((g->ne[1] + 3) / 4);
+        const bool wide = (DT == TL_Q4_K || DT == TL_Q5_K || DT == TL_Q6_K) ? s->gemv != 1 : s->gemv == 2;
+        const bool quantized = DT != TL_F32 && DT != TL_F16 && DT != TL_BF16;
+#define GLU(N, W) gemv_glu_kernel<DT, N, W><<<blocks, 128, 0, s->stream>>>(view(g), view(u), x, k, a, gelu)
+        if (n == 1 && wide && quantized) GLU(1, true);
+        else if (n == 1) GLU(1, false);
+        else GLU(2, false);
+#undef GLU
+    }
+};
+
+/* one pass over both matrices for one or two tokens; the plain ops otherwise */
+static void matmul_glu(tl_stream *ts, const tl_tensor *gate, const tl_tensor *up, const float *x, int64_t n, float *a,
+                       float *b, tl_activation act) {
+    gpu_stream *s = (gpu_stream *)ts;
+    if (n <= 2 && gate->dtype == up->dtype && gate->ne[0] % 256 == 0) {
+        by_dtype<glu_launch>(gate->dtype, s, gate, up, x, n, a, act == TL_ACT_GELU_TANH);
+        LAUNCHED(s, "gate + up");
+        return;
+    }
+    matmul(ts, gate, x, n, a, NULL);
+    matmul(ts, up, x, n, b, NULL);
+    glu(ts, act, a, b, n * gate->ne[1]);
+}
+
 static tl_backend_ops make_ops(void) {
     tl_backend_ops o;
     memset(&o, 0, sizeof o);
@@ -1493,6 +1655,9 @@ static tl_backend_ops make_ops(void) {
     o.glu = glu;
     o.softcap = softcap;
     o.gather = gather;
+    o.add_rmsnorm = add_rmsnorm;
+    o.rope_store = rope_store;
+    o.matmul_glu = matmul_glu;
     return o;
 }
 
