@@ -11,7 +11,7 @@ if(NOT TORCHLESS_HIPCC OR NOT TORCHLESS_AMDHIP64)
                       "or ROCm under /opt/rocm or $ROCM_PATH)")
 endif()
 
-find_package(hipblas CONFIG QUIET HINTS ENV ROCM_PATH /opt/rocm)
+find_package(hipblas CONFIG QUIET PATHS $ENV{ROCM_PATH} /opt/rocm)
 set(_hip_defs -DTL_HIP)
 if(hipblas_FOUND AND hipblas_VERSION VERSION_GREATER_EQUAL 2.0)
   message(STATUS "HIP backend: hipBLAS ${hipblas_VERSION} for the prefill GEMM")

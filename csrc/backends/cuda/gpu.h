@@ -1,6 +1,7 @@
 /* The few runtime and library names the GPU kernels use, spelled once for CUDA and once for
  * HIP: cuda.cu is compiled by nvcc as the CUDA backend and by hipcc (with TL_HIP defined)
- * as the HIP backend. Nothing else in the kernel sources is vendor-specific.
+ * as the HIP backend. Nothing else in the kernel sources is vendor-specific. GPU_NS is the
+ * namespace each compilation lives in, so that a build with both backends links.
  * GPU_HAVE_BLAS: cuBLAS always; hipBLAS where the build found it (TL_HAVE_HIPBLAS), else the
  * prefill GEMM is our own (gemm.cuh). */
 #ifndef TL_GPU_H
