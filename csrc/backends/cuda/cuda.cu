@@ -2,7 +2,8 @@
  * and KV caches in device memory; decode through fused dequantize-GEMV kernels that read each
  * weight once for every token of the batch; prefill through cuBLAS (hipBLAS, or where there is
  * none our own GEMM: gemm.cuh) on F16 tiles dequantized on the device; flash-decoding attention
- * over the F16/F32 cache. Ops queue work on the context's stream; the first failure is kept and reported by the next download or sync. */
+ * over the F16/F32 cache. Ops queue work on the context's stream; the first failure is kept
+ * and reported by the next download or sync. */
 #include "gpu.h"
 
 extern "C" {
