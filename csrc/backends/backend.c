@@ -12,6 +12,9 @@ static const tl_backend_entry backends[] = {
 #ifdef TL_HAVE_CUDA
     {"cuda", tl_cuda_device_count, tl_cuda_device_open, NULL},
 #endif
+#ifdef TL_HAVE_HIP
+    {"hip", tl_hip_device_count, tl_hip_device_open, NULL},
+#endif
 #ifdef TL_HAVE_OPENCL
     {"opencl", tl_opencl_device_count, tl_opencl_device_open, tl_opencl_device_is_gpu},
 #endif

@@ -148,6 +148,10 @@ tl_status tl_cpu_device_open(int index, tl_device **out);
 int tl_cuda_device_count(void);
 tl_status tl_cuda_device_open(int index, tl_device **out);
 #endif
+#ifdef TL_HAVE_HIP
+int tl_hip_device_count(void);
+tl_status tl_hip_device_open(int index, tl_device **out);
+#endif
 #ifdef TL_HAVE_OPENCL
 int tl_opencl_device_count(void);
 tl_status tl_opencl_device_open(int index, tl_device **out);

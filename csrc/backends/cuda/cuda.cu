@@ -1,8 +1,9 @@
 /* The CUDA backend (and, compiled by hipcc with TL_HIP, the HIP backend): weights, activations
  * and KV caches in device memory; decode through fused dequantize-GEMV kernels that read each
- * weight once for every token of the batch; prefill through cuBLAS on F16 tiles dequantized on
- * the device; flash-decoding attention over the F16/F32 cache. Ops queue work on the
- * context's stream; the first failure is kept and reported by the next download or sync. */
+ * weight once for every token of the batch; prefill through cuBLAS (hipBLAS, or where there is
+ * none our own GEMM: gemm.cuh) on F16 tiles dequantized on the device; flash-decoding attention
+ * over the F16/F32 cache. Ops queue work on the context's stream; the first failure is kept
+ * and reported by the next download or sync. */
 #include "gpu.h"
 
 extern "C" {
@@ -19,6 +20,13 @@ extern "C" {
 #include <stdlib.h>
 #include <string.h>
 
+/* Everything is in a namespace of the backend's own (the extern "C" entry points at the end keep
+ * their names): a build with both CUDA and HIP links two compilations of this file into one
+ * library. */
+namespace GPU_NS {
+
+#include "gemm.cuh"
+
 /* ---------------------------------------------------------------- state */
 
 typedef struct gpu_device {
@@ -33,7 +41,9 @@ typedef struct gpu_stream {
     tl_stream base;
     int dev;
     gpuStream_t stream;
-    gpublasHandle_t blas;
+#if GPU_HAVE_BLAS
+    gpublasHandle_t blas; /* NULL: our own GEMM (TORCHLESS_GPU_OWN_GEMM=1) */
+#endif
     tl_status err;     /* the first failure since the last sync */
     char msg[256];
     /* prefill scratch: a tile of weight rows dequantized to F16, and the activations in F16 */
@@ -70,11 +80,13 @@ static void note(gpu_stream *s, gpuError_t e, const char *what) {
     snprintf(s->msg, sizeof s->msg, GPU_BACKEND ": %s: %s", what, gpuGetErrorString(e));
 }
 
+#if GPU_HAVE_BLAS
 static void note_blas(gpu_stream *s, gpublasStatus_t st, const char *what) {
     if (st == GPUBLAS_STATUS_SUCCESS || s->err) return;
     s->err = TL_ERR_DEVICE;
     snprintf(s->msg, sizeof s->msg, GPU_BACKEND ": %s: BLAS status %d", what, (int)st);
 }
+#endif
 
 #define LAUNCHED(s, what) note((s), gpuGetLastError(), (what))
 
@@ -678,10 +690,13 @@ __global__ void embed_float_any(const uint8_t *__restrict__ w, int dt, size_t ro
     out[i] = v * scale;
 }
 
+#if GPU_HAVE_BLAS
+/* the activations for the vendor's F16 GEMM */
 __global__ void to_half_kernel(const float *__restrict__ x, int64_t n, __half *__restrict__ out) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) out[i] = __float2half(x[i]);
 }
+#endif
 
 __global__ void add_bias_kernel(float *__restrict__ y, const float *__restrict__ bias, int64_t n, int64_t m) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -1188,12 +1203,18 @@ static tl_status stream_new(tl_device *d, int n_threads, tl_stream **out) {
         free(st);
         return fail(e, "creating a stream");
     }
-    if (gpublasCreate(&st->blas) != GPUBLAS_STATUS_SUCCESS) {
-        gpuStreamDestroy(st->stream);
-        free(st);
-        return tl_set_error(TL_ERR_DEVICE, GPU_BACKEND ": creating the BLAS handle failed");
+#if GPU_HAVE_BLAS
+    /* TORCHLESS_GPU_OWN_GEMM=1: our GEMM instead of the vendor's, to test it against the vendor's */
+    const char *own = getenv("TORCHLESS_GPU_OWN_GEMM");
+    if (!(own && strcmp(own, "1") == 0)) {
+        if (gpublasCreate(&st->blas) != GPUBLAS_STATUS_SUCCESS) {
+            gpuStreamDestroy(st->stream);
+            free(st);
+            return tl_set_error(TL_ERR_DEVICE, GPU_BACKEND ": creating the BLAS handle failed");
+        }
+        gpublasSetStream(st->blas, st->stream);
     }
-    gpublasSetStream(st->blas, st->stream);
+#endif
     *out = &st->base;
     return TL_OK;
 }
@@ -1204,7 +1225,9 @@ static void stream_free(tl_stream *ts) {
     set_device(s->dev);
     gpuStreamSynchronize(s->stream);
     forget_graphs(s);
-    gpublasDestroy(s->blas);
+#if GPU_HAVE_BLAS
+    if (s->blas) gpublasDestroy(s->blas);
+#endif
     gpuStreamDestroy(s->stream);
     gpuFree(s->w_tile);
     gpuFree(s->x_half);
@@ -1408,19 +1431,30 @@ template <int DT> struct dequant_launch {
     }
 };
 
-/* y = x W^T through cuBLAS: column-major, W (m x k row-major) is A^T with lda k, x is B (k x n),
- * y is C (m x n) with ldc m. F32 weights stay F32 (SGEMM); others in F16 tiles, F32 accumulation. */
+/* y = x W^T. F32 weights stay F32; the others are multiplied as F16 tiles of TILE_ROWS rows.
+ * Through cuBLAS/hipBLAS: column-major, W (m x k row-major) is A^T with lda k, x is B (k x n),
+ * y is C (m x n) with ldc m; F16 activations, F32 accumulation. Without a BLAS handle: our own
+ * GEMM, on the F32 activations. */
 static void gemm(gpu_stream *s, const tl_tensor *w, const float *x, int64_t n, float *y) {
     const int64_t k = w->ne[0], m = w->ne[1];
+#if GPU_HAVE_BLAS
     const float one = 1.0f, zero = 0.0f;
-    if (w->dtype == TL_F32) {
+    if (s->blas && w->dtype == TL_F32) {
         note_blas(s, gpublasSgemm(s->blas, GPUBLAS_OP_T, GPUBLAS_OP_N, (int)m, (int)n, (int)k, &one, (const float *)w->data,
                                   (int)k, x, (int)k, &zero, y, (int)m),
                   "sgemm");
         return;
     }
-    to_half_kernel<<<blocks_for(n * k, THREADS), THREADS, 0, s->stream>>>(x, n * k, s->x_half);
-    LAUNCHED(s, "activations to f16");
+    if (s->blas) {
+        to_half_kernel<<<blocks_for(n * k, THREADS), THREADS, 0, s->stream>>>(x, n * k, s->x_half);
+        LAUNCHED(s, "activations to f16");
+    }
+#endif
+    if (w->dtype == TL_F32) {
+        own_gemm(s->stream, (const float *)w->data, x, m, n, k, y, m);
+        LAUNCHED(s, "gemm");
+        return;
+    }
     for (int64_t r0 = 0; r0 < m; r0 += TILE_ROWS) {
         const int64_t rows = m - r0 < TILE_ROWS ? m - r0 : TILE_ROWS;
         const __half *a;
@@ -1431,10 +1465,17 @@ static void gemm(gpu_stream *s, const tl_tensor *w, const float *x, int64_t n, f
             LAUNCHED(s, "dequantize");
             a = s->w_tile;
         }
-        note_blas(s, gpublasGemmEx(s->blas, GPUBLAS_OP_T, GPUBLAS_OP_N, (int)rows, (int)n, (int)k, &one, a, GPU_R_16F, (int)k,
-                                   s->x_half, GPU_R_16F, (int)k, &zero, y + r0, GPU_R_32F, (int)m, GPUBLAS_COMPUTE_32F,
-                                   GPUBLAS_GEMM_DEFAULT),
-                  "gemm");
+#if GPU_HAVE_BLAS
+        if (s->blas) {
+            note_blas(s, gpublasGemmEx(s->blas, GPUBLAS_OP_T, GPUBLAS_OP_N, (int)rows, (int)n, (int)k, &one, a, GPU_R_16F,
+                                       (int)k, s->x_half, GPU_R_16F, (int)k, &zero, y + r0, GPU_R_32F, (int)m,
+                                       GPUBLAS_COMPUTE_32F, GPUBLAS_GEMM_DEFAULT),
+                      "gemm");
+            continue;
+        }
+#endif
+        own_gemm(s->stream, a, x, rows, n, k, y + r0, m);
+        LAUNCHED(s, "gemm");
     }
 }
 
@@ -1689,3 +1730,5 @@ extern "C" tl_status GPU_FN(device_open)(int index, tl_device **out) {
     *out = &d->base;
     return TL_OK;
 }
+
+} // namespace GPU_NS

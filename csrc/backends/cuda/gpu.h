@@ -1,14 +1,17 @@
 /* The few runtime and library names the GPU kernels use, spelled once for CUDA and once for
  * HIP: cuda.cu is compiled by nvcc as the CUDA backend and by hipcc (with TL_HIP defined)
- * as the HIP backend. Nothing else in the kernel sources is vendor-specific. */
+ * as the HIP backend. Nothing else in the kernel sources is vendor-specific. GPU_NS is the
+ * namespace each compilation lives in, so that a build with both backends links.
+ * GPU_HAVE_BLAS: cuBLAS always; hipBLAS where the build found it (TL_HAVE_HIPBLAS), else the
+ * prefill GEMM is our own (gemm.cuh). */
 #ifndef TL_GPU_H
 #define TL_GPU_H
 
 #ifdef TL_HIP
 #include <hip/hip_fp16.h>
 #include <hip/hip_runtime.h>
-#include <hipblas/hipblas.h>
 #define GPU_BACKEND "hip"
+#define GPU_NS tl_hip
 #define GPU_FN(name) tl_hip_##name
 #define gpuError_t hipError_t
 #define gpuSuccess hipSuccess
@@ -40,6 +43,11 @@
 #define gpuGraphLaunch hipGraphLaunch
 #define gpuGraphDestroy hipGraphDestroy
 #define gpuGraphExecDestroy hipGraphExecDestroy
+#ifdef TL_HAVE_HIPBLAS
+/* the hipBLAS 2 interface (ROCm 6 and later): hipDataType and hipblasComputeType_t, as cuBLAS */
+#define HIPBLAS_V2
+#include <hipblas/hipblas.h>
+#define GPU_HAVE_BLAS 1
 #define gpublasHandle_t hipblasHandle_t
 #define gpublasStatus_t hipblasStatus_t
 #define GPUBLAS_STATUS_SUCCESS HIPBLAS_STATUS_SUCCESS
@@ -47,13 +55,16 @@
 #define gpublasDestroy hipblasDestroy
 #define gpublasSetStream hipblasSetStream
 #define gpublasSgemm hipblasSgemm
-#define gpublasGemmEx hipblasGemmEx_v2
+#define gpublasGemmEx hipblasGemmEx
 #define GPUBLAS_OP_T HIPBLAS_OP_T
 #define GPUBLAS_OP_N HIPBLAS_OP_N
 #define GPU_R_16F HIP_R_16F
 #define GPU_R_32F HIP_R_32F
 #define GPUBLAS_COMPUTE_32F HIPBLAS_COMPUTE_32F
 #define GPUBLAS_GEMM_DEFAULT HIPBLAS_GEMM_DEFAULT
+#else
+#define GPU_HAVE_BLAS 0
+#endif
 /* kernels work in groups of 32 lanes (half a wavefront on CDNA) */
 #define SHFL_XOR(v, mask) __shfl_xor((v), (mask), 32)
 #else
@@ -62,6 +73,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #define GPU_BACKEND "cuda"
+#define GPU_NS tl_cuda
+#define GPU_HAVE_BLAS 1
 #define GPU_FN(name) tl_cuda_##name
 #define gpuError_t cudaError_t
 #define gpuSuccess cudaSuccess
