@@ -172,18 +172,8 @@ template <int DT> __device__ __forceinline__ const uint8_t *field(gw w, int f, i
 
 __device__ __forceinline__ float h2f(const uint8_t *p) { return __half2float(*(const __half *)p); }
 
-/* 6-bit scale and min j of a Q4_K/Q5_K block (ggml's get_scale_min_k4) */
-__device__ __forceinline__ void scale_min_k4(int j, const uint8_t *q, int *sc, int *m) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
-
-/* scale_min_k4 on the scale bytes held as words: byte i of the 12 is byte i % 4 of word i / 4 */
+/* 6-bit scale and min j of a Q4_K/Q5_K block (ggml's get_scale_min_k4), the 12 scale bytes held
+ * as three words: byte i is byte i % 4 of word i / 4 */
 __device__ __forceinline__ void scale_min_words(int j, uint32_t w0, uint32_t w1, uint32_t w2, int *sc, int *m) {
     const uint32_t w[3] = {w0, w1, w2};
 #define BYTE(i) ((int)((w[(i) / 4] >> (8 * ((i) % 4))) & 0xFF))
