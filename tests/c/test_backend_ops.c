@@ -377,13 +377,19 @@ static double now(void) {
     return t.tv_sec + 1e-9 * t.tv_nsec;
 }
 
+/* TORCHLESS_BENCH_ONLY="q4_0 11008x4096 1" times only the cases whose "dtype rowsxcols n" label
+ * contains it (one kernel for a profiler) */
 static void bench(void) {
+    const char *only = getenv("TORCHLESS_BENCH_ONLY");
     const int64_t shapes[][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}, {32000, 4096}};
     const tl_dtype types[] = {TL_F16, TL_Q8_0, TL_Q4_0, TL_Q4_K, TL_Q6_K};
     printf("| dtype | rows x cols | n | us/call | weight GB/s | TFLOP/s |\n|---|---|---|---|---|---|\n");
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
         for (size_t si = 0; si < 4; si++) {
             const int64_t m = shapes[si][0], k = shapes[si][1];
+            char label[64];
+            snprintf(label, sizeof label, "%s %lldx%lld ", tl_dtype_name(types[ti]), (long long)m, (long long)k);
+            if (only && strncmp(label, only, strlen(label) < strlen(only) ? strlen(label) : strlen(only)) != 0) continue;
             /* copies to rotate through, so that the weights come from memory, not the L2 cache */
             tl_tensor h = make_weight(types[ti], m, k), d[8];
             const int copies = h.nbytes >= (64 << 20) ? 1 : h.nbytes >= (16 << 20) ? 4 : 8;
@@ -395,6 +401,9 @@ static void bench(void) {
             const int64_t ns[] = {1, 2, 8, 512};
             for (int ni = 0; ni < 4; ni++) {
                 const int64_t n = ns[ni];
+                char full[80];
+                snprintf(full, sizeof full, "%s%lld", label, (long long)n);
+                if (only && strcmp(full, only) != 0 && strlen(only) > strlen(label)) continue;
                 float *x = malloc((size_t)(n * k) * 4);
                 fill(x, (size_t)(n * k), 1.0f);
                 float *dx = gput(x, (size_t)(n * k) * 4), *dy;
@@ -414,6 +423,7 @@ static void bench(void) {
             for (int c = 0; c < copies; c++) gpu->ops->weight_free(gpu, &d[c]);
             free((void *)h.data);
         }
+    if (only) return;
     /* attention: 32 heads of 128, decode at 512 and 4096 positions, and a 512-token prefill */
     const int heads = 32, hd = 128, max_seq = 4096;
     const size_t cache = (size_t)heads * max_seq * hd * 2;
