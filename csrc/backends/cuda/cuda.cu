@@ -52,7 +52,7 @@ typedef struct gpu_stream {
     float *part; /* attention: the splits' partial results */
     size_t part_floats;
     int sms;     /* multiprocessors */
-    int gemv;    /* TORCHLESS_GPU_GEMV=narrow|wide: one GEMV for every quantized dtype (to compare) */
+    int gemv;    /* TORCHLESS_GPU_GEMV=narrow|wide|narrow4: one GEMV for every quantized dtype (to compare) */
     /* recorded forwards (CUDA graphs), by the caller's key */
     struct {
         uint64_t key;
@@ -1187,7 +1187,11 @@ static tl_status stream_new(tl_device *d, int n_threads, tl_stream **out) {
     gpuDeviceProp prop;
     st->sms = gpuGetDeviceProperties(&prop, g->dev) == gpuSuccess ? prop.multiProcessorCount : 100;
     const char *gemv = getenv("TORCHLESS_GPU_GEMV");
-    st->gemv = !gemv ? 0 : strcmp(gemv, "narrow") == 0 ? 1 : strcmp(gemv, "wide") == 0 ? 2 : 0;
+    st->gemv = !gemv                        ? 0
+               : strcmp(gemv, "narrow") == 0 ? 1
+               : strcmp(gemv, "wide") == 0   ? 2
+               : strcmp(gemv, "narrow4") == 0 ? 3
+                                              : 0;
     gpuError_t e = gpuStreamCreateWithFlags(&st->stream, gpuStreamNonBlocking);
     if (e != gpuSuccess) {
         free(st);
@@ -1396,8 +1400,8 @@ template <int DT> struct gemv_launch {
 #define WIDE(N) gemv_wide_kernel<DT, N, 2><<<b2, 128, 0, s->stream>>>(v, x, k, y, bias)
 #define LAUNCH(N, R) gemv_kernel<DT, N, R><<<(R) == 2 ? b2 : b4, 128, 0, s->stream>>>(v, x, k, y, bias)
         switch (n) {
-        case 1: if (wide) WIDE(1); else LAUNCH(1, 2); break;
-        case 2: if (wide) WIDE(2); else LAUNCH(2, 2); break;
+        case 1: if (wide) WIDE(1); else if (s->gemv == 3) LAUNCH(1, 4); else LAUNCH(1, 2); break;
+        case 2: if (wide) WIDE(2); else if (s->gemv == 3) LAUNCH(2, 4); else LAUNCH(2, 2); break;
         case 3: LAUNCH(3, 4); break;
         case 4: LAUNCH(4, 4); break;
         case 5: LAUNCH(5, 4); break;
