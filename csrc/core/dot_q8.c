@@ -17,6 +17,7 @@ typedef void (*unpack_fn)(const void *row, int64_t k, uint8_t *codes, int r, flo
  * with (32: Q8_0-style, 256: Q8_K-style), and its portable repack. */
 typedef struct {
     int g, act_block;
+    tl_q8_quantize_fn quantize;
     tl_q8_pack_fn pack;
 } q8_format;
 
@@ -132,6 +133,38 @@ static void unpack_q6_K(const void *row, int64_t k, uint8_t *codes, int r, float
     }
 }
 
+/* Activations: x quantized exactly as GGUF Q8_0 (d = amax/127 rounded to fp16, q = x/d
+ * rounded half away from zero) or Q8_K (d = max/-127 in float, q = x/d rounded to even),
+ * through the quantizers of quants.c; then dx and s = dx·Σq for every sub-block. */
+static void quantize_act(const float *x, int64_t k, void *dst, int act_block, int g) {
+    int8_t *q = dst;
+    float *ds = (float *)(q + k);
+    for (int64_t i = 0; i < k; i += act_block) {
+        float dx;
+        if (act_block == QK8_0) {
+            block_q8_0 blk;
+            tl_quantize_row_q8_0(x + i, &blk, QK8_0);
+            memcpy(q + i, blk.qs, QK8_0);
+            dx = tl_f16_to_f32(blk.d);
+        } else {
+            block_q8_K blk;
+            tl_quantize_row_q8_K(x + i, &blk, QK_K);
+            memcpy(q + i, blk.qs, QK_K);
+            dx = blk.d;
+        }
+        for (int64_t s = i; s < i + act_block; s += g) {
+            int sum = 0;
+            for (int j = 0; j < g; j++) sum += q[s + j];
+            ds[2 * (s / g)] = dx;
+            ds[2 * (s / g) + 1] = dx * (float)sum;
+        }
+    }
+}
+
+static void quantize_q8_0(const float *x, int64_t k, void *dst) { quantize_act(x, k, dst, QK8_0, 32); }
+static void quantize_q8_K_g32(const float *x, int64_t k, void *dst) { quantize_act(x, k, dst, QK_K, 32); }
+static void quantize_q8_K_g16(const float *x, int64_t k, void *dst) { quantize_act(x, k, dst, QK_K, 16); }
+
 /* The portable repack: each row through its format's unpack */
 static void pack_rows(unpack_fn unpack, const void *w, size_t row_bytes, int rows, int64_t k, void *pack, int g) {
     uint8_t *codes = pack;
@@ -154,9 +187,10 @@ PACK_SCALAR(q6_K, 16)
 #undef PACK_SCALAR
 
 static const q8_format *format_of(tl_dtype t) {
-    static const q8_format q4_0 = {32, QK8_0, pack_q4_0}, q4_1 = {32, QK8_0, pack_q4_1}, q5_0 = {32, QK8_0, pack_q5_0},
-                           q5_1 = {32, QK8_0, pack_q5_1}, q8_0 = {32, QK8_0, pack_q8_0},
-                           q4_k = {32, QK_K, pack_q4_K}, q6_k = {16, QK_K, pack_q6_K};
+    static const q8_format q4_0 = {32, QK8_0, quantize_q8_0, pack_q4_0}, q4_1 = {32, QK8_0, quantize_q8_0, pack_q4_1},
+                           q5_0 = {32, QK8_0, quantize_q8_0, pack_q5_0}, q5_1 = {32, QK8_0, quantize_q8_0, pack_q5_1},
+                           q8_0 = {32, QK8_0, quantize_q8_0, pack_q8_0}, q4_k = {32, QK_K, quantize_q8_K_g32, pack_q4_K},
+                           q6_k = {16, QK_K, quantize_q8_K_g16, pack_q6_K};
     switch (t) {
     case TL_Q4_0: return &q4_0;
     case TL_Q4_1: return &q4_1;
@@ -177,35 +211,6 @@ size_t tl_q8_act_bytes(tl_dtype t, int64_t k) {
 size_t tl_q8_pack_bytes(tl_dtype t, int64_t k) {
     const q8_format *f = format_of(t);
     return f ? TL_Q8_LANES * ((size_t)k + 2 * sizeof(float) * (size_t)(k / f->g)) : 0;
-}
-
-/* Activations: x quantized exactly as GGUF Q8_0 (d = amax/127 rounded to fp16, q = x/d
- * rounded half away from zero) or Q8_K (d = max/-127 in float, q = x/d rounded to even),
- * through the quantizers of quants.c; then dx and s = dx·Σq for every sub-block. */
-void tl_q8_quantize(tl_dtype t, const float *x, int64_t k, void *dst) {
-    const q8_format *f = format_of(t);
-    int8_t *q = dst;
-    float *ds = (float *)(q + k);
-    for (int64_t i = 0; i < k; i += f->act_block) {
-        float dx;
-        if (f->act_block == QK8_0) {
-            block_q8_0 blk;
-            tl_quantize_row_q8_0(x + i, &blk, QK8_0);
-            memcpy(q + i, blk.qs, QK8_0);
-            dx = tl_f16_to_f32(blk.d);
-        } else {
-            block_q8_K blk;
-            tl_quantize_row_q8_K(x + i, &blk, QK_K);
-            memcpy(q + i, blk.qs, QK_K);
-            dx = blk.d;
-        }
-        for (int64_t s = i; s < i + f->act_block; s += f->g) {
-            int sum = 0;
-            for (int j = 0; j < f->g; j++) sum += q[s + j];
-            ds[2 * (s / f->g)] = dx;
-            ds[2 * (s / f->g) + 1] = dx * (float)sum;
-        }
-    }
 }
 
 /* The definition of the arithmetic (see dot_q8.h): per output, sub-block after sub-block,
@@ -234,7 +239,7 @@ static void gemm_scalar(const void *pack, const void *xq, size_t x_stride, int n
 bool tl_q8_kernels_scalar(tl_dtype t, tl_q8_kernels *out) {
     const q8_format *f = format_of(t);
     if (!f) return false;
-    *out = (tl_q8_kernels){f->pack, gemm_scalar, f->g};
+    *out = (tl_q8_kernels){f->quantize, f->pack, gemm_scalar, f->g};
     return true;
 }
 

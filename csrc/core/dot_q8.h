@@ -25,7 +25,7 @@
 /* An activation row of k elements quantized for weights of one dtype (tl_q8_act_bytes):
  * int8 q[k], then per sub-block the float pair (dx, s = dx·Σq). */
 size_t tl_q8_act_bytes(tl_dtype t, int64_t k);
-void tl_q8_quantize(tl_dtype t, const float *x, int64_t k, void *dst);
+typedef void (*tl_q8_quantize_fn)(const float *x, int64_t k, void *dst);
 
 /* 16 weight rows repacked (tl_q8_pack_bytes): codes[k/4][16][4] (lane r: 4 consecutive codes
  * of row r), then a[k/G][16] and b[k/G][16] as floats. Rows past `rows` repeat the last row. */
@@ -37,6 +37,7 @@ typedef void (*tl_q8_gemm_fn)(const void *pack, const void *xq, size_t x_stride,
                               size_t ldy, int rows);
 
 typedef struct {
+    tl_q8_quantize_fn quantize;
     tl_q8_pack_fn pack;
     tl_q8_gemm_fn gemm;
     int g; /* sub-block size */

@@ -87,7 +87,7 @@ static void q8_quantize_worker(void *p, int ith, int nth) {
     const q8_job *j = p;
     int64_t i0, i1;
     tl_split(j->n, ith, nth, &i0, &i1);
-    for (int64_t i = i0; i < i1; i++) tl_q8_quantize(j->w->dtype, j->x + i * j->k, j->k, j->xq + (size_t)i * j->x_stride);
+    for (int64_t i = i0; i < i1; i++) j->kern.quantize(j->x + i * j->k, j->k, j->xq + (size_t)i * j->x_stride);
 }
 
 static void q8_gemm_worker(void *p, int ith, int nth) {
