@@ -142,21 +142,15 @@ GEMM_VNNI(16)
  * Each reads the same bytes of 16 rows (rows past the last repeat it), turns 16 bytes of
  * every row into 4 registers of one 32-bit word per row (words4), and makes codes of them
  * lane by lane, bit for bit as dot_q8.c's unpack_*. (Gathers would be shorter to write, but
- * cost ~35 cycles each on the Cascade Lake this was measured on: three times the repack.) */
+ * cost ~80 cycles each on the Cascade Lake this was measured on: more than the repack.) */
 
 typedef struct {
     const uint8_t *row[16];
-    __m512i off; /* byte offsets of the rows from row[0], for the one gather left (fp16 scales) */
 } rows16;
 
 VNNI static INLINE rows16 rows_of(const void *w, size_t row_bytes, int rows) {
     rows16 r;
-    int32_t off[16];
-    for (int i = 0; i < 16; i++) {
-        off[i] = (int32_t)((size_t)(i < rows ? i : rows - 1) * row_bytes);
-        r.row[i] = (const uint8_t *)w + off[i];
-    }
-    r.off = _mm512_loadu_si512(off);
+    for (int i = 0; i < 16; i++) r.row[i] = (const uint8_t *)w + (size_t)(i < rows ? i : rows - 1) * row_bytes;
     return r;
 }
 
@@ -178,9 +172,6 @@ VNNI static INLINE void words4(const rows16 *r, size_t at, __m512i out[4]) {
     out[2] = _mm512_shuffle_i64x2(a23, b23, 0x44);
     out[3] = _mm512_shuffle_i64x2(a23, b23, 0xEE);
 }
-
-/* the 32-bit word at row r + at */
-VNNI static INLINE __m512i word_at(const rows16 *r, size_t at) { return _mm512_i32gather_epi32(r->off, r->row[0] + at, 1); }
 
 /* the fp16 in the low / high half of each lane, as float */
 VNNI static INLINE __m512 half_lo(__m512i v) { return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v)); }
@@ -222,7 +213,8 @@ VNNI static void pack_q4_0_vnni(const void *w, size_t row_bytes, int rows, int64
     __m512i q[4];
     for (int64_t i = 0; i < k / 32; i++) {
         const size_t at = (size_t)i * sizeof(block_q4_0);
-        const __m512 d = half_lo(word_at(&r, at));
+        words4(&r, at, q); /* d, then the first 14 qs bytes */
+        const __m512 d = half_lo(q[0]);
         _mm512_storeu_ps(a + 16 * i, d);
         _mm512_storeu_ps(b + 16 * i, _mm512_mul_ps(d, _mm512_set1_ps(-8.0f)));
         words4(&r, at + 2, q);
@@ -289,7 +281,8 @@ VNNI static void pack_q8_0_vnni(const void *w, size_t row_bytes, int rows, int64
     __m512i q[4];
     for (int64_t i = 0; i < k / 32; i++) {
         const size_t at = (size_t)i * sizeof(block_q8_0);
-        const __m512 d = half_lo(word_at(&r, at));
+        words4(&r, at, q);
+        const __m512 d = half_lo(q[0]);
         _mm512_storeu_ps(a + 16 * i, d);
         _mm512_storeu_ps(b + 16 * i, _mm512_mul_ps(d, _mm512_set1_ps(-128.0f)));
         for (int half = 0; half < 2; half++) {
@@ -351,7 +344,8 @@ VNNI static void pack_q6_K_vnni(const void *w, size_t row_bytes, int rows, int64
     __m512i sc4[4], lo[4], hi[4], qh[4];
     for (int64_t i = 0; i < k / QK_K; i++) {
         const size_t at = (size_t)i * sizeof(block_q6_K);
-        const __m512 d = half_hi(word_at(&r, at + 206)); /* d: the block's last 2 bytes */
+        words4(&r, at + 194, sc4); /* d is the high half of the last word */
+        const __m512 d = half_hi(sc4[3]);
         words4(&r, at + 192, sc4);
         for (int s = 0; s < 16; s++) {
             const __m512i sc = _mm512_srai_epi32(_mm512_slli_epi32(sc4[s / 4], 24 - 8 * (s % 4)), 24); /* int8 */
