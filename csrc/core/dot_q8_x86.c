@@ -15,6 +15,7 @@
 
 #define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 #define INLINE inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 8")
 
 /* ---------------------------------------------------------------- activations
  * Bit for bit dot_q8.c's quantize_act (through quants.c's Q8_0 and Q8_K quantizers): the
@@ -98,25 +99,29 @@ VNNI static INLINE void gemm_tile(const uint8_t *codes, const float *a, const fl
                                   size_t x_stride, const int nc, int64_t k, const int g, float *y, size_t ldy,
                                   __mmask16 keep) {
     __m512 acc[8];
-    for (int c = 0; c < nc; c++) acc[c] = _mm512_setzero_ps();
+    /* the loops over columns and codes unrolled, so that acc[] and wv[] live in registers */
+    UNROLL for (int c = 0; c < nc; c++) acc[c] = _mm512_setzero_ps();
     for (int64_t s = 0; s < k / g; s++) {
         __m512i wv[8];
-        for (int j = 0; j < g / 4; j++) wv[j] = _mm512_loadu_si512(codes + (s * (g / 4) + j) * 64);
+        UNROLL for (int j = 0; j < g / 4; j++) wv[j] = _mm512_loadu_si512(codes + (s * (g / 4) + j) * 64);
         const __m512 av = _mm512_loadu_ps(a + TL_Q8_LANES * s), bv = _mm512_loadu_ps(b + TL_Q8_LANES * s);
-        for (int c = 0; c < nc; c++) {
-            const uint8_t *q = xq + (size_t)c * x_stride + s * g;
-            const float *ds = (const float *)(xq + (size_t)c * x_stride + k) + 2 * s;
-            __m512i sum = _mm512_setzero_si512();
-            for (int j = 0; j < g / 4; j++) {
+        /* the columns' integer sums side by side: nc independent vpdpbusd chains */
+        __m512i sum[8];
+        UNROLL for (int c = 0; c < nc; c++) sum[c] = _mm512_setzero_si512();
+        UNROLL for (int j = 0; j < g / 4; j++) {
+            UNROLL for (int c = 0; c < nc; c++) {
                 int32_t v;
-                memcpy(&v, q + 4 * j, 4);
-                sum = _mm512_dpbusd_epi32(sum, wv[j], _mm512_set1_epi32(v));
+                memcpy(&v, xq + (size_t)c * x_stride + s * g + 4 * j, 4);
+                sum[c] = _mm512_dpbusd_epi32(sum[c], wv[j], _mm512_set1_epi32(v));
             }
-            acc[c] = _mm512_fmadd_ps(_mm512_mul_ps(av, _mm512_set1_ps(ds[0])), _mm512_cvtepi32_ps(sum), acc[c]);
+        }
+        UNROLL for (int c = 0; c < nc; c++) {
+            const float *ds = (const float *)(xq + (size_t)c * x_stride + k) + 2 * s;
+            acc[c] = _mm512_fmadd_ps(_mm512_mul_ps(av, _mm512_set1_ps(ds[0])), _mm512_cvtepi32_ps(sum[c]), acc[c]);
             acc[c] = _mm512_fmadd_ps(bv, _mm512_set1_ps(ds[1]), acc[c]);
         }
     }
-    for (int c = 0; c < nc; c++) _mm512_mask_storeu_ps(y + (size_t)c * ldy, keep, acc[c]);
+    UNROLL for (int c = 0; c < nc; c++) _mm512_mask_storeu_ps(y + (size_t)c * ldy, keep, acc[c]);
 }
 
 /* tiles of 8 activation rows (8 accumulators + 8 code registers), then 4, then 1 */
