@@ -239,7 +239,7 @@ static void gemm_scalar(const void *pack, const void *xq, size_t x_stride, int n
 bool tl_q8_kernels_scalar(tl_dtype t, tl_q8_kernels *out) {
     const q8_format *f = format_of(t);
     if (!f) return false;
-    *out = (tl_q8_kernels){f->quantize, f->pack, gemm_scalar, f->g};
+    *out = (tl_q8_kernels){f->quantize, f->pack, gemm_scalar, NULL, f->g};
     return true;
 }
 

@@ -36,11 +36,18 @@ typedef void (*tl_q8_pack_fn)(const void *w, size_t row_bytes, int rows, int64_t
 typedef void (*tl_q8_gemm_fn)(const void *pack, const void *xq, size_t x_stride, int n, int64_t k, int g, float *y,
                               size_t ldy, int rows);
 
+/* Decode: the same products for n <= TL_Q8_GEMV_MAX activation rows, straight from 16 rows of
+ * W (w, row_bytes, rows as for a pack) without a pack: the same results, bit for bit. */
+#define TL_Q8_GEMV_MAX 4
+typedef void (*tl_q8_gemv_fn)(const void *w, size_t row_bytes, int rows, int64_t k, const void *xq, size_t x_stride,
+                              int n, float *y, size_t ldy);
+
 typedef struct {
     tl_q8_quantize_fn quantize;
     tl_q8_pack_fn pack;
     tl_q8_gemm_fn gemm;
-    int g; /* sub-block size */
+    tl_q8_gemv_fn gemv; /* NULL: pack and GEMM for any n */
+    int g;              /* sub-block size */
 } tl_q8_kernels;
 
 /* The kernels for this weight dtype at the CPU's dispatch level; false when the dtype keeps

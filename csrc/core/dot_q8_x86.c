@@ -169,17 +169,22 @@ VNNI static INLINE void prefetch_block(const rows16 *r, size_t at, size_t bytes)
             for (int i = 0; i < 16; i++) _mm_prefetch((const char *)r->row[i] + line * 64, _MM_HINT_T0);
 }
 
-/* out[t], lane r: 32-bit word t of the 16 bytes at row r + at: four rows per register, then
- * a 4 x 4 transpose of words (two-source permutes, then 128-bit lane shuffles) */
-VNNI static INLINE void words4(const rows16 *r, size_t at, __m512i out[4]) {
-    __m512i z[4];
+/* 4 registers of 4 rows: 128-bit lane L of z[q] holds the 16 bytes at row 4q + L + at. Masked
+ * broadcasts rather than inserts: they blend on port 0 or 5, inserts only on 5. */
+VNNI static INLINE void rows4x4(const rows16 *r, size_t at, __m512i z[4]) {
     for (int q = 0; q < 4; q++) {
-        /* masked broadcasts rather than inserts: they blend on port 0 or 5, inserts only on 5 */
         __m512i v = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(r->row[4 * q] + at)));
         for (int j = 1; j < 4; j++)
             v = _mm512_mask_broadcast_i32x4(v, (__mmask16)(0xF << (4 * j)), _mm_loadu_si128((const __m128i *)(r->row[4 * q + j] + at)));
-        z[q] = v; /* element 4j + t: word t of row 4q + j */
+        z[q] = v;
     }
+}
+
+/* out[t], lane r: 32-bit word t of the 16 bytes at row r + at (a 4 x 4 transpose of words:
+ * two-source permutes, then 128-bit lane shuffles) */
+VNNI static INLINE void words4(const rows16 *r, size_t at, __m512i out[4]) {
+    __m512i z[4];
+    rows4x4(r, at, z); /* element 4j + t of z[q]: word t of row 4q + j */
     const __m512i w01 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
     const __m512i w23 = _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31);
     const __m512i a01 = _mm512_permutex2var_epi32(z[0], w01, z[1]), a23 = _mm512_permutex2var_epi32(z[0], w23, z[1]);
@@ -319,11 +324,32 @@ VNNI static INLINE __m512i byte_of(__m512i v, int j) {
     return _mm512_and_si512(_mm512_srli_epi32(v, 8 * j), _mm512_set1_epi32(0xFF));
 }
 
-/* GGUF Q4_K (see unpack_q4_K): the first 16 bytes are d|dmin and the 12 scale bytes, taken
- * apart lane-wise as get_scale_min_k4 does */
+/* Q4_K's a and b of the 8 sub-blocks from the header words h (d|dmin, then the 12 scale
+ * bytes; any lane order), taken apart lane-wise as get_scale_min_k4 does; sub-block s's at
+ * a + s·step */
+VNNI static INLINE void q4_K_scales(const __m512i h[4], float *a, float *b, int step) {
+    const __m512i m6 = _mm512_set1_epi32(63);
+    const __m512 d = half_lo(h[0]), dmin = half_hi(h[0]);
+    for (int s = 0; s < 8; s++) {
+        __m512i sc, m;
+        if (s < 4) {
+            sc = _mm512_and_si512(byte_of(h[1], s), m6);
+            m = _mm512_and_si512(byte_of(h[2], s), m6);
+        } else {
+            const __m512i hi = byte_of(h[3], s - 4);
+            sc = _mm512_or_si512(_mm512_and_si512(hi, _mm512_set1_epi32(15)),
+                                 _mm512_slli_epi32(_mm512_srli_epi32(byte_of(h[1], s - 4), 6), 4));
+            m = _mm512_or_si512(_mm512_srli_epi32(hi, 4), _mm512_slli_epi32(_mm512_srli_epi32(byte_of(h[2], s - 4), 6), 4));
+        }
+        _mm512_storeu_ps(a + s * step, _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc)));
+        _mm512_storeu_ps(b + s * step, neg(_mm512_mul_ps(dmin, _mm512_cvtepi32_ps(m))));
+    }
+}
+
+/* GGUF Q4_K (see unpack_q4_K): the first 16 bytes are the header */
 VNNI static void pack_q4_K_vnni(const void *w, size_t row_bytes, int rows, int64_t k, void *pack) {
     const rows16 r = rows_of(w, row_bytes, rows);
-    const __m512i m4 = _mm512_set1_epi8(15), m6 = _mm512_set1_epi32(63);
+    const __m512i m4 = _mm512_set1_epi8(15);
     uint8_t *codes = pack;
     float *a = (float *)(codes + TL_Q8_LANES * k), *b = a + TL_Q8_LANES * (k / 32);
     __m512i h[4], q[4];
@@ -331,21 +357,7 @@ VNNI static void pack_q4_K_vnni(const void *w, size_t row_bytes, int rows, int64
         const size_t at = (size_t)i * sizeof(block_q4_K);
         prefetch_block(&r, at, sizeof(block_q4_K));
         words4(&r, at, h);
-        const __m512 d = half_lo(h[0]), dmin = half_hi(h[0]);
-        for (int s = 0; s < 8; s++) {
-            __m512i sc, m;
-            if (s < 4) {
-                sc = _mm512_and_si512(byte_of(h[1], s), m6);
-                m = _mm512_and_si512(byte_of(h[2], s), m6);
-            } else {
-                const __m512i hi = byte_of(h[3], s - 4);
-                sc = _mm512_or_si512(_mm512_and_si512(hi, _mm512_set1_epi32(15)),
-                                     _mm512_slli_epi32(_mm512_srli_epi32(byte_of(h[1], s - 4), 6), 4));
-                m = _mm512_or_si512(_mm512_srli_epi32(hi, 4), _mm512_slli_epi32(_mm512_srli_epi32(byte_of(h[2], s - 4), 6), 4));
-            }
-            _mm512_storeu_ps(a + 16 * (8 * i + s), _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc)));
-            _mm512_storeu_ps(b + 16 * (8 * i + s), neg(_mm512_mul_ps(dmin, _mm512_cvtepi32_ps(m))));
-        }
+        q4_K_scales(h, a + 16 * 8 * i, b + 16 * 8 * i, 16);
         /* qs bytes 32u..32u+31: sub-block 2u in the low nibbles, 2u+1 in the high ones */
         for (int c = 0; c < 8; c++) {
             words4(&r, at + 16 + 16 * c, q);
@@ -358,10 +370,27 @@ VNNI static void pack_q4_K_vnni(const void *w, size_t row_bytes, int rows, int64
     }
 }
 
+/* Q6_K's a = d·scale and b = -32a of the 16 sub-blocks from d and the scale words (int8) */
+VNNI static INLINE void q6_K_scales(__m512 d, const __m512i sc4[4], float *a, float *b) {
+    for (int s = 0; s < 16; s++) {
+        const __m512i sc = _mm512_srai_epi32(_mm512_slli_epi32(sc4[s / 4], 24 - 8 * (s % 4)), 24); /* int8 */
+        const __m512 ds = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
+        _mm512_storeu_ps(a + 16 * s, ds);
+        _mm512_storeu_ps(b + 16 * s, _mm512_mul_ps(ds, _mm512_set1_ps(-32.0f)));
+    }
+}
+
+/* Q6_K codes of element l + 32p of a half, bytewise from ql[l] (lo), ql[l + 32] (hi), qh[l] */
+VNNI static INLINE __m512i q6_codes(__m512i lo, __m512i hi, __m512i qh, int p) {
+    const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(0x30);
+    const __m512i q4 = p == 0 ? lo : p == 1 ? hi : _mm512_srli_epi32(p == 2 ? lo : hi, 4);
+    const __m512i q2 = p == 0 ? _mm512_slli_epi32(qh, 4) : p == 1 ? _mm512_slli_epi32(qh, 2) : p == 2 ? qh : _mm512_srli_epi32(qh, 2);
+    return _mm512_or_si512(_mm512_and_si512(q4, m4), _mm512_and_si512(q2, m2));
+}
+
 /* GGUF Q6_K (see unpack_q6_K) */
 VNNI static void pack_q6_K_vnni(const void *w, size_t row_bytes, int rows, int64_t k, void *pack) {
     const rows16 r = rows_of(w, row_bytes, rows);
-    const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(0x30);
     uint8_t *codes = pack;
     float *a = (float *)(codes + TL_Q8_LANES * k), *b = a + TL_Q8_LANES * (k / 16);
     __m512i sc4[4], lo[4], hi[4], qh[4];
@@ -371,48 +400,219 @@ VNNI static void pack_q6_K_vnni(const void *w, size_t row_bytes, int rows, int64
         words4(&r, at + 194, sc4); /* d is the high half of the last word */
         const __m512 d = half_hi(sc4[3]);
         words4(&r, at + 192, sc4);
-        for (int s = 0; s < 16; s++) {
-            const __m512i sc = _mm512_srai_epi32(_mm512_slli_epi32(sc4[s / 4], 24 - 8 * (s % 4)), 24); /* int8 */
-            const __m512 ds = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
-            _mm512_storeu_ps(a + 16 * (16 * i + s), ds);
-            _mm512_storeu_ps(b + 16 * (16 * i + s), _mm512_mul_ps(ds, _mm512_set1_ps(-32.0f)));
-        }
+        q6_K_scales(d, sc4, a + 16 * 16 * i, b + 16 * 16 * i);
         for (int hh = 0; hh < 2; hh++)
             for (int c = 0; c < 2; c++) { /* l = 16c .. 16c + 15 of this half */
                 words4(&r, at + 64 * hh + 16 * c, lo);
                 words4(&r, at + 64 * hh + 32 + 16 * c, hi);
                 words4(&r, at + 128 + 32 * hh + 16 * c, qh);
-                for (int t = 0; t < 4; t++) {
-                    const int64_t k4 = 64 * i + 32 * hh + 4 * c + t;
-                    put(codes, k4, _mm512_or_si512(_mm512_and_si512(lo[t], m4), _mm512_and_si512(_mm512_slli_epi32(qh[t], 4), m2)));
-                    put(codes, k4 + 8,
-                        _mm512_or_si512(_mm512_and_si512(hi[t], m4), _mm512_and_si512(_mm512_slli_epi32(qh[t], 2), m2)));
-                    put(codes, k4 + 16,
-                        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(lo[t], 4), m4), _mm512_and_si512(qh[t], m2)));
-                    put(codes, k4 + 24, _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(hi[t], 4), m4),
-                                                        _mm512_and_si512(_mm512_srli_epi32(qh[t], 2), m2)));
-                }
+                for (int t = 0; t < 4; t++)
+                    for (int p = 0; p < 4; p++) put(codes, 64 * i + 32 * hh + 4 * c + t + 8 * p, q6_codes(lo[t], hi[t], qh[t], p));
             }
     }
 }
 
+/* ---------------------------------------------------------------- decode
+ * 16 weight rows straight from their blocks, no pack: rows4x4 puts 16 bytes of 4 rows in each
+ * register (element order within a row), vpdpbusd multiplies them by the activation's 16 bytes
+ * broadcast to every 128-bit lane, and lane_sums adds each row's 4 lanes. The integer sums are
+ * the GEMM's, and so are the float operations after them: the results are the same, bit for
+ * bit. Lane 4L + j holds row 4j + L until the store puts rows back in order. */
+
+/* lane 4L + j: the sum of the four 32-bit lanes of 128-bit lane L of p[j] */
+VNNI static INLINE __m512i lane_sums(const __m512i p[4]) {
+    const __m512i v01 = _mm512_add_epi32(_mm512_unpacklo_epi32(p[0], p[1]), _mm512_unpackhi_epi32(p[0], p[1]));
+    const __m512i v23 = _mm512_add_epi32(_mm512_unpacklo_epi32(p[2], p[3]), _mm512_unpackhi_epi32(p[2], p[3]));
+    return _mm512_add_epi32(_mm512_unpacklo_epi64(v01, v23), _mm512_unpackhi_epi64(v01, v23));
+}
+
+/* out[t], lane 4L + j: 32-bit word t of 128-bit lane L of z[j] (the rows4x4 order of rows) */
+VNNI static INLINE void words_of(const __m512i z[4], __m512i out[4]) {
+    const __m512i lo01 = _mm512_unpacklo_epi32(z[0], z[1]), hi01 = _mm512_unpackhi_epi32(z[0], z[1]);
+    const __m512i lo23 = _mm512_unpacklo_epi32(z[2], z[3]), hi23 = _mm512_unpackhi_epi32(z[2], z[3]);
+    out[0] = _mm512_unpacklo_epi64(lo01, lo23);
+    out[1] = _mm512_unpackhi_epi64(lo01, lo23);
+    out[2] = _mm512_unpacklo_epi64(hi01, hi23);
+    out[3] = _mm512_unpackhi_epi64(hi01, hi23);
+}
+
+/* acc[c] += one sub-block for each of n activation rows: codes c0 (and c1, for sub-blocks of
+ * 32) in rows4x4 order against the activation bytes at x + c·x_stride + e, scaled as in gemm_tile */
+VNNI static INLINE void gemv_sub(__m512 *acc, const int n, const __m512i c0[4], const __m512i c1[4], const int g,
+                                 const uint8_t *x, size_t x_stride, int64_t e, const float *ds, size_t ds_at, __m512 a,
+                                 __m512 b) {
+    UNROLL for (int c = 0; c < n; c++) {
+        const uint8_t *q = x + (size_t)c * x_stride + e;
+        __m512i p[4];
+        const __m512i x0 = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)q));
+        UNROLL for (int j = 0; j < 4; j++) p[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c0[j], x0);
+        if (g == 32) {
+            const __m512i x1 = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(q + 16)));
+            UNROLL for (int j = 0; j < 4; j++) p[j] = _mm512_dpbusd_epi32(p[j], c1[j], x1);
+        }
+        const float *d = (const float *)((const uint8_t *)ds + (size_t)c * x_stride) + ds_at;
+        acc[c] = _mm512_fmadd_ps(_mm512_mul_ps(a, _mm512_set1_ps(d[0])), _mm512_cvtepi32_ps(lane_sums(p)), acc[c]);
+        acc[c] = _mm512_fmadd_ps(b, _mm512_set1_ps(d[1]), acc[c]);
+    }
+}
+
+/* the rows of acc[c] back in order, stored for rows < rows */
+VNNI static INLINE void gemv_store(const __m512 *acc, const int n, float *y, size_t ldy, int rows) {
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    const __mmask16 keep = (__mmask16)(rows >= 16 ? 0xFFFF : (1u << rows) - 1);
+    for (int c = 0; c < n; c++) _mm512_mask_storeu_ps(y + (size_t)c * ldy, keep, _mm512_permutexvar_ps(order, acc[c]));
+}
+
+VNNI static INLINE __m512i and4(__m512i v) { return _mm512_and_si512(v, _mm512_set1_epi8(15)); }
+VNNI static INLINE __m512i high4(__m512i v) { return and4(_mm512_srli_epi32(v, 4)); }
+
+/* Q4_0 and Q8_0 (block = one sub-block of 32, d at the front) */
+VNNI static INLINE void gemv_q4_0(const rows16 *r, int64_t k, const uint8_t *x, size_t xs, const int n, float *y,
+                                  size_t ldy, int rows, const bool q8) {
+    __m512 acc[TL_Q8_GEMV_MAX];
+    for (int c = 0; c < n; c++) acc[c] = _mm512_setzero_ps();
+    const size_t bytes = q8 ? sizeof(block_q8_0) : sizeof(block_q4_0);
+    for (int64_t i = 0; i < k / 32; i++) {
+        const size_t at = (size_t)i * bytes;
+        prefetch_block(r, at, bytes);
+        __m512i z[4], lo[4], hi[4], dw[4];
+        rows4x4(r, at, z);
+        words_of(z, dw);
+        const __m512 d = half_lo(dw[0]);
+        const __m512 b = _mm512_mul_ps(d, _mm512_set1_ps(q8 ? -128.0f : -8.0f));
+        rows4x4(r, at + 2, z);
+        if (q8) {
+            rows4x4(r, at + 18, hi);
+            for (int j = 0; j < 4; j++) {
+                lo[j] = _mm512_xor_si512(z[j], _mm512_set1_epi8(-128));
+                hi[j] = _mm512_xor_si512(hi[j], _mm512_set1_epi8(-128));
+            }
+        } else {
+            for (int j = 0; j < 4; j++) {
+                lo[j] = and4(z[j]);
+                hi[j] = high4(z[j]);
+            }
+        }
+        gemv_sub(acc, n, lo, hi, 32, x, xs, 32 * i, (const float *)(x + k), 2 * (size_t)i, d, b);
+    }
+    gemv_store(acc, n, y, ldy, rows);
+}
+
+/* Q4_K: per super-block the header's scales (any lane order: words_of's), then 4 times 32 qs
+ * bytes: sub-block 2u in their low nibbles, 2u + 1 in the high ones */
+VNNI static INLINE void gemv_q4_K(const rows16 *r, int64_t k, const uint8_t *x, size_t xs, const int n, float *y,
+                                  size_t ldy, int rows) {
+    __m512 acc[TL_Q8_GEMV_MAX];
+    for (int c = 0; c < n; c++) acc[c] = _mm512_setzero_ps();
+    float a[8 * 16], b[8 * 16];
+    for (int64_t i = 0; i < k / QK_K; i++) {
+        const size_t at = (size_t)i * sizeof(block_q4_K);
+        prefetch_block(r, at, sizeof(block_q4_K));
+        __m512i z[4], h[4], z1[4], lo[4], hi[4];
+        rows4x4(r, at, z);
+        words_of(z, h);
+        q4_K_scales(h, a, b, 16);
+        for (int u = 0; u < 4; u++) {
+            rows4x4(r, at + 16 + 32 * u, z);
+            rows4x4(r, at + 32 + 32 * u, z1);
+            for (int j = 0; j < 4; j++) {
+                lo[j] = and4(z[j]);
+                hi[j] = and4(z1[j]);
+            }
+            const int64_t s = 8 * i + 2 * u;
+            gemv_sub(acc, n, lo, hi, 32, x, xs, 32 * s, (const float *)(x + k), 2 * (size_t)s, _mm512_loadu_ps(a + 32 * u),
+                     _mm512_loadu_ps(b + 32 * u));
+            for (int j = 0; j < 4; j++) {
+                lo[j] = high4(z[j]);
+                hi[j] = high4(z1[j]);
+            }
+            gemv_sub(acc, n, lo, hi, 32, x, xs, 32 * (s + 1), (const float *)(x + k), 2 * (size_t)(s + 1),
+                     _mm512_loadu_ps(a + 32 * u + 16), _mm512_loadu_ps(b + 32 * u + 16));
+        }
+    }
+    gemv_store(acc, n, y, ldy, rows);
+}
+
+/* Q6_K: sub-blocks of 16; element l + 32p of a half from ql[l], ql[l + 32], qh[l] (q6_codes) */
+VNNI static INLINE void gemv_q6_K(const rows16 *r, int64_t k, const uint8_t *x, size_t xs, const int n, float *y,
+                                  size_t ldy, int rows) {
+    __m512 acc[TL_Q8_GEMV_MAX];
+    for (int c = 0; c < n; c++) acc[c] = _mm512_setzero_ps();
+    float a[16 * 16], b[16 * 16];
+    for (int64_t i = 0; i < k / QK_K; i++) {
+        const size_t at = (size_t)i * sizeof(block_q6_K);
+        prefetch_block(r, at, sizeof(block_q6_K));
+        __m512i z[4], sc4[4], lo[2][4], hi[2][4], qh[2][4], cd[4];
+        rows4x4(r, at + 194, z);
+        words_of(z, sc4);
+        const __m512 d = half_hi(sc4[3]);
+        rows4x4(r, at + 192, z);
+        words_of(z, sc4);
+        q6_K_scales(d, sc4, a, b);
+        for (int hh = 0; hh < 2; hh++) {
+            /* both 16-byte halves of ql[l], ql[l + 32] and qh[l] first: sub-blocks go in order */
+            for (int c16 = 0; c16 < 2; c16++) {
+                rows4x4(r, at + 64 * hh + 16 * c16, lo[c16]);
+                rows4x4(r, at + 64 * hh + 32 + 16 * c16, hi[c16]);
+                rows4x4(r, at + 128 + 32 * hh + 16 * c16, qh[c16]);
+            }
+            for (int p = 0; p < 4; p++)
+                for (int c16 = 0; c16 < 2; c16++) {
+                    for (int j = 0; j < 4; j++) cd[j] = q6_codes(lo[c16][j], hi[c16][j], qh[c16][j], p);
+                    const int sb = 8 * hh + 2 * p + c16, s = 16 * (int)i + sb;
+                    gemv_sub(acc, n, cd, cd, 16, x, xs, 16 * (int64_t)s, (const float *)(x + k), 2 * (size_t)s,
+                             _mm512_loadu_ps(a + 16 * sb), _mm512_loadu_ps(b + 16 * sb));
+                }
+        }
+    }
+    gemv_store(acc, n, y, ldy, rows);
+}
+
+/* one entry per format, n made a constant for each count of activation rows */
+#define GEMV_VNNI(name, call)                                                                                           \
+    VNNI static void gemv_##name##_vnni(const void *w, size_t row_bytes, int rows, int64_t k, const void *xq,          \
+                                        size_t xs, int n, float *y, size_t ldy) {                                      \
+        const rows16 rr = rows_of(w, row_bytes, rows), *r = &rr;                                                        \
+        const uint8_t *x = xq;                                                                                          \
+        switch (n) {                                                                                                    \
+        case 1: call(1); break;                                                                                         \
+        case 2: call(2); break;                                                                                         \
+        case 3: call(3); break;                                                                                         \
+        default: call(4); break;                                                                                        \
+        }                                                                                                               \
+    }
+#define CALL_Q4_0(n) gemv_q4_0(r, k, x, xs, n, y, ldy, rows, false)
+#define CALL_Q8_0(n) gemv_q4_0(r, k, x, xs, n, y, ldy, rows, true)
+#define CALL_Q4_K(n) gemv_q4_K(r, k, x, xs, n, y, ldy, rows)
+#define CALL_Q6_K(n) gemv_q6_K(r, k, x, xs, n, y, ldy, rows)
+GEMV_VNNI(q4_0, CALL_Q4_0)
+GEMV_VNNI(q8_0, CALL_Q8_0)
+GEMV_VNNI(q4_K, CALL_Q4_K)
+GEMV_VNNI(q6_K, CALL_Q6_K)
+#undef CALL_Q4_0
+#undef CALL_Q8_0
+#undef CALL_Q4_K
+#undef CALL_Q6_K
+#undef GEMV_VNNI
+
 bool tl_q8_kernels_avx512(tl_dtype t, tl_q8_kernels *out) {
     if (!tl_cpu_has(TL_CPU_FEAT_AVX512_VNNI)) return false;
     tl_q8_pack_fn pack;
+    tl_q8_gemv_fn gemv = NULL;
     switch (t) {
-    case TL_Q4_0: pack = pack_q4_0_vnni; break;
+    case TL_Q4_0: pack = pack_q4_0_vnni, gemv = gemv_q4_0_vnni; break;
     case TL_Q4_1: pack = pack_q4_1_vnni; break;
     case TL_Q5_0: pack = pack_q5_0_vnni; break;
     case TL_Q5_1: pack = pack_q5_1_vnni; break;
-    case TL_Q8_0: pack = pack_q8_0_vnni; break;
-    case TL_Q4_K: pack = pack_q4_K_vnni; break;
-    case TL_Q6_K: pack = pack_q6_K_vnni; break;
+    case TL_Q8_0: pack = pack_q8_0_vnni, gemv = gemv_q8_0_vnni; break;
+    case TL_Q4_K: pack = pack_q4_K_vnni, gemv = gemv_q4_K_vnni; break;
+    case TL_Q6_K: pack = pack_q6_K_vnni, gemv = gemv_q6_K_vnni; break;
     default: return false;
     }
     const int g = t == TL_Q6_K ? 16 : 32;
     const tl_q8_quantize_fn quantize = t == TL_Q6_K ? quantize_q8_K_g16_vnni : t == TL_Q4_K ? quantize_q8_K_g32_vnni
                                                                                             : quantize_q8_0_vnni;
-    *out = (tl_q8_kernels){quantize, pack, g == 32 ? gemm_g32_vnni : gemm_g16_vnni, g};
+    *out = (tl_q8_kernels){quantize, pack, g == 32 ? gemm_g32_vnni : gemm_g16_vnni, gemv, g};
     return true;
 }
 #endif

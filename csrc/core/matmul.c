@@ -99,7 +99,12 @@ static void q8_gemm_worker(void *p, int ith, int nth) {
     for (int64_t g = g0; g < g1; g++) {
         const int64_t r0 = g * TL_Q8_LANES;
         const int rows = j->m - r0 < TL_Q8_LANES ? (int)(j->m - r0) : TL_Q8_LANES;
-        j->kern.pack((const uint8_t *)j->w->data + (size_t)r0 * row_bytes, row_bytes, rows, j->k, pack);
+        const uint8_t *w = (const uint8_t *)j->w->data + (size_t)r0 * row_bytes;
+        if (j->kern.gemv && j->n <= TL_Q8_GEMV_MAX) { /* decode: no pack */
+            j->kern.gemv(w, row_bytes, rows, j->k, j->xq, j->x_stride, (int)j->n, j->y + r0, (size_t)j->m);
+            continue;
+        }
+        j->kern.pack(w, row_bytes, rows, j->k, pack);
         j->kern.gemm(pack, j->xq, j->x_stride, (int)j->n, j->k, j->kern.g, j->y + r0, (size_t)j->m, rows);
     }
 }

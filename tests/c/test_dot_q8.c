@@ -4,7 +4,8 @@
  *  - activations: q·dx equals GGUF Q8_0 / Q8_K quantization dequantized, bit for bit;
  *  - repacks and products: bit-identical to the portable kernels (the integer sums are
  *    exact and every output takes the same float operations in the same order), and a
- *    product of n rows equals n products of one row (prefill equals decode);
+ *    product of n rows equals n products of one row, and the decode kernels (no pack) the
+ *    GEMM (prefill equals decode);
  *  - the portable product against the dequantized operands in double: within 1e-5 of the
  *    sum of magnitudes (only the per-sub-block float combination rounds). */
 #include "core/dot_q8.h"
@@ -120,6 +121,14 @@ static void check_dtype(tl_dtype t, int trial) {
         for (int c = 0; c < n; c++)
             for (int r = last; r < rows; r++) same &= yg[c * rows + r] == yr[c * rows + r];
         CHECK(same, "%s trial %d: one row at a time differs", tl_dtype_name(t), trial);
+        /* the decode kernel, without a pack, on up to TL_Q8_GEMV_MAX rows of x */
+        if (got.gemv) {
+            const int nd = n < TL_Q8_GEMV_MAX ? n : TL_Q8_GEMV_MAX;
+            for (int r0 = 0; r0 < rows; r0 += 16)
+                got.gemv(wq + (size_t)r0 * rb, rb, rows - r0 < 16 ? rows - r0 : 16, k, xq, xs, nd, yg + r0, (size_t)rows);
+            CHECK(memcmp(yr, yg, (size_t)nd * rows * sizeof(float)) == 0, "%s trial %d (%d rows, k %lld, %d x): decode differs",
+                  tl_dtype_name(t), trial, rows, (long long)k, nd);
+        }
     }
     free(w);
     free(wd);
