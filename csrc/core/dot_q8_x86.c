@@ -466,22 +466,39 @@ VNNI static INLINE void gemv_store(const __m512 *acc, const int n, float *y, siz
 VNNI static INLINE __m512i and4(__m512i v) { return _mm512_and_si512(v, _mm512_set1_epi8(15)); }
 VNNI static INLINE __m512i high4(__m512i v) { return and4(_mm512_srli_epi32(v, 4)); }
 
-/* Q4_0 and Q8_0 (block = one sub-block of 32, d at the front) */
-VNNI static INLINE void gemv_q4_0(const rows16 *r, int64_t k, const uint8_t *x, size_t xs, const int n, float *y,
-                                  size_t ldy, int rows, const bool q8) {
+/* 16 bytes of 5th bits from a Q5 block's qh (the first 32-bit word of each 128-bit lane): bit
+ * j (j = 16·half + t) to byte t as 16 */
+VNNI static INLINE __m512i q5_bits(__m512i qh, int half) {
+    const __m512i idx = half ? _mm512_set4_epi32(0x03030303, 0x03030303, 0x02020202, 0x02020202)
+                             : _mm512_set4_epi32(0x01010101, 0x01010101, 0, 0);
+    const __mmask64 set = _mm512_test_epi8_mask(_mm512_shuffle_epi8(qh, idx), _mm512_set1_epi64(0x8040201008040201));
+    return _mm512_maskz_mov_epi8(set, _mm512_set1_epi8(16));
+}
+
+/* the legacy formats (one sub-block of 32 a block; see pack_legacy for the layouts) */
+enum legacy { Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 };
+
+VNNI static INLINE void gemv_legacy(const rows16 *r, int64_t k, const uint8_t *x, size_t xs, const int n, float *y,
+                                    size_t ldy, int rows, const enum legacy f) {
+    static const size_t bytes[] = {sizeof(block_q4_0), sizeof(block_q4_1), sizeof(block_q5_0), sizeof(block_q5_1),
+                                   sizeof(block_q8_0)};
+    static const int qs_at[] = {2, 4, 6, 8, 2};
     __m512 acc[TL_Q8_GEMV_MAX];
     for (int c = 0; c < n; c++) acc[c] = _mm512_setzero_ps();
-    const size_t bytes = q8 ? sizeof(block_q8_0) : sizeof(block_q4_0);
     for (int64_t i = 0; i < k / 32; i++) {
-        const size_t at = (size_t)i * bytes;
-        prefetch_block(r, at, bytes);
-        __m512i z[4], lo[4], hi[4], dw[4];
-        rows4x4(r, at, z);
+        const size_t at = (size_t)i * bytes[f];
+        prefetch_block(r, at, bytes[f]);
+        __m512i z[4], lo[4], hi[4], hz[4], dw[4];
+        rows4x4(r, at, z); /* d (and m, qh) at the front */
         words_of(z, dw);
         const __m512 d = half_lo(dw[0]);
-        const __m512 b = _mm512_mul_ps(d, _mm512_set1_ps(q8 ? -128.0f : -8.0f));
-        rows4x4(r, at + 2, z);
-        if (q8) {
+        const __m512 b = f == Q4_1 || f == Q5_1 ? half_hi(dw[0])
+                                                : _mm512_mul_ps(d, _mm512_set1_ps(f == Q8_0 ? -128.0f : f == Q5_0 ? -16.0f : -8.0f));
+        if (f == Q5_0) rows4x4(r, at + 2, hz);
+        if (f == Q5_1)
+            for (int j = 0; j < 4; j++) hz[j] = _mm512_srli_epi64(z[j], 32); /* qh to the first word */
+        rows4x4(r, at + qs_at[f], z);
+        if (f == Q8_0) {
             rows4x4(r, at + 18, hi);
             for (int j = 0; j < 4; j++) {
                 lo[j] = _mm512_xor_si512(z[j], _mm512_set1_epi8(-128));
@@ -491,6 +508,10 @@ VNNI static INLINE void gemv_q4_0(const rows16 *r, int64_t k, const uint8_t *x, 
             for (int j = 0; j < 4; j++) {
                 lo[j] = and4(z[j]);
                 hi[j] = high4(z[j]);
+                if (f == Q5_0 || f == Q5_1) {
+                    lo[j] = _mm512_or_si512(lo[j], q5_bits(hz[j], 0));
+                    hi[j] = _mm512_or_si512(hi[j], q5_bits(hz[j], 1));
+                }
             }
         }
         gemv_sub(acc, n, lo, hi, 32, x, xs, 32 * i, (const float *)(x + k), 2 * (size_t)i, d, b);
@@ -581,15 +602,24 @@ VNNI static INLINE void gemv_q6_K(const rows16 *r, int64_t k, const uint8_t *x, 
         default: call(4); break;                                                                                        \
         }                                                                                                               \
     }
-#define CALL_Q4_0(n) gemv_q4_0(r, k, x, xs, n, y, ldy, rows, false)
-#define CALL_Q8_0(n) gemv_q4_0(r, k, x, xs, n, y, ldy, rows, true)
+#define CALL_Q4_0(n) gemv_legacy(r, k, x, xs, n, y, ldy, rows, Q4_0)
+#define CALL_Q4_1(n) gemv_legacy(r, k, x, xs, n, y, ldy, rows, Q4_1)
+#define CALL_Q5_0(n) gemv_legacy(r, k, x, xs, n, y, ldy, rows, Q5_0)
+#define CALL_Q5_1(n) gemv_legacy(r, k, x, xs, n, y, ldy, rows, Q5_1)
+#define CALL_Q8_0(n) gemv_legacy(r, k, x, xs, n, y, ldy, rows, Q8_0)
 #define CALL_Q4_K(n) gemv_q4_K(r, k, x, xs, n, y, ldy, rows)
 #define CALL_Q6_K(n) gemv_q6_K(r, k, x, xs, n, y, ldy, rows)
 GEMV_VNNI(q4_0, CALL_Q4_0)
+GEMV_VNNI(q4_1, CALL_Q4_1)
+GEMV_VNNI(q5_0, CALL_Q5_0)
+GEMV_VNNI(q5_1, CALL_Q5_1)
 GEMV_VNNI(q8_0, CALL_Q8_0)
 GEMV_VNNI(q4_K, CALL_Q4_K)
 GEMV_VNNI(q6_K, CALL_Q6_K)
 #undef CALL_Q4_0
+#undef CALL_Q4_1
+#undef CALL_Q5_0
+#undef CALL_Q5_1
 #undef CALL_Q8_0
 #undef CALL_Q4_K
 #undef CALL_Q6_K
@@ -601,9 +631,9 @@ bool tl_q8_kernels_avx512(tl_dtype t, tl_q8_kernels *out) {
     tl_q8_gemv_fn gemv = NULL;
     switch (t) {
     case TL_Q4_0: pack = pack_q4_0_vnni, gemv = gemv_q4_0_vnni; break;
-    case TL_Q4_1: pack = pack_q4_1_vnni; break;
-    case TL_Q5_0: pack = pack_q5_0_vnni; break;
-    case TL_Q5_1: pack = pack_q5_1_vnni; break;
+    case TL_Q4_1: pack = pack_q4_1_vnni, gemv = gemv_q4_1_vnni; break;
+    case TL_Q5_0: pack = pack_q5_0_vnni, gemv = gemv_q5_0_vnni; break;
+    case TL_Q5_1: pack = pack_q5_1_vnni, gemv = gemv_q5_1_vnni; break;
     case TL_Q8_0: pack = pack_q8_0_vnni, gemv = gemv_q8_0_vnni; break;
     case TL_Q4_K: pack = pack_q4_K_vnni, gemv = gemv_q4_K_vnni; break;
     case TL_Q6_K: pack = pack_q6_K_vnni, gemv = gemv_q6_K_vnni; break;
