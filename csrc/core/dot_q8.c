@@ -11,7 +11,7 @@
 #include <string.h>
 
 /* How one row of a format becomes codes (into lane r of a pack), a and b */
-typedef void (*unpack_fn)(const void *row, int64_t k, uint8_t *codes, int r, float *a, float *b);
+typedef void (*unpack_fn)(tl_dtype t, const void *row, int64_t k, uint8_t *codes, int r, float *a, float *b);
 
 /* One weight format in the common shape: its sub-block size, the activation block it pairs
  * with (32: Q8_0-style, 256: Q8_K-style), and its portable repack. */
@@ -26,77 +26,45 @@ static inline void put_code(uint8_t *codes, int r, int64_t e, int v) {
     codes[(e >> 2) * 4 * TL_Q8_LANES + r * 4 + (e & 3)] = (uint8_t)v;
 }
 
-/* GGUF Q4_0: d·(q - 8); low nibbles are elements 0..15, high nibbles 16..31 */
-static void unpack_q4_0(const void *row, int64_t k, uint8_t *codes, int r, float *a, float *b) {
-    const block_q4_0 *x = row;
+/* The legacy formats, blocks of 32 (GGUF layouts, quants.h): Q4_0 d·(q - 8), Q4_1 d·q + m,
+ * Q5_0 d·(q - 16), Q5_1 d·q + m (the 5th bit of element j is bit j of qh), Q8_0 d·q with the
+ * code q + 128 so that it is unsigned. Low nibbles are elements 0..15, high nibbles 16..31. */
+static void unpack_legacy(tl_dtype t, const void *row, int64_t k, uint8_t *codes, int r, float *a, float *b) {
+    const size_t bytes = tl_dtype_row_size(t, 32);
     for (int64_t i = 0; i < k / 32; i++) {
-        const float d = tl_f16_to_f32(x[i].d);
-        a[i * TL_Q8_LANES + r] = d;
-        b[i * TL_Q8_LANES + r] = -8.0f * d;
-        for (int j = 0; j < 16; j++) {
-            put_code(codes, r, 32 * i + j, x[i].qs[j] & 15);
-            put_code(codes, r, 32 * i + j + 16, x[i].qs[j] >> 4);
+        const uint8_t *blk = (const uint8_t *)row + (size_t)i * bytes;
+        const uint8_t *qs, *qh = NULL;
+        tl_half d, m = 0;
+        float bias = 0.0f; /* times d, for the formats without a stored minimum */
+        switch (t) {
+        case TL_Q4_0: d = ((const block_q4_0 *)blk)->d, qs = ((const block_q4_0 *)blk)->qs, bias = -8.0f; break;
+        case TL_Q4_1: d = ((const block_q4_1 *)blk)->d, m = ((const block_q4_1 *)blk)->m, qs = ((const block_q4_1 *)blk)->qs; break;
+        case TL_Q5_0:
+            d = ((const block_q5_0 *)blk)->d, qs = ((const block_q5_0 *)blk)->qs, qh = ((const block_q5_0 *)blk)->qh, bias = -16.0f;
+            break;
+        case TL_Q5_1:
+            d = ((const block_q5_1 *)blk)->d, m = ((const block_q5_1 *)blk)->m, qs = ((const block_q5_1 *)blk)->qs,
+            qh = ((const block_q5_1 *)blk)->qh;
+            break;
+        default: d = ((const block_q8_0 *)blk)->d, qs = (const uint8_t *)((const block_q8_0 *)blk)->qs, bias = -128.0f; break;
         }
-    }
-}
-
-/* GGUF Q4_1: d·q + m */
-static void unpack_q4_1(const void *row, int64_t k, uint8_t *codes, int r, float *a, float *b) {
-    const block_q4_1 *x = row;
-    for (int64_t i = 0; i < k / 32; i++) {
-        a[i * TL_Q8_LANES + r] = tl_f16_to_f32(x[i].d);
-        b[i * TL_Q8_LANES + r] = tl_f16_to_f32(x[i].m);
-        for (int j = 0; j < 16; j++) {
-            put_code(codes, r, 32 * i + j, x[i].qs[j] & 15);
-            put_code(codes, r, 32 * i + j + 16, x[i].qs[j] >> 4);
+        const float df = tl_f16_to_f32(d);
+        a[i * TL_Q8_LANES + r] = df;
+        b[i * TL_Q8_LANES + r] = bias != 0.0f ? bias * df : tl_f16_to_f32(m);
+        const uint32_t h = qh ? (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 | (uint32_t)qh[3] << 24 : 0;
+        for (int j = 0; j < 32; j++) {
+            const int code = t == TL_Q8_0 ? (int8_t)qs[j] + 128 : (j < 16 ? qs[j] & 15 : qs[j - 16] >> 4) | (int)((h >> j) & 1) << 4;
+            put_code(codes, r, 32 * i + j, code);
         }
-    }
-}
-
-/* GGUF Q5_0/Q5_1: the 5th bit of element j is bit j of qh */
-static inline int q5_code(const uint8_t qs[16], const uint8_t qh[4], int j) {
-    const uint32_t h = (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 | (uint32_t)qh[3] << 24;
-    const int nib = j < 16 ? qs[j] & 15 : qs[j - 16] >> 4;
-    return nib | (int)((h >> j) & 1) << 4;
-}
-
-/* Q5_0: d·(q - 16) */
-static void unpack_q5_0(const void *row, int64_t k, uint8_t *codes, int r, float *a, float *b) {
-    const block_q5_0 *x = row;
-    for (int64_t i = 0; i < k / 32; i++) {
-        const float d = tl_f16_to_f32(x[i].d);
-        a[i * TL_Q8_LANES + r] = d;
-        b[i * TL_Q8_LANES + r] = -16.0f * d;
-        for (int j = 0; j < 32; j++) put_code(codes, r, 32 * i + j, q5_code(x[i].qs, x[i].qh, j));
-    }
-}
-
-/* Q5_1: d·q + m */
-static void unpack_q5_1(const void *row, int64_t k, uint8_t *codes, int r, float *a, float *b) {
-    const block_q5_1 *x = row;
-    for (int64_t i = 0; i < k / 32; i++) {
-        a[i * TL_Q8_LANES + r] = tl_f16_to_f32(x[i].d);
-        b[i * TL_Q8_LANES + r] = tl_f16_to_f32(x[i].m);
-        for (int j = 0; j < 32; j++) put_code(codes, r, 32 * i + j, q5_code(x[i].qs, x[i].qh, j));
-    }
-}
-
-/* GGUF Q8_0: d·q, q signed; the code is q + 128 so that it is unsigned */
-static void unpack_q8_0(const void *row, int64_t k, uint8_t *codes, int r, float *a, float *b) {
-    const block_q8_0 *x = row;
-    for (int64_t i = 0; i < k / 32; i++) {
-        const float d = tl_f16_to_f32(x[i].d);
-        a[i * TL_Q8_LANES + r] = d;
-        b[i * TL_Q8_LANES + r] = -128.0f * d;
-        for (int j = 0; j < 32; j++) put_code(codes, r, 32 * i + j, x[i].qs[j] + 128);
     }
 }
 
 /* GGUF Q4_K: 256 = 8 sub-blocks of 32, value d·sc·q - dmin·m (6-bit sc, m); qs bytes 32j..32j+31
  * hold sub-block 2j in their low nibbles and 2j+1 in their high nibbles. d·sc and dmin·m are
  * exact in float (11 + 6 significant bits). */
-static void unpack_q4_K(const void *row, int64_t k, uint8_t *codes, int r, float *a, float *b) {
+static void unpack_q4_K(tl_dtype t, const void *row, int64_t k, uint8_t *codes, int r, float *a, float *b) {
     const block_q4_K *x = row;
+    (void)t;
     for (int64_t i = 0; i < k / QK_K; i++) {
         const float d = tl_f16_to_f32(x[i].d), dmin = tl_f16_to_f32(x[i].dmin);
         for (int s = 0; s < 8; s++) {
@@ -113,8 +81,9 @@ static void unpack_q4_K(const void *row, int64_t k, uint8_t *codes, int r, float
 /* GGUF Q6_K: 256 = 16 sub-blocks of 16, value d·sc·(q - 32) with int8 sc; in each half of 128,
  * element l + 32p (l < 32) has the low 4 bits of ql[l + 32(p % 2)] (high nibble for p >= 2)
  * and bits 2p, 2p+1 of qh[l]. */
-static void unpack_q6_K(const void *row, int64_t k, uint8_t *codes, int r, float *a, float *b) {
+static void unpack_q6_K(tl_dtype t, const void *row, int64_t k, uint8_t *codes, int r, float *a, float *b) {
     const block_q6_K *x = row;
+    (void)t;
     for (int64_t i = 0; i < k / QK_K; i++) {
         const float d = tl_f16_to_f32(x[i].d);
         for (int s = 0; s < 16; s++) {
@@ -166,24 +135,25 @@ static void quantize_q8_K_g32(const float *x, int64_t k, void *dst) { quantize_a
 static void quantize_q8_K_g16(const float *x, int64_t k, void *dst) { quantize_act(x, k, dst, QK_K, 16); }
 
 /* The portable repack: each row through its format's unpack */
-static void pack_rows(unpack_fn unpack, const void *w, size_t row_bytes, int rows, int64_t k, void *pack, int g) {
+static void pack_rows(unpack_fn unpack, tl_dtype t, int g, const void *w, size_t row_bytes, int rows, int64_t k,
+                      void *pack) {
     uint8_t *codes = pack;
     float *a = (float *)(codes + TL_Q8_LANES * k), *b = a + TL_Q8_LANES * (k / g);
     for (int r = 0; r < TL_Q8_LANES; r++)
-        unpack((const uint8_t *)w + (size_t)(r < rows ? r : rows - 1) * row_bytes, k, codes, r, a, b);
+        unpack(t, (const uint8_t *)w + (size_t)(r < rows ? r : rows - 1) * row_bytes, k, codes, r, a, b);
 }
 
-#define PACK_SCALAR(name, g)                                                                                            \
+#define PACK_SCALAR(name, unpack, t, g)                                                                                 \
     static void pack_##name(const void *w, size_t row_bytes, int rows, int64_t k, void *pack) {                        \
-        pack_rows(unpack_##name, w, row_bytes, rows, k, pack, g);                                                       \
+        pack_rows(unpack, t, g, w, row_bytes, rows, k, pack);                                                           \
     }
-PACK_SCALAR(q4_0, 32)
-PACK_SCALAR(q4_1, 32)
-PACK_SCALAR(q5_0, 32)
-PACK_SCALAR(q5_1, 32)
-PACK_SCALAR(q8_0, 32)
-PACK_SCALAR(q4_K, 32)
-PACK_SCALAR(q6_K, 16)
+PACK_SCALAR(q4_0, unpack_legacy, TL_Q4_0, 32)
+PACK_SCALAR(q4_1, unpack_legacy, TL_Q4_1, 32)
+PACK_SCALAR(q5_0, unpack_legacy, TL_Q5_0, 32)
+PACK_SCALAR(q5_1, unpack_legacy, TL_Q5_1, 32)
+PACK_SCALAR(q8_0, unpack_legacy, TL_Q8_0, 32)
+PACK_SCALAR(q4_K, unpack_q4_K, TL_Q4_K, 32)
+PACK_SCALAR(q6_K, unpack_q6_K, TL_Q6_K, 16)
 #undef PACK_SCALAR
 
 static const q8_format *format_of(tl_dtype t) {

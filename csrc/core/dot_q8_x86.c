@@ -227,97 +227,54 @@ VNNI static INLINE __m512 neg(__m512 v) {
     return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), _mm512_set1_epi32((int)0x80000000u)));
 }
 
-/* Q4_0: d·(q - 8) */
-VNNI static void pack_q4_0_vnni(const void *w, size_t row_bytes, int rows, int64_t k, void *pack) {
-    const rows16 r = rows_of(w, row_bytes, rows);
-    uint8_t *codes = pack;
-    float *a = (float *)(codes + TL_Q8_LANES * k), *b = a + TL_Q8_LANES * (k / 32);
-    __m512i q[4];
-    for (int64_t i = 0; i < k / 32; i++) {
-        const size_t at = (size_t)i * sizeof(block_q4_0);
-        prefetch_block(&r, at, sizeof(block_q4_0));
-        words4(&r, at, q); /* d, then the first 14 qs bytes */
-        const __m512 d = half_lo(q[0]);
-        _mm512_storeu_ps(a + 16 * i, d);
-        _mm512_storeu_ps(b + 16 * i, _mm512_mul_ps(d, _mm512_set1_ps(-8.0f)));
-        words4(&r, at + 2, q);
-        put_nibbles(codes, 8 * i, q, q[0], false);
-    }
+/* The legacy formats: one sub-block of 32 a block, d (and m, qh) at the front; the bias b is
+ * -8d, -16d or -128d (Q8_0: the code is q + 128, the sign bit flipped), or Q4_1/Q5_1's m */
+enum legacy { Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 };
+static const size_t legacy_bytes[] = {sizeof(block_q4_0), sizeof(block_q4_1), sizeof(block_q5_0), sizeof(block_q5_1),
+                                      sizeof(block_q8_0)};
+static const int legacy_qs_at[] = {2, 4, 6, 8, 2};
+
+VNNI static INLINE __m512 legacy_bias(enum legacy f, __m512 d, __m512i dm) {
+    if (f == Q4_1 || f == Q5_1) return half_hi(dm);
+    return _mm512_mul_ps(d, _mm512_set1_ps(f == Q8_0 ? -128.0f : f == Q5_0 ? -16.0f : -8.0f));
 }
 
-/* Q4_1: d·q + m */
-VNNI static void pack_q4_1_vnni(const void *w, size_t row_bytes, int rows, int64_t k, void *pack) {
+VNNI static INLINE void pack_legacy(const void *w, size_t row_bytes, int rows, int64_t k, void *pack, const enum legacy f) {
     const rows16 r = rows_of(w, row_bytes, rows);
     uint8_t *codes = pack;
     float *a = (float *)(codes + TL_Q8_LANES * k), *b = a + TL_Q8_LANES * (k / 32);
     __m512i q[4];
     for (int64_t i = 0; i < k / 32; i++) {
-        const size_t at = (size_t)i * sizeof(block_q4_1);
-        prefetch_block(&r, at, sizeof(block_q4_1));
-        words4(&r, at, q); /* d|m, then the first 12 qs bytes */
-        _mm512_storeu_ps(a + 16 * i, half_lo(q[0]));
-        _mm512_storeu_ps(b + 16 * i, half_hi(q[0]));
-        words4(&r, at + 4, q);
-        put_nibbles(codes, 8 * i, q, q[0], false);
-    }
-}
-
-/* Q5_0: d·(q - 16); d at 0, qh at 2..5, qs at 6 */
-VNNI static void pack_q5_0_vnni(const void *w, size_t row_bytes, int rows, int64_t k, void *pack) {
-    const rows16 r = rows_of(w, row_bytes, rows);
-    uint8_t *codes = pack;
-    float *a = (float *)(codes + TL_Q8_LANES * k), *b = a + TL_Q8_LANES * (k / 32);
-    __m512i q[4];
-    for (int64_t i = 0; i < k / 32; i++) {
-        const size_t at = (size_t)i * sizeof(block_q5_0);
-        prefetch_block(&r, at, sizeof(block_q5_0));
-        words4(&r, at, q);
-        const __m512 d = half_lo(q[0]);
-        const __m512i qh = _mm512_or_si512(_mm512_srli_epi32(q[0], 16), _mm512_slli_epi32(q[1], 16));
-        _mm512_storeu_ps(a + 16 * i, d);
-        _mm512_storeu_ps(b + 16 * i, _mm512_mul_ps(d, _mm512_set1_ps(-16.0f)));
-        words4(&r, at + 6, q);
-        put_nibbles(codes, 8 * i, q, qh, true);
-    }
-}
-
-/* Q5_1: d·q + m; d|m at 0, qh at 4, qs at 8 */
-VNNI static void pack_q5_1_vnni(const void *w, size_t row_bytes, int rows, int64_t k, void *pack) {
-    const rows16 r = rows_of(w, row_bytes, rows);
-    uint8_t *codes = pack;
-    float *a = (float *)(codes + TL_Q8_LANES * k), *b = a + TL_Q8_LANES * (k / 32);
-    __m512i q[4];
-    for (int64_t i = 0; i < k / 32; i++) {
-        const size_t at = (size_t)i * sizeof(block_q5_1);
-        prefetch_block(&r, at, sizeof(block_q5_1));
-        words4(&r, at, q);
-        const __m512i qh = q[1];
-        _mm512_storeu_ps(a + 16 * i, half_lo(q[0]));
-        _mm512_storeu_ps(b + 16 * i, half_hi(q[0]));
-        words4(&r, at + 8, q);
-        put_nibbles(codes, 8 * i, q, qh, true);
-    }
-}
-
-/* Q8_0: d·q; the code is q + 128 (the sign bit flipped) */
-VNNI static void pack_q8_0_vnni(const void *w, size_t row_bytes, int rows, int64_t k, void *pack) {
-    const rows16 r = rows_of(w, row_bytes, rows);
-    uint8_t *codes = pack;
-    float *a = (float *)(codes + TL_Q8_LANES * k), *b = a + TL_Q8_LANES * (k / 32);
-    __m512i q[4];
-    for (int64_t i = 0; i < k / 32; i++) {
-        const size_t at = (size_t)i * sizeof(block_q8_0);
-        prefetch_block(&r, at, sizeof(block_q8_0));
+        const size_t at = (size_t)i * legacy_bytes[f];
+        prefetch_block(&r, at, legacy_bytes[f]);
         words4(&r, at, q);
         const __m512 d = half_lo(q[0]);
         _mm512_storeu_ps(a + 16 * i, d);
-        _mm512_storeu_ps(b + 16 * i, _mm512_mul_ps(d, _mm512_set1_ps(-128.0f)));
-        for (int half = 0; half < 2; half++) {
-            words4(&r, at + 2 + 16 * half, q);
-            for (int t = 0; t < 4; t++) put(codes, 8 * i + 4 * half + t, _mm512_xor_si512(q[t], _mm512_set1_epi8(-128)));
+        _mm512_storeu_ps(b + 16 * i, legacy_bias(f, d, q[0]));
+        /* Q5_0's qh straddles words 0 and 1, Q5_1's is word 1 */
+        const __m512i qh = f == Q5_0 ? _mm512_or_si512(_mm512_srli_epi32(q[0], 16), _mm512_slli_epi32(q[1], 16)) : q[1];
+        if (f == Q8_0) {
+            for (int half = 0; half < 2; half++) {
+                words4(&r, at + 2 + 16 * half, q);
+                for (int t = 0; t < 4; t++) put(codes, 8 * i + 4 * half + t, _mm512_xor_si512(q[t], _mm512_set1_epi8(-128)));
+            }
+            continue;
         }
+        words4(&r, at + legacy_qs_at[f], q);
+        put_nibbles(codes, 8 * i, q, qh, f == Q5_0 || f == Q5_1);
     }
 }
+
+#define PACK_LEGACY(name, f)                                                                                            \
+    VNNI static void pack_##name##_vnni(const void *w, size_t row_bytes, int rows, int64_t k, void *pack) {            \
+        pack_legacy(w, row_bytes, rows, k, pack, f);                                                                    \
+    }
+PACK_LEGACY(q4_0, Q4_0)
+PACK_LEGACY(q4_1, Q4_1)
+PACK_LEGACY(q5_0, Q5_0)
+PACK_LEGACY(q5_1, Q5_1)
+PACK_LEGACY(q8_0, Q8_0)
+#undef PACK_LEGACY
 
 /* byte j of each lane */
 VNNI static INLINE __m512i byte_of(__m512i v, int j) {
@@ -475,29 +432,23 @@ VNNI static INLINE __m512i q5_bits(__m512i qh, int half) {
     return _mm512_maskz_mov_epi8(set, _mm512_set1_epi8(16));
 }
 
-/* the legacy formats (one sub-block of 32 a block; see pack_legacy for the layouts) */
-enum legacy { Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 };
-
+/* the legacy formats (see pack_legacy) */
 VNNI static INLINE void gemv_legacy(const rows16 *r, int64_t k, const uint8_t *x, size_t xs, const int n, float *y,
                                     size_t ldy, int rows, const enum legacy f) {
-    static const size_t bytes[] = {sizeof(block_q4_0), sizeof(block_q4_1), sizeof(block_q5_0), sizeof(block_q5_1),
-                                   sizeof(block_q8_0)};
-    static const int qs_at[] = {2, 4, 6, 8, 2};
     __m512 acc[TL_Q8_GEMV_MAX];
     for (int c = 0; c < n; c++) acc[c] = _mm512_setzero_ps();
     for (int64_t i = 0; i < k / 32; i++) {
-        const size_t at = (size_t)i * bytes[f];
-        prefetch_block(r, at, bytes[f]);
+        const size_t at = (size_t)i * legacy_bytes[f];
+        prefetch_block(r, at, legacy_bytes[f]);
         __m512i z[4], lo[4], hi[4], hz[4], dw[4];
         rows4x4(r, at, z); /* d (and m, qh) at the front */
         words_of(z, dw);
         const __m512 d = half_lo(dw[0]);
-        const __m512 b = f == Q4_1 || f == Q5_1 ? half_hi(dw[0])
-                                                : _mm512_mul_ps(d, _mm512_set1_ps(f == Q8_0 ? -128.0f : f == Q5_0 ? -16.0f : -8.0f));
+        const __m512 b = legacy_bias(f, d, dw[0]);
         if (f == Q5_0) rows4x4(r, at + 2, hz);
         if (f == Q5_1)
             for (int j = 0; j < 4; j++) hz[j] = _mm512_srli_epi64(z[j], 32); /* qh to the first word */
-        rows4x4(r, at + qs_at[f], z);
+        rows4x4(r, at + legacy_qs_at[f], z);
         if (f == Q8_0) {
             rows4x4(r, at + 18, hi);
             for (int j = 0; j < 4; j++) {
