@@ -12,10 +12,11 @@
 
 /* Floats of scratch tl_matmul needs for weights of k columns on nth threads: a tile of
  * dequantized rows per thread, or a chunk of quantized x rows (at most 1.5 bytes an element:
- * int8 and two floats per 16) and a 16-row pack of W per thread (16 times that). */
+ * int8 and two floats per 16) and a 16-row pack of W per thread (16 times that), each
+ * rounded up to 64 bytes. */
 static inline size_t tl_matmul_scratch_floats(int64_t k, int nth) {
     const size_t tiles = (size_t)nth * TL_MATMUL_TILE * (size_t)k;
-    const size_t q8 = ((size_t)TL_MATMUL_Q8_CHUNK * 3 * (size_t)k / 2 + (size_t)nth * 24 * (size_t)k + 128) / sizeof(float);
+    const size_t q8 = ((size_t)TL_MATMUL_Q8_CHUNK * 3 * (size_t)k / 2 + (size_t)nth * (24 * (size_t)k + 64) + 64) / sizeof(float) + 1;
     return tiles > q8 ? tiles : q8;
 }
 
