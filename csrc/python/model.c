@@ -347,11 +347,13 @@ done:
     return result;
 }
 
-/* The weight dtypes whose matmuls quantize activations to 8 bits on this CPU, in the gguf
- * package's spelling ("Q4_0", "Q4_K"): the reference forward mirrors them. */
-static PyObject *activation_quant_list(void) {
+/* The weight dtypes whose matmuls quantize activations to 8 bits (the CPU backend's integer
+ * kernels at this dispatch level), in the gguf package's spelling ("Q4_0", "Q4_K"): the
+ * reference forward mirrors them. */
+static PyObject *activation_quant_list(const tl_model *m) {
     PyObject *aq = PyList_New(0);
-    for (int t = 0; aq && t < TL_DTYPE_COUNT; t++) {
+    const bool cpu = strcmp(tl_model_backend(m), "cpu") == 0;
+    for (int t = 0; aq && cpu && t < TL_DTYPE_COUNT; t++) {
         if (!tl_dtype_is_valid(t) || !tl_dtype_quantizes_activations((tl_dtype)t)) continue;
         char name[16];
         snprintf(name, sizeof name, "%s", tl_dtype_name((tl_dtype)t));
@@ -391,7 +393,7 @@ static PyObject *get_config(Model *self, void *c) {
         return NULL;
     }
     Py_DECREF(traits);
-    PyObject *aq = activation_quant_list();
+    PyObject *aq = activation_quant_list(self->model);
     if (!aq || PyDict_SetItemString(d, "activation_quant", aq) < 0) {
         Py_XDECREF(aq);
         Py_DECREF(d);
