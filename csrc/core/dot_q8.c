@@ -59,23 +59,36 @@ static void unpack_legacy(tl_dtype t, const void *row, int64_t k, uint8_t *codes
     }
 }
 
-/* GGUF Q4_K: 256 = 8 sub-blocks of 32, value d·sc·q - dmin·m (6-bit sc, m); qs bytes 32j..32j+31
- * hold sub-block 2j in their low nibbles and 2j+1 in their high nibbles. d·sc and dmin·m are
- * exact in float (11 + 6 significant bits). */
+/* GGUF Q4_K and Q5_K: 256 = 8 sub-blocks of 32, value d·sc·q - dmin·m (6-bit sc, m); qs bytes
+ * 32j..32j+31 hold sub-block 2j in their low nibbles and 2j+1 in their high nibbles; Q5_K's
+ * 5th bit of element l of sub-block s is bit s of qh[l]. d·sc and dmin·m are exact in float
+ * (11 + 6 significant bits). */
+static void unpack_k4(const uint8_t *qs, const uint8_t *qh, const uint8_t *scales, tl_half dh, tl_half dminh, int64_t i,
+                      uint8_t *codes, int r, float *a, float *b) {
+    const float d = tl_f16_to_f32(dh), dmin = tl_f16_to_f32(dminh);
+    for (int s = 0; s < 8; s++) {
+        int sc, m;
+        get_scale_min_k4(s, scales, &sc, &m);
+        a[(8 * i + s) * TL_Q8_LANES + r] = d * (float)sc;
+        b[(8 * i + s) * TL_Q8_LANES + r] = -(dmin * (float)m);
+        const uint8_t *q = qs + 32 * (s / 2);
+        for (int l = 0; l < 32; l++) {
+            const int high = qh ? (qh[l] >> s & 1) << 4 : 0;
+            put_code(codes, r, QK_K * i + 32 * s + l, (s % 2 ? q[l] >> 4 : q[l] & 15) | high);
+        }
+    }
+}
+
 static void unpack_q4_K(tl_dtype t, const void *row, int64_t k, uint8_t *codes, int r, float *a, float *b) {
     const block_q4_K *x = row;
     (void)t;
-    for (int64_t i = 0; i < k / QK_K; i++) {
-        const float d = tl_f16_to_f32(x[i].d), dmin = tl_f16_to_f32(x[i].dmin);
-        for (int s = 0; s < 8; s++) {
-            int sc, m;
-            get_scale_min_k4(s, x[i].scales, &sc, &m);
-            a[(8 * i + s) * TL_Q8_LANES + r] = d * (float)sc;
-            b[(8 * i + s) * TL_Q8_LANES + r] = -(dmin * (float)m);
-            const uint8_t *q = x[i].qs + 32 * (s / 2);
-            for (int l = 0; l < 32; l++) put_code(codes, r, QK_K * i + 32 * s + l, s % 2 ? q[l] >> 4 : q[l] & 15);
-        }
-    }
+    for (int64_t i = 0; i < k / QK_K; i++) unpack_k4(x[i].qs, NULL, x[i].scales, x[i].d, x[i].dmin, i, codes, r, a, b);
+}
+
+static void unpack_q5_K(tl_dtype t, const void *row, int64_t k, uint8_t *codes, int r, float *a, float *b) {
+    const block_q5_K *x = row;
+    (void)t;
+    for (int64_t i = 0; i < k / QK_K; i++) unpack_k4(x[i].qs, x[i].qh, x[i].scales, x[i].d, x[i].dmin, i, codes, r, a, b);
 }
 
 /* GGUF Q6_K: 256 = 16 sub-blocks of 16, value d·sc·(q - 32) with int8 sc; in each half of 128,
@@ -153,6 +166,7 @@ PACK_SCALAR(q5_0, unpack_legacy, TL_Q5_0, 32)
 PACK_SCALAR(q5_1, unpack_legacy, TL_Q5_1, 32)
 PACK_SCALAR(q8_0, unpack_legacy, TL_Q8_0, 32)
 PACK_SCALAR(q4_K, unpack_q4_K, TL_Q4_K, 32)
+PACK_SCALAR(q5_K, unpack_q5_K, TL_Q5_K, 32)
 PACK_SCALAR(q6_K, unpack_q6_K, TL_Q6_K, 16)
 #undef PACK_SCALAR
 
@@ -160,7 +174,7 @@ static const q8_format *format_of(tl_dtype t) {
     static const q8_format q4_0 = {32, QK8_0, quantize_q8_0, pack_q4_0}, q4_1 = {32, QK8_0, quantize_q8_0, pack_q4_1},
                            q5_0 = {32, QK8_0, quantize_q8_0, pack_q5_0}, q5_1 = {32, QK8_0, quantize_q8_0, pack_q5_1},
                            q8_0 = {32, QK8_0, quantize_q8_0, pack_q8_0}, q4_k = {32, QK_K, quantize_q8_K_g32, pack_q4_K},
-                           q6_k = {16, QK_K, quantize_q8_K_g16, pack_q6_K};
+                           q5_k = {32, QK_K, quantize_q8_K_g32, pack_q5_K}, q6_k = {16, QK_K, quantize_q8_K_g16, pack_q6_K};
     switch (t) {
     case TL_Q4_0: return &q4_0;
     case TL_Q4_1: return &q4_1;
@@ -168,6 +182,7 @@ static const q8_format *format_of(tl_dtype t) {
     case TL_Q5_1: return &q5_1;
     case TL_Q8_0: return &q8_0;
     case TL_Q4_K: return &q4_k;
+    case TL_Q5_K: return &q5_k;
     case TL_Q6_K: return &q6_k;
     default: return NULL;
     }

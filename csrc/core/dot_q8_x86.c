@@ -201,6 +201,10 @@ VNNI static INLINE __m512 half_hi(__m512i v) { return half_lo(_mm512_srli_epi32(
 
 VNNI static INLINE void put(uint8_t *codes, int64_t k4, __m512i v) { _mm512_storeu_si512(codes + k4 * 64, v); }
 
+/* the low and high nibble of every byte */
+VNNI static INLINE __m512i and4(__m512i v) { return _mm512_and_si512(v, _mm512_set1_epi8(15)); }
+VNNI static INLINE __m512i high4(__m512i v) { return and4(_mm512_srli_epi32(v, 4)); }
+
 /* element j of a Q5 block: 16 when bit j of qh is set; the 4 bits from bit 4·t on, one per byte */
 VNNI static INLINE __m512i q5_high(__m512i qh, int t) {
     __m512i h = _mm512_and_si512(_mm512_srli_epi32(qh, 4 * t), _mm512_set1_epi32(15));
@@ -303,28 +307,50 @@ VNNI static INLINE void q4_K_scales(const __m512i h[4], float *a, float *b, int 
     }
 }
 
-/* GGUF Q4_K (see unpack_q4_K): the first 16 bytes are the header */
-VNNI static void pack_q4_K_vnni(const void *w, size_t row_bytes, int rows, int64_t k, void *pack) {
+/* the 5th bits of Q5_K's sub-block s: bit s of each qh byte, as 16 */
+VNNI static INLINE __m512i k5_bits(__m512i qh, int s) {
+    return _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(qh, s), _mm512_set1_epi8(1)), 4);
+}
+
+/* GGUF Q4_K and Q5_K (see unpack_k4): the header (first 16 bytes), Q5_K's 32 qh bytes, the qs */
+VNNI static INLINE void pack_k4(const void *w, size_t row_bytes, int rows, int64_t k, void *pack, const bool q5) {
     const rows16 r = rows_of(w, row_bytes, rows);
-    const __m512i m4 = _mm512_set1_epi8(15);
+    const size_t bytes = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K), qs_at = q5 ? 48 : 16;
     uint8_t *codes = pack;
     float *a = (float *)(codes + TL_Q8_LANES * k), *b = a + TL_Q8_LANES * (k / 32);
-    __m512i h[4], q[4];
+    __m512i h[4], q[4], qh[2][4];
     for (int64_t i = 0; i < k / QK_K; i++) {
-        const size_t at = (size_t)i * sizeof(block_q4_K);
-        prefetch_block(&r, at, sizeof(block_q4_K));
+        const size_t at = (size_t)i * bytes;
+        prefetch_block(&r, at, bytes);
         words4(&r, at, h);
         q4_K_scales(h, a + 16 * 8 * i, b + 16 * 8 * i, 16);
+        if (q5) {
+            words4(&r, at + 16, qh[0]);
+            words4(&r, at + 32, qh[1]);
+        }
         /* qs bytes 32u..32u+31: sub-block 2u in the low nibbles, 2u+1 in the high ones */
         for (int c = 0; c < 8; c++) {
-            words4(&r, at + 16 + 16 * c, q);
+            words4(&r, at + qs_at + 16 * c, q);
+            const int s = 2 * (c / 2);
             for (int t = 0; t < 4; t++) {
                 const int64_t k4 = 64 * i + 16 * (c / 2) + 4 * (c % 2) + t;
-                put(codes, k4, _mm512_and_si512(q[t], m4));
-                put(codes, k4 + 8, _mm512_and_si512(_mm512_srli_epi32(q[t], 4), m4));
+                __m512i lo = and4(q[t]), hi = high4(q[t]);
+                if (q5) {
+                    lo = _mm512_or_si512(lo, k5_bits(qh[c % 2][t], s));
+                    hi = _mm512_or_si512(hi, k5_bits(qh[c % 2][t], s + 1));
+                }
+                put(codes, k4, lo);
+                put(codes, k4 + 8, hi);
             }
         }
     }
+}
+
+VNNI static void pack_q4_K_vnni(const void *w, size_t row_bytes, int rows, int64_t k, void *pack) {
+    pack_k4(w, row_bytes, rows, k, pack, false);
+}
+VNNI static void pack_q5_K_vnni(const void *w, size_t row_bytes, int rows, int64_t k, void *pack) {
+    pack_k4(w, row_bytes, rows, k, pack, true);
 }
 
 /* Q6_K's a = d·scale and b = -32a of the 16 sub-blocks from d and the scale words (int8) */
@@ -420,9 +446,6 @@ VNNI static INLINE void gemv_store(const __m512 *acc, const int n, float *y, siz
     for (int c = 0; c < n; c++) _mm512_mask_storeu_ps(y + (size_t)c * ldy, keep, _mm512_permutexvar_ps(order, acc[c]));
 }
 
-VNNI static INLINE __m512i and4(__m512i v) { return _mm512_and_si512(v, _mm512_set1_epi8(15)); }
-VNNI static INLINE __m512i high4(__m512i v) { return and4(_mm512_srli_epi32(v, 4)); }
-
 /* 16 bytes of 5th bits from a Q5 block's qh (the first 32-bit word of each 128-bit lane): bit
  * j (j = 16·half + t) to byte t as 16 */
 VNNI static INLINE __m512i q5_bits(__m512i qh, int half) {
@@ -470,36 +493,41 @@ VNNI static INLINE void gemv_legacy(const rows16 *r, int64_t k, const uint8_t *x
     gemv_store(acc, n, y, ldy, rows);
 }
 
-/* Q4_K: per super-block the header's scales (any lane order: words_of's), then 4 times 32 qs
- * bytes: sub-block 2u in their low nibbles, 2u + 1 in the high ones */
-VNNI static INLINE void gemv_q4_K(const rows16 *r, int64_t k, const uint8_t *x, size_t xs, const int n, float *y,
-                                  size_t ldy, int rows) {
+/* Q4_K and Q5_K: per super-block the header's scales (any lane order: words_of's), Q5_K's qh,
+ * then 4 times 32 qs bytes: sub-block 2u in their low nibbles, 2u + 1 in the high ones */
+VNNI static INLINE void gemv_k4(const rows16 *r, int64_t k, const uint8_t *x, size_t xs, const int n, float *y,
+                                size_t ldy, int rows, const bool q5) {
     __m512 acc[TL_Q8_GEMV_MAX];
     for (int c = 0; c < n; c++) acc[c] = _mm512_setzero_ps();
+    const size_t bytes = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K), qs_at = q5 ? 48 : 16;
     float a[8 * 16], b[8 * 16];
     for (int64_t i = 0; i < k / QK_K; i++) {
-        const size_t at = (size_t)i * sizeof(block_q4_K);
-        prefetch_block(r, at, sizeof(block_q4_K));
-        __m512i z[4], h[4], z1[4], lo[4], hi[4];
+        const size_t at = (size_t)i * bytes;
+        prefetch_block(r, at, bytes);
+        __m512i z[4], h[4], z1[4], lo[4], hi[4], qh0[4], qh1[4];
         rows4x4(r, at, z);
         words_of(z, h);
         q4_K_scales(h, a, b, 16);
+        if (q5) {
+            rows4x4(r, at + 16, qh0);
+            rows4x4(r, at + 32, qh1);
+        }
         for (int u = 0; u < 4; u++) {
-            rows4x4(r, at + 16 + 32 * u, z);
-            rows4x4(r, at + 32 + 32 * u, z1);
-            for (int j = 0; j < 4; j++) {
-                lo[j] = and4(z[j]);
-                hi[j] = and4(z1[j]);
+            rows4x4(r, at + qs_at + 32 * u, z);
+            rows4x4(r, at + qs_at + 16 + 32 * u, z1);
+            for (int half = 0; half < 2; half++) {
+                const int64_t s = 8 * i + 2 * u + half;
+                for (int j = 0; j < 4; j++) {
+                    lo[j] = half ? high4(z[j]) : and4(z[j]);
+                    hi[j] = half ? high4(z1[j]) : and4(z1[j]);
+                    if (q5) {
+                        lo[j] = _mm512_or_si512(lo[j], k5_bits(qh0[j], 2 * u + half));
+                        hi[j] = _mm512_or_si512(hi[j], k5_bits(qh1[j], 2 * u + half));
+                    }
+                }
+                gemv_sub(acc, n, lo, hi, 32, x, xs, 32 * s, (const float *)(x + k), 2 * (size_t)s,
+                         _mm512_loadu_ps(a + 32 * u + 16 * half), _mm512_loadu_ps(b + 32 * u + 16 * half));
             }
-            const int64_t s = 8 * i + 2 * u;
-            gemv_sub(acc, n, lo, hi, 32, x, xs, 32 * s, (const float *)(x + k), 2 * (size_t)s, _mm512_loadu_ps(a + 32 * u),
-                     _mm512_loadu_ps(b + 32 * u));
-            for (int j = 0; j < 4; j++) {
-                lo[j] = high4(z[j]);
-                hi[j] = high4(z1[j]);
-            }
-            gemv_sub(acc, n, lo, hi, 32, x, xs, 32 * (s + 1), (const float *)(x + k), 2 * (size_t)(s + 1),
-                     _mm512_loadu_ps(a + 32 * u + 16), _mm512_loadu_ps(b + 32 * u + 16));
         }
     }
     gemv_store(acc, n, y, ldy, rows);
@@ -558,7 +586,8 @@ VNNI static INLINE void gemv_q6_K(const rows16 *r, int64_t k, const uint8_t *x, 
 #define CALL_Q5_0(n) gemv_legacy(r, k, x, xs, n, y, ldy, rows, Q5_0)
 #define CALL_Q5_1(n) gemv_legacy(r, k, x, xs, n, y, ldy, rows, Q5_1)
 #define CALL_Q8_0(n) gemv_legacy(r, k, x, xs, n, y, ldy, rows, Q8_0)
-#define CALL_Q4_K(n) gemv_q4_K(r, k, x, xs, n, y, ldy, rows)
+#define CALL_Q4_K(n) gemv_k4(r, k, x, xs, n, y, ldy, rows, false)
+#define CALL_Q5_K(n) gemv_k4(r, k, x, xs, n, y, ldy, rows, true)
 #define CALL_Q6_K(n) gemv_q6_K(r, k, x, xs, n, y, ldy, rows)
 GEMV_VNNI(q4_0, CALL_Q4_0)
 GEMV_VNNI(q4_1, CALL_Q4_1)
@@ -566,6 +595,7 @@ GEMV_VNNI(q5_0, CALL_Q5_0)
 GEMV_VNNI(q5_1, CALL_Q5_1)
 GEMV_VNNI(q8_0, CALL_Q8_0)
 GEMV_VNNI(q4_K, CALL_Q4_K)
+GEMV_VNNI(q5_K, CALL_Q5_K)
 GEMV_VNNI(q6_K, CALL_Q6_K)
 #undef CALL_Q4_0
 #undef CALL_Q4_1
@@ -573,6 +603,7 @@ GEMV_VNNI(q6_K, CALL_Q6_K)
 #undef CALL_Q5_1
 #undef CALL_Q8_0
 #undef CALL_Q4_K
+#undef CALL_Q5_K
 #undef CALL_Q6_K
 #undef GEMV_VNNI
 
@@ -587,12 +618,14 @@ bool tl_q8_kernels_avx512(tl_dtype t, tl_q8_kernels *out) {
     case TL_Q5_1: pack = pack_q5_1_vnni, gemv = gemv_q5_1_vnni; break;
     case TL_Q8_0: pack = pack_q8_0_vnni, gemv = gemv_q8_0_vnni; break;
     case TL_Q4_K: pack = pack_q4_K_vnni, gemv = gemv_q4_K_vnni; break;
+    case TL_Q5_K: pack = pack_q5_K_vnni, gemv = gemv_q5_K_vnni; break;
     case TL_Q6_K: pack = pack_q6_K_vnni, gemv = gemv_q6_K_vnni; break;
     default: return false;
     }
     const int g = t == TL_Q6_K ? 16 : 32;
-    const tl_q8_quantize_fn quantize = t == TL_Q6_K ? quantize_q8_K_g16_vnni : t == TL_Q4_K ? quantize_q8_K_g32_vnni
-                                                                                            : quantize_q8_0_vnni;
+    const tl_q8_quantize_fn quantize = t == TL_Q6_K                   ? quantize_q8_K_g16_vnni
+                                       : t == TL_Q4_K || t == TL_Q5_K ? quantize_q8_K_g32_vnni
+                                                                      : quantize_q8_0_vnni;
     *out = (tl_q8_kernels){quantize, pack, g == 32 ? gemm_g32_vnni : gemm_g16_vnni, gemv, g};
     return true;
 }

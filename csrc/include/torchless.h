@@ -87,7 +87,7 @@ tl_status tl_quantize(tl_dtype t, const float *src, void *dst, int64_t n);
 const char *tl_cpu_isa(void);
 /* True when matrix products against weights of this dtype quantize their input to 8 bits
  * and multiply in integers at this dispatch level (llama.cpp's vec_dot_type: Q8_0-style for
- * Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, Q8_K-style for Q4_K/Q6_K); logits then differ from float
+ * Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, Q8_K-style for Q4_K/Q5_K/Q6_K); logits then differ from float
  * activations by that rounding. */
 bool tl_dtype_quantizes_activations(tl_dtype t);
 

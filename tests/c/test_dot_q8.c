@@ -27,7 +27,7 @@ static double uniform(void) {
 
 /* activations: each element of x quantized and dequantized two ways */
 static void check_activations(tl_dtype t, const float *x, int64_t k, const uint8_t *xq, int g) {
-    const bool k_quant = t == TL_Q4_K || t == TL_Q6_K;
+    const bool k_quant = t == TL_Q4_K || t == TL_Q5_K || t == TL_Q6_K;
     const tl_dtype act = k_quant ? TL_Q8_K : TL_Q8_0;
     uint8_t *blocks = malloc(tl_dtype_row_size(act, k));
     float *want = malloc((size_t)k * sizeof(float));
@@ -54,7 +54,7 @@ static void check_dtype(tl_dtype t, int trial) {
     tl_q8_kernels ref, got;
     if (!tl_q8_kernels_scalar(t, &ref)) return;
     const bool have = tl_q8_kernels_get(t, &got);
-    const int64_t blk = t == TL_Q4_K || t == TL_Q6_K ? 256 : 32;
+    const int64_t blk = t == TL_Q4_K || t == TL_Q5_K || t == TL_Q6_K ? 256 : 32;
     static const int row_counts[] = {1, 16, 17, 5, 37};
     static const int64_t blocks[] = {1, 3, 8};
     static const int x_counts[] = {1, 3, 8, 13};
@@ -148,7 +148,7 @@ int main(void) {
     state = seed;
     printf("seed %llu, kernels: %s\n", (unsigned long long)seed, tl_cpu_isa());
     if (check_cpu_level_missing()) return CHECK_SKIPPED;
-    const tl_dtype types[] = {TL_Q4_0, TL_Q4_1, TL_Q5_0, TL_Q5_1, TL_Q8_0, TL_Q4_K, TL_Q6_K};
+    const tl_dtype types[] = {TL_Q4_0, TL_Q4_1, TL_Q5_0, TL_Q5_1, TL_Q8_0, TL_Q4_K, TL_Q5_K, TL_Q6_K};
     int n_level = 0;
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         tl_q8_kernels k;
