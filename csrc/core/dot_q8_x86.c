@@ -1,7 +1,11 @@
-/* x86 kernels for quantized activations (dot_q8.h): AVX-512 VNNI. A pack holds 16 weight
- * rows, one per 32-bit lane, so vpdpbusd multiplies 4 codes of each of 16 rows by the same
- * 4 activation bytes (broadcast) and adds them into that row's lane; a sub-block's integer
- * sums for 16 rows land in one register with no horizontal reduction. */
+/* x86 kernels for quantized activations (dot_q8.h): AVX-512 VNNI.
+ * - Prefill: a pack holds 16 weight rows, one per 32-bit lane, so vpdpbusd multiplies 4 codes
+ *   of each of 16 rows by the same 4 activation bytes (broadcast) and adds them into that
+ *   row's lane; a sub-block's integer sums for 16 rows land in one register with no horizontal
+ *   reduction, and a tile of 16 rows x 8 activation rows keeps 8 accumulators in registers.
+ * - Decode: packing costs more than the product of one activation row, so the decode kernels
+ *   read 16 rows straight from their blocks (see "decode" below).
+ * Both end in the same float operations per sub-block as dot_q8.c's gemm_scalar. */
 #include "dot_q8.h"
 
 #ifdef TL_Q8_X86
@@ -9,8 +13,8 @@
 #include "fp16.h"
 #include "quants.h"
 
-#include <math.h>
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
