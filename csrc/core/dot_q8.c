@@ -8,6 +8,7 @@
 #include "quants.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* How one row of a format becomes codes (into lane r of a pack), a and b */
@@ -228,7 +229,15 @@ bool tl_q8_kernels_scalar(tl_dtype t, tl_q8_kernels *out) {
     return true;
 }
 
+/* TORCHLESS_ACT_QUANT=0 keeps float activations everywhere: for comparisons with backends that
+ * keep them (the GPU backends' tests). Read at every call, so that a test may switch it. */
+static bool act_quant_off(void) {
+    const char *e = getenv("TORCHLESS_ACT_QUANT");
+    return e && strcmp(e, "0") == 0;
+}
+
 bool tl_q8_kernels_get(tl_dtype t, tl_q8_kernels *out) {
+    if (act_quant_off()) return false;
     switch (tl_cpu_level_get()) {
     case TL_CPU_SCALAR: return tl_q8_kernels_scalar(t, out);
 #ifdef TL_Q8_X86

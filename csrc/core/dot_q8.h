@@ -51,7 +51,8 @@ typedef struct {
 } tl_q8_kernels;
 
 /* The kernels for this weight dtype at the CPU's dispatch level; false when the dtype keeps
- * float activations there (F32/F16/BF16 weights always do). */
+ * float activations there (F32/F16/BF16 weights always do; every dtype with the environment
+ * variable TORCHLESS_ACT_QUANT=0). */
 bool tl_q8_kernels_get(tl_dtype t, tl_q8_kernels *out);
 
 /* The portable kernels: the definition the SIMD ones are tested against, bit for bit. */
