@@ -12,7 +12,9 @@ Oracles:
   on the tokenizer corpus.
 
 Tolerance against the oracle: normwise per position 1e-4 (F32 weights, F32 KV cache; the engine
-computes in float32, about 1e-6 here), as tests/test_forward.py.
+computes in float32, about 1e-6 here), as tests/test_forward.py; quantized weights whose matmuls
+quantize their inputs (the engine's config["activation_quant"]) are compared with an oracle that
+quantizes them the same way, within 5e-2 (one element rounding the other way, see test_forward).
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ import pytest
 import torchless
 from torchless.gguf import Value
 from reference import synth
+from reference.forward import quantize_act
 
 TOL = 1e-4
+TOL_ACT = 5e-2  # quantized activations: one input element rounded to the other quantum (tests/test_forward.py)
 ABLATED = 1e-2  # an oracle without one of the model's traits must miss the engine by more than this
 
 # ----------------------------------------------------------------------------- float64 oracle
@@ -67,8 +71,10 @@ class Oracle:
     NumPy order (or None). Traits come from the architecture as llama.cpp reads it; `off` names
     traits to switch off (for the ablation checks)."""
 
-    def __init__(self, md, get, n_ctx, off=()):
+    def __init__(self, md, get, n_ctx, off=(), dtypes=None, act_quant=frozenset()):
         self.get, self.off = get, set(off)
+        # weights' gguf type names, and those whose matmul inputs the engine quantizes (as it reports)
+        self.dtypes, self.act_quant = dtypes or {}, act_quant
         arch = md["general.architecture"]
         key = lambda k, d=None: md.get(f"{arch}.{k}", d)  # noqa: E731
         self.dim = int(key("embedding_length"))
@@ -132,19 +138,27 @@ class Oracle:
     def w(self, name):
         return self.get(name)
 
-    def layer_qkv(self, l):
-        qkv = self.w(f"blk.{l}.attn_qkv.weight")
-        if qkv is not None:
-            q_dim, kv_dim = self.n_heads * self.hd, self.n_kv * self.hd
-            return qkv[:q_dim], qkv[q_dim : q_dim + kv_dim], qkv[q_dim + kv_dim :]
-        return (self.w(f"blk.{l}.attn_q.weight"), self.w(f"blk.{l}.attn_k.weight"), self.w(f"blk.{l}.attn_v.weight"))
+    def mm(self, x, name, w=None):
+        """x @ W.T for weight `name` (or its rows w), the input quantized as the engine does."""
+        dt = self.dtypes.get(name)
+        if dt in self.act_quant:
+            x = quantize_act(x, dt)
+        return x @ (self.w(name) if w is None else w).T
 
-    def layer_gate_up(self, l):
-        gate = self.w(f"blk.{l}.ffn_gate.weight")
-        up = self.w(f"blk.{l}.ffn_up.weight")
-        if gate is None:  # phi3: gate_up_proj chunked into gate, up
-            return up[: self.hidden], up[self.hidden :]
-        return gate, up
+    def layer_qkv(self, l, h):
+        name = f"blk.{l}.attn_qkv.weight"
+        qkv = self.w(name)
+        if qkv is not None:
+            y = self.mm(h, name, qkv)
+            q_dim, kv_dim = self.n_heads * self.hd, self.n_kv * self.hd
+            return y[:, :q_dim], y[:, q_dim : q_dim + kv_dim], y[:, q_dim + kv_dim :]
+        return tuple(self.mm(h, f"blk.{l}.attn_{p}.weight") for p in "qkv")
+
+    def layer_gate_up(self, l, h):
+        if self.w(f"blk.{l}.ffn_gate.weight") is None:  # phi3: gate_up_proj chunked into gate, up
+            y = self.mm(h, f"blk.{l}.ffn_up.weight")
+            return y[:, : self.hidden], y[:, self.hidden :]
+        return self.mm(h, f"blk.{l}.ffn_gate.weight"), self.mm(h, f"blk.{l}.ffn_up.weight")
 
     def forward(self, tokens):
         """Logits (len(tokens), n_vocab) for the next positions of the one sequence."""
@@ -153,10 +167,10 @@ class Oracle:
         x = self.embed(tokens) * self.embed_scale
         for l in range(self.n_layers):
             h = rms_norm(x, self.w(f"blk.{l}.attn_norm.weight"), self.eps)
-            wq, wk, wv = self.layer_qkv(l)
-            q = (h @ wq.T).reshape(n, self.n_heads, self.hd)
-            k = (h @ wk.T).reshape(n, self.n_kv, self.hd)
-            v = (h @ wv.T).reshape(n, self.n_kv, self.hd)
+            q, k, v = self.layer_qkv(l, h)
+            q = q.reshape(n, self.n_heads, self.hd)
+            k = k.reshape(n, self.n_kv, self.hd)
+            v = v.reshape(n, self.n_kv, self.hd)
             qn, kn = self.w(f"blk.{l}.attn_q_norm.weight"), self.w(f"blk.{l}.attn_k_norm.weight")
             if qn is not None and "qk_norm" not in self.off:
                 q, k = rms_norm(q, qn, self.eps), rms_norm(k, kn, self.eps)
@@ -182,13 +196,13 @@ class Oracle:
                 s = np.exp(s - s.max(axis=1, keepdims=True))
                 s /= s.sum(axis=1, keepdims=True)
                 out[:, hh, :] = s @ V[:, hh // group, :]
-            o = out.reshape(n, -1) @ self.w(f"blk.{l}.attn_output.weight").T
+            o = self.mm(out.reshape(n, -1), f"blk.{l}.attn_output.weight")
             if self.post_norms:
                 o = rms_norm(o, self.w(f"blk.{l}.post_attention_norm.weight"), self.eps)
             x = x + o
             h = rms_norm(x, self.w(f"blk.{l}.ffn_norm.weight"), self.eps)
-            gate, up = self.layer_gate_up(l)
-            f = (self.act(h @ gate.T) * (h @ up.T)) @ self.w(f"blk.{l}.ffn_down.weight").T
+            gate, up = self.layer_gate_up(l, h)
+            f = self.mm(self.act(gate) * up, f"blk.{l}.ffn_down.weight")
             if self.post_norms:
                 f = rms_norm(f, self.w(f"blk.{l}.post_ffw_norm.weight"), self.eps)
             x = x + f
@@ -202,8 +216,7 @@ class Oracle:
         return self.w("token_embd.weight")[np.asarray(tokens)]
 
     def head(self, x):
-        out = self.w("output.weight")
-        return x @ (out if out is not None else self.w("token_embd.weight")).T
+        return self.mm(x, "output.weight" if self.w("output.weight") is not None else "token_embd.weight")
 
 
 def normwise(a, b):
@@ -332,16 +345,17 @@ def write(tmp_path, variant, rng):
     return path, plain(md), {k: v.astype(np.float64) for k, v in w.items()}
 
 
-def oracle(md, w, n_ctx, off=()):
-    return Oracle(md, w.get, n_ctx, off)
+def oracle(md, w, n_ctx, off=(), dtypes=None, act_quant=frozenset()):
+    return Oracle(md, w.get, n_ctx, off, dtypes, act_quant)
 
 
-def run_both(path, md, w, rng, n_ctx=256, off=()):
+def run_both(path, md, w, rng, n_ctx=256, off=(), dtypes=None):
     """Engine and oracle on a 24-token prefill, a 4-token chunk and 2 single tokens (positions
-    past the window, so windowed layers drop keys); returns (engine logits, oracle logits)."""
+    past the window, so windowed layers drop keys); returns (engine logits, oracle logits).
+    With `dtypes` (weight name: gguf type) the oracle quantizes matmul inputs as the engine says."""
     n_vocab = w["token_embd.weight"].shape[0]
     m = torchless.Model(str(path), max_seq_len=n_ctx, kv_dtype="f32")
-    ref = oracle(md, w, n_ctx, off)
+    ref = oracle(md, w, n_ctx, off, dtypes, frozenset(m.config["activation_quant"]))
     toks = [int(t) for t in rng.integers(0, n_vocab, 30)]
     got, want = [], []
     for start, end in [(0, 24), (24, 28), (28, 29), (29, 30)]:
@@ -401,9 +415,11 @@ def test_quantized_variant_matches_oracle_on_dequantized_weights(variant, tmp_pa
         a = dequantize(np.asarray(t.data), t.tensor_type).astype(np.float64)
         deq[t.name] = a.reshape([int(d) for d in reversed(t.shape)]) if len(t.shape) > 1 else a.reshape(-1)
     assert not np.array_equal(deq["blk.0.ffn_down.weight"], w["blk.0.ffn_down.weight"])  # really quantized
-    got, want, _ = run_both(path, plain(md), deq, rng)
+    dtypes = {k: "Q8_0" for k, v in w.items() if v.ndim == 2}
+    got, want, m = run_both(path, plain(md), deq, rng, dtypes=dtypes)
     err = normwise(got, want)
-    assert err.max() <= TOL, f"{variant} q8_0: normwise error {err.max():.3g}"
+    tol = TOL_ACT if "Q8_0" in m.config["activation_quant"] else TOL
+    assert err.max() <= tol, f"{variant} q8_0: normwise error {err.max():.3g}"
 
 
 def test_phi3_uses_short_factors_in_a_context_within_the_original_length(tmp_path, rng):
@@ -467,7 +483,7 @@ class GGUFOracle(Oracle):
     """The oracle on a real GGUF file: tensors dequantized by the `gguf` package when first used;
     the 262144-row embedding only for the tokens fed and the vocabulary rows asked for."""
 
-    def __init__(self, path, n_ctx, vocab_rows):
+    def __init__(self, path, n_ctx, vocab_rows, act_quant=frozenset()):
         from gguf import GGUFReader
         from gguf.quants import dequantize
 
@@ -480,7 +496,8 @@ class GGUFOracle(Oracle):
         for k, f in self.reader.fields.items():
             if not k.startswith("tokenizer.") and not k.startswith("GGUF."):
                 md[k] = f.contents()
-        super().__init__(md, self.tensor, n_ctx)
+        dtypes = {t.name: t.tensor_type.name for t in self.reader.tensors}
+        super().__init__(md, self.tensor, n_ctx, dtypes=dtypes, act_quant=act_quant)
 
     def rows(self, name, idx):
         t = self.tensors[name]
@@ -499,7 +516,7 @@ class GGUFOracle(Oracle):
         return self.rows("token_embd.weight", np.asarray(tokens))
 
     def head(self, x):  # tied: the embedding rows of the vocabulary subset
-        return x @ self.rows("token_embd.weight", self.vocab_rows).T
+        return self.mm(x, "token_embd.weight", self.rows("token_embd.weight", self.vocab_rows))
 
 
 @pytest.fixture(scope="module")
@@ -515,11 +532,16 @@ def test_gemma3_270m_logits_match_float64_oracle_on_its_dequantized_weights(gemm
     got = gemma3.forward(ids, 0, 0)
     top = np.argsort(got[-1])[-64:]
     cols = np.unique(np.concatenate([top, rng.choice(got.shape[1], 2048, replace=False)]))
-    ref = GGUFOracle(gemma3_path, 256, cols)
+    aq = frozenset(gemma3.config["activation_quant"])
+    ref = GGUFOracle(gemma3_path, 256, cols, act_quant=aq)
     assert ref.window.count(512) == 15 and ref.window[5] == 0  # 5 local : 1 global
     want = ref.forward(ids)
     err = normwise(got[:, cols], want)
-    assert err.max() <= TOL, f"normwise error {err.max():.3g} (rows {np.array2string(err, precision=2)})"
+    # With quantized activations the logits of this 18-layer model are chaotic at the float32
+    # level: the oracle against itself with 1e-7 relative noise on every matmul input moves by
+    # 0.044..0.125 (5 noise draws; the engine: 0.093), top-1 unchanged. Hence 0.25 here.
+    tol = 0.25 if aq else TOL
+    assert err.max() <= tol, f"normwise error {err.max():.3g} (rows {np.array2string(err, precision=2)})"
     assert int(cols[np.argmax(want[-1])]) == int(np.argmax(got[-1]))
 
 

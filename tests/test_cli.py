@@ -256,7 +256,9 @@ def test_run_errors_are_one_line(capsys, fixtures):
 
 @pytest.mark.model
 def test_bare_prompt_uses_the_default_chat_model(capsys):
-    assert cli.main(["What is the capital of France?", "-n", "16", "--temp", "0", "-t", "2"]) == 0
+    # not "What is the capital of France?": with 8-bit activations SmolLM2 answers that one
+    # "L'Étoile, la ...", as llama.cpp does (tests/test_llama.py)
+    assert cli.main(["Name the capital of France.", "-n", "16", "--temp", "0", "-t", "2"]) == 0
     out, err = capsys.readouterr()
     assert "Paris" in out
     assert "generation" in err

@@ -13,8 +13,8 @@ Bounds:
   tests/test_quants.py's, the others measured on 4096-column rows with ~20% margin for our
   smaller tensors);
 - logits of the converted model in the engine against the float64 reference on the same
-  dequantized weights: 1e-4 normwise (1e-3 when the engine quantizes activations), as in
-  tests/test_forward.py.
+  dequantized weights: 1e-4 normwise (5e-2 when the engine quantizes activations: one input
+  element rounding to the other quantum than in the reference), as in tests/test_forward.py.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ FILE_TYPE = {"f32": 0, "f16": 1, "bf16": 32, "q8_0": 7, "q4_0": 2, "q4_1": 3, "q
 BOUND = {"f32": 0.0, "f16": 5e-4, "bf16": 3e-3, "q8_0": 7e-3, "q4_0": 0.105, "q4_1": 0.095, "q5_0": 0.053,
          "q5_1": 0.047, "q4_k": 0.0765, "q5_k": 0.0387, "q6_k": 0.0190}
 TOL = 1e-4
-TOL_ACT = 1e-3
+TOL_ACT = 5e-2
 
 N_LAYERS = 8
 MORE_BITS = {0, 3, 6, 7}   # use_more_bits(i, 8): i < 1, i >= 7, (i - 1) % 3 == 2

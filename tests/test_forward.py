@@ -6,19 +6,24 @@ Tolerances (normwise per position, ‖engine − reference‖₂ / ‖reference�
   pairs or frequencies, kv-head mapping, a missing bias or norm, scaling) costs 1e-2 to 1
   (test_reference_self checks that the variants are that sensitive).
 - Quantized weights (Q8_0, Q4_0, Q4_K): the reference runs on the same weights dequantized by
-  the `gguf` package, so the only differences are float32 rounding and summation order: 1e-4
-  as well (measured ≤ 4e-7). An engine that quantizes activations (ggml-style Q8_0 / Q8_K dot
-  products) must say so in `config["activation_quant"]`; the reference then quantizes each
-  matmul's input the same way (Q8_0 for Q4_0/Q8_0 weights, Q8_K for Q4_K) and the bound is
-  1e-3 (an element whose float32 and float64 values round to different quants moves by one
-  quantum).
+  the `gguf` package. An engine that quantizes activations (ggml-style Q8_0 / Q8_K dot
+  products) says so in `config["activation_quant"]`; the reference then quantizes each
+  matmul's input the same way (Q8_0 for Q4_0/Q8_0 weights, Q8_K for Q4_K). Most runs then
+  agree to ~1e-7 (measured ≤ 4e-7), but an input element that falls within float32 noise of
+  a rounding boundary rounds one way in the engine and the other in the float64 reference and
+  moves by one quantum; on these dim-64..256 models one such flip moves the logits by up to
+  ~3e-2 (measured over 540 runs of every variant and dtype: flips in 10% of the Q8_0/Q4_0 runs
+  and 30% of the Q4_K runs, the largest 2.8e-2). Hence 5e-2 with quantized activations (the
+  kernels themselves are held bit-exact by tests/c/test_dot_q8.c, and the forward logic at
+  1e-4 by the F32 tests); 1e-4 without (measured ≤ 4e-7).
 - F16 KV cache (the engine's default): the reference rounds its cached keys and values to
   float16 too; 1e-3 (a value that float32 noise puts on the other side of a float16 rounding
   boundary moves by one float16 ulp, 4.9e-4 relative; measured ≤ 8e-5 over 30 seeds on the
   synthetic models, 3e-4..6e-4 if the reference kept float64 keys and values, and 7.1e-4 on
   stories260K (dim 64: one flipped element weighs more) when the prefill GEMM is blocked in
   64-row tiles, 7e-5 with 16-row tiles — the same float32 products summed in another order).
-- Engine against itself (prefill vs single-token decodes, batched vs alone): 1e-5.
+- Engine against itself (prefill vs single-token decodes, batched vs alone): 1e-5, with or
+  without quantized activations (their matmuls give bit-identical rows whatever the batch).
 """
 
 import numpy as np
@@ -30,7 +35,7 @@ from reference.forward import ReferenceModel, normwise_error
 
 STORIES = "stories260K/stories260K.derived-f32.gguf"
 TOL_F32 = 1e-4
-TOL_QUANT_ACT = 1e-3   # quantized weights with quantized activations (mirrored in the reference)
+TOL_QUANT_ACT = 5e-2   # quantized weights with quantized activations (mirrored in the reference): one flip
 TOL_KV_F16 = 1e-3
 TOL_SELF = 1e-5
 QUANT = [("q8_0", False), ("q4_0", False), ("q4_k", True)]
@@ -52,10 +57,6 @@ def tol_quant(m) -> float:
     """Bound against the reference for a model with quantized weights (F32 weights: TOL_F32,
     the same value while the engine does not quantize activations)."""
     return TOL_QUANT_ACT if act_quant(m) else TOL_F32
-
-
-def tol_self(m) -> float:
-    return TOL_QUANT_ACT if act_quant(m) else TOL_SELF
 
 
 def reference(path, m, kv_dtype="f32"):
@@ -177,7 +178,7 @@ def test_prefill_equals_single_token_decodes(variant, dtype, k_quant, tmp_path, 
     assert m.seq_len(0) == 0
     dec = np.concatenate([m.forward([t], i, 0) for i, t in enumerate(toks)])
     assert m.seq_len(0) == 20
-    check(dec, pre, tol_self(m), f"{variant} {dtype} decode vs prefill")
+    check(dec, pre, TOL_SELF, f"{variant} {dtype} decode vs prefill")
     want = reference(path, m).forward(toks, 0)
     check(dec, want, tol_quant(m), f"{variant} {dtype} decode vs reference")
 
@@ -222,7 +223,7 @@ def test_batched_sequences_match_each_alone(variant, dtype, k_quant, tmp_path, r
     for seq, toks_s, rows in ((0, a, [3]), (1, b, [0]), (2, c, [1, 2, 4, 5, 6, 7])):
         alone.reset()
         full = alone.forward(toks_s, 0, 0)
-        check(got[rows], full[-len(rows):], tol_self(m), f"mixed batch vs alone, seq {seq}")
+        check(got[rows], full[-len(rows):], TOL_SELF, f"mixed batch vs alone, seq {seq}")
     # logits only where asked: rows come back in token order
     m.reset()
     m.forward(a[:5], 0, 0)

@@ -119,8 +119,10 @@ def test_unsupported_architecture_is_named(tmp_path):
 
 @pytest.mark.model
 def test_smollm2_answers_paris_with_its_chat_template(smollm2_path):
+    # asked "What is the capital of France?", this Q4_1 file answers "L'Étoile, la ..." with 8-bit
+    # activations, here and in llama.cpp alike (tests/test_llama.py): so ask it to name the city
     m = torchless.Model(smollm2_path, max_seq_len=256, n_threads=2)
-    prompt = m.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}])
+    prompt = m.apply_chat_template([{"role": "user", "content": "Name the capital of France."}])
     assert prompt.startswith("<|im_start|>")
     answer = m.generate(prompt, max_new_tokens=24, temperature=0)
     assert "Paris" in answer, answer

@@ -30,6 +30,13 @@ def normwise(a, b):
     return np.linalg.norm(a - b, axis=-1) / np.linalg.norm(b, axis=-1)
 
 
+@pytest.fixture(autouse=True)
+def float_activations(monkeypatch):
+    """The GPU backends keep float activations: so does the CPU reference in these tests (the
+    engine reads TORCHLESS_ACT_QUANT at every matmul)."""
+    monkeypatch.setenv("TORCHLESS_ACT_QUANT", "0")
+
+
 # ----------------------------------------------------------------------------- device selection
 
 def test_backends_list_the_cpu_last():

@@ -156,8 +156,12 @@ def test_tokenizer_has_the_reference_face(llm):
 
 @pytest.mark.model
 def test_chat_completion_answers_with_the_chat_template(smollm2_path):
+    # "Name the capital of France." and not "What is the capital of France?": asked the latter,
+    # this Q4_1 file answers "The capital of France is Paris." with float activations but
+    # "L'Étoile, la ..." with 8-bit ones, in torchless and in llama.cpp alike (the same first 7
+    # tokens from the same prompt ids: a near-tie that activation quantization tips).
     llm = Llama.build(smollm2_path, max_seq_len=256, max_batch_size=2)
-    out = llm.chat_completion([[{"role": "user", "content": "What is the capital of France?"}]],
+    out = llm.chat_completion([[{"role": "user", "content": "Name the capital of France."}]],
                               temperature=0.0, max_gen_len=24)
     assert out[0]["generation"]["role"] == "assistant"
     assert "Paris" in out[0]["generation"]["content"]

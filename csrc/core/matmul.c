@@ -1,6 +1,7 @@
 #include "matmul.h"
 
 #include "dot.h"
+#include "dot_q8.h"
 #include "status.h"
 
 #ifdef TL_HAVE_OPENBLAS
@@ -69,7 +70,65 @@ static void matmul_worker(void *p, int ith, int nth) {
     }
 }
 
+/* Quantized activations: a chunk of x rows is quantized once (rows split over the threads),
+ * then each thread repacks its groups of 16 weight rows and multiplies each group by every
+ * quantized row of the chunk. */
+typedef struct {
+    const tl_tensor *w;
+    const float *x;
+    int64_t n, m, k;
+    float *y;
+    tl_q8_kernels kern;
+    uint8_t *xq, *packs;
+    size_t x_stride, pack_bytes;
+} q8_job;
+
+static void q8_quantize_worker(void *p, int ith, int nth) {
+    const q8_job *j = p;
+    int64_t i0, i1;
+    tl_split(j->n, ith, nth, &i0, &i1);
+    for (int64_t i = i0; i < i1; i++) j->kern.quantize(j->x + i * j->k, j->k, j->xq + (size_t)i * j->x_stride);
+}
+
+static void q8_gemm_worker(void *p, int ith, int nth) {
+    const q8_job *j = p;
+    const size_t row_bytes = tl_dtype_row_size(j->w->dtype, j->k);
+    uint8_t *pack = j->packs + (size_t)ith * j->pack_bytes;
+    int64_t g0, g1;
+    tl_split((j->m + TL_Q8_LANES - 1) / TL_Q8_LANES, ith, nth, &g0, &g1);
+    for (int64_t g = g0; g < g1; g++) {
+        const int64_t r0 = g * TL_Q8_LANES;
+        const int rows = j->m - r0 < TL_Q8_LANES ? (int)(j->m - r0) : TL_Q8_LANES;
+        const uint8_t *w = (const uint8_t *)j->w->data + (size_t)r0 * row_bytes;
+        if (j->kern.gemv && j->n <= TL_Q8_GEMV_MAX) { /* decode: no pack */
+            j->kern.gemv(w, row_bytes, rows, j->k, j->xq, j->x_stride, (int)j->n, j->y + r0, (size_t)j->m);
+            continue;
+        }
+        j->kern.pack(w, row_bytes, rows, j->k, pack);
+        j->kern.gemm(pack, j->xq, j->x_stride, (int)j->n, j->k, j->kern.g, j->y + r0, (size_t)j->m, rows);
+    }
+}
+
+/* the integer path, when this level has it for the dtype and the pack's 32-bit row offsets fit */
+static bool matmul_q8(tl_pool *pool, const tl_tensor *w, const float *x, int64_t n, float *y, float *scratch) {
+    q8_job j = {.w = w, .m = w->n_dims > 1 ? w->ne[1] : 1, .k = w->ne[0]};
+    if (!tl_q8_kernels_get(w->dtype, &j.kern) || tl_dtype_row_size(w->dtype, j.k) * TL_Q8_LANES > INT32_MAX) return false;
+    j.x_stride = tl_q8_act_bytes(w->dtype, j.k);
+    j.pack_bytes = (tl_q8_pack_bytes(w->dtype, j.k) + 63) & ~(size_t)63;
+    j.xq = (uint8_t *)scratch;
+    j.packs = j.xq + (((size_t)TL_MATMUL_Q8_CHUNK * j.x_stride + 63) & ~(size_t)63);
+    for (int64_t c0 = 0; c0 < n; c0 += TL_MATMUL_Q8_CHUNK) {
+        j.n = n - c0 < TL_MATMUL_Q8_CHUNK ? n - c0 : TL_MATMUL_Q8_CHUNK;
+        j.x = x + c0 * j.k;
+        j.y = y + c0 * j.m;
+        tl_pool_run(pool, q8_quantize_worker, &j);
+        tl_pool_run(pool, q8_gemm_worker, &j);
+    }
+    return true;
+}
+
 void tl_matmul(tl_pool *pool, const tl_tensor *w, const float *x, int64_t n, float *y, float *scratch) {
+    if (matmul_q8(pool, w, x, n, y, scratch)) return;
     matmul_job j = {w, x, n, w->n_dims > 1 ? w->ne[1] : 1, w->ne[0], y, scratch};
     bool small = n < GEMM_MIN_ROWS;
 #ifndef TL_HAVE_OPENBLAS

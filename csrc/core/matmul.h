@@ -7,13 +7,26 @@
 /* Rows of W dequantized at a time per thread (the tile of scratch each thread needs). */
 #define TL_MATMUL_TILE 64
 
-/* Floats of scratch tl_matmul needs for weights of k columns on nth threads. */
-static inline size_t tl_matmul_scratch_floats(int64_t k, int nth) { return (size_t)nth * TL_MATMUL_TILE * (size_t)k; }
+/* Rows of x quantized at a time for weights with integer kernels (dot_q8.h) */
+#define TL_MATMUL_Q8_CHUNK 128
+
+/* Floats of scratch tl_matmul needs for weights of k columns on nth threads: a tile of
+ * dequantized rows per thread, or a chunk of quantized x rows (at most 1.5 bytes an element:
+ * int8 and two floats per 16) and a 16-row pack of W per thread (16 times that), each
+ * rounded up to 64 bytes. */
+static inline size_t tl_matmul_scratch_floats(int64_t k, int nth) {
+    const size_t tiles = (size_t)nth * TL_MATMUL_TILE * (size_t)k;
+    const size_t q8 = ((size_t)TL_MATMUL_Q8_CHUNK * 3 * (size_t)k / 2 + (size_t)nth * (24 * (size_t)k + 64) + 64) / sizeof(float) + 1;
+    return tiles > q8 ? tiles : q8;
+}
 
 /* y[n][m] = x[n][k] · W^T for W of shape (m, k) (ne = [k, m]), any dtype with a float
- * conversion. Decode (small n) dequantizes a tile of W rows into per-thread scratch and
- * dots it with every x row: the model is never dequantized as a whole. Prefill (larger n)
- * multiplies the tile with OpenBLAS sgemm where available. */
+ * conversion. Weights with integer kernels at this dispatch level (tl_q8_kernels_get: the
+ * 4-, 5- and 8-bit block formats) get x quantized to 8 bits and integer dot products, the
+ * same arithmetic for prefill and decode. Otherwise decode (small n) runs the fused float
+ * dot kernels row by row, and prefill dequantizes a tile of W rows into per-thread scratch
+ * and multiplies it with OpenBLAS sgemm where available: the model is never dequantized as
+ * a whole. */
 void tl_matmul(tl_pool *pool, const tl_tensor *w, const float *x, int64_t n, float *y, float *scratch);
 
 /* sum a[i] * b[i] in float, 8 independent partial sums (vectorizable without reassociation) */

@@ -85,6 +85,11 @@ tl_status tl_quantize(tl_dtype t, const float *src, void *dst, int64_t n);
  * the environment variable TORCHLESS_CPU=scalar|avx2|avx512|neon asks for a level (one the
  * CPU lacks falls back to the best it has below it; scalar forces the portable kernels). */
 const char *tl_cpu_isa(void);
+/* True when matrix products against weights of this dtype quantize their input to 8 bits
+ * and multiply in integers at this dispatch level (llama.cpp's vec_dot_type: Q8_0-style for
+ * Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, Q8_K-style for Q4_K/Q5_K/Q6_K); logits then differ from float
+ * activations by that rounding. */
+bool tl_dtype_quantizes_activations(tl_dtype t);
 
 /* ---------------------------------------------------------------- mapped files */
 

@@ -4,6 +4,8 @@
  * Llama/Transformer API (issue 4) is built on top of it. */
 #include "common.h"
 
+#include <ctype.h>
+#include <stdio.h>
 #include <string.h>
 
 typedef struct {
@@ -345,6 +347,24 @@ done:
     return result;
 }
 
+/* The weight dtypes whose matmuls quantize activations to 8 bits (the CPU backend's integer
+ * kernels at this dispatch level), in the gguf package's spelling ("Q4_0", "Q4_K"): the
+ * reference forward mirrors them. */
+static PyObject *activation_quant_list(const tl_model *m) {
+    PyObject *aq = PyList_New(0);
+    const bool cpu = strcmp(tl_model_backend(m), "cpu") == 0;
+    for (int t = 0; aq && cpu && t < TL_DTYPE_COUNT; t++) {
+        if (!tl_dtype_is_valid(t) || !tl_dtype_quantizes_activations((tl_dtype)t)) continue;
+        char name[16];
+        snprintf(name, sizeof name, "%s", tl_dtype_name((tl_dtype)t));
+        for (char *q = name; *q; q++) *q = (char)toupper((unsigned char)*q);
+        PyObject *u = PyUnicode_FromString(name);
+        if (!u || PyList_Append(aq, u) < 0) Py_CLEAR(aq);
+        Py_XDECREF(u);
+    }
+    return aq;
+}
+
 static PyObject *get_config(Model *self, void *c) {
     (void)c;
     const tl_model_config *k = tl_model_get_config(self->model);
@@ -373,6 +393,13 @@ static PyObject *get_config(Model *self, void *c) {
         return NULL;
     }
     Py_DECREF(traits);
+    PyObject *aq = activation_quant_list(self->model);
+    if (!aq || PyDict_SetItemString(d, "activation_quant", aq) < 0) {
+        Py_XDECREF(aq);
+        Py_DECREF(d);
+        return NULL;
+    }
+    Py_DECREF(aq);
     return d;
 }
 

@@ -72,7 +72,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-__all__ = ["Config", "ReferenceModel", "rope_inv_freq", "llama3_scale", "llama3_rope_factors",
+__all__ = ["Config", "ReferenceModel", "quantize_act", "rope_inv_freq", "llama3_scale", "llama3_rope_factors",
            "longrope_attn_factor", "rms_norm", "gelu_tanh", "softcap", "apply_rope", "detokenize",
            "normwise_error"]
 
@@ -274,6 +274,16 @@ def quantize_act_q8_k(x: np.ndarray) -> np.ndarray:
     return (q * d.astype(np.float64)).reshape(x.shape)
 
 
+def quantize_act(x: np.ndarray, dtype: str) -> np.ndarray:
+    """x as ggml quantizes a matmul's input against weights of `dtype` (a gguf type name such
+    as "Q4_K"): Q8_0 or Q8_K blocks, or x itself for float weights."""
+    if dtype in _Q8_0_WEIGHTS:
+        return quantize_act_q8_0(x)
+    if dtype in _Q8_K_WEIGHTS:
+        return quantize_act_q8_k(x)
+    return x
+
+
 def detokenize(vocab, ids, bos: int = 1) -> str:
     """SentencePiece pieces to text the way llama2.c prints them: '▁' → space, <0xNN> → the
     byte, and a piece right after BOS loses its leading space."""
@@ -428,10 +438,7 @@ class ReferenceModel:
         w = self.w[name]
         dt = self.dtypes.get(name, "F32")
         if self.act_quant and (self.act_quant is True or dt in self.act_quant):
-            if dt in _Q8_0_WEIGHTS:
-                x = quantize_act_q8_0(x)
-            elif dt in _Q8_K_WEIGHTS:
-                x = quantize_act_q8_k(x)
+            x = quantize_act(x, dt)
         return x @ w.T
 
     def _linear(self, x, prefix):

@@ -1,0 +1,67 @@
+/* Quantized weights times quantized activations in integer arithmetic (issue 6), as
+ * llama.cpp pairs them (its vec_dot_type): activations are quantized to 8 bits once per
+ * matmul, Q8_0-style (blocks of 32, fp16 scale) for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 weights and
+ * Q8_K-style (blocks of 256, float scale) for the K-quants.
+ *
+ * Every weight format is brought to one shape: a row is sub-blocks of G elements (32, or
+ * 16 for Q6_K) whose values are a·code + b with an unsigned 8-bit code and two floats per
+ * sub-block (Q4_0: a = d, b = -8d; Q4_1: a = d, b = m; Q8_0: code = q + 128, b = -128d;
+ * Q4_K: a = d·scale, b = -dmin·min; ...). An activation sub-block is dx·q with int8 q, and
+ * s = dx·Σq beside it, so one sub-block's contribution is
+ *     a·dx·(Σ code·q) + b·s,
+ * the first sum exact in int32. Kernels work on 16 weight rows at a time, repacked so that
+ * one 32-bit lane holds 4 consecutive codes of one row (vpdpbusd then adds 4 products into
+ * each row's lane), and every kernel, at every dispatch level, accumulates each output as
+ *     acc = fma(a·dx, (float)Σ code·q, acc);  acc = fma(b, s, acc)
+ * sub-block after sub-block: the results are bit-identical across levels and across how
+ * many activation rows a call gets (a prefill equals its decodes). */
+#ifndef TL_DOT_Q8_H
+#define TL_DOT_Q8_H
+
+#include "torchless.h"
+
+#define TL_Q8_LANES 16 /* weight rows per pack */
+
+/* An activation row of k elements quantized for weights of one dtype (tl_q8_act_bytes):
+ * int8 q[k], then per sub-block the float pair (dx, s = dx·Σq). */
+size_t tl_q8_act_bytes(tl_dtype t, int64_t k);
+typedef void (*tl_q8_quantize_fn)(const float *x, int64_t k, void *dst);
+
+/* 16 weight rows repacked (tl_q8_pack_bytes): codes[k/4][16][4] (lane r: 4 consecutive codes
+ * of row r), then a[k/G][16] and b[k/G][16] as floats. Rows past `rows` repeat the last row. */
+size_t tl_q8_pack_bytes(tl_dtype t, int64_t k);
+typedef void (*tl_q8_pack_fn)(const void *w, size_t row_bytes, int rows, int64_t k, void *pack);
+
+/* y[c·ldy + r] for rows r < rows and activation rows c < n (x_stride bytes apart), sub-blocks of g */
+typedef void (*tl_q8_gemm_fn)(const void *pack, const void *xq, size_t x_stride, int n, int64_t k, int g, float *y,
+                              size_t ldy, int rows);
+
+/* Decode: the same products for n <= TL_Q8_GEMV_MAX activation rows, straight from 16 rows of
+ * W (w, row_bytes, rows as for a pack) without a pack: the same results, bit for bit. */
+#define TL_Q8_GEMV_MAX 4
+typedef void (*tl_q8_gemv_fn)(const void *w, size_t row_bytes, int rows, int64_t k, const void *xq, size_t x_stride,
+                              int n, float *y, size_t ldy);
+
+typedef struct {
+    tl_q8_quantize_fn quantize;
+    tl_q8_pack_fn pack;
+    tl_q8_gemm_fn gemm;
+    tl_q8_gemv_fn gemv; /* NULL: pack and GEMM for any n */
+    int g;              /* sub-block size */
+} tl_q8_kernels;
+
+/* The kernels for this weight dtype at the CPU's dispatch level; false when the dtype keeps
+ * float activations there (F32/F16/BF16 weights always do; every dtype with the environment
+ * variable TORCHLESS_ACT_QUANT=0). */
+bool tl_q8_kernels_get(tl_dtype t, tl_q8_kernels *out);
+
+/* The portable kernels: the definition the SIMD ones are tested against, bit for bit. */
+bool tl_q8_kernels_scalar(tl_dtype t, tl_q8_kernels *out);
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define TL_Q8_X86 1
+/* dot_q8_x86.c: AVX-512 VNNI (false without VNNI, or for a dtype it has no repack for) */
+bool tl_q8_kernels_avx512(tl_dtype t, tl_q8_kernels *out);
+#endif
+
+#endif

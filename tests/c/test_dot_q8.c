@@ -1,0 +1,163 @@
+/* The quantized-activation kernels (core/dot_q8.h) at this run's dispatch level against the
+ * portable ones, on seeded random weights and activations of awkward sizes (1 row, rows not
+ * a multiple of 16, one block of k, activation counts that leave partial tiles):
+ *  - activations: q·dx equals GGUF Q8_0 / Q8_K quantization dequantized, bit for bit;
+ *  - repacks and products: bit-identical to the portable kernels (the integer sums are
+ *    exact and every output takes the same float operations in the same order), and a
+ *    product of n rows equals n products of one row, and the decode kernels (no pack) the
+ *    GEMM (prefill equals decode);
+ *  - the portable product against the dequantized operands in double: within 1e-5 of the
+ *    sum of magnitudes (only the per-sub-block float combination rounds). */
+#include "core/dot_q8.h"
+#include "torchless.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "check.h"
+
+static uint64_t state;
+static double uniform(void) {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (double)(state >> 11) / 9007199254740992.0;
+}
+
+/* activations: each element of x quantized and dequantized two ways */
+static void check_activations(tl_dtype t, const float *x, int64_t k, const uint8_t *xq, int g) {
+    const bool k_quant = t == TL_Q4_K || t == TL_Q5_K || t == TL_Q6_K;
+    const tl_dtype act = k_quant ? TL_Q8_K : TL_Q8_0;
+    uint8_t *blocks = malloc(tl_dtype_row_size(act, k));
+    float *want = malloc((size_t)k * sizeof(float));
+    CHECK(tl_quantize(act, x, blocks, k) == TL_OK);
+    CHECK(tl_dequantize(act, blocks, want, k) == TL_OK);
+    const int8_t *q = (const int8_t *)xq;
+    const float *ds = (const float *)(xq + k);
+    int bad = 0;
+    for (int64_t s = 0; s < k / g; s++) {
+        int sum = 0;
+        for (int64_t e = s * g; e < (s + 1) * g; e++) {
+            sum += q[e];
+            /* Q8_0 dequantizes as q·d, Q8_K as d·q: the same product */
+            bad += (float)q[e] * ds[2 * s] != want[e];
+        }
+        bad += ds[2 * s + 1] != ds[2 * s] * (float)sum;
+    }
+    CHECK(bad == 0, "%s: %d activation elements differ from %s", tl_dtype_name(t), bad, tl_dtype_name(act));
+    free(blocks);
+    free(want);
+}
+
+static void check_dtype(tl_dtype t, int trial) {
+    tl_q8_kernels ref, got;
+    if (!tl_q8_kernels_scalar(t, &ref)) return;
+    const bool have = tl_q8_kernels_get(t, &got);
+    const int64_t blk = t == TL_Q4_K || t == TL_Q5_K || t == TL_Q6_K ? 256 : 32;
+    static const int row_counts[] = {1, 16, 17, 5, 37};
+    static const int64_t blocks[] = {1, 3, 8};
+    static const int x_counts[] = {1, 3, 8, 13};
+    const int rows = row_counts[trial % 5], n = x_counts[trial % 4];
+    const int64_t k = blk * blocks[trial % 3];
+    const size_t rb = tl_dtype_row_size(t, k), xs = tl_q8_act_bytes(t, k), pb = tl_q8_pack_bytes(t, k);
+    float *w = malloc((size_t)rows * k * sizeof(float)), *wd = malloc((size_t)rows * k * sizeof(float));
+    float *x = malloc((size_t)n * k * sizeof(float));
+    uint8_t *wq = malloc((size_t)rows * rb), *xq = malloc((size_t)n * xs), *xg = malloc(xs), *pr = malloc(pb), *pg = malloc(pb);
+    float *yr = malloc((size_t)n * rows * sizeof(float)), *yg = malloc((size_t)n * rows * sizeof(float));
+    const double wscale = trial % 5 == 0 ? 1e-3 : trial % 7 == 0 ? 1e3 : 1.0;
+    for (int64_t i = 0; i < rows * k; i++) w[i] = (float)((uniform() * 2 - 1) * wscale);
+    for (int64_t i = 0; i < n * k; i++) x[i] = (float)((uniform() * 2 - 1) * (trial % 4 == 0 ? 1e-4 : 1.0));
+    if (trial % 6 == 1)
+        for (int64_t i = 0; i < blk; i++) x[i] = 0; /* an all-zero activation block */
+    if (trial % 6 == 2)
+        for (int64_t i = 0; i < blk; i++) w[i] = 0; /* an all-zero weight block */
+    if (trial % 6 == 3) /* rounding ties: -127 leads every block, so the scale is 1 and halves stay halves */
+        for (int64_t i = 0; i < n * k; i++) x[i] = i % blk == 0 ? -127.0f : (float)((int)(uniform() * 509) - 254) / 2;
+    CHECK(tl_quantize(t, w, wq, rows * k) == TL_OK);
+    CHECK(tl_dequantize(t, wq, wd, rows * k) == TL_OK);
+    for (int c = 0; c < n; c++) {
+        ref.quantize(x + c * k, k, xq + c * xs);
+        check_activations(t, x + c * k, k, xq + c * xs, ref.g);
+        if (have) {
+            got.quantize(x + c * k, k, xg);
+            CHECK(memcmp(xq + c * xs, xg, xs) == 0, "%s trial %d: quantized activation row %d differs", tl_dtype_name(t), trial, c);
+        }
+    }
+    /* the portable product against the dequantized operands in double */
+    ref.pack(wq, rb, rows, k, pr);
+    ref.gemm(pr, xq, xs, n, k, ref.g, yr, (size_t)rows, rows < 16 ? rows : 16);
+    for (int c = 0; c < n; c++) {
+        const int8_t *q = (const int8_t *)(xq + c * xs);
+        const float *ds = (const float *)(q + k);
+        for (int r = 0; r < (rows < 16 ? rows : 16); r++) {
+            double dot = 0, mag = 0;
+            for (int64_t e = 0; e < k; e++) {
+                const double p = (double)wd[r * k + e] * ((double)q[e] * ds[2 * (e / ref.g)]);
+                dot += p;
+                mag += fabs(p);
+            }
+            const double err = fabs(yr[c * rows + r] - dot);
+            CHECK(err <= 1e-5 * mag + 1e-30, "%s trial %d scalar row %d col %d: %.9g vs %.9g", tl_dtype_name(t), trial,
+                  r, c, (double)yr[c * rows + r], dot);
+        }
+    }
+    /* this level's kernels, bit for bit, over every group of 16 rows */
+    if (have) {
+        for (int r0 = 0; r0 < rows; r0 += 16) {
+            const int nr = rows - r0 < 16 ? rows - r0 : 16;
+            ref.pack(wq + (size_t)r0 * rb, rb, nr, k, pr);
+            got.pack(wq + (size_t)r0 * rb, rb, nr, k, pg);
+            CHECK(memcmp(pr, pg, pb) == 0, "%s trial %d: pack of rows %d.. differs", tl_dtype_name(t), trial, r0);
+            ref.gemm(pr, xq, xs, n, k, ref.g, yr + r0, (size_t)rows, nr);
+            got.gemm(pg, xq, xs, n, k, got.g, yg + r0, (size_t)rows, nr);
+        }
+        CHECK(memcmp(yr, yg, (size_t)n * rows * sizeof(float)) == 0, "%s trial %d (%d rows, k %lld, %d x): products differ",
+              tl_dtype_name(t), trial, rows, (long long)k, n);
+        /* n rows at once against one at a time (pg holds the last group) */
+        const int last = (rows - 1) / 16 * 16;
+        for (int c = 0; c < n; c++) got.gemm(pg, xq + c * xs, xs, 1, k, got.g, yg + c * rows + last, (size_t)rows, rows - last);
+        bool same = true;
+        for (int c = 0; c < n; c++)
+            for (int r = last; r < rows; r++) same &= yg[c * rows + r] == yr[c * rows + r];
+        CHECK(same, "%s trial %d: one row at a time differs", tl_dtype_name(t), trial);
+        /* the decode kernel, without a pack, on up to TL_Q8_GEMV_MAX rows of x */
+        if (got.gemv) {
+            const int nd = n < TL_Q8_GEMV_MAX ? n : TL_Q8_GEMV_MAX;
+            for (int r0 = 0; r0 < rows; r0 += 16)
+                got.gemv(wq + (size_t)r0 * rb, rb, rows - r0 < 16 ? rows - r0 : 16, k, xq, xs, nd, yg + r0, (size_t)rows);
+            CHECK(memcmp(yr, yg, (size_t)nd * rows * sizeof(float)) == 0, "%s trial %d (%d rows, k %lld, %d x): decode differs",
+                  tl_dtype_name(t), trial, rows, (long long)k, nd);
+        }
+    }
+    free(w);
+    free(wd);
+    free(x);
+    free(wq);
+    free(xq);
+    free(xg);
+    free(pr);
+    free(pg);
+    free(yr);
+    free(yg);
+}
+
+int main(void) {
+    const char *env = getenv("TORCHLESS_SEED");
+    uint64_t seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
+    state = seed;
+    printf("seed %llu, kernels: %s\n", (unsigned long long)seed, tl_cpu_isa());
+    if (check_cpu_level_missing()) return CHECK_SKIPPED;
+    const tl_dtype types[] = {TL_Q4_0, TL_Q4_1, TL_Q5_0, TL_Q5_1, TL_Q8_0, TL_Q4_K, TL_Q5_K, TL_Q6_K};
+    int n_level = 0;
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        tl_q8_kernels k;
+        n_level += tl_q8_kernels_get(types[ti], &k);
+        CHECK(tl_q8_kernels_get(types[ti], &k) == tl_dtype_quantizes_activations(types[ti]));
+        for (int trial = 0; trial < 60; trial++) check_dtype(types[ti], trial);
+    }
+    tl_q8_kernels k;
+    CHECK(!tl_q8_kernels_get(TL_F32, &k) && !tl_q8_kernels_get(TL_F16, &k) && !tl_q8_kernels_get(TL_BF16, &k));
+    printf("dtypes with integer kernels at this level: %d\n", n_level);
+    return check_summary();
+}
