@@ -203,28 +203,8 @@ static PyObject *py_devices(PyObject *self, PyObject *unused) {
     return list;
 }
 
-static PyObject *py_backends_built(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-    const char *const *names = tl_backends_built();
-    Py_ssize_t n = 0;
-    while (names[n]) n++;
-    PyObject *t = PyTuple_New(n);
-    for (Py_ssize_t i = 0; t && i < n; i++) {
-        PyObject *s = PyUnicode_FromString(names[i]);
-        if (!s) {
-            Py_CLEAR(t);
-            break;
-        }
-        PyTuple_SET_ITEM(t, i, s);
-    }
-    return t;
-}
-
-static PyObject *py_architectures(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-    const char *const *names = tl_supported_architectures();
+/* a NULL-terminated list of C strings as a tuple of str */
+static PyObject *string_tuple(const char *const *names) {
     Py_ssize_t n = 0;
     while (names[n]) n++;
     PyObject *t = PyTuple_New(n);
@@ -237,6 +217,18 @@ static PyObject *py_architectures(PyObject *self, PyObject *unused) {
         PyTuple_SET_ITEM(t, i, s);
     }
     return t;
+}
+
+static PyObject *py_backends_built(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    return string_tuple(tl_backends_built());
+}
+
+static PyObject *py_architectures(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    return string_tuple(tl_supported_architectures());
 }
 
 static PyMethodDef module_methods[] = {
