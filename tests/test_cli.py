@@ -254,6 +254,31 @@ def test_run_errors_are_one_line(capsys, fixtures):
     assert "error" in capsys.readouterr().err
 
 
+def test_run_on_a_named_device_and_a_bad_one(capsys, fixtures):
+    path = str(fixtures / "stories260K" / "stories260K.derived-f32.gguf")
+    assert cli.main(["run", path, "Once upon a time", "-n", "20", "--temp", "0", "--raw", "--device", "cpu"]) == 0
+    on_cpu = capsys.readouterr().out
+    assert on_cpu.strip()
+    assert cli.main(["run", path, "Once upon a time", "-n", "20", "--temp", "0", "--raw", "--device", "tpu"]) == 1
+    err = capsys.readouterr().err
+    assert "not a device" in err and len(err.strip().splitlines()) == 1
+
+
+def test_info_backends_lists_the_devices_cpu_last(capsys):
+    import torchless
+
+    code, out, err = run_cli(capsys, "info", "--backends")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == len(torchless.backends())
+    assert lines[-1].startswith("cpu:0") and f"CPU ({torchless._C.cpu_isa()})" in lines[-1]
+    code, out, err = run_cli(capsys, "info", "--backends", "--json")
+    key = lambda ds: [(d["backend"], d["index"], d["name"]) for d in ds]  # noqa: E731 (free memory moves)
+    assert code == 0 and key(json.loads(out)) == key(torchless.backends())
+    code, out, err = run_cli(capsys, "info")
+    assert code == 1 and "MODEL" in err
+
+
 @pytest.mark.model
 def test_bare_prompt_uses_the_default_chat_model(capsys):
     # not "What is the capital of France?": with 8-bit activations SmolLM2 answers that one

@@ -275,12 +275,36 @@ def _open_model(name_or_path: str) -> Any:
     return torchless.load(path)
 
 
-@command("info", help="describe a model file (a path or a catalog name)")
+def format_backends(devs: List[Dict[str, Any]]) -> str:
+    """One line a device: `cuda:0  NVIDIA H100 80GB HBM3  79.2 GiB free of 79.6 GiB`."""
+    lines = []
+    for d in devs:
+        where = f"{d['backend']}:{d['index']}"
+        mem = ""
+        if d.get("total_bytes"):
+            mem = f"  {d['free_bytes'] / 2**30:.1f} GiB free of {d['total_bytes'] / 2**30:.1f} GiB"
+        note = "" if d.get("auto", True) else "  (not taken by device=\"auto\")"
+        lines.append(f"{where:<10} {d['name']}{mem}{note}")
+    return "\n".join(lines)
+
+
+@command("info", help="describe a model file (a path or a catalog name), or the devices (--backends)")
 def _setup_info(p: argparse.ArgumentParser) -> Handler:
-    p.add_argument("model", metavar="MODEL", help="a .gguf/.safetensors path or a catalog name")
+    p.add_argument("model", metavar="MODEL", nargs="?", help="a .gguf/.safetensors path or a catalog name")
     p.add_argument("--json", action="store_true", help="print the facts as JSON")
+    p.add_argument("--backends", action="store_true",
+                   help="list the devices this build can run on (GPUs first, as device=\"auto\" tries them)")
 
     def run(args: argparse.Namespace) -> int:
+        if args.backends:
+            import torchless
+
+            devs = torchless.backends()
+            print(json.dumps(devs, indent=2) if args.json else format_backends(devs))
+            if args.model is None:
+                return 0
+        if args.model is None:
+            raise CLIError("expected a MODEL (or --backends)")
         model = _open_model(args.model)
         try:
             d = describe(model)
@@ -399,6 +423,8 @@ def _setup_run(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--repeat-last-n", type=int, default=64, help="window of the penalties (default 64)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     p.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
+    p.add_argument("--device", default="auto",
+                   help="auto (default: the first GPU found, else the CPU), cpu, cuda[:N], hip[:N] or opencl[:N]")
     p.add_argument("-c", "--ctx-size", type=int, default=0, help="context positions (default: the model's, up to 4096)")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable); backslash escapes allowed")
     p.add_argument("--tokenizer", default=None, metavar="PATH",
@@ -426,7 +452,8 @@ def _setup_run(p: argparse.ArgumentParser) -> Handler:
             raise CLIError("the prompt is empty")
         stops = [s.encode("utf-8").decode("unicode_escape") for s in args.stop]
         t0 = time.perf_counter()
-        model = Model(model_name, max_seq_len=args.ctx_size, n_threads=args.threads, tokenizer_path=args.tokenizer)
+        model = Model(model_name, max_seq_len=args.ctx_size, n_threads=args.threads, tokenizer_path=args.tokenizer,
+                      device=args.device)
         t_load = time.perf_counter() - t0
         chat_mode = args.chat if args.chat is not None else model.chat_template is not None
         text = model.apply_chat_template([{"role": "user", "content": prompt}]) if chat_mode else prompt
