@@ -93,9 +93,11 @@ def test_gil_is_released_while_generating(stories):
 # ---------------------------------------------------------------- 2. one thread per context
 
 
-def _busy_probe(m, busy, probe, attempts=6):
+def _busy_probe(m, busy, probe, attempts=10):
     """Runs busy(length) in thread A (length doubling) until probe() in this thread raises
-    RuntimeError while A is inside the model; returns the error (fails after attempts)."""
+    RuntimeError while A is inside the model; returns the error (fails after attempts). Between
+    probes this thread sleeps a moment, so that on a loaded machine it does not hold the model
+    whenever A comes for it (A is then the one refused, and the attempt is lost)."""
     length = 1
     for _ in range(attempts):
         started, errors = threading.Event(), []
@@ -116,6 +118,7 @@ def _busy_probe(m, busy, probe, attempts=6):
                     probe()
                 except RuntimeError as e:
                     return e
+                time.sleep(0.001)
         finally:
             a.join()
         # A itself may be the one refused (the probe held the model at that moment): try again
