@@ -226,3 +226,34 @@ def test_recorded_decode_steps_match_the_cpu_across_context_buckets(tmp_path, rn
         want, got = cpu.forward_batch(*batch, logits=[True, True]), dev.forward_batch(*batch, logits=[True, True])
         worst = max(worst, normwise(got, want).max())  # (the next step rewinds sequence 0 by one)
     assert worst <= 5e-3, f"normwise error {worst:.3g}"
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_contexts_of_one_model_generate_in_two_threads_as_one_after_the_other(fixtures):
+    """Two Model objects on one file and device share the weights on the device, each with its
+    own context (KV cache, activations, stream): generating in two threads at once gives what
+    each gives alone."""
+    import threading
+
+    d = fixtures / "stories260K"
+    models = [Model(d / "stories260K.bin", tokenizer_path=d / "tok512.model", device=DEVICE) for _ in range(2)]
+    prompts = [[1], [1, 365, 471]]
+    kw = dict(max_new_tokens=120, temperature=0, ignore_eog=True)
+    alone = [m.generate(p, **kw) for m, p in zip(models, prompts)]
+    assert alone[0] != alone[1]
+    out, errors = [None, None], []
+
+    def work(i):
+        try:
+            out[i] = models[i].generate(prompts[i], **kw)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert out == alone
