@@ -62,6 +62,8 @@ bool tl_q8_kernels_scalar(tl_dtype t, tl_q8_kernels *out);
 #define TL_Q8_X86 1
 /* dot_q8_x86.c: AVX-512 VNNI (false without VNNI, or for a dtype it has no repack for) */
 bool tl_q8_kernels_avx512(tl_dtype t, tl_q8_kernels *out);
+/* dot_q8_avx2.c: AVX2, for every dtype the portable kernels have */
+bool tl_q8_kernels_avx2(tl_dtype t, tl_q8_kernels *out);
 #endif
 
 #endif

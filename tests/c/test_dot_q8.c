@@ -72,6 +72,8 @@ static void check_dtype(tl_dtype t, int trial) {
         for (int64_t i = 0; i < blk; i++) x[i] = 0; /* an all-zero activation block */
     if (trial % 6 == 2)
         for (int64_t i = 0; i < blk; i++) w[i] = 0; /* an all-zero weight block */
+    if (trial % 6 == 4) /* the largest codes times the largest activations (Q8_0: 255 · -127, whose pairs overflow int16) */
+        for (int64_t i = 0; i < blk; i++) w[i] = (float)wscale, x[i] = -1.0f;
     if (trial % 6 == 3) /* rounding ties: -127 leads every block, so the scale is 1 and halves stay halves */
         for (int64_t i = 0; i < n * k; i++) x[i] = i % blk == 0 ? -127.0f : (float)((int)(uniform() * 509) - 254) / 2;
     CHECK(tl_quantize(t, w, wq, rows * k) == TL_OK);
