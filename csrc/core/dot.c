@@ -146,6 +146,22 @@ AVX2 static float exp_sum_avx2(float *s, int n, float m) {
     return total;
 }
 
+/* x / (1 + exp(-2u)) with u = sqrt(2/pi) x (1 + 0.044715 x^2) (dot.h's tl_gelu_glu_fn);
+ * -2u at most 88, where exp8 is still finite */
+AVX2 static inline __m256 gelu8_avx2(__m256 x) {
+    const __m256 x2 = _mm256_mul_ps(x, x);
+    const __m256 u = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(-2.0f * 0.79788456080286535588f), x),
+                                   _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), x2, _mm256_set1_ps(1.0f)));
+    const __m256 e = exp8_avx2(_mm256_min_ps(u, _mm256_set1_ps(88.0f)));
+    return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+AVX2 static void gelu_glu_avx2(float *a, const float *b, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(a + i, _mm256_mul_ps(gelu8_avx2(_mm256_loadu_ps(a + i)), _mm256_loadu_ps(b + i)));
+    for (; i < n; i++) a[i] = tl_gelu_tanh(a[i]) * b[i];
+}
+
 /* GGUF Q5_0/Q5_1: the 5th bit of element j is bit j of qh. 32 bytes, 0xFF where the bit is set
  * (broadcast qh, put byte j/8 in lane j, or in every bit but j%8, compare with all ones). */
 AVX2 static inline __m256i q5_high_bits(const uint8_t qh[4]) {
@@ -389,6 +405,22 @@ AVX512 static inline __m512 exp16_avx512(__m512 x) {
     return _mm512_scalef_ps(y, n);
 }
 
+/* gelu8_avx2 on 16 lanes */
+AVX512 static inline __m512 gelu16_avx512(__m512 x) {
+    const __m512 x2 = _mm512_mul_ps(x, x);
+    const __m512 u = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(-2.0f * 0.79788456080286535588f), x),
+                                   _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), x2, _mm512_set1_ps(1.0f)));
+    const __m512 e = exp16_avx512(_mm512_min_ps(u, _mm512_set1_ps(88.0f)));
+    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+AVX512 static void gelu_glu_avx512(float *a, const float *b, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(a + i, _mm512_mul_ps(gelu16_avx512(_mm512_loadu_ps(a + i)), _mm512_loadu_ps(b + i)));
+    for (; i < n; i++) a[i] = tl_gelu_tanh(a[i]) * b[i];
+}
+
 AVX512 static float exp_sum_avx512(float *s, int n, float m) {
     __m512 sum = _mm512_setzero_ps();
     const __m512 vm = _mm512_set1_ps(m);
@@ -599,6 +631,15 @@ tl_exp_sum_fn tl_exp_sum_kernel(void) {
     if (!use_simd) return NULL;
 #ifdef TL_X86
     return use_simd == 2 ? exp_sum_avx512 : exp_sum_avx2;
+#else
+    return NULL;
+#endif
+}
+
+tl_gelu_glu_fn tl_gelu_glu_kernel(void) {
+#ifdef TL_X86
+    const int use_simd = simd_level();
+    return use_simd == 2 ? gelu_glu_avx512 : use_simd == 1 ? gelu_glu_avx2 : NULL;
 #else
     return NULL;
 #endif

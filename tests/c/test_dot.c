@@ -145,6 +145,32 @@ static void test_exp_sum(void) {
     }
 }
 
+/* the vector GELU-tanh GLU against dot.h's scalar formula, within the bound dot.h states, on
+ * a dense sweep of [-20, 20] (both tails and the bend) and random gates */
+static void test_gelu_glu(void) {
+    const tl_gelu_glu_fn gelu_glu = tl_gelu_glu_kernel();
+    if (!gelu_glu) return;
+    enum { N = 1 << 16 };
+    static float a[N], b[N], x[N];
+    for (int trial = 0; trial < 8; trial++) {
+        for (int i = 0; i < N; i++) {
+            x[i] = a[i] = -20.0f + 40.0f * (float)i / N + (float)(uniform() * 1e-3);
+            b[i] = trial == 0 ? 1.0f : (float)(uniform() * 4 - 2);
+        }
+        const int n = N - trial; /* tails shorter than a vector */
+        gelu_glu(a, b, n);
+        int bad = 0;
+        for (int i = 0; i < n; i++) {
+            const float want = tl_gelu_tanh(x[i]) * b[i];
+            const float ulp4 = want != 0.0f ? ldexpf(4.0f, ilogbf(want) - 23) : 0.0f;
+            if (!(fabsf(a[i] - want) <= ulp4 + ldexpf(fabsf(x[i] * b[i]), -22))) {
+                if (bad++ < 5) CHECK(false, "gelu trial %d x %.9g: %.9g vs %.9g", trial, (double)x[i], (double)a[i], (double)want);
+            }
+        }
+        CHECK(bad == 0, "gelu trial %d: %d elements outside the bound", trial, bad);
+    }
+}
+
 int main(void) {
     if (check_cpu_level_missing()) return CHECK_SKIPPED;
     const char *env = getenv("TORCHLESS_SEED");
@@ -160,5 +186,6 @@ int main(void) {
     test_dot_kernels();
     test_attention_kernels();
     test_exp_sum();
+    test_gelu_glu();
     return check_summary();
 }

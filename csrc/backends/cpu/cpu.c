@@ -296,17 +296,13 @@ static void add(tl_stream *s, float *x, const float *y, int64_t n) {
 
 static inline float silu(float x) { return x / (1.0f + expf(-x)); }
 
-/* GELU, tanh approximation (Hendrycks & Gimpel 2016; PyTorch gelu(approximate="tanh")):
- * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
-static inline float gelu_tanh(float x) {
-    const float sqrt_2_over_pi = 0.79788456080286535588f;
-    return 0.5f * x * (1.0f + tanhf(sqrt_2_over_pi * x * (1.0f + 0.044715f * x * x)));
-}
-
 static void glu(tl_stream *s, tl_activation act, float *a, const float *b, int64_t n) {
     (void)s;
-    if (act == TL_ACT_GELU_TANH)
-        for (int64_t i = 0; i < n; i++) a[i] = gelu_tanh(a[i]) * b[i];
+    const tl_gelu_glu_fn gelu_glu = act == TL_ACT_GELU_TANH ? tl_gelu_glu_kernel() : NULL;
+    if (gelu_glu)
+        gelu_glu(a, b, n);
+    else if (act == TL_ACT_GELU_TANH)
+        for (int64_t i = 0; i < n; i++) a[i] = tl_gelu_tanh(a[i]) * b[i];
     else
         for (int64_t i = 0; i < n; i++) a[i] = silu(a[i]) * b[i];
 }
