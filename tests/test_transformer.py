@@ -48,16 +48,19 @@ def test_forward_matches_the_float64_reference(tmp_path, seed):
     assert normwise(got[0], want).max() <= 1e-4
 
 
-def test_batch_equals_rows_and_split_equals_whole(seed):
-    t = Transformer(small_args(), seed=seed)
+@pytest.mark.parametrize("kv, bound", [("f32", 1e-5), ("f16", 1e-4)])
+def test_batch_equals_rows_and_split_equals_whole(seed, kv, bound):
+    """Batching and splitting change only the order of float32 rounding; an F16 cache can turn
+    such a difference into one F16 step of a stored key (measured 1.2e-5 on one seed)."""
+    t = Transformer(small_args(), seed=seed, kv_dtype=kv)
     tokens = np.random.default_rng(seed).integers(0, 96, size=(3, 10))
     whole = t.forward(tokens)
     for b in range(3):
         row = t.forward(tokens[b:b + 1])
-        assert normwise(row[0], whole[b]).max() <= 1e-5
+        assert normwise(row[0], whole[b]).max() <= bound
     first = t.forward(tokens[:, :4], start_pos=0)
     rest = t.forward(tokens[:, 4:], start_pos=4)
-    assert normwise(np.concatenate([first, rest], axis=1), whole).max() <= 1e-5
+    assert normwise(np.concatenate([first, rest], axis=1), whole).max() <= bound
 
 
 def test_forward_accepts_lists_numpy_and_array_likes(seed):
