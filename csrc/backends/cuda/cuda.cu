@@ -1449,8 +1449,10 @@ static void gemm(gpu_stream *s, const tl_tensor *w, const float *x, int64_t n, f
         LAUNCHED(s, "gemm");
         return;
     }
-    for (int64_t r0 = 0; r0 < m; r0 += TILE_ROWS) {
-        const int64_t rows = m - r0 < TILE_ROWS ? m - r0 : TILE_ROWS;
+    /* F16 weights need no tile: one product over every row (fewer, larger GEMMs) */
+    const int64_t tile = w->dtype == TL_F16 ? m : TILE_ROWS;
+    for (int64_t r0 = 0; r0 < m; r0 += tile) {
+        const int64_t rows = m - r0 < tile ? m - r0 : tile;
         const __half *a;
         if (w->dtype == TL_F16) {
             a = (const __half *)w->data + (size_t)r0 * k;
