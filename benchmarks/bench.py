@@ -37,20 +37,15 @@ def emit(**r):
 
 # ---------------------------------------------------------------- synthetic models
 
-def synthetic_tinyllama(dtype: str) -> str:
-    """A TinyLlama-1.1B-shaped llama GGUF with random weights (cached by dtype)."""
-    os.makedirs(CACHE, exist_ok=True)
-    path = os.path.join(CACHE, f"tinyllama-shape-{dtype}.gguf")
-    if os.path.exists(path):
-        return path
-    s = TINYLLAMA
-    rng = np.random.default_rng(0)
+def llama_metadata(s: dict, name: str, context_length: int) -> dict:
+    """GGUF metadata of a llama of shape s (dim, hidden, n_layers, n_heads, n_kv_heads, vocab)
+    with a byte-fallback SentencePiece-style vocabulary of made-up pieces."""
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
     tokens += [f"\u2581t{i}" for i in range(s["vocab"] - len(tokens))]
     types = np.array([2, 3, 3] + [6] * 256 + [1] * (s["vocab"] - 259), np.int32)
-    md = {
-        "general.architecture": "llama", "general.name": "tinyllama-shape random",
-        "llama.context_length": Value(2048, "uint32"), "llama.embedding_length": Value(s["dim"], "uint32"),
+    return {
+        "general.architecture": "llama", "general.name": name,
+        "llama.context_length": Value(context_length, "uint32"), "llama.embedding_length": Value(s["dim"], "uint32"),
         "llama.block_count": Value(s["n_layers"], "uint32"), "llama.feed_forward_length": Value(s["hidden"], "uint32"),
         "llama.attention.head_count": Value(s["n_heads"], "uint32"),
         "llama.attention.head_count_kv": Value(s["n_kv_heads"], "uint32"),
@@ -61,6 +56,17 @@ def synthetic_tinyllama(dtype: str) -> str:
         "tokenizer.ggml.token_type": types, "tokenizer.ggml.bos_token_id": Value(1, "uint32"),
         "tokenizer.ggml.eos_token_id": Value(2, "uint32"),
     }
+
+
+def synthetic_tinyllama(dtype: str) -> str:
+    """A TinyLlama-1.1B-shaped llama GGUF with random weights (cached by dtype)."""
+    os.makedirs(CACHE, exist_ok=True)
+    path = os.path.join(CACHE, f"tinyllama-shape-{dtype}.gguf")
+    if os.path.exists(path):
+        return path
+    s = TINYLLAMA
+    rng = np.random.default_rng(0)
+    md = llama_metadata(s, "tinyllama-shape random", 2048)
     head_dim = s["dim"] // s["n_heads"]
 
     def mat(rows, cols, qtype):

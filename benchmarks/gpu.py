@@ -22,7 +22,8 @@ import numpy as np
 
 import torchless
 from torchless.convert import plan_tensors
-from torchless.gguf import Value
+
+from bench import llama_metadata  # benchmarks/ is this script's folder
 
 SHAPES = {
     "7b": dict(dim=4096, hidden=11008, n_layers=32, n_heads=32, n_kv_heads=32, vocab=32000),
@@ -34,32 +35,12 @@ def emit(**r):
     print(json.dumps(r), flush=True)
 
 
-def vocabulary(n):
-    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
-    tokens += [f"\u2581t{i}" for i in range(n - len(tokens))]
-    types = np.array([2, 3, 3] + [6] * 256 + [1] * (n - 259), np.int32)
-    return tokens, types
-
-
 def write_model(path: str, fmt: str, s: dict) -> int:
     """The shape's model in format fmt ("f16", "q8_0", "q4_0", "q4_k_m": llama.cpp's mix);
     returns the bytes of weights one decode step reads (every matrix but the embedding)."""
-    tokens, types = vocabulary(s["vocab"])
     hd = s["dim"] // s["n_heads"]
     kv = s["n_kv_heads"] * hd
-    md = {
-        "general.architecture": "llama", "general.name": f"llama shape {fmt} random",
-        "llama.context_length": Value(4096, "uint32"), "llama.embedding_length": Value(s["dim"], "uint32"),
-        "llama.block_count": Value(s["n_layers"], "uint32"), "llama.feed_forward_length": Value(s["hidden"], "uint32"),
-        "llama.attention.head_count": Value(s["n_heads"], "uint32"),
-        "llama.attention.head_count_kv": Value(s["n_kv_heads"], "uint32"),
-        "llama.attention.layer_norm_rms_epsilon": Value(1e-5, "float32"),
-        "llama.rope.freq_base": Value(10000.0, "float32"),
-        "tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens,
-        "tokenizer.ggml.scores": np.linspace(0, -1, s["vocab"], dtype=np.float32),
-        "tokenizer.ggml.token_type": types, "tokenizer.ggml.bos_token_id": Value(1, "uint32"),
-        "tokenizer.ggml.eos_token_id": Value(2, "uint32"),
-    }
+    md = llama_metadata(s, f"llama shape {fmt} random", 4096)
     shapes = [("token_embd.weight", (s["vocab"], s["dim"])), ("output_norm.weight", (s["dim"],)),
               ("output.weight", (s["vocab"], s["dim"]))]
     for l in range(s["n_layers"]):

@@ -117,57 +117,48 @@ typedef struct gw {
 
 static __host__ __device__ __forceinline__ size_t align256(size_t n) { return (n + 255) & ~(size_t)255; }
 
-static bool split_layout(tl_dtype t) {
-    return t == TL_Q4_0 || t == TL_Q4_1 || t == TL_Q5_0 || t == TL_Q5_1 || t == TL_Q8_0 || t == TL_Q6_K;
-}
-
-/* field sizes of the split layouts, in array order */
-static int split_fields(tl_dtype t, int sizes[4]) {
-    switch (t) {
-    case TL_Q4_0: sizes[0] = 16, sizes[1] = 2; return 2;
-    case TL_Q4_1: sizes[0] = 16, sizes[1] = 4; return 2;
-    case TL_Q5_0: sizes[0] = 16, sizes[1] = 4, sizes[2] = 2; return 3;
-    case TL_Q5_1: sizes[0] = 16, sizes[1] = 4, sizes[2] = 4; return 3;
-    case TL_Q8_0: sizes[0] = 32, sizes[1] = 2; return 2;
-    case TL_Q6_K: sizes[0] = 128, sizes[1] = 64, sizes[2] = 16, sizes[3] = 2; return 4;
+/* The split layouts' fields in array order: bytes per block, and where the field sits in GGUF's
+ * block (0 bytes: no such field; the host's repack and the kernels' reads share this one table) */
+__host__ __device__ constexpr int field_size(int dt, int f) {
+    switch (dt) {
+    case TL_Q4_0: return f == 0 ? 16 : f == 1 ? 2 : 0;                              /* qs, d */
+    case TL_Q4_1: return f == 0 ? 16 : f == 1 ? 4 : 0;                              /* qs, (d, m) */
+    case TL_Q5_0: return f == 0 ? 16 : f == 1 ? 4 : f == 2 ? 2 : 0;                /* qs, qh, d */
+    case TL_Q5_1: return f == 0 ? 16 : f == 1 || f == 2 ? 4 : 0;                   /* qs, qh, (d, m) */
+    case TL_Q8_0: return f == 0 ? 32 : f == 1 ? 2 : 0;                              /* qs, d */
+    case TL_Q6_K: return f == 0 ? 128 : f == 1 ? 64 : f == 2 ? 16 : f == 3 ? 2 : 0; /* ql, qh, sc, d */
     default: return 0;
     }
 }
 
-/* where each field sits in a GGUF block of t */
-static void gguf_offsets(tl_dtype t, int off[4]) {
+static int gguf_offset(tl_dtype t, int f) {
     switch (t) {
-    case TL_Q4_0: off[0] = 2, off[1] = 0; break;
-    case TL_Q4_1: off[0] = 4, off[1] = 0; break;
-    case TL_Q5_0: off[0] = 6, off[1] = 2, off[2] = 0; break;
-    case TL_Q5_1: off[0] = 8, off[1] = 4, off[2] = 0; break;
-    case TL_Q8_0: off[0] = 2, off[1] = 0; break;
-    case TL_Q6_K: off[0] = 0, off[1] = 128, off[2] = 192, off[3] = 208; break;
-    default: break;
+    case TL_Q4_0: case TL_Q8_0: return f == 0 ? 2 : 0;
+    case TL_Q4_1: return f == 0 ? 4 : 0;
+    case TL_Q5_0: return f == 0 ? 6 : f == 1 ? 2 : 0;
+    case TL_Q5_1: return f == 0 ? 8 : f == 1 ? 4 : 0;
+    case TL_Q6_K: return f == 0 ? 0 : f == 1 ? 128 : f == 2 ? 192 : 208;
+    default: return 0;
     }
 }
 
+static bool split_layout(tl_dtype t) { return field_size(t, 0) != 0; }
+
 /* bytes of the split layout of `blocks` blocks */
 static size_t split_bytes(tl_dtype t, size_t blocks) {
-    int sz[4];
     size_t total = 0;
-    for (int f = 0, n = split_fields(t, sz); f < n; f++) total += align256(blocks * (size_t)sz[f]);
+    for (int f = 0; field_size(t, f); f++) total += align256(blocks * (size_t)field_size(t, f));
     return total;
 }
 
-/* field f of block b of a split tensor (sizes as split_fields says; fields in order) */
+/* field f of block b of a split tensor */
 template <int DT> __device__ __forceinline__ const uint8_t *field(gw w, int f, int64_t b) {
-    constexpr int s0 = DT == TL_Q6_K ? 128 : DT == TL_Q8_0 ? 32 : 16;
-    constexpr int s1 = DT == TL_Q6_K ? 64 : (DT == TL_Q4_0 || DT == TL_Q8_0) ? 2 : 4;
-    constexpr int s2 = DT == TL_Q6_K ? 16 : DT == TL_Q5_1 ? 4 : 2;
-    constexpr int s3 = 2;
     const size_t blocks = (size_t)(w.m * w.nb);
     size_t off = 0;
-    const int sizes[4] = {s0, s1, s2, s3};
 #pragma unroll
     for (int i = 0; i < 4; i++)
-        if (i < f) off += align256(blocks * sizes[i]);
-    return w.p + off + (size_t)b * sizes[f];
+        if (i < f) off += align256(blocks * field_size(DT, i));
+    return w.p + off + (size_t)b * field_size(DT, f);
 }
 
 __device__ __forceinline__ float h2f(const uint8_t *p) { return __half2float(*(const __half *)p); }
@@ -1140,14 +1131,12 @@ static tl_status weight_upload(tl_device *d, const tl_tensor *src, tl_tensor *ds
         dst->nbytes = split_bytes(src->dtype, blocks);
         split = (uint8_t *)calloc(1, dst->nbytes);
         if (!split) return tl_set_error(TL_ERR_NOMEM, GPU_BACKEND ": out of host memory repacking a weight");
-        int sizes[4], off[4];
-        const int nf = split_fields(src->dtype, sizes);
-        gguf_offsets(src->dtype, off);
         uint8_t *base = split;
-        for (int f = 0; f < nf; f++) {
-            const uint8_t *in = (const uint8_t *)src->data + off[f];
-            for (size_t b = 0; b < blocks; b++) memcpy(base + b * sizes[f], in + b * bs, (size_t)sizes[f]);
-            base += align256(blocks * (size_t)sizes[f]);
+        for (int f = 0; field_size(src->dtype, f); f++) {
+            const int size = field_size(src->dtype, f);
+            const uint8_t *in = (const uint8_t *)src->data + gguf_offset(src->dtype, f);
+            for (size_t b = 0; b < blocks; b++) memcpy(base + b * size, in + b * bs, (size_t)size);
+            base += align256(blocks * (size_t)size);
         }
         host = split;
     }
