@@ -105,7 +105,7 @@ def copy_bandwidth() -> float | None:
 
 def measure(path: str, device: str, n_prompt: int, n_gen: int, batches: list[int], repeats: int) -> dict:
     t0 = time.perf_counter()
-    m = torchless.Model(path, max_seq_len=n_prompt + n_gen + 8, max_batch_size=max(batches + [1]), device=device)
+    m = torchless.Model(path, max_seq_len=max(n_prompt + n_gen, 16 + 32) + 8, max_batch_size=max(batches + [1]), device=device)
     load = time.perf_counter() - t0
     rng = np.random.default_rng(1)
     prompt = [1] + rng.integers(300, m.n_vocab, n_prompt - 1).tolist()
