@@ -109,6 +109,9 @@ typedef struct tl_backend_ops {
     void (*rope_store)(tl_stream *s, float *q, float *k, const float *v, const float *cs, int32_t n, int32_t n_heads,
                        int32_t kv_heads, int32_t head_dim, int32_t rope_dim, bool neox, void *k_cache, void *v_cache,
                        tl_dtype kv_dtype, const int32_t *pos, const int32_t *seq, int32_t max_seq_len);
+    /* matmul(wq, x) into q (+ bq), matmul(wk, x) into k (+ bk), matmul(wv, x) into v (+ bv) */
+    void (*matmul_qkv)(tl_stream *s, const tl_tensor *wq, const tl_tensor *wk, const tl_tensor *wv, const float *x,
+                       int64_t n, float *q, float *k, float *v, const float *bq, const float *bk, const float *bv);
     /* matmul(gate, x) into a, matmul(up, x) into b, then glu(act, a, b) */
     void (*matmul_glu)(tl_stream *s, const tl_tensor *gate, const tl_tensor *up, const float *x, int64_t n, float *a,
                        float *b, tl_activation act);

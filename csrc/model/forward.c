@@ -152,9 +152,13 @@ static tl_status queue_forward(tl_context *x, const fwd *f, bool checks) {
     for (int l = 0; l < c->n_layers; l++) {
         const tl_layer_weights *L = &m->d_layers[l];
         /* attention block: qkv projections of the normalised input (xb, normalised above) */
-        op->matmul(st, L->wq, x->xb, n, x->q, L->bq);
-        op->matmul(st, L->wk, x->xb, n, x->k, L->bk);
-        op->matmul(st, L->wv, x->xb, n, x->v, L->bv);
+        if (op->matmul_qkv) {
+            op->matmul_qkv(st, L->wq, L->wk, L->wv, x->xb, n, x->q, x->k, x->v, L->bq, L->bk, L->bv);
+        } else {
+            op->matmul(st, L->wq, x->xb, n, x->q, L->bq);
+            op->matmul(st, L->wk, x->xb, n, x->k, L->bk);
+            op->matmul(st, L->wv, x->xb, n, x->v, L->bv);
+        }
         if (L->q_norm) op->rmsnorm(st, x->q, x->q, L->q_norm, (int64_t)n * c->n_heads, hd, c->norm_eps); /* qwen3, gemma3 */
         if (L->k_norm) op->rmsnorm(st, x->k, x->k, L->k_norm, (int64_t)n * c->n_kv_heads, hd, c->norm_eps);
         /* RoPE, and this position's key and value into the cache, before anyone attends */

@@ -139,6 +139,114 @@ static void test_matmul(void) {
         }
 }
 
+/* CUDA/HIP decode on 8-bit activations (TORCHLESS_ACT_QUANT on, as the CPU): both backends
+ * quantize x the same way and multiply the same integers, so only the float sums' order differs.
+ * Also: rows quantized once serve several matmuls (q, k, v), and new data in x is seen. */
+static void test_matmul_q8(void) {
+    if (strcmp(gpu->ops->name, "opencl") == 0) {
+        printf("matmul on 8-bit activations: not on opencl (float activations there): skipped\n");
+        return;
+    }
+    setenv("TORCHLESS_ACT_QUANT", "1", 1);
+    const tl_dtype types[] = {TL_Q8_0, TL_Q4_0, TL_Q4_1, TL_Q5_0, TL_Q5_1, TL_Q4_K, TL_Q5_K, TL_Q6_K};
+    const int64_t shapes[][2] = {{77, 256}, {4, 512}, {33, 768}, {19, 576}};
+    const int64_t ns[] = {1, 2, 3, 5, 8};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+        for (size_t si = 0; si < 4; si++) {
+            const int64_t m = shapes[si][0], k = shapes[si][1];
+            if (k % 256 && (types[ti] == TL_Q4_K || types[ti] == TL_Q5_K || types[ti] == TL_Q6_K)) continue;
+            tl_tensor h = make_weight(types[ti], m, k), h2 = make_weight(types[ti], m, k), d, d2;
+            gpu->ops->weight_upload(gpu, &h, &d);
+            gpu->ops->weight_upload(gpu, &h2, &d2);
+            float *bias = malloc((size_t)m * sizeof(float));
+            fill(bias, (size_t)m, 1.0f);
+            float *dbias = gput(bias, (size_t)m * sizeof(float));
+            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+                const int64_t n = ns[ni];
+                const size_t xb = (size_t)(n * k) * sizeof(float), yb = (size_t)(n * m) * sizeof(float);
+                float *x = malloc(xb), *want = malloc(yb), *want2 = malloc(yb), *got = malloc(yb), *g = malloc(yb);
+                cs->ops->reserve(cs, n, k);
+                gs->ops->reserve(gs, n, k);
+                float *dx = NULL, *dy = NULL, *dy2 = NULL;
+                gpu->ops->alloc(gpu, xb, (void **)&dx);
+                gpu->ops->alloc(gpu, yb, (void **)&dy);
+                gpu->ops->alloc(gpu, yb, (void **)&dy2);
+                for (int round = 0; round < 2; round++) { /* round 1: new x in the same buffer */
+                    fill(x, (size_t)(n * k), round ? 3.0f : 1.0f);
+                    gs->ops->upload(gs, dx, x, xb);
+                    const float *b = ni % 2 == 0 ? bias : NULL;
+                    cs->ops->matmul(cs, &h, x, n, want, b);
+                    cs->ops->matmul(cs, &h2, x, n, want2, NULL);
+                    gs->ops->matmul(gs, &d, dx, n, dy, b ? dbias : NULL);
+                    gs->ops->matmul(gs, &d2, dx, n, dy2, NULL);
+                    gget(got, dy, yb);
+                    gget(g, dy2, yb);
+                    const double e = normwise(got, want, (size_t)(n * m)), e2 = normwise(g, want2, (size_t)(n * m));
+                    CHECK(e <= 1e-5 && e2 <= 1e-5, "matmul 8-bit %s %lldx%lld n=%lld round %d: normwise %.3g, %.3g (second)",
+                          tl_dtype_name(types[ti]), (long long)m, (long long)k, (long long)n, round, e, e2);
+                }
+                { /* q, k, v in one pass: the first two again, and a third of other rows */
+                    tl_tensor h3 = make_weight(types[ti], m + 5, k), d3;
+                    gpu->ops->weight_upload(gpu, &h3, &d3);
+                    const size_t y3b = (size_t)(n * (m + 5)) * sizeof(float);
+                    float *want3 = malloc(y3b), *g3 = malloc(y3b), *dy3 = NULL;
+                    gpu->ops->alloc(gpu, y3b, (void **)&dy3);
+                    cs->ops->matmul(cs, &h, x, n, want, bias);
+                    cs->ops->matmul(cs, &h3, x, n, want3, NULL);
+                    gs->ops->matmul_qkv(gs, &d, &d2, &d3, dx, n, dy, dy2, dy3, dbias, NULL, NULL);
+                    gget(got, dy, yb);
+                    gget(g, dy2, yb);
+                    gget(g3, dy3, y3b);
+                    const double e = normwise(got, want, (size_t)(n * m)), e2 = normwise(g, want2, (size_t)(n * m)),
+                                 e3 = normwise(g3, want3, (size_t)(n * (m + 5)));
+                    CHECK(e <= 1e-5 && e2 <= 1e-5 && e3 <= 1e-5, "matmul_qkv 8-bit %s %lldx%lld n=%lld: normwise %.3g %.3g %.3g",
+                          tl_dtype_name(types[ti]), (long long)m, (long long)k, (long long)n, e, e2, e3);
+                    gfree(dy3), free(want3), free(g3);
+                    gpu->ops->weight_free(gpu, &d3), free((void *)h3.data);
+                }
+                if (n == 1 || n == 5) { /* norms that quantize their output for the next matmuls: the
+                                          * same bits as a copy of that output quantized on its own */
+                    float *nw = malloc((size_t)k * sizeof(float)), *res = malloc(xb), *normed = malloc(xb);
+                    fill(nw, (size_t)k, 1.0f);
+                    fill(res, (size_t)(n * k), 1.0f);
+                    float *dnw = gput(nw, (size_t)k * sizeof(float)), *dres = gput(res, xb), *dn = NULL, *dcopy = NULL;
+                    gpu->ops->alloc(gpu, xb, (void **)&dn);
+                    gpu->ops->alloc(gpu, xb, (void **)&dcopy);
+                    for (int add = 0; add < 2; add++) {
+                        if (add) gs->ops->add_rmsnorm(gs, dres, dx, dn, dnw, n, k, 1e-5f);
+                        else gs->ops->rmsnorm(gs, dn, dx, dnw, n, k, 1e-5f);
+                        gs->ops->matmul(gs, &d2, dn, n, dy, NULL);
+                        gget(normed, dn, xb);
+                        gs->ops->upload(gs, dcopy, normed, xb);
+                        gs->ops->matmul(gs, &d2, dcopy, n, dy2, NULL);
+                        gget(got, dy, yb);
+                        gget(g, dy2, yb);
+                        CHECK(memcmp(got, g, yb) == 0, "matmul 8-bit %s after %s n=%lld: differs from its input quantized apart",
+                              tl_dtype_name(types[ti]), add ? "add_rmsnorm" : "rmsnorm", (long long)n);
+                    }
+                    gfree(dnw), gfree(dres), gfree(dn), gfree(dcopy), free(nw), free(res), free(normed);
+                }
+                if (n == 1 || n == 3 || n == 8) /* gate and up in one pass */
+                    for (int act = 0; act < 2; act++) {
+                        cs->ops->matmul(cs, &h, x, n, want, NULL);
+                        cs->ops->matmul(cs, &h2, x, n, want2, NULL);
+                        cs->ops->glu(cs, (tl_activation)act, want, want2, n * m);
+                        gs->ops->matmul_glu(gs, &d, &d2, dx, n, dy, dy2, (tl_activation)act);
+                        gget(got, dy, yb);
+                        const double e = normwise(got, want, (size_t)(n * m));
+                        CHECK(e <= 1e-5, "matmul_glu 8-bit %s %lldx%lld n=%lld act %d: normwise %.3g", tl_dtype_name(types[ti]),
+                              (long long)m, (long long)k, (long long)n, act, e);
+                    }
+                gfree(dx), gfree(dy), gfree(dy2);
+                free(x), free(want), free(want2), free(got), free(g);
+            }
+            gfree(dbias), free(bias);
+            gpu->ops->weight_free(gpu, &d), gpu->ops->weight_free(gpu, &d2);
+            free((void *)h.data), free((void *)h2.data);
+        }
+    setenv("TORCHLESS_ACT_QUANT", "0", 1);
+}
+
 static void test_small_ops(void) {
     const int64_t rows = 7, dim = 200;
     const size_t n = (size_t)(rows * dim);
@@ -391,7 +499,7 @@ static void bench(void) {
     const char *only = getenv("TORCHLESS_BENCH_ONLY");
     const int64_t shapes[][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}, {32000, 4096}};
     const tl_dtype types[] = {TL_F16, TL_Q8_0, TL_Q4_0, TL_Q4_K, TL_Q6_K};
-    printf("| dtype | rows x cols | n | us/call | weight GB/s | TFLOP/s |\n|---|---|---|---|---|---|\n");
+    printf("| dtype | rows x cols | n | activations | us/call | weight GB/s | TFLOP/s |\n|---|---|---|---|---|---|---|\n");
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
         for (size_t si = 0; si < 4; si++) {
             const int64_t m = shapes[si][0], k = shapes[si][1];
@@ -418,20 +526,28 @@ static void bench(void) {
                 gpu->ops->alloc(gpu, (size_t)(n * m) * 4, (void **)&dy);
                 gs->ops->reserve(gs, n, k);
                 const int reps = n == 512 ? 10 : 100;
-                gs->ops->matmul(gs, &d[0], dx, n, dy, NULL);
-                gs->ops->sync(gs);
-                double t = now();
-                for (int r = 0; r < reps; r++) gs->ops->matmul(gs, &d[r % copies], dx, n, dy, NULL);
-                gs->ops->sync(gs);
-                t = (now() - t) / reps;
-                printf("| %s | %lldx%lld | %lld | %.1f | %.0f | %.1f |\n", tl_dtype_name(h.dtype), (long long)m, (long long)k,
-                       (long long)n, 1e6 * t, h.nbytes / t / 1e9, 2.0 * m * k * n / t / 1e12);
+                /* decode of quantized weights: on float and on 8-bit activations (quantized once
+                 * here: the rows are the same every call) */
+                const bool both = n <= 8 && h.dtype != TL_F16;
+                for (int q8 = 0; q8 < (both ? 2 : 1); q8++) {
+                    setenv("TORCHLESS_ACT_QUANT", q8 ? "1" : "0", 1);
+                    gs->ops->matmul(gs, &d[0], dx, n, dy, NULL);
+                    gs->ops->sync(gs);
+                    double t = now();
+                    for (int r = 0; r < reps; r++) gs->ops->matmul(gs, &d[r % copies], dx, n, dy, NULL);
+                    gs->ops->sync(gs);
+                    t = (now() - t) / reps;
+                    printf("| %s | %lldx%lld | %lld | %s | %.1f | %.0f | %.1f |\n", tl_dtype_name(h.dtype), (long long)m,
+                           (long long)k, (long long)n, q8 ? "int8" : "float", 1e6 * t, h.nbytes / t / 1e9,
+                           2.0 * m * k * n / t / 1e12);
+                }
+                setenv("TORCHLESS_ACT_QUANT", "0", 1);
                 gfree(dx), gfree(dy), free(x);
             }
             for (int c = 0; c < copies; c++) gpu->ops->weight_free(gpu, &d[c]);
             free((void *)h.data);
         }
-    if (only) return;
+    if (only && strcmp(only, "attention") != 0) return; /* TORCHLESS_BENCH_ONLY=attention: only that */
     /* attention: 32 heads of 128, decode at 512 and 4096 positions, and a 512-token prefill */
     const int heads = 32, hd = 128, max_seq = 4096;
     const size_t cache = (size_t)heads * max_seq * hd * 2;
@@ -496,6 +612,7 @@ int main(int argc, char **argv) {
         bench();
     } else {
         test_matmul();
+        test_matmul_q8();
         test_small_ops();
         test_fused();
         test_out_of_memory();

@@ -51,6 +51,14 @@ typedef struct gpu_stream {
     size_t w_tile_elems, x_half_elems;
     float *part; /* attention: the splits' partial results */
     size_t part_floats;
+    /* decode: the input rows quantized to 8 bits (gemv_q8.cuh), and which rows they are: the
+     * pointer, shape and style last quantized, forgotten by every op but a matmul (which may read
+     * the same rows again: q, k and v) */
+    int8_t *xq[2]; /* by style: Q8_STYLE_0, Q8_STYLE_K */
+    size_t xq_bytes;  /* each */
+    const float *xq_src[2];
+    int64_t xq_n[2], xq_k[2];
+    bool xq_used; /* a matmul took the 8-bit path: the norms quantize their outputs too */
     int sms;     /* multiprocessors */
     int gemv;    /* TORCHLESS_GPU_GEMV=narrow|wide|narrow4: one GEMV for every quantized dtype (to compare) */
     /* recorded forwards (CUDA graphs), by the caller's key */
@@ -68,6 +76,13 @@ typedef struct gpu_stream {
 #define GEMV_MAX_TOKENS 8
 
 static void forget_graphs(gpu_stream *s);
+
+/* Every op but the matmuls may write the rows last quantized: it forgets them. */
+static gpu_stream *op_begin(tl_stream *ts) {
+    gpu_stream *s = (gpu_stream *)ts;
+    s->xq_src[0] = s->xq_src[1] = NULL;
+    return s;
+}
 
 static tl_status fail(gpuError_t e, const char *what) {
     return tl_set_error(TL_ERR_DEVICE, GPU_BACKEND ": %s: %s", what, gpuGetErrorString(e));
@@ -684,10 +699,20 @@ __global__ void add_bias_kernel(float *__restrict__ y, const float *__restrict__
     if (i < n * m) y[i] += bias[i % m];
 }
 
+/* ---------------------------------------------------------------- GEMV on 8-bit activations */
+
+__device__ __forceinline__ float act_of(int gelu, float z) {
+    return gelu ? 0.5f * z * (1.0f + tanhf(0.79788456080286535588f * z * (1.0f + 0.044715f * z * z)))
+                : z / (1.0f + expf(-z));
+}
+
+#include "gemv_q8.cuh"
+
 /* ---------------------------------------------------------------- small ops */
 
 /* one block per row; the sum of squares in float, reduced across the block */
-__global__ void rmsnorm_kernel(float *out, const float *x, const float *__restrict__ w, int64_t dim, float eps) {
+__global__ void rmsnorm_kernel(float *out, const float *x, const float *__restrict__ w, int64_t dim, float eps, int8_t *q0,
+                               int8_t *qk, size_t xs) {
     const float *xr = x + (size_t)blockIdx.x * dim;
     float *o = out + (size_t)blockIdx.x * dim;
     float ss = 0.0f;
@@ -704,6 +729,7 @@ __global__ void rmsnorm_kernel(float *out, const float *x, const float *__restri
     __syncthreads();
     const float scale = rsqrtf(part[0] / (float)dim + eps);
     for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = xr[i] * scale * w[i];
+    if (q0 || qk) q8_row_both(o, dim, q0 ? q0 + blockIdx.x * xs : NULL, qk ? qk + blockIdx.x * xs : NULL);
 }
 
 __global__ void rope_kernel(float *x, const float *__restrict__ cs, int32_t n, int32_t heads, int32_t hd, int32_t rope_dim,
@@ -764,9 +790,83 @@ __global__ void gather_kernel(float *out, const float *x, const int32_t *__restr
 
 /* ---------------------------------------------------------------- fused ops */
 
+/* RMSNorm of one row a block for widths of a multiple of 256 up to 8192, 8 consecutive elements
+ * a thread (a warp holds 256), the row kept in registers: with ADD, x += y first (out may be y:
+ * each thread reads its elements of y before it writes them). The quantized forms for the next
+ * matmuls (q0, qk; NULL: not wanted) come from the registers too: a Q8_0 block is 4 lanes, a
+ * Q8_K block a warp. The 8-element loads made this 3x faster than a thread per element with the
+ * quantizing done after a pass through memory (ncu, 4096 wide). */
+template <bool ADD>
+__global__ void norm8_kernel(float *x, const float *y, float *out, const float *__restrict__ w, int64_t dim, float eps,
+                             int8_t *q0, int8_t *qk, size_t xs) {
+    const int lane = threadIdx.x & 31;
+    const int64_t row = blockIdx.x, e = 8 * (int64_t)threadIdx.x;
+    float *xr = x + row * dim + e;
+    float v[8];
+    const float4 a0 = *(const float4 *)xr, a1 = *(const float4 *)(xr + 4);
+    v[0] = a0.x, v[1] = a0.y, v[2] = a0.z, v[3] = a0.w, v[4] = a1.x, v[5] = a1.y, v[6] = a1.z, v[7] = a1.w;
+    if (ADD) {
+        const float *yr = y + row * dim + e;
+        const float4 b0 = *(const float4 *)yr, b1 = *(const float4 *)(yr + 4);
+        v[0] += b0.x, v[1] += b0.y, v[2] += b0.z, v[3] += b0.w, v[4] += b1.x, v[5] += b1.y, v[6] += b1.z, v[7] += b1.w;
+        *(float4 *)xr = make_float4(v[0], v[1], v[2], v[3]);
+        *(float4 *)(xr + 4) = make_float4(v[4], v[5], v[6], v[7]);
+    }
+    float ss = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 8; i++) ss += v[i] * v[i];
+    __shared__ float part[32];
+    for (int off = 16; off > 0; off >>= 1) ss += SHFL_XOR(ss, off);
+    if (lane == 0) part[threadIdx.x / 32] = ss;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        ss = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.0f;
+        for (int off = 16; off > 0; off >>= 1) ss += SHFL_XOR(ss, off);
+        if (threadIdx.x == 0) part[0] = ss;
+    }
+    __syncthreads();
+    const float scale = rsqrtf(part[0] / (float)dim + eps);
+    const float4 w0 = *(const float4 *)(w + e), w1 = *(const float4 *)(w + e + 4);
+    const float wv[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
+#pragma unroll
+    for (int i = 0; i < 8; i++) v[i] = v[i] * scale * wv[i];
+    float *o = out + row * dim + e;
+    *(float4 *)o = make_float4(v[0], v[1], v[2], v[3]);
+    *(float4 *)(o + 4) = make_float4(v[4], v[5], v[6], v[7]);
+    if (q0) { /* Q8_0: this lane's 8 of a 32-block, its 4 lanes reduced together (q8_0_block's arithmetic) */
+        float amax = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 8; i++) amax = fmaxf(amax, fabsf(v[i]));
+        amax = fmaxf(amax, SHFL_XOR(amax, 1));
+        amax = fmaxf(amax, SHFL_XOR(amax, 2));
+        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        int c[8], sum = 0;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const float z = v[i] * id;
+            c[i] = !(z == z) ? 0 : z <= -127.0f ? -127 : z >= 127.0f ? 127 : (int)roundf(z);
+            sum += c[i];
+        }
+        sum += SHFL_XOR(sum, 1);
+        sum += SHFL_XOR(sum, 2);
+        int8_t *qr = q0 + row * xs;
+        uint2 packed;
+        packed.x = (uint32_t)(c[0] & 255) | (uint32_t)(c[1] & 255) << 8 | (uint32_t)(c[2] & 255) << 16 | (uint32_t)(c[3] & 255) << 24;
+        packed.y = (uint32_t)(c[4] & 255) | (uint32_t)(c[5] & 255) << 8 | (uint32_t)(c[6] & 255) << 16 | (uint32_t)(c[7] & 255) << 24;
+        *(uint2 *)(qr + e) = packed;
+        if ((lane & 3) == 0) {
+            const float dx = __half2float(__float2half_rn(d));
+            float *ds = (float *)(qr + dim) + 2 * (e / 32);
+            ds[0] = dx, ds[1] = dx * (float)sum;
+        }
+    }
+    if (qk) q8_K_block(v, lane, qk + row * xs + (e / 256) * 256, (float *)(qk + row * xs + dim) + 16 * (e / 256));
+}
+
 /* x += y, then out = rmsnorm(x) * w: one block per row (out may be y: each element of y is
  * read before its row is written) */
-__global__ void add_rmsnorm_kernel(float *x, const float *y, float *out, const float *__restrict__ w, int64_t dim, float eps) {
+__global__ void add_rmsnorm_kernel(float *x, const float *y, float *out, const float *__restrict__ w, int64_t dim, float eps,
+                                   int8_t *q0, int8_t *qk, size_t xs) {
     float *xr = x + (size_t)blockIdx.x * dim;
     const float *yr = y + (size_t)blockIdx.x * dim;
     float ss = 0.0f;
@@ -788,6 +888,7 @@ __global__ void add_rmsnorm_kernel(float *x, const float *y, float *out, const f
     const float scale = rsqrtf(part[0] / (float)dim + eps);
     float *o = out + (size_t)blockIdx.x * dim;
     for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = xr[i] * scale * w[i];
+    if (q0 || qk) q8_row_both(o, dim, q0 ? q0 + blockIdx.x * xs : NULL, qk ? qk + blockIdx.x * xs : NULL);
 }
 
 /* One block per (token, head): query heads are rotated; key heads are rotated and then stored
@@ -823,10 +924,6 @@ __global__ void rope_store_kernel(float *q, float *k, const float *__restrict__ 
     }
 }
 
-__device__ __forceinline__ float act_of(int gelu, float z) {
-    return gelu ? 0.5f * z * (1.0f + tanhf(0.79788456080286535588f * z * (1.0f + 0.044715f * z * z)))
-                : z / (1.0f + expf(-z));
-}
 
 /* a[t][r] = act(gate[r] . x[t]) * (up[r] . x[t]): the two GEMVs of a feed-forward sharing their
  * x reads, a 32-lane group per output row; WIDE: the 16-byte loads of gemv_wide_kernel */
@@ -891,6 +988,7 @@ __device__ __forceinline__ float kv_get(const __half *p, size_t i) { return __ha
 /* q . k for one cached key row (head size a multiple of 8, rows 16-byte aligned); q in shared memory */
 __device__ __forceinline__ float qk(const float *q, const __half *k, int hd) {
     float z = 0.0f;
+#pragma unroll 8
     for (int d = 0; d < hd; d += 8) {
         const uint4 u = *(const uint4 *)(k + d);
         const __half2 *h = (const __half2 *)&u;
@@ -904,6 +1002,7 @@ __device__ __forceinline__ float qk(const float *q, const __half *k, int hd) {
 }
 __device__ __forceinline__ float qk(const float *q, const float *k, int hd) {
     float z = 0.0f;
+#pragma unroll 8
     for (int d = 0; d < hd; d += 4) {
         const float4 f = *(const float4 *)(k + d);
         z += q[d] * f.x + q[d + 1] * f.y + q[d + 2] * f.z + q[d + 3] * f.w;
@@ -1006,21 +1105,31 @@ __global__ void __launch_bounds__(32 * ATTN_WARPS) attention_kernel(tl_attn_args
 #pragma unroll
             for (int j = 0; j < DPL; j++) acc[qi][j] *= r;
         }
-        for (int tt = 0; tt < valid; tt++) {
-            const KV *v = vc + (size_t)(g + tt) * hd;
-            float vv[DPL];
+        /* the group's value rows, VR at a time with their loads issued together (one after
+         * another, each waited for, they made a decode step's attention a chain of 32 memory
+         * latencies); rows past the group's end load row g again and weigh 0 */
+        constexpr int VR = 8;
+        for (int t0 = 0; t0 < valid; t0 += VR) {
+            float vv[VR][DPL];
 #pragma unroll
-            for (int j = 0; j < DPL; j++) vv[j] = lane * DPL + j < hd ? kv_get(v, lane * DPL + j) : 0.0f;
+            for (int u = 0; u < VR; u++) {
+                const KV *v = vc + (size_t)(g + (t0 + u < valid ? t0 + u : 0)) * hd;
 #pragma unroll
-            for (int qi = 0; qi < QT; qi++) {
-#ifdef TL_HIP
-                const float pt = __shfl(p[qi], tt, 32);
-#else
-                const float pt = __shfl_sync(0xffffffffu, p[qi], tt);
-#endif
-#pragma unroll
-                for (int j = 0; j < DPL; j++) acc[qi][j] += pt * vv[j];
+                for (int j = 0; j < DPL; j++) vv[u][j] = lane * DPL + j < hd ? kv_get(v, lane * DPL + j) : 0.0f;
             }
+#pragma unroll
+            for (int u = 0; u < VR; u++)
+#pragma unroll
+                for (int qi = 0; qi < QT; qi++) {
+#ifdef TL_HIP
+                    const float pt = __shfl(p[qi], (t0 + u) & 31, 32);
+#else
+                    const float pt = __shfl_sync(0xffffffffu, p[qi], (t0 + u) & 31);
+#endif
+                    if (t0 + u < valid)
+#pragma unroll
+                        for (int j = 0; j < DPL; j++) acc[qi][j] += pt * vv[u][j];
+                }
         }
     }
     /* merge the groups, query by query: each rescaled to the block's largest maximum */
@@ -1215,6 +1324,8 @@ static void stream_free(tl_stream *ts) {
     gpuFree(s->w_tile);
     gpuFree(s->x_half);
     gpuFree(s->part);
+    gpuFree(s->xq[0]);
+    gpuFree(s->xq[1]);
     free(s);
 }
 
@@ -1233,7 +1344,7 @@ static tl_status sync(tl_stream *ts) {
 }
 
 static tl_status upload(tl_stream *ts, void *dst, const void *src, size_t bytes) {
-    gpu_stream *s = (gpu_stream *)ts;
+    gpu_stream *s = op_begin(ts);
     if (bytes) note(s, gpuMemcpyAsync(dst, src, bytes, gpuMemcpyHostToDevice, s->stream), "copying to the device");
     return s->err ? sync(ts) : TL_OK;
 }
@@ -1250,7 +1361,7 @@ static void forget_graphs(gpu_stream *s) {
 }
 
 static bool graph_replay(tl_stream *ts, uint64_t key) {
-    gpu_stream *s = (gpu_stream *)ts;
+    gpu_stream *s = op_begin(ts);
     for (int i = 0; i < s->n_graphs; i++)
         if (s->graphs[i].key == key) {
             note(s, gpuGraphLaunch(s->graphs[i].exec, s->stream), "replaying a forward");
@@ -1260,7 +1371,7 @@ static bool graph_replay(tl_stream *ts, uint64_t key) {
 }
 
 static bool capture_begin(tl_stream *ts, uint64_t key) {
-    gpu_stream *s = (gpu_stream *)ts;
+    gpu_stream *s = op_begin(ts);
     if (s->err || s->n_graphs == GRAPHS) return false;
     if (gpuStreamBeginCapture(s->stream, gpuStreamCaptureModeThreadLocal) != gpuSuccess) {
         (void)gpuGetLastError();
@@ -1272,7 +1383,7 @@ static bool capture_begin(tl_stream *ts, uint64_t key) {
 
 /* Ends the recording, keeps it and runs it; on failure nothing ran and nothing is kept. */
 static tl_status capture_end(tl_stream *ts) {
-    gpu_stream *s = (gpu_stream *)ts;
+    gpu_stream *s = op_begin(ts);
     gpuGraph_t graph = NULL;
     gpuGraphExec_t exec = NULL;
     gpuError_t e = gpuStreamEndCapture(s->stream, &graph);
@@ -1291,12 +1402,22 @@ static tl_status capture_end(tl_stream *ts) {
 }
 
 static tl_status reserve(tl_stream *ts, int64_t n_tokens, int64_t max_k) {
-    gpu_stream *s = (gpu_stream *)ts;
+    gpu_stream *s = op_begin(ts);
     tl_device *d = ts->device;
     forget_graphs(s); /* the buffers they read may move */
-    if (n_tokens <= GEMV_MAX_TOKENS) return TL_OK; /* the GEMV path needs no scratch */
-    const size_t tile = (size_t)TILE_ROWS * max_k, xh = (size_t)n_tokens * max_k;
     tl_status st = TL_OK;
+    const size_t xq = GEMV_MAX_TOKENS * q8_stride(max_k); /* decode's quantized rows, each style */
+    if (xq > s->xq_bytes) {
+        dev_free(d, s->xq[0]);
+        dev_free(d, s->xq[1]);
+        s->xq[0] = s->xq[1] = NULL;
+        s->xq_bytes = 0;
+        st = dev_alloc(d, xq, (void **)&s->xq[0]);
+        if (!st) st = dev_alloc(d, xq, (void **)&s->xq[1]);
+        if (!st) s->xq_bytes = xq;
+    }
+    if (st || n_tokens <= GEMV_MAX_TOKENS) return st; /* the GEMV path needs no more */
+    const size_t tile = (size_t)TILE_ROWS * max_k, xh = (size_t)n_tokens * max_k;
     if (tile > s->w_tile_elems) {
         dev_free(d, s->w_tile);
         s->w_tile = NULL;
@@ -1352,7 +1473,7 @@ template <int DT> struct embed_launch {
 };
 
 static void embed(tl_stream *ts, const tl_tensor *table, const int32_t *tokens, int32_t n, float scale, float *out) {
-    gpu_stream *s = (gpu_stream *)ts;
+    gpu_stream *s = op_begin(ts);
     const int64_t k = table->ne[0];
     if (k % 32 == 0) {
         by_dtype<embed_launch>(table->dtype, s, table, tokens, n, scale, out);
@@ -1363,10 +1484,18 @@ static void embed(tl_stream *ts, const tl_tensor *table, const int32_t *tokens, 
     LAUNCHED(s, "embedding");
 }
 
+static void q8_norm_targets(gpu_stream *s, const float *out, int64_t rows, int64_t dim, int8_t **q0, int8_t **qk);
+
 static void rmsnorm(tl_stream *ts, float *out, const float *x, const float *w, int64_t rows, int64_t dim, float eps) {
-    gpu_stream *s = (gpu_stream *)ts;
+    gpu_stream *s = op_begin(ts);
     int threads = dim >= 1024 ? 1024 : dim >= 256 ? 256 : 64;
-    rmsnorm_kernel<<<(unsigned)rows, threads, 0, s->stream>>>(out, x, w, dim, eps);
+    int8_t *q0, *qk;
+    q8_norm_targets(s, out, rows, dim, &q0, &qk);
+    if (dim % 256 == 0 && dim <= 8192)
+        norm8_kernel<false><<<(unsigned)rows, (unsigned)(dim / 8), 0, s->stream>>>((float *)x, NULL, out, w, dim, eps, q0, qk,
+                                                                                  q8_stride(dim));
+    else
+        rmsnorm_kernel<<<(unsigned)rows, threads, 0, s->stream>>>(out, x, w, dim, eps, q0, qk, q8_stride(dim));
     LAUNCHED(s, "rmsnorm");
 }
 
@@ -1402,6 +1531,102 @@ template <int DT> struct gemv_launch {
 #undef LAUNCH
     }
 };
+
+/* TORCHLESS_ACT_QUANT=0 keeps float activations, as on the CPU (read at every matmul, so that a
+ * test may switch it) */
+static bool act_quant(void) {
+    const char *e = getenv("TORCHLESS_ACT_QUANT");
+    return !(e && strcmp(e, "0") == 0);
+}
+
+static bool q8_dtype(tl_dtype t) {
+    return t == TL_Q4_0 || t == TL_Q4_1 || t == TL_Q5_0 || t == TL_Q5_1 || t == TL_Q8_0 || kquant(t);
+}
+
+/* Whether a matmul of n tokens against w goes through the 8-bit GEMVs */
+static bool q8_path(const gpu_stream *s, const tl_tensor *w, int64_t n) {
+    const int64_t k = w->ne[0];
+    return q8_dtype(w->dtype) && n <= GEMV_MAX_TOKENS && k % (kquant(w->dtype) ? 256 : 32) == 0 && s->xq[0] &&
+           (size_t)n * q8_stride(k) <= s->xq_bytes && act_quant();
+}
+
+/* x's n rows of k quantized into s->xq in the style of weights of dtype t, unless they are
+ * there already */
+static void q8_quantize(gpu_stream *s, tl_dtype t, const float *x, int64_t n, int64_t k) {
+    const int style = kquant(t) ? Q8_STYLE_K : Q8_STYLE_0;
+    s->xq_used = true;
+    if (s->xq_src[style] == x && s->xq_n[style] == n && s->xq_k[style] == k) return;
+    const int64_t blocks = n * k / (style == Q8_STYLE_K ? 256 : 32);
+    if (style == Q8_STYLE_K)
+        quantize_q8_K_kernel<<<blocks_for(blocks * 32, 128), 128, 0, s->stream>>>(x, k, blocks, s->xq[style], q8_stride(k));
+    else
+        quantize_q8_0_kernel<<<blocks_for(blocks * 32, 128), 128, 0, s->stream>>>(x, k, blocks, s->xq[style], q8_stride(k));
+    LAUNCHED(s, "quantizing activations");
+    s->xq_src[style] = x, s->xq_n[style] = n, s->xq_k[style] = k;
+}
+
+/* A norm about to write rows x dim floats to out: where its rows will feed 8-bit matmuls, the
+ * buffers to quantize them into as well (NULL: not this style), remembered as out's */
+static void q8_norm_targets(gpu_stream *s, const float *out, int64_t rows, int64_t dim, int8_t **q0, int8_t **qk) {
+    *q0 = *qk = NULL;
+    if (!s->xq_used || rows > GEMV_MAX_TOKENS || dim % 32 || !s->xq[0] || (size_t)rows * q8_stride(dim) > s->xq_bytes ||
+        !act_quant())
+        return;
+    *q0 = s->xq[0];
+    s->xq_src[0] = out, s->xq_n[0] = rows, s->xq_k[0] = dim;
+    if (dim % 256 == 0) {
+        *qk = s->xq[1];
+        s->xq_src[1] = out, s->xq_n[1] = rows, s->xq_k[1] = dim;
+    }
+}
+
+/* A matmul wrote y[0, count): the quantized rows are stale if they came from there */
+static void q8_forget_written(gpu_stream *s, const float *y, int64_t count) {
+    for (int i = 0; i < 2; i++)
+        if (s->xq_src[i] && y < s->xq_src[i] + s->xq_n[i] * s->xq_k[i] && s->xq_src[i] < y + count) s->xq_src[i] = NULL;
+}
+
+/* y = x W^T (+ bias) from the quantized rows; with w2, y = act(x W^T) * (x W2^T) */
+template <int DT, bool Q> struct q8_launch_for {
+    static void run(gpu_stream *, const tl_tensor *, const tl_tensor *, int64_t, float *, const float *, int) {}
+};
+template <int DT> struct q8_launch_for<DT, true> {
+    static void run(gpu_stream *s, const tl_tensor *w, const tl_tensor *w2, int64_t n, float *y, const float *bias,
+                    int gelu) {
+        const int64_t k = w->ne[0];
+        const unsigned blocks = (unsigned)((w->ne[1] + 3) / 4);
+        const gw a = view(w), b = w2 ? view(w2) : a;
+        const size_t xs = q8_stride(k);
+#define Q8(NT)                                                                                                          \
+    (w2 ? gemv_q8_kernel<DT, NT, true><<<blocks, 128, 0, s->stream>>>(a, b, s->xq[kquant(DT)], xs, k, (int)n, y, NULL, gelu)         \
+        : gemv_q8_kernel<DT, NT, false><<<blocks, 128, 0, s->stream>>>(a, b, s->xq[kquant(DT)], xs, k, (int)n, y, bias, 0))
+        if (n == 1) Q8(1);
+        else if (n == 2) Q8(2);
+        else if (n <= 4) Q8(4);
+        else Q8(8);
+#undef Q8
+    }
+};
+template <int DT, bool Q> struct q8_three_for {
+    static void run(gpu_stream *, const q8_three *, int64_t, int64_t, int64_t) {}
+};
+template <int DT> struct q8_three_for<DT, true> {
+    static void run(gpu_stream *s, const q8_three *m, int64_t rows, int64_t k, int64_t n) {
+        const unsigned blocks = (unsigned)((rows + 3) / 4);
+        const size_t xs = q8_stride(k);
+#define Q8(NT) gemv_q8_three_kernel<DT, NT><<<blocks, 128, 0, s->stream>>>(*m, s->xq[kquant(DT)], xs, k, (int)n)
+        if (n == 1) Q8(1);
+        else if (n == 2) Q8(2);
+        else if (n <= 4) Q8(4);
+        else Q8(8);
+#undef Q8
+    }
+};
+template <int DT> struct q8_three_launch : q8_three_for<DT, DT == TL_Q4_0 || DT == TL_Q4_1 || DT == TL_Q5_0 ||
+                                                                DT == TL_Q5_1 || DT == TL_Q8_0 || kquant(DT)> {};
+
+template <int DT> struct q8_launch : q8_launch_for<DT, DT == TL_Q4_0 || DT == TL_Q4_1 || DT == TL_Q5_0 || DT == TL_Q5_1 ||
+                                                       DT == TL_Q8_0 || kquant(DT)> {};
 
 template <int DT> struct dequant_launch {
     static void run(gpu_stream *s, const tl_tensor *w, int64_t r0, int64_t rows, __half *out) {
@@ -1473,6 +1698,14 @@ static void matmul(tl_stream *ts, const tl_tensor *w, const float *x, int64_t n,
         LAUNCHED(s, "gemv");
         return;
     }
+    if (q8_path(s, w, n)) {
+        q8_quantize(s, w->dtype, x, n, k);
+        by_dtype<q8_launch>(w->dtype, s, w, (const tl_tensor *)NULL, n, y, bias, 0);
+        LAUNCHED(s, "gemv");
+        q8_forget_written(s, y, n * m);
+        return;
+    }
+    s->xq_src[0] = s->xq_src[1] = NULL;
     if (n <= GEMV_MAX_TOKENS) {
         by_dtype<gemv_launch>(w->dtype, s, w, x, n, y, bias);
         LAUNCHED(s, "gemv");
@@ -1493,7 +1726,7 @@ static void matmul(tl_stream *ts, const tl_tensor *w, const float *x, int64_t n,
 }
 
 static void rope(tl_stream *ts, float *x, const float *cs, int32_t n, int32_t heads, int32_t hd, int32_t rope_dim, bool neox) {
-    gpu_stream *s = (gpu_stream *)ts;
+    gpu_stream *s = op_begin(ts);
     const int64_t pairs = (int64_t)n * heads * (rope_dim / 2);
     if (!pairs) return;
     rope_kernel<<<blocks_for(pairs, THREADS), THREADS, 0, s->stream>>>(x, cs, n, heads, hd, rope_dim, neox);
@@ -1502,7 +1735,7 @@ static void rope(tl_stream *ts, float *x, const float *cs, int32_t n, int32_t he
 
 static void kv_store(tl_stream *ts, void *k_cache, void *v_cache, tl_dtype dt, const float *k, const float *v,
                      const int32_t *pos, const int32_t *seq, int32_t n, int32_t kv_heads, int32_t hd, int32_t max_seq_len) {
-    gpu_stream *s = (gpu_stream *)ts;
+    gpu_stream *s = op_begin(ts);
     const int64_t total = (int64_t)n * kv_heads * hd;
     kv_store_kernel<<<blocks_for(total, THREADS), THREADS, 0, s->stream>>>(k_cache, v_cache, dt == TL_F16, k, v, pos, seq, n,
                                                                              kv_heads, hd, max_seq_len);
@@ -1567,7 +1800,7 @@ template <typename KV> static void attention_for(gpu_stream *s, const tl_attn_ar
 }
 
 static void attention(tl_stream *ts, const tl_attn_args *a) {
-    gpu_stream *s = (gpu_stream *)ts;
+    gpu_stream *s = op_begin(ts);
     if (a->head_dim > ATTN_MAX_HD || a->head_dim % 8 != 0) {
         if (!s->err) {
             s->err = TL_ERR_UNSUPPORTED;
@@ -1582,45 +1815,72 @@ static void attention(tl_stream *ts, const tl_attn_args *a) {
 }
 
 static void add(tl_stream *ts, float *x, const float *y, int64_t n) {
-    gpu_stream *s = (gpu_stream *)ts;
+    gpu_stream *s = op_begin(ts);
     add_kernel<<<blocks_for(n, THREADS), THREADS, 0, s->stream>>>(x, y, n);
     LAUNCHED(s, "add");
 }
 
 static void glu(tl_stream *ts, tl_activation act, float *a, const float *b, int64_t n) {
-    gpu_stream *s = (gpu_stream *)ts;
+    gpu_stream *s = op_begin(ts);
     glu_kernel<<<blocks_for(n, THREADS), THREADS, 0, s->stream>>>(act == TL_ACT_GELU_TANH, a, b, n);
     LAUNCHED(s, "glu");
 }
 
 static void softcap(tl_stream *ts, float *x, int64_t n, float c) {
-    gpu_stream *s = (gpu_stream *)ts;
+    gpu_stream *s = op_begin(ts);
     softcap_kernel<<<blocks_for(n, THREADS), THREADS, 0, s->stream>>>(x, n, c);
     LAUNCHED(s, "softcap");
 }
 
 static void gather(tl_stream *ts, float *out, const float *x, const int32_t *rows, int32_t n, int64_t dim) {
-    gpu_stream *s = (gpu_stream *)ts;
+    gpu_stream *s = op_begin(ts);
     gather_kernel<<<blocks_for((int64_t)n * dim, THREADS), THREADS, 0, s->stream>>>(out, x, rows, n, dim);
     LAUNCHED(s, "gather");
 }
 
 static void add_rmsnorm(tl_stream *ts, float *x, const float *y, float *out, const float *w, int64_t rows, int64_t dim,
                         float eps) {
-    gpu_stream *s = (gpu_stream *)ts;
+    gpu_stream *s = op_begin(ts);
     int threads = dim >= 1024 ? 1024 : dim >= 256 ? 256 : 64;
-    add_rmsnorm_kernel<<<(unsigned)rows, threads, 0, s->stream>>>(x, y, out, w, dim, eps);
+    int8_t *q0, *qk;
+    q8_norm_targets(s, out, rows, dim, &q0, &qk);
+    if (dim % 256 == 0 && dim <= 8192)
+        norm8_kernel<true><<<(unsigned)rows, (unsigned)(dim / 8), 0, s->stream>>>(x, y, out, w, dim, eps, q0, qk,
+                                                                                 q8_stride(dim));
+    else
+        add_rmsnorm_kernel<<<(unsigned)rows, threads, 0, s->stream>>>(x, y, out, w, dim, eps, q0, qk, q8_stride(dim));
     LAUNCHED(s, "add + rmsnorm");
 }
 
 static void rope_store(tl_stream *ts, float *q, float *k, const float *v, const float *cs, int32_t n, int32_t n_heads,
                        int32_t kv_heads, int32_t hd, int32_t rope_dim, bool neox, void *k_cache, void *v_cache,
                        tl_dtype kv_dtype, const int32_t *pos, const int32_t *seq, int32_t max_seq_len) {
-    gpu_stream *s = (gpu_stream *)ts;
+    gpu_stream *s = op_begin(ts);
     int threads = hd >= 128 ? 128 : 64;
     rope_store_kernel<<<(unsigned)(n * (n_heads + kv_heads)), threads, 0, s->stream>>>(
         q, k, v, cs, n_heads, kv_heads, hd, rope_dim, neox, k_cache, v_cache, kv_dtype == TL_F16, pos, seq, max_seq_len);
     LAUNCHED(s, "rope + kv store");
+}
+
+/* q, k and v from the same rows: one launch where the three share dtype and width */
+static void matmul_qkv(tl_stream *ts, const tl_tensor *wq, const tl_tensor *wk, const tl_tensor *wv, const float *x,
+                       int64_t n, float *q, float *k, float *v, const float *bq, const float *bk, const float *bv) {
+    gpu_stream *s = (gpu_stream *)ts;
+    const int64_t width = wq->ne[0];
+    if (wk->dtype == wq->dtype && wv->dtype == wq->dtype && wk->ne[0] == width && wv->ne[0] == width &&
+        q8_path(s, wq, n)) {
+        q8_quantize(s, wq->dtype, x, n, width);
+        const q8_three m = {{view(wq), view(wk), view(wv)}, {q, k, v}, {bq, bk, bv}};
+        by_dtype<q8_three_launch>(wq->dtype, s, &m, wq->ne[1] + wk->ne[1] + wv->ne[1], width, n);
+        LAUNCHED(s, "q, k, v");
+        q8_forget_written(s, q, n * wq->ne[1]);
+        q8_forget_written(s, k, n * wk->ne[1]);
+        q8_forget_written(s, v, n * wv->ne[1]);
+        return;
+    }
+    matmul(ts, wq, x, n, q, bq);
+    matmul(ts, wk, x, n, k, bk);
+    matmul(ts, wv, x, n, v, bv);
 }
 
 template <int DT> struct glu_launch {
@@ -1641,6 +1901,13 @@ template <int DT> struct glu_launch {
 static void matmul_glu(tl_stream *ts, const tl_tensor *gate, const tl_tensor *up, const float *x, int64_t n, float *a,
                        float *b, tl_activation act) {
     gpu_stream *s = (gpu_stream *)ts;
+    if (gate->dtype == up->dtype && q8_path(s, gate, n)) {
+        q8_quantize(s, gate->dtype, x, n, gate->ne[0]);
+        by_dtype<q8_launch>(gate->dtype, s, gate, up, n, a, (const float *)NULL, act == TL_ACT_GELU_TANH ? 1 : 0);
+        LAUNCHED(s, "gate + up");
+        q8_forget_written(s, a, n * gate->ne[1]);
+        return;
+    }
     if (n <= 2 && gate->dtype == up->dtype && gate->ne[0] % 256 == 0) {
         by_dtype<glu_launch>(gate->dtype, s, gate, up, x, n, a, act == TL_ACT_GELU_TANH);
         LAUNCHED(s, "gate + up");
@@ -1684,6 +1951,7 @@ static tl_backend_ops make_ops(void) {
     o.add_rmsnorm = add_rmsnorm;
     o.rope_store = rope_store;
     o.matmul_glu = matmul_glu;
+    o.matmul_qkv = matmul_qkv;
     return o;
 }
 
