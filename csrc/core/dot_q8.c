@@ -1,6 +1,7 @@
 /* Quantized-activation matmul kernels: the activation quantizers, the portable (scalar)
  * repack and GEMM that define the arithmetic, and the choice per dispatch level. The
- * x86 kernels are in dot_q8_x86.c (AVX-512 VNNI) and dot_q8_avx2.c. */
+ * x86 kernels are in dot_q8_x86.c (AVX-512 VNNI) and dot_q8_avx2.c, the AArch64 ones in
+ * dot_q8_neon.c. */
 #include "dot_q8.h"
 
 #include "cpu.h"
@@ -243,6 +244,9 @@ bool tl_q8_kernels_get(tl_dtype t, tl_q8_kernels *out) {
 #ifdef TL_Q8_X86
     case TL_CPU_AVX512: return tl_q8_kernels_avx512(t, out) || tl_q8_kernels_avx2(t, out); /* AVX2's without VNNI */
     case TL_CPU_AVX2: return tl_q8_kernels_avx2(t, out);
+#endif
+#ifdef TL_Q8_NEON
+    case TL_CPU_NEON: return tl_q8_kernels_neon(t, out);
 #endif
     default: return false;
     }

@@ -66,4 +66,11 @@ bool tl_q8_kernels_avx512(tl_dtype t, tl_q8_kernels *out);
 bool tl_q8_kernels_avx2(tl_dtype t, tl_q8_kernels *out);
 #endif
 
+#if defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+#define TL_Q8_NEON 1
+/* dot_q8_neon.c: SDOT where the CPU has dotprod, SMULL/SADALP where it does not; every dtype
+ * the portable kernels have */
+bool tl_q8_kernels_neon(tl_dtype t, tl_q8_kernels *out);
+#endif
+
 #endif

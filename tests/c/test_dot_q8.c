@@ -8,6 +8,7 @@
  *    GEMM (prefill equals decode);
  *  - the portable product against the dequantized operands in double: within 1e-5 of the
  *    sum of magnitudes (only the per-sub-block float combination rounds). */
+#include "core/cpu.h"
 #include "core/dot_q8.h"
 #include "torchless.h"
 
@@ -149,6 +150,10 @@ int main(void) {
     uint64_t seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
     state = seed;
     printf("seed %llu, kernels: %s\n", (unsigned long long)seed, tl_cpu_isa());
+#ifdef __aarch64__
+    /* the NEON level has two kinds of integer kernels (dot_q8_neon.c): say which ran */
+    printf("dotprod: %s\n", tl_cpu_has(TL_CPU_FEAT_NEON_DOTPROD) ? "yes (SDOT)" : "no (SMULL/SADALP)");
+#endif
     if (check_cpu_level_missing()) return CHECK_SKIPPED;
     const tl_dtype types[] = {TL_Q4_0, TL_Q4_1, TL_Q5_0, TL_Q5_1, TL_Q8_0, TL_Q4_K, TL_Q5_K, TL_Q6_K};
     int n_level = 0;
@@ -161,5 +166,10 @@ int main(void) {
     tl_q8_kernels k;
     CHECK(!tl_q8_kernels_get(TL_F32, &k) && !tl_q8_kernels_get(TL_F16, &k) && !tl_q8_kernels_get(TL_BF16, &k));
     printf("dtypes with integer kernels at this level: %d\n", n_level);
+#ifdef __aarch64__
+    /* NEON has them for every dtype the portable kernels have (unless TORCHLESS_ACT_QUANT=0) */
+    const char *aq = getenv("TORCHLESS_ACT_QUANT");
+    if (!(aq && strcmp(aq, "0") == 0)) CHECK(n_level == 8, "NEON: integer kernels for %d dtypes of 8", n_level);
+#endif
     return check_summary();
 }
