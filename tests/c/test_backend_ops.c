@@ -364,8 +364,12 @@ static void test_attention(tl_dtype kv, int hd, int window, float softcap, bool 
     gs->ops->attention(gs, &g);
     gget(got, dout, (size_t)total * heads * hd * 4);
     double e = normwise(got, want, (size_t)total * heads * hd);
-    CHECK(e <= 1e-5, "attention %s hd %d window %d softcap %g one_seq %d: normwise %.3g", tl_dtype_name(kv), hd, window,
-          softcap, one_seq, e);
+    /* CUDA's prompt of one sequence over an F16 cache (heads of a multiple of 16 up to 128) runs
+     * on the tensor cores with F16 queries and probabilities: 3e-3 there, 1e-5 elsewhere */
+    const bool tc = one_seq && kv == TL_F16 && hd % 16 == 0 && hd <= 128 && strcmp(gpu->ops->name, "cuda") == 0;
+    CHECK(e <= (tc ? 3e-3 : 1e-5), "attention %s hd %d window %d softcap %g one_seq %d: normwise %.3g", tl_dtype_name(kv), hd,
+          window, softcap, one_seq, e);
+    if (tc) printf("attention on the tensor cores, hd %d window %d softcap %g: normwise %.3g\n", hd, window, softcap, e);
     /* one token decoding the longest sequence alone (a GPU may split its keys: flash-decoding) */
     a.q += (size_t)(total - 1) * heads * hd, a.out += (size_t)(total - 1) * heads * hd;
     a.pos += total - 1, a.seq += total - 1, a.host_pos += total - 1, a.host_seq += total - 1, a.n = 1;
@@ -623,6 +627,7 @@ int main(int argc, char **argv) {
                 test_attention(t, 24, 0, 0, one);
                 test_attention(t, 128, 100, 0, one);
                 test_attention(t, 256, 0, 1.5f, one);
+                test_attention(t, 64, 50, 2.0f, one);
             }
         }
     }

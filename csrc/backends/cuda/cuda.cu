@@ -19,6 +19,9 @@ extern "C" {
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifndef TL_HIP
+#include <mma.h> /* wmma: the tensor cores, for the prompt's attention */
+#endif
 
 /* Everything is in a namespace of the backend's own (the extern "C" entry points at the end keep
  * their names): a build with both CUDA and HIP links two compilations of this file into one
@@ -61,6 +64,7 @@ typedef struct gpu_stream {
     bool xq_used; /* a matmul took the 8-bit path: the norms quantize their outputs too */
     int sms;     /* multiprocessors */
     int gemv;    /* TORCHLESS_GPU_GEMV=narrow|wide|narrow4: one GEMV for every quantized dtype (to compare) */
+    bool tc_attention; /* the prompt's attention on the tensor cores (TORCHLESS_GPU_TC_ATTENTION=0: not) */
     /* recorded forwards (CUDA graphs), by the caller's key */
     struct {
         uint64_t key;
@@ -1176,6 +1180,130 @@ __global__ void attention_merge(const float *part, int splits, int hd, float *ou
     }
 }
 
+#ifndef TL_HIP
+/* A prompt's attention on the tensor cores (F16 cache, one sequence, heads of a multiple of 16
+ * up to 128 dims): a block takes 64 queries of a head, a warp 16 of them, and walks the keys
+ * in tiles of 32: S = Q K^T (wmma, F16 in, F32 out), an online softmax row by row (two lanes a
+ * row), P in F16, O += P V (wmma) with O kept in shared memory, where the softmax's rescaling
+ * of its rows is done. Queries are rounded to F16 (the keys and values are F16 already): it
+ * agrees with the float kernel to about 1e-3. */
+#define TC_Q 64 /* queries a block */
+#define TC_K 32 /* keys a tile */
+
+static size_t tc_attention_smem(int hd) {
+    const size_t ldh = (size_t)hd + 8, ldo = (size_t)hd + 4;
+    return (TC_Q + 2 * TC_K) * ldh * sizeof(__half) + 4 * 16 * TC_K * sizeof(float) + 4 * 16 * (TC_K + 8) * sizeof(__half) +
+           4 * 16 * ldo * sizeof(float);
+}
+
+__global__ void __launch_bounds__(128) attention_tc_kernel(tl_attn_args a) {
+    using namespace nvcuda;
+    extern __shared__ __align__(32) unsigned char smem[];
+    const int h = blockIdx.x, i0 = blockIdx.y * TC_Q, lane = threadIdx.x & 31, wid = threadIdx.x / 32;
+    const int hd = a.head_dim, ldh = hd + 8, ldo = hd + 4, ldp = TC_K + 8, group = a.n_heads / a.n_kv_heads;
+    const int nq = min(TC_Q, a.n - i0);
+    /* every region a multiple of 32 bytes, as wmma's pointers must be */
+    __half *sQ = (__half *)smem, *sK = sQ + TC_Q * ldh, *sV = sK + TC_K * ldh;
+    float *sS = (float *)(sV + TC_K * ldh);
+    __half *sP = (__half *)(sS + 4 * 16 * TC_K);
+    float *sO = (float *)(sP + 4 * 16 * ldp);
+    __shared__ float sL[TC_Q];
+    const size_t base = (((size_t)a.seq[i0] * a.n_kv_heads + h / group) * a.max_seq_len) * hd;
+    const __half *kc = (const __half *)a.k_cache + base, *vc = (const __half *)a.v_cache + base;
+    for (int e = threadIdx.x; e < TC_Q * hd; e += blockDim.x) {
+        const int r = e / hd, d = e % hd;
+        sQ[r * ldh + d] = __float2half(r < nq ? a.q[((size_t)(i0 + r) * a.n_heads + h) * hd + d] * a.scale : 0.0f);
+    }
+    float *myO = sO + wid * 16 * ldo, *myS = sS + wid * 16 * TC_K;
+    __half *myP = sP + wid * 16 * ldp;
+    for (int e = lane; e < 16 * hd; e += 32) myO[(e / hd) * ldo + e % hd] = 0.0f;
+    /* this lane's row of the warp's 16 (two lanes a row, 16 keys of a tile each) */
+    const int row = lane / 2, c0 = (lane & 1) * (TC_K / 2), qi = wid * 16 + row;
+    const int32_t qpos = qi < nq ? a.pos[i0 + qi] : -1;
+    const int32_t qlo = a.window > 0 && qpos >= a.window ? qpos - a.window + 1 : 0;
+    int32_t first = INT32_MAX, last = -1;
+    for (int r = 0; r < nq; r++) {
+        const int32_t p = a.pos[i0 + r];
+        first = min(first, a.window > 0 && p >= a.window ? p - a.window + 1 : 0);
+        last = max(last, p);
+    }
+    float m = -INFINITY, l = 0.0f;
+    __syncthreads();
+    for (int32_t t0 = first; t0 <= last; t0 += TC_K) {
+        for (int e = threadIdx.x; e < TC_K * hd / 8; e += blockDim.x) {
+            const int r = e / (hd / 8), c = (e % (hd / 8)) * 8;
+            uint4 kv = make_uint4(0, 0, 0, 0), vv = kv;
+            if (t0 + r <= last) {
+                kv = *(const uint4 *)(kc + (size_t)(t0 + r) * hd + c);
+                vv = *(const uint4 *)(vc + (size_t)(t0 + r) * hd + c);
+            }
+            *(uint4 *)(sK + r * ldh + c) = kv;
+            *(uint4 *)(sV + r * ldh + c) = vv;
+        }
+        __syncthreads();
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> s0, s1;
+        wmma::fill_fragment(s0, 0.0f);
+        wmma::fill_fragment(s1, 0.0f);
+        for (int k = 0; k < hd; k += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> qa;
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> kb;
+            wmma::load_matrix_sync(qa, sQ + wid * 16 * ldh + k, ldh);
+            wmma::load_matrix_sync(kb, sK + k, ldh); /* K^T: element (d, key) at sK[key][d] */
+            wmma::mma_sync(s0, qa, kb, s0);
+            wmma::load_matrix_sync(kb, sK + 16 * ldh + k, ldh);
+            wmma::mma_sync(s1, qa, kb, s1);
+        }
+        wmma::store_matrix_sync(myS, s0, TC_K, wmma::mem_row_major);
+        wmma::store_matrix_sync(myS + 16, s1, TC_K, wmma::mem_row_major);
+        __syncwarp();
+        float z[TC_K / 2], tmax = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < TC_K / 2; j++) {
+            const int32_t t = t0 + c0 + j;
+            float v = myS[row * TC_K + c0 + j];
+            if (a.softcap > 0) v = a.softcap * tanhf(v / a.softcap);
+            z[j] = t <= qpos && t >= qlo && t <= last ? v : -INFINITY;
+            tmax = fmaxf(tmax, z[j]);
+        }
+        tmax = fmaxf(tmax, SHFL_XOR(tmax, 1));
+        const float mn = fmaxf(m, tmax);
+        const float corr = mn == -INFINITY ? 1.0f : __expf(m - mn);
+        float ps = 0.0f;
+#pragma unroll
+        for (int j = 0; j < TC_K / 2; j++) {
+            const float p = z[j] == -INFINITY ? 0.0f : __expf(z[j] - mn);
+            ps += p;
+            myP[row * ldp + c0 + j] = __float2half(p);
+        }
+        ps += SHFL_XOR(ps, 1);
+        l = l * corr + ps;
+        m = mn;
+        for (int d = (lane & 1) * (hd / 2); d < (lane & 1) * (hd / 2) + hd / 2; d++) myO[row * ldo + d] *= corr;
+        __syncwarp();
+        for (int n0 = 0; n0 < hd; n0 += 16) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> o;
+            wmma::load_matrix_sync(o, myO + n0, ldo, wmma::mem_row_major);
+#pragma unroll
+            for (int k = 0; k < TC_K; k += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> pa;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> vb;
+                wmma::load_matrix_sync(pa, myP + k, ldp);
+                wmma::load_matrix_sync(vb, sV + k * ldh + n0, ldh);
+                wmma::mma_sync(o, pa, vb, o);
+            }
+            wmma::store_matrix_sync(myO + n0, o, ldo, wmma::mem_row_major);
+        }
+        __syncthreads(); /* the tile's keys and values stay until every warp is done with them */
+    }
+    if ((lane & 1) == 0) sL[qi] = l;
+    __syncwarp();
+    for (int e = lane; e < 16 * hd; e += 32) {
+        const int r = e / hd, d = e % hd, q = wid * 16 + r;
+        if (q < nq) a.out[((size_t)(i0 + q) * a.n_heads + h) * hd + d] = sL[q] > 0 ? myO[r * ldo + d] / sL[q] : 0.0f;
+    }
+}
+#endif
+
 /* ---------------------------------------------------------------- the device */
 
 static void device_free(tl_device *d) { free(d); }
@@ -1290,6 +1418,8 @@ static tl_status stream_new(tl_device *d, int n_threads, tl_stream **out) {
                : strcmp(gemv, "wide") == 0   ? 2
                : strcmp(gemv, "narrow4") == 0 ? 3
                                               : 0;
+    const char *tc = getenv("TORCHLESS_GPU_TC_ATTENTION");
+    st->tc_attention = !(tc && strcmp(tc, "0") == 0);
     gpuError_t e = gpuStreamCreateWithFlags(&st->stream, gpuStreamNonBlocking);
     if (e != gpuSuccess) {
         free(st);
@@ -1777,6 +1907,18 @@ template <typename KV> static void attention_for(gpu_stream *s, const tl_attn_ar
     /* a prefill of one sequence: QUERIES tokens a block share their key and value reads */
     bool one_seq = a->n >= 2 * QUERIES && splits == 1;
     for (int32_t i = 1; one_seq && i < a->n; i++) one_seq = a->host_seq[i] == a->host_seq[0];
+#ifndef TL_HIP
+    /* TORCHLESS_GPU_TC_ATTENTION=0: the float kernel for the prompt too (to compare) */
+    if (one_seq && s->tc_attention && a->kv_dtype == TL_F16 && a->n >= TC_Q && a->head_dim % 16 == 0 &&
+        a->head_dim <= 128) {
+        const size_t smem = tc_attention_smem(a->head_dim);
+        note(s, cudaFuncSetAttribute(attention_tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+             "attention's shared memory");
+        dim3 tc_grid((unsigned)a->n_heads, (unsigned)((a->n + TC_Q - 1) / TC_Q));
+        attention_tc_kernel<<<tc_grid, 128, smem, s->stream>>>(*a);
+        return;
+    }
+#endif
     const int qt = one_seq ? QUERIES : 1;
     dim3 grid((unsigned)a->n_heads, (unsigned)((a->n + qt - 1) / qt), (unsigned)splits);
     const int dpl = (a->head_dim + 31) / 32;
