@@ -182,6 +182,17 @@ template <int DT> __device__ __forceinline__ const uint8_t *field(gw w, int f, i
 
 __device__ __forceinline__ float h2f(const uint8_t *p) { return __half2float(*(const __half *)p); }
 
+/* a Q4_0/Q4_1/Q5_0/Q5_1 block's scale d and offset m (-8d, -16d for the formats without one) */
+template <int DT> __device__ __forceinline__ void legacy_dm(gw w, int64_t b, float *d, float *m) {
+    if (DT == TL_Q4_0 || DT == TL_Q5_0) {
+        *d = h2f(field<DT>(w, DT == TL_Q4_0 ? 1 : 2, b));
+        *m = (DT == TL_Q4_0 ? -8.0f : -16.0f) * *d;
+    } else {
+        const float2 dm = __half22float2(*(const __half2 *)field<DT>(w, DT == TL_Q4_1 ? 1 : 2, b));
+        *d = dm.x, *m = dm.y;
+    }
+}
+
 /* 6-bit scale and min j of a Q4_K/Q5_K block (ggml's get_scale_min_k4), the 12 scale bytes held
  * as three words: byte i is byte i % 4 of word i / 4 */
 __device__ __forceinline__ void scale_min_words(int j, uint32_t w0, uint32_t w1, uint32_t w2, int *sc, int *m) {
@@ -253,13 +264,7 @@ __device__ __forceinline__ void load8(gw w, int64_t r, int64_t c, int lane, floa
         *e1 = *e0 + 16;
         const uint32_t q = *(const uint32_t *)(field<DT>(w, 0, b) + j);
         float d, m;
-        if (DT == TL_Q4_0 || DT == TL_Q5_0) {
-            d = h2f(field<DT>(w, DT == TL_Q4_0 ? 1 : 2, b));
-            m = (DT == TL_Q4_0 ? -8.0f : -16.0f) * d;
-        } else {
-            const float2 dm = __half22float2(*(const __half2 *)field<DT>(w, DT == TL_Q4_1 ? 1 : 2, b));
-            d = dm.x, m = dm.y;
-        }
+        legacy_dm<DT>(w, b, &d, &m);
         uint32_t lo = q & 0x0F0F0F0Fu, hi = (q >> 4) & 0x0F0F0F0Fu;
         if (DT == TL_Q5_0 || DT == TL_Q5_1) {
             const uint32_t h = *(const uint32_t *)field<DT>(w, 1, b);
@@ -456,13 +461,7 @@ __device__ __forceinline__ void load32(gw w, int64_t r, int64_t c, int j, float 
         *e1 = *e0 + 16;
         const uint4 q = *(const uint4 *)field<DT>(w, 0, b);
         float d, m;
-        if (DT == TL_Q4_0 || DT == TL_Q5_0) {
-            d = h2f(field<DT>(w, DT == TL_Q4_0 ? 1 : 2, b));
-            m = (DT == TL_Q4_0 ? -8.0f : -16.0f) * d;
-        } else {
-            const float2 dm = __half22float2(*(const __half2 *)field<DT>(w, DT == TL_Q4_1 ? 1 : 2, b));
-            d = dm.x, m = dm.y;
-        }
+        legacy_dm<DT>(w, b, &d, &m);
         if (DT == TL_Q4_0 || DT == TL_Q4_1) {
             nibbles16(q, d, m, v, v + 16);
         } else { /* the fifth bits: element i of the block is bit i of h */
@@ -714,6 +713,21 @@ __device__ __forceinline__ float act_of(int gelu, float z) {
 
 /* ---------------------------------------------------------------- small ops */
 
+/* the sum of v over the block (every thread gets it; at most 1024 threads) */
+__device__ __forceinline__ float block_sum(float v) {
+    __shared__ float part[32];
+    for (int off = 16; off > 0; off >>= 1) v += SHFL_XOR(v, off);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x / 32] = v;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        v = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.0f;
+        for (int off = 16; off > 0; off >>= 1) v += SHFL_XOR(v, off);
+        if (threadIdx.x == 0) part[0] = v;
+    }
+    __syncthreads();
+    return part[0];
+}
+
 /* one block per row; the sum of squares in float, reduced across the block */
 __global__ void rmsnorm_kernel(float *out, const float *x, const float *__restrict__ w, int64_t dim, float eps, int8_t *q0,
                                int8_t *qk, size_t xs) {
@@ -721,17 +735,7 @@ __global__ void rmsnorm_kernel(float *out, const float *x, const float *__restri
     float *o = out + (size_t)blockIdx.x * dim;
     float ss = 0.0f;
     for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
-    __shared__ float part[32];
-    for (int off = 16; off > 0; off >>= 1) ss += SHFL_XOR(ss, off);
-    if ((threadIdx.x & 31) == 0) part[threadIdx.x / 32] = ss;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        ss = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.0f;
-        for (int off = 16; off > 0; off >>= 1) ss += SHFL_XOR(ss, off);
-        if (threadIdx.x == 0) part[0] = ss;
-    }
-    __syncthreads();
-    const float scale = rsqrtf(part[0] / (float)dim + eps);
+    const float scale = rsqrtf(block_sum(ss) / (float)dim + eps);
     for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = xr[i] * scale * w[i];
     if (q0 || qk) q8_row_both(o, dim, q0 ? q0 + blockIdx.x * xs : NULL, qk ? qk + blockIdx.x * xs : NULL);
 }
@@ -819,17 +823,7 @@ __global__ void norm8_kernel(float *x, const float *y, float *out, const float *
     float ss = 0.0f;
 #pragma unroll
     for (int i = 0; i < 8; i++) ss += v[i] * v[i];
-    __shared__ float part[32];
-    for (int off = 16; off > 0; off >>= 1) ss += SHFL_XOR(ss, off);
-    if (lane == 0) part[threadIdx.x / 32] = ss;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        ss = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.0f;
-        for (int off = 16; off > 0; off >>= 1) ss += SHFL_XOR(ss, off);
-        if (threadIdx.x == 0) part[0] = ss;
-    }
-    __syncthreads();
-    const float scale = rsqrtf(part[0] / (float)dim + eps);
+    const float scale = rsqrtf(block_sum(ss) / (float)dim + eps);
     const float4 w0 = *(const float4 *)(w + e), w1 = *(const float4 *)(w + e + 4);
     const float wv[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
 #pragma unroll
@@ -879,17 +873,7 @@ __global__ void add_rmsnorm_kernel(float *x, const float *y, float *out, const f
         xr[i] = v;
         ss += v * v;
     }
-    __shared__ float part[32];
-    for (int off = 16; off > 0; off >>= 1) ss += SHFL_XOR(ss, off);
-    if ((threadIdx.x & 31) == 0) part[threadIdx.x / 32] = ss;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        ss = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.0f;
-        for (int off = 16; off > 0; off >>= 1) ss += SHFL_XOR(ss, off);
-        if (threadIdx.x == 0) part[0] = ss;
-    }
-    __syncthreads();
-    const float scale = rsqrtf(part[0] / (float)dim + eps);
+    const float scale = rsqrtf(block_sum(ss) / (float)dim + eps);
     float *o = out + (size_t)blockIdx.x * dim;
     for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = xr[i] * scale * w[i];
     if (q0 || qk) q8_row_both(o, dim, q0 ? q0 + blockIdx.x * xs : NULL, qk ? qk + blockIdx.x * xs : NULL);

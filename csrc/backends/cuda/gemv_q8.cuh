@@ -153,13 +153,7 @@ template <int DT> struct q8_legacy {
     __device__ __forceinline__ void load(gw w, int64_t r, int64_t u) {
         const int64_t b = r * w.nb + u;
         q = *(const uint4 *)field<DT>(w, 0, b);
-        if (DT == TL_Q4_0 || DT == TL_Q5_0) {
-            d = h2f(field<DT>(w, DT == TL_Q4_0 ? 1 : 2, b));
-            m = (DT == TL_Q4_0 ? -8.0f : -16.0f) * d;
-        } else {
-            const float2 dm = __half22float2(*(const __half2 *)field<DT>(w, DT == TL_Q4_1 ? 1 : 2, b));
-            d = dm.x, m = dm.y;
-        }
+        legacy_dm<DT>(w, b, &d, &m);
         h = DT == TL_Q5_0 || DT == TL_Q5_1 ? *(const uint32_t *)field<DT>(w, 1, b) : 0;
     }
     /* acc += this unit against the quantized row xr (u its unit, k its length) */
