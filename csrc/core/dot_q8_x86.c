@@ -578,9 +578,10 @@ VNNI static INLINE void gemv_q6_K(const rows16 *r, int64_t k, const uint8_t *x, 
  * GEMM) and no lane sums or gathers are needed; the sub-blocks and the float operations after
  * them are those of gemm_tile, in the same order. */
 
-/* Ask for every line of the unit AHEAD bytes on: the one stream is what the hardware
- * prefetchers follow best, and yet from memory this adds 10-15% (measured: 8.9 -> 10.1 GB/s
- * for Q4_K on one thread; 1 KB ahead 10.0, 3-4 KB 10.1, 8 KB 9.8; into L2 only 9.4, NTA 6.3). */
+/* Every line of a unit is asked for AHEAD bytes before it is read: one stream is what the
+ * hardware prefetchers follow best, and yet this adds a fifth from memory (Q4_K on one thread:
+ * 8.9 GB/s without; measured with a unit's prefetches bunched, 1 KB ahead -1%, 3-4 KB best,
+ * 8 KB -3%, into L2 only -7%, non-temporal -40%). */
 #define AHEAD 4096
 VNNI static INLINE void prefetch_unit(const uint8_t *p, size_t unit) {
     for (size_t l = 0; l < unit; l += 64) _mm_prefetch((const char *)p + AHEAD + l, _MM_HINT_T0);
