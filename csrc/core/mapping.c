@@ -77,6 +77,8 @@ tl_status tl_mapping_open(const char *path, tl_mapping **out) {
     return s;
 }
 
+bool tl_mapping_from_file(const tl_mapping *m) { return m && m->from_file; }
+
 bool tl_mapping_drop_pages(tl_mapping *m, const void *p, size_t bytes) {
     if (!m || !m->from_file) return false;
     const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), lo = ((uintptr_t)p + page - 1) & ~(page - 1),

@@ -159,8 +159,9 @@ void *tl_matmul_interleave(const tl_tensor *w) {
     /* the whole 2 MB pages of the copy in huge pages where the kernel gives them (its page
      * faults are most of its cost at load); the rest in small ones, so that nothing is rounded up */
     const size_t huge = (size_t)2 << 20;
-    uint8_t *out = aligned_alloc(w->nbytes >= huge ? huge : 64, (w->nbytes + 63) & ~(size_t)63);
-    if (!out) return NULL;
+    void *p = NULL; /* posix_memalign: aligned_alloc wants the size a multiple of the alignment */
+    if (posix_memalign(&p, w->nbytes >= huge ? huge : 64, w->nbytes)) return NULL;
+    uint8_t *out = p;
 #ifdef MADV_HUGEPAGE
     if (w->nbytes >= huge) (void)madvise(out, w->nbytes & ~(huge - 1), MADV_HUGEPAGE);
 #endif

@@ -30,7 +30,7 @@ static inline size_t tl_matmul_scratch_floats(int64_t k, int nth) {
 void tl_matmul(tl_pool *pool, const tl_tensor *w, const float *x, int64_t n, float *y, float *scratch);
 
 /* A copy of W's rows interleaved for this CPU's decode kernels (dot_q8.h, tl_q8_interleave),
- * allocated with aligned_alloc (free() it), or NULL where there are none for W: a dtype or level
+ * allocated with posix_memalign (free() it), or NULL where there are none for W: a dtype or level
  * without them, rows not a multiple of 16, or TORCHLESS_INTERLEAVE=0. Set as w->rows16, it
  * serves decode and prefill in place of w->data, with the same results; w->data stays the
  * tensor's (every other reader keeps using it). */
