@@ -5,7 +5,8 @@
  *  - repacks and products: bit-identical to the portable kernels (the integer sums are
  *    exact and every output takes the same float operations in the same order), and a
  *    product of n rows equals n products of one row, and the decode kernels (no pack) the
- *    GEMM (prefill equals decode);
+ *    GEMM (prefill equals decode); where the level has kernels for rows interleaved 16 at a
+ *    time (tl_q8_interleave), their packs and decodes are the same bytes and outputs too;
  *  - the portable product against the dequantized operands in double: within 1e-5 of the
  *    sum of magnitudes (only the per-sub-block float combination rounds). */
 #include "core/cpu.h"
