@@ -236,12 +236,13 @@ void tl_q8_interleave(tl_dtype t, const void *w, size_t row_bytes, int64_t k, vo
     const size_t block = tl_dtype_row_size(t, QK_K), words = t == TL_Q6_K ? 52 : block / 4, unit = 64 * words;
     const int64_t nb = k / QK_K;
     uint8_t *out = dst;
-    for (int r = 0; r < TL_Q8_LANES; r++)
-        for (int64_t i = 0; i < nb; i++) {
-            const uint8_t *blk = (const uint8_t *)w + (size_t)r * row_bytes + (size_t)i * block;
-            for (size_t wi = 0; wi < words; wi++) memcpy(out + (size_t)i * unit + 64 * wi + 4 * r, blk + 4 * wi, 4);
-            if (t == TL_Q6_K) memcpy(out + (size_t)nb * unit + 32 * (size_t)i + 2 * r, blk + 208, 2);
-        }
+    for (int64_t i = 0; i < nb; i++) { /* written in order, 64 bytes of 16 rows' words at a time */
+        const uint8_t *blk = (const uint8_t *)w + (size_t)i * block;
+        for (size_t wi = 0; wi < words; wi++)
+            for (int r = 0; r < TL_Q8_LANES; r++) memcpy(out + (size_t)i * unit + 64 * wi + 4 * r, blk + (size_t)r * row_bytes + 4 * wi, 4);
+        if (t == TL_Q6_K)
+            for (int r = 0; r < TL_Q8_LANES; r++) memcpy(out + (size_t)nb * unit + 32 * (size_t)i + 2 * r, blk + (size_t)r * row_bytes + 208, 2);
+    }
 }
 
 /* TORCHLESS_ACT_QUANT=0 keeps float activations everywhere: for comparisons with backends that
