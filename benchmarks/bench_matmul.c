@@ -52,7 +52,7 @@ static double decode_from_memory(tl_pool *pool, const tl_tensor *w, const float 
 }
 
 int main(int argc, char **argv) {
-    const tl_dtype types[] = {TL_Q4_0, TL_Q8_0, TL_Q4_K, TL_Q6_K, TL_Q4_1, TL_Q5_0};
+    const tl_dtype types[] = {TL_Q4_0, TL_Q8_0, TL_Q4_K, TL_Q5_K, TL_Q6_K, TL_Q4_1, TL_Q5_0};
     const int64_t shapes[][2] = {{5632, 2048}, {2048, 5632}}; /* (m, k): ffn_up, ffn_down */
     const int64_t ns[] = {1, 128};
     for (size_t s = 0; s < 2; s++) {

@@ -183,7 +183,7 @@ def test_prefill_equals_single_token_decodes(variant, dtype, k_quant, tmp_path, 
     check(dec, want, tol_quant(m), f"{variant} {dtype} decode vs reference")
 
 
-@pytest.mark.parametrize("variant,dtype", [("llama", "q4_k"), ("llama-tied", "q6_k"), ("qwen3", "q6_k")])
+@pytest.mark.parametrize("variant,dtype", [("llama", "q4_k"), ("qwen2", "q5_k"), ("llama-tied", "q6_k"), ("qwen3", "q6_k")])
 def test_interleaved_rows_give_the_same_logits(variant, dtype, tmp_path, rng, monkeypatch):
     """K-quant matrices copied at load into the CPU's decode layout (16 rows interleaved, where
     the dispatch level has kernels for it; TORCHLESS_INTERLEAVE=0 keeps the mapped blocks) give

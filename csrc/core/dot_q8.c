@@ -230,7 +230,7 @@ bool tl_q8_kernels_scalar(tl_dtype t, tl_q8_kernels *out) {
     return true;
 }
 
-bool tl_q8_interleaves(tl_dtype t) { return t == TL_Q4_K || t == TL_Q6_K; }
+bool tl_q8_interleaves(tl_dtype t) { return t == TL_Q4_K || t == TL_Q5_K || t == TL_Q6_K; }
 
 void tl_q8_interleave(tl_dtype t, const void *w, size_t row_bytes, int64_t k, void *dst) {
     const size_t block = tl_dtype_row_size(t, QK_K), words = t == TL_Q6_K ? 52 : block / 4, unit = 64 * words;

@@ -623,14 +623,15 @@ VNNI static INLINE void store16(const __m512 *acc, const int n, float *y, size_t
     for (int c = 0; c < n; c++) _mm512_storeu_ps(y + (size_t)c * ldy, acc[c]);
 }
 
-/* Q4_K: unit words 0..3 the header (d | dmin, then the 12 scale bytes), words 4 + 8u + j the
- * qs bytes 32u + 4j.. (sub-block 2u in the low nibbles, 2u + 1 in the high ones). The scales
- * as get_scale_min_k4 takes them apart, bytewise for the 8 sub-blocks at once: sc[0..3] and
- * m[0..3] are the low 6 bits of scale bytes 0..3 and 4..7; sc[4..7] and m[4..7] the nibbles of
- * bytes 8..11 with the top 2 bits of bytes 0..3 and 4..7 above them. */
+/* Q4_K and Q5_K: unit words 0..3 the header (d | dmin, then the 12 scale bytes), Q5_K's words
+ * 4..11 its qh bytes (bit s of qh[l]: the 5th bit of element l of sub-block s), then words
+ * qs + 8u + j the qs bytes 32u + 4j.. (sub-block 2u in the low nibbles, 2u + 1 in the high
+ * ones). The scales as get_scale_min_k4 takes them apart, bytewise for the 8 sub-blocks at
+ * once: sc[0..3] and m[0..3] are the low 6 bits of scale bytes 0..3 and 4..7; sc[4..7] and
+ * m[4..7] the nibbles of bytes 8..11 with the top 2 bits of bytes 0..3 and 4..7 above them. */
 VNNI static INLINE void gemv_k4_16(const uint8_t *w, int64_t k, const uint8_t *x, size_t xs, const int n, float *y,
-                                   size_t ldy) {
-    const size_t unit = 36 * 64;
+                                   size_t ldy, const bool q5) {
+    const size_t unit = (q5 ? 44 : 36) * 64, qs = q5 ? 12 : 4;
     const __m512i m6 = _mm512_set1_epi8(63), m4 = _mm512_set1_epi8(15), top = _mm512_set1_epi8(0x30);
     __m512 acc[TL_Q8_GEMV_MAX];
     for (int c = 0; c < n; c++) acc[c] = _mm512_setzero_ps();
@@ -649,12 +650,18 @@ VNNI static INLINE void gemv_k4_16(const uint8_t *w, int64_t k, const uint8_t *x
         /* one u a trip, not unrolled: the loop body then fits the decoded-uop cache (unrolled
          * 4 times it ran from the legacy decoders, ~15% slower) */
         for (int u = 0; u < 4; u++) {
-            prefetch_lines(p, 9 * u, 9);
-            __m512i v[8];
-            UNROLL for (int j = 0; j < 8; j++) v[j] = _mm512_loadu_si512(p + 64 * (4 + 8 * u + j));
+            prefetch_lines(p, (int)unit / 256 * u, (int)unit / 256);
+            __m512i v[8], h5[8];
+            UNROLL for (int j = 0; j < 8; j++) v[j] = _mm512_loadu_si512(p + 64 * (qs + 8 * u + j));
+            if (q5) /* bits 2u, 2u + 1 of every qh byte to bits 0, 1 */
+                UNROLL for (int j = 0; j < 8; j++) h5[j] = _mm512_srlv_epi32(_mm512_loadu_si512(p + 64 * (4 + j)), _mm512_set1_epi32(2 * u));
             UNROLL for (int half = 0; half < 2; half++) {
                 __m512i cd[8];
-                UNROLL for (int j = 0; j < 8; j++) cd[j] = _mm512_and_si512(half ? _mm512_srli_epi32(v[j], 4) : v[j], m4);
+                UNROLL for (int j = 0; j < 8; j++) {
+                    cd[j] = _mm512_and_si512(half ? _mm512_srli_epi32(v[j], 4) : v[j], m4);
+                    if (q5) /* cd | (h5 << (4 - half)) & 16 */
+                        cd[j] = _mm512_ternarylogic_epi32(cd[j], _mm512_slli_epi32(h5[j], 4 - half), _mm512_set1_epi8(16), 0xF8);
+                }
                 const __m512 a = _mm512_mul_ps(d, _mm512_cvtepi32_ps(byte_u(sc[u], half)));
                 const __m512 b = neg(_mm512_mul_ps(dmin, _mm512_cvtepi32_ps(byte_u(m[u], half))));
                 const int64_t s = 8 * i + 2 * u + half;
@@ -699,9 +706,8 @@ VNNI static INLINE void gemv_q6_K_16(const uint8_t *w, int64_t k, const uint8_t 
 
 /* The packs of the GEMM (prefill) from one group: the same codes, a and b as pack_k4 and
  * pack_q6_K_vnni make from the blocks */
-VNNI static void pack16_q4_K_vnni(const void *w, size_t row_bytes, int rows, int64_t k, void *pack) {
-    (void)row_bytes, (void)rows;
-    const size_t unit = 36 * 64;
+VNNI static INLINE void pack16_k4(const void *w, int64_t k, void *pack, const bool q5) {
+    const size_t unit = (q5 ? 44 : 36) * 64, qs = q5 ? 12 : 4;
     uint8_t *codes = pack;
     float *a = (float *)(codes + TL_Q8_LANES * k), *b = a + TL_Q8_LANES * (k / 32);
     for (int64_t i = 0; i < k / QK_K; i++) {
@@ -712,11 +718,26 @@ VNNI static void pack16_q4_K_vnni(const void *w, size_t row_bytes, int rows, int
         q4_K_scales(h, a + 16 * 8 * i, b + 16 * 8 * i, 16);
         for (int u = 0; u < 4; u++)
             for (int j = 0; j < 8; j++) {
-                const __m512i v = _mm512_loadu_si512(p + 64 * (4 + 8 * u + j));
-                put(codes, 64 * i + 16 * u + j, and4(v));
-                put(codes, 64 * i + 16 * u + 8 + j, high4(v));
+                const __m512i v = _mm512_loadu_si512(p + 64 * (qs + 8 * u + j));
+                __m512i lo = and4(v), hi = high4(v);
+                if (q5) {
+                    const __m512i qh = _mm512_loadu_si512(p + 64 * (4 + j));
+                    lo = _mm512_or_si512(lo, k5_bits(qh, 2 * u));
+                    hi = _mm512_or_si512(hi, k5_bits(qh, 2 * u + 1));
+                }
+                put(codes, 64 * i + 16 * u + j, lo);
+                put(codes, 64 * i + 16 * u + 8 + j, hi);
             }
     }
+}
+
+VNNI static void pack16_q4_K_vnni(const void *w, size_t row_bytes, int rows, int64_t k, void *pack) {
+    (void)row_bytes, (void)rows;
+    pack16_k4(w, k, pack, false);
+}
+VNNI static void pack16_q5_K_vnni(const void *w, size_t row_bytes, int rows, int64_t k, void *pack) {
+    (void)row_bytes, (void)rows;
+    pack16_k4(w, k, pack, true);
 }
 
 VNNI static void pack16_q6_K_vnni(const void *w, size_t row_bytes, int rows, int64_t k, void *pack) {
@@ -786,11 +807,14 @@ GEMV_VNNI(q6_K, CALL_Q6_K)
         default: call(4); break;                                                                                        \
         }                                                                                                               \
     }
-#define CALL16_Q4_K(n) gemv_k4_16(w, k, x, xs, n, y, ldy)
+#define CALL16_Q4_K(n) gemv_k4_16(w, k, x, xs, n, y, ldy, false)
+#define CALL16_Q5_K(n) gemv_k4_16(w, k, x, xs, n, y, ldy, true)
 #define CALL16_Q6_K(n) gemv_q6_K_16(w, k, x, xs, n, y, ldy)
 GEMV_VNNI(q4_K, CALL16_Q4_K)
+GEMV_VNNI(q5_K, CALL16_Q5_K)
 GEMV_VNNI(q6_K, CALL16_Q6_K)
 #undef CALL16_Q4_K
+#undef CALL16_Q5_K
 #undef CALL16_Q6_K
 #undef CALL_Q4_0
 #undef CALL_Q4_1
@@ -823,6 +847,7 @@ bool tl_q8_kernels_avx512(tl_dtype t, tl_q8_kernels *out) {
                                                                       : quantize_q8_0_vnni;
     *out = (tl_q8_kernels){quantize, pack, g == 32 ? gemm_g32_vnni : gemm_g16_vnni, gemv, g, NULL, NULL};
     if (t == TL_Q4_K) out->pack16 = pack16_q4_K_vnni, out->gemv16 = gemv16_q4_K_vnni;
+    if (t == TL_Q5_K) out->pack16 = pack16_q5_K_vnni, out->gemv16 = gemv16_q5_K_vnni;
     if (t == TL_Q6_K) out->pack16 = pack16_q6_K_vnni, out->gemv16 = gemv16_q6_K_vnni;
     return true;
 }
