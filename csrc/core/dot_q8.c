@@ -238,10 +238,12 @@ void tl_q8_interleave(tl_dtype t, const void *w, size_t row_bytes, int64_t k, vo
     uint8_t *out = dst;
     for (int64_t i = 0; i < nb; i++) { /* written in order, 64 bytes of 16 rows' words at a time */
         const uint8_t *blk = (const uint8_t *)w + (size_t)i * block;
+        uint8_t *u = out + (size_t)i * unit;
         for (size_t wi = 0; wi < words; wi++)
-            for (int r = 0; r < TL_Q8_LANES; r++) memcpy(out + (size_t)i * unit + 64 * wi + 4 * r, blk + (size_t)r * row_bytes + 4 * wi, 4);
-        if (t == TL_Q6_K)
-            for (int r = 0; r < TL_Q8_LANES; r++) memcpy(out + (size_t)nb * unit + 32 * (size_t)i + 2 * r, blk + (size_t)r * row_bytes + 208, 2);
+            for (int r = 0; r < TL_Q8_LANES; r++) memcpy(u + 64 * wi + 4 * r, blk + (size_t)r * row_bytes + 4 * wi, 4);
+        if (t == TL_Q6_K) /* d */
+            for (int r = 0; r < TL_Q8_LANES; r++)
+                memcpy(out + (size_t)nb * unit + 32 * (size_t)i + 2 * r, blk + (size_t)r * row_bytes + 208, 2);
     }
 }
 
