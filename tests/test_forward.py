@@ -183,6 +183,31 @@ def test_prefill_equals_single_token_decodes(variant, dtype, k_quant, tmp_path, 
     check(dec, want, tol_quant(m), f"{variant} {dtype} decode vs reference")
 
 
+@pytest.mark.parametrize("variant,dtype", [("llama", "q4_k"), ("qwen2", "q5_k"), ("llama-tied", "q6_k"), ("qwen3", "q6_k")])
+def test_interleaved_rows_give_the_same_logits(variant, dtype, tmp_path, rng, monkeypatch):
+    """K-quant matrices copied at load into the CPU's decode layout (16 rows interleaved, where
+    the dispatch level has kernels for it; TORCHLESS_INTERLEAVE=0 keeps the mapped blocks) give
+    the same logits bit for bit: prefill, single-token decode and a batch of 3 decodes."""
+    spec, path = _write(tmp_path, variant, rng, dtype, True)
+    n = spec.config.n_vocab
+    toks = [int(t) for t in rng.integers(0, n, 19)]
+
+    def run():
+        m = engine(path)
+        pre = m.forward(toks[:16], 0, 0)
+        dec = m.forward([toks[16]], 16, 0)
+        m.forward(toks[:5], 0, 1)
+        m.forward(toks[:7], 0, 2)
+        batch = m.forward_batch([toks[17], toks[18], toks[0]], [17, 5, 7], [0, 1, 2])
+        return pre, dec, batch
+
+    monkeypatch.setenv("TORCHLESS_INTERLEAVE", "0")
+    kept = run()
+    monkeypatch.delenv("TORCHLESS_INTERLEAVE")
+    for what, a, b in zip(("prefill", "decode", "batched decode"), kept, run()):
+        assert np.array_equal(a, b), f"{variant} {dtype} {what}: interleaved rows change the logits"
+
+
 @pytest.mark.parametrize("variant,dtype,k_quant", [("llama", "f32", False), ("qwen3", "f32", False),
                                                    ("qwen2", "q4_0", False)])
 def test_batched_sequences_match_each_alone(variant, dtype, k_quant, tmp_path, rng):

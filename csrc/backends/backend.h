@@ -47,7 +47,9 @@ typedef struct tl_backend_ops {
     void (*free)(tl_device *d, void *p);
     /* A weight matrix on the device, in the layout the backend's matmul reads (GGUF's blocks,
      * repacked, or converted where the backend has no kernel for the dtype). dst->data is
-     * then device memory, dst->dtype what the backend keeps; weight_free releases it. */
+     * then device memory, dst->dtype what the backend keeps; weight_free releases it. On host
+     * memory the matrices (not the vectors, not the embedding table) come here too: dst->data
+     * stays src's, and the backend may add a layout of its own (the CPU's rows16). */
     tl_status (*weight_upload)(tl_device *d, const tl_tensor *src, tl_tensor *dst);
     void (*weight_free)(tl_device *d, tl_tensor *t);
     /* Bytes of device memory free and in all (NULL for host memory: no budget checked). */

@@ -226,8 +226,25 @@ static void gemm_scalar(const void *pack, const void *xq, size_t x_stride, int n
 bool tl_q8_kernels_scalar(tl_dtype t, tl_q8_kernels *out) {
     const q8_format *f = format_of(t);
     if (!f) return false;
-    *out = (tl_q8_kernels){f->quantize, f->pack, gemm_scalar, NULL, f->g};
+    *out = (tl_q8_kernels){f->quantize, f->pack, gemm_scalar, NULL, f->g, NULL, NULL};
     return true;
+}
+
+bool tl_q8_interleaves(tl_dtype t) { return t == TL_Q4_K || t == TL_Q5_K || t == TL_Q6_K; }
+
+void tl_q8_interleave(tl_dtype t, const void *w, size_t row_bytes, int64_t k, void *dst) {
+    const size_t block = tl_dtype_row_size(t, QK_K), words = t == TL_Q6_K ? 52 : block / 4, unit = 64 * words;
+    const int64_t nb = k / QK_K;
+    uint8_t *out = dst;
+    for (int64_t i = 0; i < nb; i++) { /* written in order, 64 bytes of 16 rows' words at a time */
+        const uint8_t *blk = (const uint8_t *)w + (size_t)i * block;
+        uint8_t *u = out + (size_t)i * unit;
+        for (size_t wi = 0; wi < words; wi++)
+            for (int r = 0; r < TL_Q8_LANES; r++) memcpy(u + 64 * wi + 4 * r, blk + (size_t)r * row_bytes + 4 * wi, 4);
+        if (t == TL_Q6_K) /* d */
+            for (int r = 0; r < TL_Q8_LANES; r++)
+                memcpy(out + (size_t)nb * unit + 32 * (size_t)i + 2 * r, blk + (size_t)r * row_bytes + 208, 2);
+    }
 }
 
 /* TORCHLESS_ACT_QUANT=0 keeps float activations everywhere: for comparisons with backends that

@@ -17,6 +17,7 @@ struct tl_mapping {
     const uint8_t *data;
     size_t size;
     char *path;
+    bool from_file; /* pages dropped from memory come back from the file when touched again */
 };
 
 /* An empty file maps to this one byte, so data is never NULL. */
@@ -71,7 +72,20 @@ tl_status tl_mapping_open(const char *path, tl_mapping **out) {
         data = p;
     }
     close(fd);
-    return wrap(data, size, path, out);
+    tl_status s = wrap(data, size, path, out);
+    if (!s) (*out)->from_file = size > 0;
+    return s;
+}
+
+bool tl_mapping_from_file(const tl_mapping *m) { return m && m->from_file; }
+
+bool tl_mapping_drop_pages(tl_mapping *m, const void *p, size_t bytes) {
+    if (!m || !m->from_file) return false;
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), lo = ((uintptr_t)p + page - 1) & ~(page - 1),
+                    hi = ((uintptr_t)p + bytes) & ~(page - 1);
+    if ((const uint8_t *)p < m->data || (const uint8_t *)p + bytes > m->data + m->size) return false;
+    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    return true;
 }
 
 tl_status tl_mapping_new_anonymous(size_t size, const char *path, tl_mapping **out, uint8_t **data) {

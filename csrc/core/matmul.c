@@ -4,6 +4,10 @@
 #include "dot_q8.h"
 #include "status.h"
 
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
 #ifdef TL_HAVE_OPENBLAS
 #include <cblas.h>
 #endif
@@ -81,6 +85,7 @@ typedef struct {
     tl_q8_kernels kern;
     uint8_t *xq, *packs;
     size_t x_stride, pack_bytes;
+    bool interleaved; /* read w->rows16 through kern.gemv16 / pack16 */
 } q8_job;
 
 static void q8_quantize_worker(void *p, int ith, int nth) {
@@ -99,6 +104,16 @@ static void q8_gemm_worker(void *p, int ith, int nth) {
     for (int64_t g = g0; g < g1; g++) {
         const int64_t r0 = g * TL_Q8_LANES;
         const int rows = j->m - r0 < TL_Q8_LANES ? (int)(j->m - r0) : TL_Q8_LANES;
+        if (j->interleaved) { /* a group of 16 interleaved rows, at the offset of its rows */
+            const uint8_t *w = (const uint8_t *)j->w->rows16 + (size_t)r0 * row_bytes;
+            if (j->n <= TL_Q8_GEMV_MAX) {
+                j->kern.gemv16(w, row_bytes, rows, j->k, j->xq, j->x_stride, (int)j->n, j->y + r0, (size_t)j->m);
+                continue;
+            }
+            j->kern.pack16(w, row_bytes, rows, j->k, pack);
+            j->kern.gemm(pack, j->xq, j->x_stride, (int)j->n, j->k, j->kern.g, j->y + r0, (size_t)j->m, rows);
+            continue;
+        }
         const uint8_t *w = (const uint8_t *)j->w->data + (size_t)r0 * row_bytes;
         if (j->kern.gemv && j->n <= TL_Q8_GEMV_MAX) { /* decode: no pack */
             j->kern.gemv(w, row_bytes, rows, j->k, j->xq, j->x_stride, (int)j->n, j->y + r0, (size_t)j->m);
@@ -113,6 +128,7 @@ static void q8_gemm_worker(void *p, int ith, int nth) {
 static bool matmul_q8(tl_pool *pool, const tl_tensor *w, const float *x, int64_t n, float *y, float *scratch) {
     q8_job j = {.w = w, .m = w->n_dims > 1 ? w->ne[1] : 1, .k = w->ne[0]};
     if (!tl_q8_kernels_get(w->dtype, &j.kern) || tl_dtype_row_size(w->dtype, j.k) * TL_Q8_LANES > INT32_MAX) return false;
+    j.interleaved = w->rows16 && j.kern.gemv16 && j.kern.pack16 && j.m % TL_Q8_LANES == 0;
     j.x_stride = tl_q8_act_bytes(w->dtype, j.k);
     j.pack_bytes = (tl_q8_pack_bytes(w->dtype, j.k) + 63) & ~(size_t)63;
     j.xq = (uint8_t *)scratch;
@@ -125,6 +141,33 @@ static bool matmul_q8(tl_pool *pool, const tl_tensor *w, const float *x, int64_t
         tl_pool_run(pool, q8_gemm_worker, &j);
     }
     return true;
+}
+
+/* TORCHLESS_INTERLEAVE=0 keeps every weight where it lies (the mapped file) */
+static bool interleave_off(void) {
+    const char *e = getenv("TORCHLESS_INTERLEAVE");
+    return e && strcmp(e, "0") == 0;
+}
+
+void *tl_matmul_interleave(const tl_tensor *w) {
+    tl_q8_kernels kern;
+    const int64_t m = w->n_dims > 1 ? w->ne[1] : 1, k = w->ne[0];
+    if (interleave_off() || !tl_q8_interleaves(w->dtype) || !tl_q8_kernels_get(w->dtype, &kern) || !kern.gemv16 ||
+        m % TL_Q8_LANES != 0 || w->n_dims > 2 || tl_dtype_row_size(w->dtype, k) * TL_Q8_LANES > INT32_MAX)
+        return NULL;
+    const size_t row_bytes = tl_dtype_row_size(w->dtype, k);
+    /* the whole 2 MB pages of the copy in huge pages where the kernel gives them (its page
+     * faults are most of its cost at load); the rest in small ones, so that nothing is rounded up */
+    const size_t huge = (size_t)2 << 20;
+    void *p = NULL; /* posix_memalign: aligned_alloc wants the size a multiple of the alignment */
+    if (posix_memalign(&p, w->nbytes >= huge ? huge : 64, w->nbytes)) return NULL;
+    uint8_t *out = p;
+#ifdef MADV_HUGEPAGE
+    if (w->nbytes >= huge) (void)madvise(out, w->nbytes & ~(huge - 1), MADV_HUGEPAGE);
+#endif
+    for (int64_t r0 = 0; r0 < m; r0 += TL_Q8_LANES)
+        tl_q8_interleave(w->dtype, (const uint8_t *)w->data + (size_t)r0 * row_bytes, row_bytes, k, out + (size_t)r0 * row_bytes);
+    return out;
 }
 
 void tl_matmul(tl_pool *pool, const tl_tensor *w, const float *x, int64_t n, float *y, float *scratch) {

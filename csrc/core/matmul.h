@@ -29,6 +29,13 @@ static inline size_t tl_matmul_scratch_floats(int64_t k, int nth) {
  * a whole. */
 void tl_matmul(tl_pool *pool, const tl_tensor *w, const float *x, int64_t n, float *y, float *scratch);
 
+/* A copy of W's rows interleaved for this CPU's decode kernels (dot_q8.h, tl_q8_interleave),
+ * allocated with posix_memalign (free() it), or NULL where there are none for W: a dtype or level
+ * without them, rows not a multiple of 16, or TORCHLESS_INTERLEAVE=0. Set as w->rows16, it
+ * serves decode and prefill in place of w->data, with the same results; w->data stays the
+ * tensor's (every other reader keeps using it). */
+void *tl_matmul_interleave(const tl_tensor *w);
+
 /* sum a[i] * b[i] in float, 8 independent partial sums (vectorizable without reassociation) */
 float tl_dot_f32(const float *a, const float *b, int64_t n);
 

@@ -115,6 +115,9 @@ typedef struct tl_tensor {
     size_t nbytes;
     const void *data;
     tl_mapping *owner; /* NULL when not backed by a mapping (not retained by the struct) */
+    /* A copy of the rows in the CPU's interleaved decode layout (tl_matmul_interleave), read by
+     * tl_matmul in place of data where it has kernels for it; NULL: none (the usual case). */
+    const void *rows16;
 } tl_tensor;
 
 int64_t tl_tensor_nelements(const tl_tensor *t);

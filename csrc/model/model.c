@@ -168,9 +168,11 @@ static tl_status upload(tl_model *m, const tl_tensor *src, const tl_tensor *key,
     return TL_OK;
 }
 
+/* A weight matrix on the device (on host memory: where it lies, perhaps with a faster layout
+ * added by the backend) */
 static tl_status place(tl_model *m, const tl_tensor *src, const tl_tensor **out) {
     *out = src;
-    if (!src || m->device->ops->host_memory) return TL_OK; /* used where they lie */
+    if (!src) return TL_OK;
     for (int i = 0; i < m->n_placed; i++) /* tied embeddings: one copy */
         if (m->placed_src[i] == src) {
             *out = m->placed[i];
@@ -198,12 +200,22 @@ static size_t weight_bytes(const tl_tensor *t) { return t ? t->nbytes : 0; }
 static tl_status place_all(tl_model *m) {
     const tl_model_config *c = &m->config;
     tl_device *d = m->device;
-    if (d->ops->host_memory) {
+    if (d->ops->host_memory) { /* vectors and the embedding table where they lie; the matrices placed */
         m->d_tok_embd = m->tok_embd;
-        m->d_output = m->output;
         m->d_output_norm = m->output_norm;
-        m->d_layers = m->layers;
-        return TL_OK;
+        m->d_layers = tl_arena_alloc_array(&m->arena, (size_t)c->n_layers, sizeof *m->d_layers, 64);
+        if (!m->d_layers) return tl_set_error(TL_ERR_NOMEM, "model: out of memory");
+        tl_status s = place(m, m->output, &m->d_output);
+        for (int l = 0; l < c->n_layers && !s; l++) {
+            const tl_layer_weights *L = &m->layers[l];
+            tl_layer_weights *D = &m->d_layers[l];
+            *D = *L;
+            if ((s = place(m, L->wq, &D->wq)) || (s = place(m, L->wk, &D->wk)) || (s = place(m, L->wv, &D->wv)) ||
+                (s = place(m, L->wo, &D->wo)) || (s = place(m, L->w_gate, &D->w_gate)) || (s = place(m, L->w_up, &D->w_up)))
+                break;
+            s = place(m, L->w_down, &D->w_down);
+        }
+        return s;
     }
     if (d->ops->memory) { /* fail early, saying how much it needs */
         size_t need = weight_bytes(m->tok_embd) + (m->output != m->tok_embd ? weight_bytes(m->output) : 0);

@@ -5,7 +5,8 @@
  *  - repacks and products: bit-identical to the portable kernels (the integer sums are
  *    exact and every output takes the same float operations in the same order), and a
  *    product of n rows equals n products of one row, and the decode kernels (no pack) the
- *    GEMM (prefill equals decode);
+ *    GEMM (prefill equals decode); where the level has kernels for rows interleaved 16 at a
+ *    time (tl_q8_interleave), their packs and decodes are the same bytes and outputs too;
  *  - the portable product against the dequantized operands in double: within 1e-5 of the
  *    sum of magnitudes (only the per-sub-block float combination rounds). */
 #include "core/cpu.h"
@@ -131,6 +132,25 @@ static void check_dtype(tl_dtype t, int trial) {
                 got.gemv(wq + (size_t)r0 * rb, rb, rows - r0 < 16 ? rows - r0 : 16, k, xq, xs, nd, yg + r0, (size_t)rows);
             CHECK(memcmp(yr, yg, (size_t)nd * rows * sizeof(float)) == 0, "%s trial %d (%d rows, k %lld, %d x): decode differs",
                   tl_dtype_name(t), trial, rows, (long long)k, nd);
+        }
+        /* interleaved rows (whole groups of 16 only): the pack and the decode kernel from them */
+        if (got.gemv16 && rows % 16 == 0) {
+            CHECK(tl_q8_interleaves(t));
+            uint8_t *iw = malloc((size_t)rows * rb);
+            for (int r0 = 0; r0 < rows; r0 += 16) {
+                tl_q8_interleave(t, wq + (size_t)r0 * rb, rb, k, iw + (size_t)r0 * rb);
+                ref.pack(wq + (size_t)r0 * rb, rb, 16, k, pr);
+                got.pack16(iw + (size_t)r0 * rb, rb, 16, k, pg);
+                CHECK(memcmp(pr, pg, pb) == 0, "%s trial %d: pack of interleaved rows %d.. differs", tl_dtype_name(t), trial, r0);
+            }
+            for (int nd = 1; nd <= (n < TL_Q8_GEMV_MAX ? n : TL_Q8_GEMV_MAX); nd++) {
+                memset(yg, 0, (size_t)n * rows * sizeof(float));
+                for (int r0 = 0; r0 < rows; r0 += 16) got.gemv16(iw + (size_t)r0 * rb, rb, 16, k, xq, xs, nd, yg + r0, (size_t)rows);
+                CHECK(memcmp(yr, yg, (size_t)nd * rows * sizeof(float)) == 0,
+                      "%s trial %d (%d rows, k %lld, %d x): decode of interleaved rows differs", tl_dtype_name(t), trial, rows,
+                      (long long)k, nd);
+            }
+            free(iw);
         }
     }
     free(w);

@@ -6,6 +6,7 @@
 #include "core/cpu.h"
 #include "core/dot.h"
 #include "core/fp16.h"
+#include "core/mapping.h"
 #include "core/matmul.h"
 #include "core/pool.h"
 #include "core/status.h"
@@ -43,15 +44,27 @@ static void free_(tl_device *d, void *p) {
     free(p);
 }
 
+/* A weight matrix is read where it lies (the mapping). Where the decode kernels have an
+ * interleaved layout for it (core/matmul.h), the matmuls read a copy in that layout instead and
+ * the mapped pages it replaces are given back: the memory stays one copy of the weights. Only
+ * for file mappings, whose pages come back from the file if a reader of the blocks themselves
+ * (the embedding of tied weights, a float fallback) touches them again. */
 static tl_status weight_upload(tl_device *d, const tl_tensor *src, tl_tensor *dst) {
     (void)d;
-    *dst = *src; /* read where it lies */
+    *dst = *src;
+    void *rows16 = tl_mapping_from_file(src->owner) ? tl_matmul_interleave(src) : NULL;
+    if (rows16 && !tl_mapping_drop_pages(src->owner, src->data, src->nbytes)) {
+        free(rows16);
+        rows16 = NULL;
+    }
+    dst->rows16 = rows16;
     return TL_OK;
 }
 
 static void weight_free(tl_device *d, tl_tensor *t) {
     (void)d;
-    (void)t;
+    free((void *)t->rows16);
+    t->rows16 = NULL;
 }
 
 /* ---- streams ---- */
