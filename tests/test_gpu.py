@@ -211,7 +211,12 @@ def test_packaged_models_match_the_cpu(request, rng, name):
     # on PoCL the prompt goes through the GEMV path only (its GEMM is tested on the small models)
     got, want = both(path, DEVICE, rng, torchless.Model(path, device="cpu").n_vocab, prefill=8 if ON_CPU else 24)
     err = normwise(got, want)
-    assert err.max() <= 5e-3, f"{name}: normwise error {err.max():.3g} (rows {np.array2string(err, precision=2)})"
+    # Gemma 3's logits move far more than SmolLM2's under rounding-sized input changes (the
+    # float64 reference moves 0.04-0.13 under 1e-7 of noise, test_reference): one row of one
+    # seed (TORCHLESS_SEED=1717230649) reached 6.2e-3 on PoCL, the others 1e-4..3e-3
+    bound = 2e-2 if name == "gemma3" else 5e-3
+    assert err.max() <= bound, f"{name}: normwise error {err.max():.3g} (rows {np.array2string(err, precision=2)})"
+    assert np.median(err) <= 5e-3, f"{name}: median normwise error {np.median(err):.3g}"
 
 
 @pytest.mark.gpu
