@@ -189,16 +189,9 @@ AVX2 static INLINE void row_k4(const uint8_t *row, int64_t k, const uint8_t *x, 
                                const bool q5) {
     const __m256i m4 = _mm256_set1_epi8(15);
     for (int64_t i = 0; i < k / QK_K; i++) {
-        const uint8_t *qs, *qh = NULL, *scales;
-        tl_half dh, dminh;
-        if (q5) {
-            const block_q5_K *p = (const block_q5_K *)row + i;
-            qs = p->qs, qh = p->qh, scales = p->scales, dh = p->d, dminh = p->dmin;
-        } else {
-            const block_q4_K *p = (const block_q4_K *)row + i;
-            qs = p->qs, scales = p->scales, dh = p->d, dminh = p->dmin;
-        }
-        const float d = tl_f16_to_f32(dh), dmin = tl_f16_to_f32(dminh);
+        const k4_fields f = k4_block(row, i, q5);
+        const uint8_t *qs = f.qs, *qh = f.qh, *scales = f.scales;
+        const float d = tl_f16_to_f32(f.d), dmin = tl_f16_to_f32(f.dmin);
         const __m256i hv = q5 ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
         for (int s = 0; s < 8; s++) {
             int sc, m;

@@ -255,16 +255,9 @@ static INLINE void row_legacy(const uint8_t *row, int64_t k, const uint8_t *x, s
 static INLINE void row_k4(const uint8_t *row, int64_t k, const uint8_t *x, size_t xs, int n, float *acc, const bool q5,
                           const bool dot) {
     for (int64_t i = 0; i < k / QK_K; i++) {
-        const uint8_t *qs, *qh = NULL, *scales;
-        tl_half dh, dminh;
-        if (q5) {
-            const block_q5_K *p = (const block_q5_K *)row + i;
-            qs = p->qs, qh = p->qh, scales = p->scales, dh = p->d, dminh = p->dmin;
-        } else {
-            const block_q4_K *p = (const block_q4_K *)row + i;
-            qs = p->qs, scales = p->scales, dh = p->d, dminh = p->dmin;
-        }
-        const float d = tl_f16_to_f32(dh), dmin = tl_f16_to_f32(dminh);
+        const k4_fields f = k4_block(row, i, q5);
+        const uint8_t *qs = f.qs, *qh = f.qh, *scales = f.scales;
+        const float d = tl_f16_to_f32(f.d), dmin = tl_f16_to_f32(f.dmin);
         const uint8x16_t h0 = q5 ? vld1q_u8(qh) : vdupq_n_u8(0), h1 = q5 ? vld1q_u8(qh + 16) : vdupq_n_u8(0);
         for (int s = 0; s < 8; s++) {
             int sc, m;

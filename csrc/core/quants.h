@@ -5,6 +5,8 @@
 #define TL_QUANTS_H
 
 #include <assert.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define QK4_0 32
@@ -61,6 +63,21 @@ static inline void get_scale_min_k4(int j, const uint8_t *q, int *sc, int *m) {
         *sc = (q[j + 4] & 0x0F) | (q[j - 4] >> 6) << 4;
         *m = (q[j + 4] >> 4) | (q[j] >> 6) << 4;
     }
+}
+
+/* The fields of super-block i of a Q4_K row, or of a Q5_K row (q5; qh is NULL for Q4_K) */
+typedef struct {
+    const uint8_t *qs, *qh, *scales;
+    tl_half d, dmin;
+} k4_fields;
+
+static inline k4_fields k4_block(const void *row, int64_t i, bool q5) {
+    if (q5) {
+        const block_q5_K *p = (const block_q5_K *)row + i;
+        return (k4_fields){p->qs, p->qh, p->scales, p->d, p->dmin};
+    }
+    const block_q4_K *p = (const block_q4_K *)row + i;
+    return (k4_fields){p->qs, NULL, p->scales, p->d, p->dmin};
 }
 
 #define TL_QUANT_KERNELS(X) X(q4_0) X(q4_1) X(q5_0) X(q5_1) X(q8_0) X(q8_1) X(q2_K) X(q3_K) \

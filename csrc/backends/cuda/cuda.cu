@@ -1653,10 +1653,6 @@ static bool act_quant(void) {
     return !(e && strcmp(e, "0") == 0);
 }
 
-static bool q8_dtype(tl_dtype t) {
-    return t == TL_Q4_0 || t == TL_Q4_1 || t == TL_Q5_0 || t == TL_Q5_1 || t == TL_Q8_0 || kquant(t);
-}
-
 /* Whether a matmul of n tokens against w goes through the 8-bit GEMVs */
 static bool q8_path(const gpu_stream *s, const tl_tensor *w, int64_t n) {
     const int64_t k = w->ne[0];
@@ -1736,11 +1732,9 @@ template <int DT> struct q8_three_for<DT, true> {
 #undef Q8
     }
 };
-template <int DT> struct q8_three_launch : q8_three_for<DT, DT == TL_Q4_0 || DT == TL_Q4_1 || DT == TL_Q5_0 ||
-                                                                DT == TL_Q5_1 || DT == TL_Q8_0 || kquant(DT)> {};
+template <int DT> struct q8_three_launch : q8_three_for<DT, q8_dtype(DT)> {};
 
-template <int DT> struct q8_launch : q8_launch_for<DT, DT == TL_Q4_0 || DT == TL_Q4_1 || DT == TL_Q5_0 || DT == TL_Q5_1 ||
-                                                       DT == TL_Q8_0 || kquant(DT)> {};
+template <int DT> struct q8_launch : q8_launch_for<DT, q8_dtype(DT)> {};
 
 template <int DT> struct dequant_launch {
     static void run(gpu_stream *s, const tl_tensor *w, int64_t r0, int64_t rows, __half *out) {

@@ -24,6 +24,10 @@
 
 __host__ __device__ constexpr bool kquant(int dt) { return dt == TL_Q4_K || dt == TL_Q5_K || dt == TL_Q6_K; }
 __host__ __device__ constexpr int q8_unit(int dt) { return kquant(dt) ? 64 : 32; }
+/* the dtypes with 8-bit GEMVs */
+__host__ __device__ constexpr bool q8_dtype(int dt) {
+    return dt == TL_Q4_0 || dt == TL_Q4_1 || dt == TL_Q5_0 || dt == TL_Q5_1 || dt == TL_Q8_0 || kquant(dt);
+}
 
 /* bytes per token of the quantized rows */
 static size_t q8_stride(int64_t k) { return ((size_t)k + 8 * (size_t)(k / 32) + 15) & ~(size_t)15; }
@@ -314,6 +318,19 @@ __device__ __forceinline__ void q8_row(gw w, int64_t r, const int8_t *__restrict
     }
 }
 
+/* y[t][r] = the warp's sum of acc[t] (+ bias[r]) for the n real tokens, rows m apart */
+template <int NT>
+__device__ __forceinline__ void q8_store(const float acc[NT], int n, int lane, float *y, int64_t m, int64_t r,
+                                         const float *bias) {
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        if (t >= n) continue; /* (not break: hipcc's clang then declines to unroll) */
+        float a = acc[t];
+        for (int o = 16; o > 0; o >>= 1) a += SHFL_XOR(a, o);
+        if (lane == 0) y[(size_t)t * m + r] = a + (bias ? bias[r] : 0.0f);
+    }
+}
+
 /* y[t][r] = W[r] . x[t] (+ bias[r]) for n <= NT tokens: a warp per row, 4 to a block.
  * GLU: a second matrix (u) and y[t][r] = act(W[r] . x[t]) * (U[r] . x[t]). */
 template <int DT, int NT, bool GLU>
@@ -332,18 +349,16 @@ __global__ void __launch_bounds__(128) gemv_q8_kernel(gw w, gw w2, const int8_t 
     constexpr int U = kquant(DT) ? 2 : 4;
     q8_row<DT, NT, U>(w, r, xq, xs, k, n, lane, acc);
     if (GLU) q8_row<DT, NT, U>(w2, r, xq, xs, k, n, lane, acc2);
+    if (GLU) {
 #pragma unroll
-    for (int t = 0; t < NT; t++) {
-        if (t >= n) continue; /* (not break: hipcc's clang then declines to unroll) */
-        float a = acc[t];
-        for (int o = 16; o > 0; o >>= 1) a += SHFL_XOR(a, o);
-        if (GLU) {
-            float b = acc2[t];
-            for (int o = 16; o > 0; o >>= 1) b += SHFL_XOR(b, o);
+        for (int t = 0; t < NT; t++) {
+            if (t >= n) continue; /* (not break: hipcc's clang then declines to unroll) */
+            float a = acc[t], b = acc2[t];
+            for (int o = 16; o > 0; o >>= 1) a += SHFL_XOR(a, o), b += SHFL_XOR(b, o);
             if (lane == 0) y[(size_t)t * w.m + r] = act_of(gelu, a) * b;
-        } else if (lane == 0) {
-            y[(size_t)t * w.m + r] = a + (bias ? bias[r] : 0.0f);
         }
+    } else {
+        q8_store<NT>(acc, n, lane, y, w.m, r, bias);
     }
 }
 
@@ -371,11 +386,5 @@ __global__ void __launch_bounds__(128) gemv_q8_three_kernel(q8_three m, const in
 #pragma unroll
     for (int t = 0; t < NT; t++) acc[t] = 0.0f;
     q8_row<DT, NT, kquant(DT) ? 2 : 4>(w, r, xq, xs, k, n, lane, acc);
-#pragma unroll
-    for (int t = 0; t < NT; t++) {
-        if (t >= n) continue;
-        float a = acc[t];
-        for (int o = 16; o > 0; o >>= 1) a += SHFL_XOR(a, o);
-        if (lane == 0) y[(size_t)t * w.m + r] = a + (bias ? bias[r] : 0.0f);
-    }
+    q8_store<NT>(acc, n, lane, y, w.m, r, bias);
 }
