@@ -99,27 +99,21 @@ static void q8_gemm_worker(void *p, int ith, int nth) {
     const q8_job *j = p;
     const size_t row_bytes = tl_dtype_row_size(j->w->dtype, j->k);
     uint8_t *pack = j->packs + (size_t)ith * j->pack_bytes;
+    /* the blocks where they lie, or the interleaved copy (a group of 16 rows at the offset of its rows) */
+    const uint8_t *base = (const uint8_t *)(j->interleaved ? j->w->rows16 : j->w->data);
+    const tl_q8_gemv_fn gemv = j->interleaved ? j->kern.gemv16 : j->kern.gemv;
+    const tl_q8_pack_fn pack_fn = j->interleaved ? j->kern.pack16 : j->kern.pack;
     int64_t g0, g1;
     tl_split((j->m + TL_Q8_LANES - 1) / TL_Q8_LANES, ith, nth, &g0, &g1);
     for (int64_t g = g0; g < g1; g++) {
         const int64_t r0 = g * TL_Q8_LANES;
         const int rows = j->m - r0 < TL_Q8_LANES ? (int)(j->m - r0) : TL_Q8_LANES;
-        if (j->interleaved) { /* a group of 16 interleaved rows, at the offset of its rows */
-            const uint8_t *w = (const uint8_t *)j->w->rows16 + (size_t)r0 * row_bytes;
-            if (j->n <= TL_Q8_GEMV_MAX) {
-                j->kern.gemv16(w, row_bytes, rows, j->k, j->xq, j->x_stride, (int)j->n, j->y + r0, (size_t)j->m);
-                continue;
-            }
-            j->kern.pack16(w, row_bytes, rows, j->k, pack);
-            j->kern.gemm(pack, j->xq, j->x_stride, (int)j->n, j->k, j->kern.g, j->y + r0, (size_t)j->m, rows);
+        const uint8_t *w = base + (size_t)r0 * row_bytes;
+        if (gemv && j->n <= TL_Q8_GEMV_MAX) { /* decode: no pack */
+            gemv(w, row_bytes, rows, j->k, j->xq, j->x_stride, (int)j->n, j->y + r0, (size_t)j->m);
             continue;
         }
-        const uint8_t *w = (const uint8_t *)j->w->data + (size_t)r0 * row_bytes;
-        if (j->kern.gemv && j->n <= TL_Q8_GEMV_MAX) { /* decode: no pack */
-            j->kern.gemv(w, row_bytes, rows, j->k, j->xq, j->x_stride, (int)j->n, j->y + r0, (size_t)j->m);
-            continue;
-        }
-        j->kern.pack(w, row_bytes, rows, j->k, pack);
+        pack_fn(w, row_bytes, rows, j->k, pack);
         j->kern.gemm(pack, j->xq, j->x_stride, (int)j->n, j->k, j->kern.g, j->y + r0, (size_t)j->m, rows);
     }
 }
