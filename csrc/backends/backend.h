@@ -36,6 +36,36 @@ typedef struct tl_attn_args {
     float scale, softcap;           /* softcap 0: none */
 } tl_attn_args;
 
+/* Sampling with the logits left on the device: what the host sampler needs of a row
+ * (generate/sampling.h), so that a few hundred bytes cross to the host instead of the row.
+ * The definition every backend's top_k op is tested against is tl_top_k_reference. */
+#define TL_TOP_K_MAX 1024 /* candidates per row, at most */
+
+/* The row's log-partition, in a form every backend computes to the same bits:
+ * log Z = max + log(sum * 2^-63), sum = the sum over the row of floor(2^63 exp(l - max)) with
+ * the sampler's exp (sampling.c: tl_exp_fixed), an integer summed exactly. */
+typedef struct tl_top_k_stats {
+    float max;          /* the largest logit that is not NaN (-inf: every one is -inf) */
+    int32_t bad;        /* the first index whose logit is NaN or +inf; -1: none */
+    float bad_value;    /* its logit */
+    uint32_t unused;
+    uint64_t sum_lo, sum_hi; /* 0 unless max is finite */
+} tl_top_k_stats;
+
+typedef struct tl_top_k_cand {
+    float logit; /* the raw logit, bit for bit */
+    int32_t id;
+} tl_top_k_cand;
+
+typedef struct tl_top_k_args {
+    int32_t k;              /* candidates per row: 1..TL_TOP_K_MAX, at most n_vocab */
+    const int32_t *ids;     /* host: rows x n_ids tokens whose logits are wanted too (< 0: none) */
+    int32_t n_ids;          /* 0..TL_TOP_K_MAX */
+    tl_top_k_stats *stats;  /* host: rows */
+    tl_top_k_cand *cand;    /* host: rows x k, the best first: larger logit, then lower id */
+    float *at_ids;          /* host: rows x n_ids, the logits of ids (unspecified for an id < 0) */
+} tl_top_k_args;
+
 typedef struct tl_backend_ops {
     const char *name; /* "cpu", "cuda", "hip", "opencl" */
 
@@ -101,6 +131,12 @@ typedef struct tl_backend_ops {
     void (*softcap)(tl_stream *s, float *x, int64_t n, float c);
     /* out[j] = x[rows[j]] for rows of dim floats (rows on the device) */
     void (*gather)(tl_stream *s, float *out, const float *x, const int32_t *rows, int32_t n, int64_t dim);
+
+    /* Sampling candidates from rows x n_vocab logits on the device, into the host arrays of a
+     * (see tl_top_k_args); like download(), waits for what was queued and reports its failure.
+     * The logits are not changed. NULL where the backend has none (the CPU's logits are host
+     * memory already): the caller downloads the rows. */
+    tl_status (*top_k)(tl_stream *s, const float *logits, int32_t rows, int32_t n_vocab, const tl_top_k_args *a);
 
     /* ---- fused forms of sequences the forward runs every layer; NULL: it runs the plain ops.
      * Each computes what its sequence does, in one pass where the backend can. ---- */

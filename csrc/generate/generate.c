@@ -1,7 +1,13 @@
 /* The generation loop as a state machine: prompt, then sample -> forward one token
  * at a time; stop tokens, stop strings (held back until they can no longer match),
  * whole UTF-8 characters only, max_new_tokens. Python's stream iterator calls
- * tl_generation_next once per token with the GIL released. */
+ * tl_generation_next once per token with the GIL released.
+ *
+ * On a backend with a top_k op (a GPU) the logits stay on the device whenever the sampler can
+ * do with a row's best candidates (generate/sampling.h: greedy, or top_k on): only those
+ * cross to the host. TORCHLESS_DEVICE_SAMPLING=0 downloads every row instead (the same
+ * tokens and logprobs, for comparing). */
+#include "generate/sampling.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -23,6 +29,11 @@ struct tl_generation {
     int32_t n_stop;
     size_t max_stop;
     float *logits;
+    bool on_device;        /* the backend picks candidates where the logits are */
+    int32_t *ids;          /* TL_TOP_K_MAX each: the sampler's plan, and what the op returns */
+    tl_top_k_cand *cand;
+    float *at_ids;
+    tl_top_k_stats stats;
     int32_t last; /* the token to feed next (after the first step) */
     int32_t prev; /* the one before it */
     char *held;   /* text not yet released */
@@ -38,6 +49,9 @@ void tl_generation_free(tl_generation *g) {
     free(g->stop_len);
     free(g->prompt);
     free(g->logits);
+    free(g->ids);
+    free(g->cand);
+    free(g->at_ids);
     free(g->held);
     free(g->out);
     free(g);
@@ -79,6 +93,14 @@ tl_status tl_generation_new(tl_context *c, int32_t seq, const int32_t *prompt, s
     g->stop = calloc((size_t)(p->n_stop ? p->n_stop : 1), sizeof *g->stop);
     g->stop_len = calloc((size_t)(p->n_stop ? p->n_stop : 1), sizeof *g->stop_len);
     if (!g->prompt || !g->logits || !g->stop || !g->stop_len) goto nomem;
+    const char *dev = getenv("TORCHLESS_DEVICE_SAMPLING");
+    g->on_device = c->stream->ops->top_k && !(dev && strcmp(dev, "0") == 0);
+    if (g->on_device) {
+        g->ids = malloc(TL_TOP_K_MAX * sizeof *g->ids);
+        g->cand = malloc(TL_TOP_K_MAX * sizeof *g->cand);
+        g->at_ids = malloc(TL_TOP_K_MAX * sizeof *g->at_ids);
+        if (!g->ids || !g->cand || !g->at_ids) goto nomem;
+    }
     memcpy(g->prompt, prompt, n_prompt * sizeof *prompt);
     for (int32_t i = 0; i < p->n_stop; i++) {
         if (!p->stop[i] || !p->stop[i][0]) {
@@ -165,6 +187,14 @@ tl_status tl_generation_next(tl_generation *g, tl_generated *out) {
     out->token = -1;
     if (g->finish) return tl_set_error(TL_ERR_INVALID, "generate: the generation has finished");
     tl_status s;
+    /* candidates from the device when the sampler can do with them; the prompt's tokens count
+     * for the penalties of the first sample */
+    int32_t k = 0, n_ids = 0;
+    const bool on_device = g->on_device && g->max_new > 0 &&
+                           tl_sampler_plan(g->sampler, g->started ? NULL : g->prompt, g->started ? 0 : g->n_prompt,
+                                           TL_TOP_K_MAX, &k, g->ids, &n_ids) &&
+                           k <= g->n_vocab;
+    const tl_top_k_args top_k = {k, g->ids, n_ids, &g->stats, g->cand, g->at_ids};
     if (!g->started) {
         /* the prompt: cache cleared, positions 0..n-1, logits of the last one */
         tl_context_clear(g->ctx, g->seq);
@@ -177,7 +207,7 @@ tl_status tl_generation_next(tl_generation *g, tl_generated *out) {
             seqs[i] = g->seq;
         }
         tl_batch b = {n, g->prompt, pos, seqs, NULL};
-        s = tl_forward(g->ctx, &b, g->logits);
+        s = on_device ? tl_forward_top_k(g->ctx, &b, &top_k) : tl_forward(g->ctx, &b, g->logits);
         free(pos);
         if (s) return s;
         for (int32_t i = 0; i < n; i++) tl_sampler_accept(g->sampler, g->prompt[i]);
@@ -185,7 +215,8 @@ tl_status tl_generation_next(tl_generation *g, tl_generated *out) {
     } else {
         int32_t pos = (int32_t)g->n_prompt + g->n_new - 1;
         tl_batch b = {1, &g->last, &pos, &g->seq, NULL};
-        if ((s = tl_forward(g->ctx, &b, g->logits))) return s;
+        s = on_device ? tl_forward_top_k(g->ctx, &b, &top_k) : tl_forward(g->ctx, &b, g->logits);
+        if (s) return s;
     }
     if (g->max_new == 0) {
         g->finish = TL_FINISH_LENGTH;
@@ -194,7 +225,9 @@ tl_status tl_generation_next(tl_generation *g, tl_generated *out) {
     }
     int32_t token;
     float logprob;
-    if ((s = tl_sampler_sample(g->sampler, g->logits, &token, &logprob, NULL, 0))) return s;
+    s = on_device ? tl_sampler_sample_top_k(g->sampler, &g->stats, g->cand, k, g->ids, g->at_ids, n_ids, &token, &logprob)
+                  : tl_sampler_sample(g->sampler, g->logits, &token, &logprob, NULL, 0);
+    if (s) return s;
     tl_sampler_accept(g->sampler, token);
     g->n_new++;
     g->prev = g->last;

@@ -23,10 +23,16 @@
  * selection algorithm. Temperature -> 0+ tends to step 3: the surviving maximum dominates.
  *
  * Logprobs are never of the pipeline's distribution: they are log-softmax of the raw logits,
- * as Meta's reference reports them (-cross_entropy of the logits).
+ * as Meta's reference reports them (-cross_entropy of the logits). The log-partition is summed
+ * in integers (tl_exp_fixed), so that a GPU's sum of the same row has the same bits.
+ *
+ * A GPU backend may instead hand over a row's best candidates (sampling.h): the same stages
+ * then run on them, with the same results.
  *
  * Memory: every buffer is allocated by tl_sampler_new (n_vocab-sized scratch and the history
  * ring); sampling allocates nothing. */
+#include "sampling.h"
+
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
@@ -98,6 +104,7 @@ struct tl_sampler {
 
     float *z;          /* n_vocab: the logits the pipeline works on */
     candidate *cand;   /* n_vocab: the surviving candidates */
+    uint8_t *mark;     /* n_vocab, zero between calls (with bias or penalties): tl_sampler_plan's set */
 };
 
 tl_sampler_params tl_sampler_default_params(void) {
@@ -168,6 +175,7 @@ void tl_sampler_free(tl_sampler *s) {
     free(s->where);
     free(s->z);
     free(s->cand);
+    free(s->mark);
     free(s);
 }
 
@@ -204,6 +212,10 @@ tl_status tl_sampler_new(const tl_sampler_params *p, int32_t n_vocab, tl_sampler
         s->distinct = malloc(nv * sizeof *s->distinct);
         s->where = malloc(nv * sizeof *s->where);
         ok = ok && s->count && s->distinct && s->where;
+    }
+    if (p->n_logit_bias > 0 || p->penalty_last_n != 0) {
+        s->mark = calloc(nv, 1);
+        ok = ok && s->mark;
     }
     s->z = malloc(nv * sizeof *s->z);
     s->cand = malloc(nv * sizeof *s->cand);
@@ -303,11 +315,20 @@ static void select_best(candidate *c, int64_t n, int64_t m) {
 
 /* ---------------------------------------------------------------- pipeline stages */
 
-static void apply_penalties(tl_sampler *s, float *z) {
+static bool penalties_on(const tl_sampler_params *p) {
+    return p->penalty_last_n != 0 &&
+           !(p->repeat_penalty == 1.0f && p->frequency_penalty == 0.0f && p->presence_penalty == 0.0f);
+}
+
+/* 1. logit bias, 2. penalties, on z[t] for the tokens they concern (and no other) */
+static void adjust(tl_sampler *s, float *z) {
     const tl_sampler_params *p = &s->p;
-    if (p->penalty_last_n == 0 ||
-        (p->repeat_penalty == 1.0f && p->frequency_penalty == 0.0f && p->presence_penalty == 0.0f))
-        return;
+    for (int32_t i = 0; i < p->n_logit_bias; i++) { /* a repeated id adds up */
+        float *zt = &z[s->bias_ids[i]];
+        *zt += s->bias[i];
+        if (*zt > FLT_MAX) *zt = FLT_MAX;
+    }
+    if (!penalties_on(p)) return;
     for (int32_t i = 0; i < s->n_distinct; i++) {
         int32_t t = s->distinct[i];
         float c = (float)s->count[t];
@@ -415,6 +436,76 @@ static int32_t draw(tl_sampler *s, candidate *c, int64_t n, float T) {
     return c[0].id;
 }
 
+/* 5. top-p, 6. min-p, 7. temperature, 8. softmax and draw, on the candidates c[0..n) (every
+ * token with z > -inf; best first when top-k cut them): the chosen id, -1 if there is none. */
+static int32_t sample_from(tl_sampler *s, candidate *c, int64_t n) {
+    if (n == 0) return -1;
+    if (s->p.top_p < 1.0f) n = apply_top_p(c, n, s->p.top_p);
+    if (s->p.min_p > 0.0f) n = apply_min_p(c, n, s->p.min_p);
+    return draw(s, c, n, s->p.temperature);
+}
+
+/* ---------------------------------------------------------------- the log-partition */
+
+/* exp(x) for -64 <= x <= 0 in float32 operations every backend performs alike (IEEE
+ * round-to-nearest, no fused multiply-add: -ffp-contract=off here, __fmul_rn/__fadd_rn in
+ * CUDA, FP_CONTRACT OFF in OpenCL): n = round(x / ln 2) by adding and taking away 1.5 * 2^23;
+ * r = x - n ln 2 in two parts (Cody-Waite: n * 0.693359375 is exact); Cephes expf's polynomial
+ * for exp(r); times 2^n. Within 2 ulp of exp, and never above 1. */
+static float exp_canonical(float x) {
+    const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r;
+    p = p + 1.0f;
+    union { uint32_t u; float f; } two_n = {(uint32_t)((int32_t)n + 127) << 23}; /* n in [-93, 0] */
+    return p * two_n.f;
+}
+
+uint64_t tl_exp_fixed(float x) {
+    if (!(x >= -64.0f)) return 0; /* below 2^-92: nothing at 2^-63; also -inf and NaN */
+    return (uint64_t)(exp_canonical(x) * 0x1p63f);
+}
+
+/* A row's max and first NaN or +inf, and (when `sum`) the sum of tl_top_k_stats. */
+static void row_stats(const float *l, int32_t n, bool sum, tl_top_k_stats *st) {
+    memset(st, 0, sizeof *st);
+    st->max = -INFINITY;
+    st->bad = -1;
+    for (int32_t i = 0; i < n; i++) {
+        if (st->bad < 0 && (isnan(l[i]) || l[i] == INFINITY)) st->bad = i, st->bad_value = l[i];
+        if (l[i] > st->max) st->max = l[i];
+    }
+    if (!sum || !isfinite(st->max)) return;
+    uint64_t lo = 0, hi = 0;
+    for (int32_t i = 0; i < n; i++) {
+        const uint64_t t = tl_exp_fixed(l[i] - st->max);
+        lo += t;
+        hi += lo < t;
+    }
+    st->sum_lo = lo, st->sum_hi = hi;
+}
+
+/* the raw logits: no NaN, no +inf (it would make every probability 0 or NaN), not all -inf */
+static tl_status check_row(const tl_top_k_stats *st) {
+    if (st->bad >= 0)
+        return tl_set_error(TL_ERR_INVALID, "sampler: logits[%d] = %g (logits must be finite or -inf)", (int)st->bad,
+                            (double)st->bad_value);
+    if (st->max == -INFINITY) return tl_set_error(TL_ERR_INVALID, "sampler: every logit is -inf");
+    return TL_OK;
+}
+
+/* log Z of the raw logits, logprob_t = l_t - log Z: the exact integer sum, then its log in double */
+static double log_partition(const tl_top_k_stats *st) {
+    return (double)st->max + log(((double)st->sum_hi * 0x1p64 + (double)st->sum_lo) * 0x1p-63);
+}
+
 /* ---------------------------------------------------------------- sample */
 
 tl_status tl_sampler_sample(tl_sampler *s, const float *logits, int32_t *token, float *logprob,
@@ -425,25 +516,11 @@ tl_status tl_sampler_sample(tl_sampler *s, const float *logits, int32_t *token, 
         return tl_set_error(TL_ERR_INVALID, "sampler: n_top = %d (must be in [0, %d])", (int)n_top, (int)nv);
     if (n_top > 0 && !top) return tl_set_error(TL_ERR_INVALID, "sampler: n_top = %d but top is NULL", (int)n_top);
 
-    /* the raw logits: no NaN, no +inf (it would make every probability 0 or NaN), not all -inf */
-    float raw_max = -INFINITY;
-    for (int32_t i = 0; i < nv; i++) {
-        float l = logits[i];
-        if (isnan(l) || l == INFINITY)
-            return tl_set_error(TL_ERR_INVALID, "sampler: logits[%d] = %g (logits must be finite or -inf)", (int)i,
-                                (double)l);
-        if (l > raw_max) raw_max = l;
-    }
-    if (raw_max == -INFINITY) return tl_set_error(TL_ERR_INVALID, "sampler: every logit is -inf");
-
-    /* log-softmax of the raw logits: logprob_t = l_t - (max + log sum exp(l - max)); the
-     * exponentials in float (all <= 1), their sum and the log in double */
-    double log_z = 0;
-    if (logprob || n_top > 0) {
-        double sum = 0;
-        for (int32_t i = 0; i < nv; i++) sum += expf(logits[i] - raw_max);
-        log_z = raw_max + log(sum);
-    }
+    tl_top_k_stats st;
+    row_stats(logits, nv, logprob || n_top > 0, &st);
+    tl_status e = check_row(&st);
+    if (e) return e;
+    const double log_z = logprob || n_top > 0 ? log_partition(&st) : 0;
     if (n_top > 0) {
         candidate *c = s->cand;
         for (int32_t i = 0; i < nv; i++) c[i] = (candidate){logits[i], i, 0};
@@ -455,12 +532,7 @@ tl_status tl_sampler_sample(tl_sampler *s, const float *logits, int32_t *token, 
     /* 1. logit bias, 2. penalties */
     float *z = s->z;
     memcpy(z, logits, (size_t)nv * sizeof *z);
-    for (int32_t i = 0; i < s->p.n_logit_bias; i++) { /* a repeated id adds up */
-        float *zt = &z[s->bias_ids[i]];
-        *zt += s->bias[i];
-        if (*zt > FLT_MAX) *zt = FLT_MAX;
-    }
-    apply_penalties(s, z);
+    adjust(s, z);
 
     int32_t chosen = -1;
     if (s->p.temperature <= 0) {
@@ -477,24 +549,148 @@ tl_status tl_sampler_sample(tl_sampler *s, const float *logits, int32_t *token, 
         int64_t n = 0;
         for (int32_t i = 0; i < nv; i++)
             if (z[i] > -INFINITY) c[n++] = (candidate){z[i], i, 0};
-        if (n > 0) {
-            /* 4. top-k */
-            if (s->p.top_k > 0 && s->p.top_k < n) {
-                select_best(c, n, s->p.top_k);
-                n = s->p.top_k;
-            }
-            /* 5. top-p */
-            if (s->p.top_p < 1.0f) n = apply_top_p(c, n, s->p.top_p);
-            /* 6. min-p */
-            if (s->p.min_p > 0.0f) n = apply_min_p(c, n, s->p.min_p);
-            /* 7. temperature, 8. softmax and draw */
-            chosen = draw(s, c, n, s->p.temperature);
+        /* 4. top-k */
+        if (s->p.top_k > 0 && s->p.top_k < n) {
+            select_best(c, n, s->p.top_k);
+            n = s->p.top_k;
         }
+        chosen = sample_from(s, c, n);
     }
     if (chosen < 0)
         return tl_set_error(TL_ERR_INVALID, "sampler: every token has logit -inf after logit bias and penalties");
 
     *token = chosen;
     if (logprob) *logprob = (float)((double)logits[chosen] - log_z);
+    return TL_OK;
+}
+
+/* ---------------------------------------------------------------- sample from candidates */
+
+/* Adds t to the set ids[0..n) (marked in s->mark) unless it is there; false when full. */
+static bool plan_add(tl_sampler *s, int32_t t, int32_t *ids, int32_t *n, int32_t cap) {
+    if (t < 0 || t >= s->n_vocab || s->mark[t]) return true;
+    if (*n == cap) return false;
+    s->mark[t] = 1;
+    ids[(*n)++] = t;
+    return true;
+}
+
+bool tl_sampler_plan(tl_sampler *s, const int32_t *pending, size_t n_pending, int32_t max_k, int32_t *k, int32_t *ids,
+                     int32_t *n_ids) {
+    const tl_sampler_params *p = &s->p;
+    const bool greedy = p->temperature <= 0;
+    if (!greedy && p->top_k == 0) return false; /* every token may be drawn */
+    /* greedy: the best; else the best top_k and one more, which says whether more than top_k
+     * tokens survive bias and penalties (if not, the pipeline sees them in id order) */
+    const int64_t m = greedy ? 1 : (int64_t)p->top_k + 1;
+    if (m > max_k) return false;
+    /* the tokens adjust() changes: the bias ids, and with penalties on, the window's tokens
+     * after the pending ones are accepted (a superset: the window now, and the last
+     * penalty_last_n pending ones) */
+    const int32_t cap = max_k - (int32_t)m;
+    int32_t n = 0;
+    bool ok = true;
+    for (int32_t i = 0; ok && i < p->n_logit_bias; i++) ok = plan_add(s, s->bias_ids[i], ids, &n, cap);
+    if (penalties_on(p)) {
+        for (int32_t i = 0; ok && i < s->n_distinct; i++) ok = plan_add(s, s->distinct[i], ids, &n, cap);
+        size_t from = p->penalty_last_n > 0 && n_pending > (size_t)p->penalty_last_n ? n_pending - (size_t)p->penalty_last_n : 0;
+        for (size_t i = from; ok && i < n_pending; i++) ok = plan_add(s, pending[i], ids, &n, cap);
+    }
+    for (int32_t i = 0; i < n; i++) s->mark[ids[i]] = 0;
+    if (!ok) return false;
+    *k = m + n < s->n_vocab ? (int32_t)m + n : s->n_vocab;
+    *n_ids = n;
+    return true;
+}
+
+static int by_id(const void *a, const void *b) {
+    const int32_t x = ((const candidate *)a)->id, y = ((const candidate *)b)->id;
+    return (x > y) - (x < y);
+}
+
+tl_status tl_sampler_sample_top_k(tl_sampler *s, const tl_top_k_stats *stats, const tl_top_k_cand *cand, int32_t k,
+                                  const int32_t *ids, const float *at_ids, int32_t n_ids, int32_t *token, float *logprob) {
+    if (!s || !stats || !cand || !token || k < 1 || k > s->n_vocab || n_ids < 0 || (n_ids > 0 && (!ids || !at_ids || !s->mark)))
+        return tl_set_error(TL_ERR_INVALID, "sampler: bad candidates (k %d, %d ids)", (int)k, (int)n_ids);
+    const bool greedy = s->p.temperature <= 0;
+    if (!greedy && s->p.top_k == 0) return tl_set_error(TL_ERR_INVALID, "sampler: candidates need top_k > 0 or greedy");
+    for (int32_t j = 0; j < n_ids + k; j++) {
+        const int32_t id = j < n_ids ? ids[j] : cand[j - n_ids].id;
+        if (id < 0 || id >= s->n_vocab)
+            return tl_set_error(TL_ERR_INVALID, "sampler: candidate id %d out of range [0, %d)", (int)id, (int)s->n_vocab);
+    }
+    tl_status e = check_row(stats);
+    if (e) return e;
+
+    /* 1. logit bias, 2. penalties, on the tokens they change (z holds those, and only those) */
+    float *z = s->z;
+    for (int32_t j = 0; j < n_ids; j++) {
+        z[ids[j]] = at_ids[j];
+        s->mark[ids[j]] = 1;
+    }
+    adjust(s, z);
+    /* the best of the other tokens, whose z is their raw logit, and the changed ones */
+    candidate *c = s->cand;
+    int64_t n = 0;
+    for (int32_t i = 0; i < k; i++)
+        if (!(n_ids > 0 && s->mark[cand[i].id])) c[n++] = (candidate){cand[i].logit, cand[i].id, 0};
+    for (int32_t j = 0; j < n_ids; j++)
+        if (s->mark[ids[j]]) { /* once per id */
+            s->mark[ids[j]] = 0;
+            c[n++] = (candidate){z[ids[j]], ids[j], 0};
+        }
+    /* the row's best m of the changed row (greedy: 1; else top_k + 1, tl_sampler_plan), and of
+     * those the ones not banned */
+    const int64_t m = greedy ? 1 : (int64_t)s->p.top_k + 1;
+    select_best(c, n, m);
+    if (n > m) n = m;
+    int64_t live = 0;
+    while (live < n && c[live].logit > -INFINITY) live++;
+
+    int32_t chosen = -1;
+    if (greedy) {
+        /* 3. greedy: the first maximum */
+        if (live > 0) chosen = c[0].id;
+    } else {
+        /* 4. top-k: tl_sampler_sample keeps the best top_k, best first, when more survive; all
+         * of them, in id order, when no more than top_k do */
+        if (live > s->p.top_k) live = s->p.top_k;
+        else qsort(c, (size_t)live, sizeof *c, by_id);
+        chosen = sample_from(s, c, live);
+    }
+    if (chosen < 0)
+        return tl_set_error(TL_ERR_INVALID, "sampler: every token has logit -inf after logit bias and penalties");
+
+    *token = chosen;
+    if (logprob) {
+        float raw = NAN;
+        for (int32_t j = 0; j < n_ids && isnan(raw); j++)
+            if (ids[j] == chosen) raw = at_ids[j];
+        for (int32_t i = 0; i < k && isnan(raw); i++)
+            if (cand[i].id == chosen) raw = cand[i].logit;
+        *logprob = (float)((double)raw - log_partition(stats));
+    }
+    return TL_OK;
+}
+
+tl_status tl_top_k_reference(const float *logits, int32_t rows, int32_t n_vocab, const tl_top_k_args *a) {
+    if (!logits || !a || rows < 1 || n_vocab < 1 || a->k < 1 || a->k > n_vocab || a->k > TL_TOP_K_MAX || a->n_ids < 0 ||
+        a->n_ids > TL_TOP_K_MAX || !a->stats || !a->cand || (a->n_ids > 0 && (!a->ids || !a->at_ids)))
+        return tl_set_error(TL_ERR_INVALID, "top_k: bad arguments (rows %d, n_vocab %d, k %d, %d ids)", (int)rows,
+                            (int)n_vocab, (int)a->k, (int)a->n_ids);
+    candidate *c = malloc((size_t)n_vocab * sizeof *c);
+    if (!c) return tl_set_error(TL_ERR_NOMEM, "top_k: out of memory");
+    for (int32_t r = 0; r < rows; r++) {
+        const float *l = logits + (size_t)r * n_vocab;
+        row_stats(l, n_vocab, true, &a->stats[r]);
+        for (int32_t i = 0; i < n_vocab; i++) c[i] = (candidate){l[i], i, 0};
+        select_best(c, n_vocab, a->k);
+        for (int32_t i = 0; i < a->k; i++) a->cand[(size_t)r * a->k + i] = (tl_top_k_cand){c[i].logit, c[i].id};
+        for (int32_t j = 0; j < a->n_ids; j++) {
+            const int32_t id = a->ids[(size_t)r * a->n_ids + j];
+            a->at_ids[(size_t)r * a->n_ids + j] = id >= 0 && id < n_vocab ? l[id] : NAN;
+        }
+    }
+    free(c);
     return TL_OK;
 }

@@ -241,12 +241,15 @@ static bool seen_before(tl_context *x, uint64_t key) {
     return false;
 }
 
-tl_status tl_forward(tl_context *x, const tl_batch *b, float *logits_out) {
+/* The forward of a batch; its logits into logits_out, or (top_k) through the backend's top_k op */
+static tl_status forward(tl_context *x, const tl_batch *b, float *logits_out, const tl_top_k_args *top_k) {
     const tl_model *m = x->model;
     const tl_model_config *c = &m->config;
     int32_t *new_len = x->new_len;
     tl_status s = check_batch(x, b, new_len);
-    if (!s && !logits_out) s = tl_set_error(TL_ERR_INVALID, "forward: no logits buffer");
+    if (!s && !logits_out && !top_k) s = tl_set_error(TL_ERR_INVALID, "forward: no logits buffer");
+    if (!s && top_k && !x->stream->ops->top_k)
+        s = tl_set_error(TL_ERR_UNSUPPORTED, "forward: the %s backend picks no candidates on its device", x->stream->ops->name);
     if (!s) s = reserve(x, b->n_tokens);
     if (s) return s;
     tl_stream *st = x->stream;
@@ -289,7 +292,9 @@ tl_status tl_forward(tl_context *x, const tl_batch *b, float *logits_out) {
     } else {
         s = queue_forward(x, &f, true);
     }
-    if (!s && rows)
+    if (!s && rows && top_k)
+        s = op->top_k(st, f.logits, rows, c->n_vocab, top_k);
+    else if (!s && rows)
         s = op->download(st, logits_out, f.logits, (size_t)rows * c->n_vocab * sizeof(float));
     else if (!s)
         s = op->sync(st);
@@ -299,4 +304,11 @@ tl_status tl_forward(tl_context *x, const tl_batch *b, float *logits_out) {
     for (int32_t s2 = 0; s2 < x->max_batch_size; s2++)
         if (new_len[s2] >= 0) x->seq_len[s2] = new_len[s2];
     return TL_OK;
+}
+
+tl_status tl_forward(tl_context *x, const tl_batch *b, float *logits_out) { return forward(x, b, logits_out, NULL); }
+
+tl_status tl_forward_top_k(tl_context *x, const tl_batch *b, const tl_top_k_args *a) {
+    if (!a) return tl_set_error(TL_ERR_INVALID, "forward: no top_k arguments");
+    return forward(x, b, NULL, a);
 }

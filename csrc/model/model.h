@@ -80,4 +80,8 @@ struct tl_context {
 /* Frees the activation buffers (forward.c grows them to the largest batch seen). */
 void tl_context_release_buffers(tl_context *x);
 
+/* tl_forward with the logits left on the device: the backend's top_k op (NULL on some: an
+ * error) makes each row asked for into the candidates, stats and logits of a. */
+tl_status tl_forward_top_k(tl_context *x, const tl_batch *b, const tl_top_k_args *a);
+
 #endif

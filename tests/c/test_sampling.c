@@ -1,10 +1,13 @@
-/* Sampler: parameter checks, greedy, truncation, penalties, determinism, raw logprobs.
+/* Sampler: parameter checks, greedy, truncation, penalties, determinism, raw logprobs, and
+ * sampling from a row's candidates (the GPU path) giving the same bits as from the row.
  * Runs under ASan/UBSan/LSan in CI; the statistical checks live in tests/test_sampling.py. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "check.h"
+#include "generate/sampling.h"
 #include "torchless.h"
 
 #define NV 1000
@@ -240,6 +243,132 @@ static void test_top_p_without_top_k_on_a_flat_vocabulary(void) {
     tl_sampler_free(s);
 }
 
+/* ---- candidates (generate/sampling.h) against the whole row */
+
+static uint64_t seed_state;
+static double urand(void) { /* splitmix64 -> [0, 1) */
+    uint64_t z = (seed_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return (double)((z ^ (z >> 31)) >> 11) / 9007199254740992.0;
+}
+static int irand(int n) { return (int)(urand() * n); }
+
+/* A row of the kind that tests the orders: continuous, on a coarse grid (many ties), partly or
+ * mostly -inf, all equal, or with -0 beside +0. */
+static void random_row(float *l, int nv, int kind) {
+    for (int i = 0; i < nv; i++) {
+        double u = urand() * 16 - 8;
+        l[i] = kind == 1 ? (float)floor(u * 2) / 2 : kind == 3 ? 1.25f : kind == 4 ? (irand(2) ? 0.0f : -0.0f) : (float)u;
+        if ((kind == 2 && irand(10) < 9) || (kind == 0 && irand(50) == 0)) l[i] = -INFINITY;
+    }
+    if (kind == 2) l[irand(nv)] = 0.5f; /* never all -inf */
+}
+
+/* Two samplers of the same parameters and seed, one given each row whole, the other the
+ * candidates tl_sampler_plan asks for (made by tl_top_k_reference, the definition of a
+ * backend's top_k op): the same tokens, logprobs and errors, bit for bit, over a prompt and a
+ * run of steps with penalties, logit bias (bans, repeats), ties and every truncation. */
+static void test_candidates_sample_as_the_whole_row(void) {
+    const char *env = getenv("TORCHLESS_SEED");
+    seed_state = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
+    printf("candidates against the row: seed %llu\n", (unsigned long long)seed_state);
+    int from_candidates = 0, steps = 0;
+    for (int trial = 0; trial < 300; trial++) {
+        const int sizes[] = {3, 7, 100, 1000, 5000};
+        const int nv = sizes[irand(5)];
+        tl_sampler_params p = tl_sampler_default_params();
+        const float temps[] = {0, 0.3f, 1, 1.7f};
+        p.temperature = temps[irand(4)];
+        const int tks[] = {0, 1, 2, 5, 40, nv - 1, nv, nv + 5, 1023, 1100};
+        p.top_k = tks[irand(10)];
+        if (p.top_k < 0) p.top_k = 0;
+        const float tps[] = {1, 0.95f, 0.5f}, mps[] = {0, 0.05f, 0.3f};
+        p.top_p = tps[irand(3)], p.min_p = mps[irand(3)];
+        const int wins[] = {0, 4, 64, -1};
+        p.penalty_last_n = wins[irand(4)];
+        if (irand(2)) p.repeat_penalty = 1.3f;
+        if (irand(2)) p.frequency_penalty = 0.4f;
+        if (irand(2)) p.presence_penalty = irand(2) ? 0.6f : -0.5f;
+        int32_t bias_ids[6];
+        float bias[6];
+        p.n_logit_bias = irand(7);
+        for (int i = 0; i < p.n_logit_bias; i++) {
+            bias_ids[i] = i > 0 && irand(3) == 0 ? bias_ids[0] : irand(nv); /* repeats add up */
+            bias[i] = irand(4) == 0 ? -INFINITY : (float)(urand() * 10 - 5);
+        }
+        p.logit_bias_ids = bias_ids, p.logit_bias = bias;
+        p.seed = (uint64_t)trial * 7919;
+        tl_sampler *a = make(p, nv), *b = make(p, nv);
+        float *l = malloc((size_t)nv * sizeof *l), *at = malloc(TL_TOP_K_MAX * sizeof *at);
+        int32_t *ids = malloc(TL_TOP_K_MAX * sizeof *ids), prompt[20];
+        tl_top_k_cand *cand = malloc(TL_TOP_K_MAX * sizeof *cand);
+        const int n_prompt = 1 + irand(20), kind = irand(5);
+        for (int i = 0; i < n_prompt; i++) prompt[i] = irand(nv);
+        for (int step = 0; step < 12; step++) {
+            random_row(l, nv, kind);
+            if (step == 11 && irand(4) == 0) l[irand(nv)] = irand(2) ? NAN : INFINITY;
+            int32_t k = 0, n_ids = 0, ta = -1, tb = -2;
+            float la = 0, lb = 1;
+            const bool plan = tl_sampler_plan(b, step ? NULL : prompt, step ? 0 : (size_t)n_prompt, TL_TOP_K_MAX, &k, ids,
+                                              &n_ids);
+            const int64_t m = p.temperature <= 0 ? 1 : (int64_t)p.top_k + 1;
+            if (p.temperature > 0 && p.top_k == 0) CHECK(!plan, "trial %d: candidates without top_k", trial);
+            if (plan) CHECK(k == (m + n_ids < nv ? m + n_ids : nv) && m + n_ids <= TL_TOP_K_MAX, "trial %d: k %d", trial, (int)k);
+            if (m + p.n_logit_bias + (p.penalty_last_n ? nv : 0) <= TL_TOP_K_MAX && (p.temperature <= 0 || p.top_k > 0))
+                CHECK(plan, "trial %d step %d: no plan", trial, step);
+            if (step == 0)
+                for (int i = 0; i < n_prompt; i++) tl_sampler_accept(a, prompt[i]), tl_sampler_accept(b, prompt[i]);
+            tl_status sa = tl_sampler_sample(a, l, &ta, &la, NULL, 0), sb;
+            char ea[256];
+            snprintf(ea, sizeof ea, "%s", sa ? tl_last_error() : "");
+            if (plan) {
+                tl_top_k_stats st;
+                tl_top_k_args args = {k, ids, n_ids, &st, cand, at};
+                CHECK(tl_top_k_reference(l, 1, nv, &args) == TL_OK, "%s", tl_last_error());
+                sb = tl_sampler_sample_top_k(b, &st, cand, k, ids, at, n_ids, &tb, &lb);
+                from_candidates++;
+            } else {
+                sb = tl_sampler_sample(b, l, &tb, &lb, NULL, 0);
+            }
+            steps++;
+            CHECK(sa == sb, "trial %d step %d: status %d vs %d (%s)", trial, step, (int)sa, (int)sb, ea);
+            if (sa || sb) {
+                CHECK(strcmp(ea, tl_last_error()) == 0, "trial %d step %d: '%s' vs '%s'", trial, step, ea, tl_last_error());
+                break;
+            }
+            CHECK(ta == tb && memcmp(&la, &lb, sizeof la) == 0,
+                  "trial %d step %d (nv %d, T %g, top_k %d, top_p %g, min_p %g, window %d, %d biases, kind %d): "
+                  "token %d logprob %.9g vs token %d logprob %.9g",
+                  trial, step, nv, (double)p.temperature, (int)p.top_k, (double)p.top_p, (double)p.min_p,
+                  (int)p.penalty_last_n, (int)p.n_logit_bias, kind, (int)ta, (double)la, (int)tb, (double)lb);
+            if (ta != tb) break;
+            tl_sampler_accept(a, ta);
+            tl_sampler_accept(b, tb);
+        }
+        free(l), free(at), free(ids), free(cand);
+        tl_sampler_free(a), tl_sampler_free(b);
+    }
+    CHECK(from_candidates > steps / 3, "only %d of %d steps from candidates", from_candidates, steps);
+}
+
+/* The log-partition's terms: exact at 0, monotone, exp within a few float ulp (and the
+ * truncation to 2^-63), 0 below -64. */
+static void test_fixed_exp_is_exp(void) {
+    CHECK(tl_exp_fixed(0.0f) == (uint64_t)1 << 63);
+    CHECK(tl_exp_fixed(-INFINITY) == 0 && tl_exp_fixed(NAN) == 0 && tl_exp_fixed(-64.5f) == 0);
+    double worst = 0;
+    uint64_t prev = (uint64_t)1 << 63;
+    for (float x = -0.0f; x >= -40.0f; x -= 0.00137f) {
+        const uint64_t f = tl_exp_fixed(x);
+        const double e = (double)f * 0x1p-63, want = exp((double)x), rel = (fabs(e - want) - 0x1p-63) / want;
+        if (rel > worst) worst = rel;
+        CHECK(f <= prev, "not monotone at %g", (double)x);
+        prev = f;
+    }
+    CHECK(worst < 3e-7, "relative error %.3g", worst);
+}
+
 int main(void) {
     test_bad_params_are_rejected_with_the_field_named();
     test_greedy_picks_the_first_maximum();
@@ -250,6 +379,8 @@ int main(void) {
     test_logprobs_are_log_softmax_of_raw_logits();
     test_bad_logits_are_rejected();
     test_top_p_without_top_k_on_a_flat_vocabulary();
+    test_fixed_exp_is_exp();
+    test_candidates_sample_as_the_whole_row();
     tl_sampler_free(NULL);
     return check_summary();
 }
