@@ -14,6 +14,8 @@
 #ifndef TL_BACKEND_H
 #define TL_BACKEND_H
 
+#include <assert.h>
+
 #include "torchless.h"
 
 typedef struct tl_device tl_device;
@@ -65,6 +67,8 @@ typedef struct tl_top_k_args {
     tl_top_k_cand *cand;    /* host: rows x k, the best first: larger logit, then lower id */
     float *at_ids;          /* host: rows x n_ids, the logits of ids (unspecified for an id < 0) */
 } tl_top_k_args;
+/* the kernels write these layouts (sample.cl, sample.cuh) */
+static_assert(sizeof(tl_top_k_stats) == 32 && sizeof(tl_top_k_cand) == 8, "top_k layouts");
 
 typedef struct tl_backend_ops {
     const char *name; /* "cpu", "cuda", "hip", "opencl" */

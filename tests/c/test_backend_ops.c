@@ -1,7 +1,8 @@
 /* Every op of a GPU backend against the CPU backend (the reference) on seeded random inputs of
  * awkward sizes, per weight dtype: matmul on the GEMV path (1..8 tokens) and the GEMM path
  * (more), embeddings, RMSNorm, RoPE, the KV store and attention (F16 and F32 caches, windows,
- * soft-capping, several sequences), and the elementwise ops. Normwise tolerances per op below.
+ * soft-capping, several sequences), the elementwise ops, and the sampling candidates (top_k,
+ * bit for bit against the host's). Normwise tolerances per op below.
  * Without a GPU it says so and exits 77 (ctest: skipped).
  *
  *   test_backend_ops [--bench]   (TORCHLESS_TEST_DEVICE=cuda:1 to pick a device)
@@ -12,6 +13,7 @@
 #include "backends/backend.h"
 #include "check.h"
 #include "core/fp16.h"
+#include "generate/sampling.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -489,6 +491,83 @@ static void test_fused(void) {
     free(x), free(y), free(w), free(want), free(got);
 }
 
+/* ---------------------------------------------------------------- top_k */
+
+/* One case of the top_k op against tl_top_k_reference (the host sampler's definition): ids,
+ * order and logits of the candidates, the stats (the integer sum too) and the logits at ids,
+ * all bit for bit. kind: 0 normal logits, 1 on a grid of 0.25 (many ties), 2 all equal, 3 mostly
+ * -inf, 4 -0 and +0, 5 a NaN and a +inf among normal ones (only the stats are defined). */
+static void top_k_case(int32_t rows, int32_t nv, int32_t k, int32_t n_ids, int kind) {
+    const size_t n = (size_t)rows * nv;
+    float *l = malloc(n * 4), *at_h = malloc((size_t)rows * n_ids * 4 + 4), *at_d = malloc((size_t)rows * n_ids * 4 + 4);
+    int32_t *ids = malloc((size_t)rows * n_ids * 4 + 4);
+    tl_top_k_stats *st_h = malloc(rows * sizeof *st_h), *st_d = malloc(rows * sizeof *st_d);
+    tl_top_k_cand *c_h = malloc((size_t)rows * k * sizeof *c_h), *c_d = malloc((size_t)rows * k * sizeof *c_d);
+    for (size_t i = 0; i < n; i++) {
+        const float v = nrand() * 3;
+        l[i] = kind == 1 ? roundf(v * 4) / 4 : kind == 2 ? 0.75f : kind == 4 ? (urand() < 0.5 ? 0.0f : -0.0f) : v;
+        if (kind == 3 && urand() < 0.99) l[i] = -INFINITY;
+    }
+    if (kind == 5)
+        for (int32_t r = 0; r < rows; r++) {
+            l[(size_t)r * nv + (size_t)(urand() * nv)] = r % 2 ? NAN : INFINITY;
+            l[(size_t)r * nv + (size_t)(urand() * nv)] = NAN;
+        }
+    for (int32_t j = 0; j < rows * n_ids; j++) ids[j] = j % 7 == 3 ? -1 : (int32_t)(urand() * nv); /* repeats too */
+    tl_top_k_args h = {k, ids, n_ids, st_h, c_h, at_h}, d = {k, ids, n_ids, st_d, c_d, at_d};
+    CHECK(tl_top_k_reference(l, rows, nv, &h) == TL_OK, "%s", tl_last_error());
+    float *dl = gput(l, n * 4);
+    memset(st_d, 0xAB, rows * sizeof *st_d), memset(c_d, 0xAB, (size_t)rows * k * sizeof *c_d); /* poison */
+    tl_status s = gs->ops->top_k(gs, dl, rows, nv, &d);
+    CHECK(s == TL_OK, "top_k: %s", tl_last_error());
+    int bad_stats = 0, bad_cand = 0, bad_at = 0;
+    for (int32_t r = 0; r < rows && !s; r++) {
+        const tl_top_k_stats *a = &st_d[r], *b = &st_h[r];
+        const bool bad_same = a->bad == b->bad && (b->bad < 0 || memcmp(&a->bad_value, &b->bad_value, 4) == 0);
+        bad_stats += !(a->max == b->max && bad_same && a->sum_lo == b->sum_lo && a->sum_hi == b->sum_hi);
+        if (kind == 5) continue; /* no order among NaNs */
+        bad_cand += memcmp(c_d + (size_t)r * k, c_h + (size_t)r * k, (size_t)k * sizeof *c_d) != 0;
+        for (int32_t j = 0; j < n_ids; j++)
+            bad_at += ids[r * n_ids + j] >= 0 && memcmp(&at_d[r * n_ids + j], &at_h[r * n_ids + j], 4) != 0;
+    }
+    CHECK(bad_stats == 0 && bad_cand == 0 && bad_at == 0,
+          "top_k rows %d n_vocab %d k %d ids %d kind %d: %d rows' stats, %d rows' candidates, %d logits at ids differ",
+          (int)rows, (int)nv, (int)k, (int)n_ids, kind, bad_stats, bad_cand, bad_at);
+    if (bad_cand && rows > 0) /* the first difference, to see what went wrong */
+        for (int32_t i = 0; i < rows * k; i++)
+            if (memcmp(&c_d[i], &c_h[i], sizeof c_d[i]) != 0) {
+                printf("  candidate %d of row %d: device (%.9g, %d), host (%.9g, %d)\n", (int)(i % k), (int)(i / k),
+                       (double)c_d[i].logit, (int)c_d[i].id, (double)c_h[i].logit, (int)c_h[i].id);
+                break;
+            }
+    gfree(dl);
+    free(l), free(at_h), free(at_d), free(ids), free(st_h), free(st_d), free(c_h), free(c_d);
+}
+
+static void test_top_k(void) {
+    if (!gs->ops->top_k) {
+        printf("top_k: the %s backend has none: skipped\n", gs->ops->name);
+        return;
+    }
+    top_k_case(1, 1000, 1, 0, 0);
+    top_k_case(3, 1000, 40, 5, 0);
+    top_k_case(2, 1000, 1000, 3, 0);    /* every token */
+    top_k_case(1, 5, 5, 2, 0);
+    top_k_case(2, 8193, 2, 4, 3);       /* a chunk and one more, mostly -inf */
+    top_k_case(4, 32000, 100, 64, 1);   /* ties on a grid */
+    top_k_case(2, 50000, 1024, 0, 2);   /* all equal: the lowest ids */
+    top_k_case(3, 20000, 257, 9, 4);    /* -0 beside +0 */
+    top_k_case(4, 20000, 64, 3, 5);     /* NaN and +inf: the first is found */
+    top_k_case(1, 262144, 1, 0, 0);     /* Gemma's vocabulary */
+    top_k_case(2, 262144, 41, 65, 0);
+    top_k_case(1, 262144, 1024, 1024, 1);
+    top_k_case(32, 49152, 105, 64, 0);  /* a batch of sequences */
+    for (int i = 0; i < 6; i++) {       /* sizes at random */
+        const int32_t nv = 1 + (int32_t)(urand() * 70000), k = 1 + (int32_t)(urand() * (nv < 1024 ? nv : 1024));
+        top_k_case(1 + (int32_t)(urand() * 5), nv, k, (int32_t)(urand() * 100), (int)(urand() * 5));
+    }
+}
+
 /* ---------------------------------------------------------------- --bench */
 
 static double now(void) {
@@ -620,6 +699,7 @@ int main(int argc, char **argv) {
         test_small_ops();
         test_fused();
         test_out_of_memory();
+        test_top_k();
         for (int kv = 0; kv < 2; kv++) {
             const tl_dtype t = kv ? TL_F32 : TL_F16;
             for (int one = 0; one < 2; one++) {

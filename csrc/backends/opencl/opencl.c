@@ -299,9 +299,10 @@ static void weight_free(tl_device *td, tl_tensor *t) {
 
 /* kernels, by index: three per native dtype, then one per op */
 enum { K_GEMV = 0, K_GEMM = N_NATIVE, K_EMBED = 2 * N_NATIVE, K_RMSNORM = 3 * N_NATIVE, K_ROPE, K_KV_STORE, K_ADD,
-       K_GLU, K_SOFTCAP, K_GATHER, K_ATTN_F16, K_ATTN_F32, K_ATTN_MERGE, N_KERNELS };
-static const char *const op_kernels[] = {"rmsnorm", "rope",          "kv_store",      "add",          "glu",
-                                         "softcap", "gather", "attention_f16", "attention_f32", "attention_merge"};
+       K_GLU, K_SOFTCAP, K_GATHER, K_ATTN_F16, K_ATTN_F32, K_ATTN_MERGE, K_TOPK_MAX, K_TOPK_CHUNK, K_TOPK_MERGE, N_KERNELS };
+static const char *const op_kernels[] = {"rmsnorm",       "rope",          "kv_store",        "add",       "glu",
+                                         "softcap",       "gather",        "attention_f16",   "attention_f32",
+                                         "attention_merge", "top_k_max",   "top_k_chunk",     "top_k_merge"};
 
 typedef struct ocl_stream {
     tl_stream base;
@@ -312,6 +313,10 @@ typedef struct ocl_stream {
     char msg[512];
     void *part; /* attention: the splits' partial results */
     size_t part_bytes;
+    void *topk;       /* top_k: the chunks' stats and keys, the ids, the rows' results */
+    size_t topk_bytes;
+    uint8_t *topk_host; /* the rows' results, downloaded */
+    size_t topk_host_bytes;
 } ocl_stream;
 
 /* batches of up to this many tokens go through the GEMV kernels (weights read once) */
@@ -349,6 +354,8 @@ static void stream_free(tl_stream *ts) {
         if (s->kernels[i]) clReleaseKernel(s->kernels[i]);
     clReleaseCommandQueue(s->queue);
     dev_free(s->base.device, s->part);
+    dev_free(s->base.device, s->topk);
+    free(s->topk_host);
     free(s);
 }
 
@@ -665,6 +672,75 @@ static void gather(tl_stream *ts, float *out, const float *x, const int32_t *row
     run1(&l, (int64_t)n * dim);
 }
 
+#define TOPK_CHUNK 8192 /* sample.cl */
+
+/* sample.cl's three kernels; the results of every row in one download, unpacked into a's arrays */
+static tl_status top_k(tl_stream *ts, const float *logits, int32_t rows, int32_t n_vocab, const tl_top_k_args *a) {
+    ocl_stream *s = (ocl_stream *)ts;
+    if (rows < 1 || n_vocab < 1 || a->k < 1 || a->k > n_vocab || a->k > TL_TOP_K_MAX || a->n_ids < 0 ||
+        a->n_ids > TL_TOP_K_MAX || (a->n_ids > 0 && !a->ids))
+        return tl_set_error(TL_ERR_INVALID, "opencl: top_k of %d rows of %d: k %d, %d ids", (int)rows, (int)n_vocab,
+                            (int)a->k, (int)a->n_ids);
+    const int32_t chunks = (n_vocab + TOPK_CHUNK - 1) / TOPK_CHUNK, k = a->k, n_ids = a->n_ids;
+    const size_t parts = (size_t)rows * chunks * sizeof(tl_top_k_stats), keys = (size_t)rows * chunks * k * 8,
+                 ids = round_up((size_t)rows * n_ids * 4, 8);
+    const size_t row_bytes = sizeof(tl_top_k_stats) + 8 * (size_t)k + 8 * (size_t)((n_ids + 1) / 2);
+    const size_t need = parts + keys + ids + (size_t)rows * row_bytes, out_bytes = (size_t)rows * row_bytes;
+    if (need > s->topk_bytes && !s->err) {
+        dev_free(s->base.device, s->topk);
+        s->topk = NULL;
+        s->topk_bytes = 0;
+        if (dev_alloc(s->base.device, need, &s->topk)) keep(s, TL_ERR_NOMEM, "%s (top_k scratch)", tl_last_error());
+        else s->topk_bytes = need;
+    }
+    if (out_bytes > s->topk_host_bytes && !s->err) {
+        free(s->topk_host);
+        s->topk_host = malloc(out_bytes);
+        s->topk_host_bytes = s->topk_host ? out_bytes : 0;
+        if (!s->topk_host) keep(s, TL_ERR_NOMEM, "opencl: out of host memory (top_k)");
+    }
+    if (s->err) return sync(ts);
+    uint8_t *part = s->topk, *key = part + parts, *d_ids = key + keys, *out = d_ids + ids;
+    tl_status st = n_ids ? upload(ts, d_ids, a->ids, (size_t)rows * n_ids * 4) : TL_OK;
+    if (st) return st;
+    launch l;
+    const size_t g[2] = {(size_t)chunks * 256, (size_t)rows}, loc[2] = {256, 1};
+    if (begin(&l, s, K_TOPK_MAX, "top_k")) {
+        arg_ptr(&l, logits);
+        arg_i32(&l, n_vocab);
+        arg_ptr(&l, part);
+        run(&l, 2, g, loc);
+    }
+    if (begin(&l, s, K_TOPK_CHUNK, "top_k")) {
+        arg_ptr(&l, logits);
+        arg_i32(&l, n_vocab);
+        arg_i32(&l, k);
+        arg_ptr(&l, part);
+        arg_ptr(&l, key);
+        run(&l, 2, g, loc);
+    }
+    if (begin(&l, s, K_TOPK_MERGE, "top_k")) {
+        arg_ptr(&l, logits);
+        arg_i32(&l, n_vocab);
+        arg_i32(&l, k);
+        arg_ptr(&l, part);
+        arg_ptr(&l, key);
+        arg_ptr(&l, d_ids);
+        arg_i32(&l, n_ids);
+        arg_ptr(&l, out);
+        const size_t gm[2] = {256, (size_t)rows};
+        run(&l, 2, gm, loc);
+    }
+    if ((st = download(ts, s->topk_host, out, out_bytes))) return st;
+    for (int32_t r = 0; r < rows; r++) {
+        const uint8_t *o = s->topk_host + (size_t)r * row_bytes;
+        memcpy(&a->stats[r], o, sizeof(tl_top_k_stats));
+        memcpy(&a->cand[(size_t)r * k], o + sizeof(tl_top_k_stats), (size_t)k * sizeof(tl_top_k_cand));
+        if (n_ids) memcpy(&a->at_ids[(size_t)r * n_ids], o + sizeof(tl_top_k_stats) + 8 * (size_t)k, (size_t)n_ids * 4);
+    }
+    return TL_OK;
+}
+
 static const tl_backend_ops opencl_ops = {
     .name = "opencl",
     .device_free = device_free,
@@ -690,6 +766,7 @@ static const tl_backend_ops opencl_ops = {
     .glu = glu,
     .softcap = softcap,
     .gather = gather,
+    .top_k = top_k,
 };
 
 int tl_opencl_device_count(void) {
