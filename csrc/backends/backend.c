@@ -99,3 +99,27 @@ int tl_devices(tl_device_info *out, int cap) {
     }
     return total;
 }
+
+tl_status tl_top_k_check(const char *backend, int32_t rows, int32_t n_vocab, const tl_top_k_args *a) {
+    if (rows < 1 || n_vocab < 1 || a->k < 1 || a->k > n_vocab || a->k > TL_TOP_K_MAX || a->n_ids < 0 ||
+        a->n_ids > TL_TOP_K_MAX || (a->n_ids > 0 && (!a->ids || !a->at_ids)) || !a->stats || !a->cand)
+        return tl_set_error(TL_ERR_INVALID, "%s: top_k of %d rows of %d logits: k %d (1..%d), %d ids", backend, (int)rows,
+                            (int)n_vocab, (int)a->k, TL_TOP_K_MAX, (int)a->n_ids);
+    return TL_OK;
+}
+
+size_t tl_top_k_row_bytes(int32_t k, int32_t n_ids) {
+    return sizeof(tl_top_k_stats) + (size_t)k * sizeof(tl_top_k_cand) + 8 * (size_t)((n_ids + 1) / 2);
+}
+
+void tl_top_k_unpack(const void *results, int32_t rows, const tl_top_k_args *a) {
+    const size_t row_bytes = tl_top_k_row_bytes(a->k, a->n_ids);
+    for (int32_t r = 0; r < rows; r++) {
+        const uint8_t *o = (const uint8_t *)results + (size_t)r * row_bytes;
+        memcpy(&a->stats[r], o, sizeof(tl_top_k_stats));
+        o += sizeof(tl_top_k_stats);
+        memcpy(&a->cand[(size_t)r * a->k], o, (size_t)a->k * sizeof(tl_top_k_cand));
+        o += (size_t)a->k * sizeof(tl_top_k_cand);
+        if (a->n_ids) memcpy(&a->at_ids[(size_t)r * a->n_ids], o, (size_t)a->n_ids * sizeof(float));
+    }
+}

@@ -70,6 +70,13 @@ typedef struct tl_top_k_args {
 /* the kernels write these layouts (sample.cl, sample.cuh) */
 static_assert(sizeof(tl_top_k_stats) == 32 && sizeof(tl_top_k_cand) == 8, "top_k layouts");
 
+/* For the GPU backends' top_k ops (backend.c): the checks of their arguments; the bytes of a
+ * row of results as their kernels lay them out for one download (the stats, k candidates, the
+ * logits at the ids padded to an even count); those rows unpacked into a's arrays. */
+tl_status tl_top_k_check(const char *backend, int32_t rows, int32_t n_vocab, const tl_top_k_args *a);
+size_t tl_top_k_row_bytes(int32_t k, int32_t n_ids);
+void tl_top_k_unpack(const void *results, int32_t rows, const tl_top_k_args *a);
+
 typedef struct tl_backend_ops {
     const char *name; /* "cpu", "cuda", "hip", "opencl" */
 

@@ -14,6 +14,7 @@
 #include "check.h"
 #include "core/fp16.h"
 #include "generate/sampling.h"
+#include "model/model.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -568,6 +569,94 @@ static void test_top_k(void) {
     }
 }
 
+/* Generation whose logits stay on the device (only candidates cross) against the same device's
+ * logits downloaded and sampled on the host (TORCHLESS_DEVICE_SAMPLING=0): stories260K, greedy
+ * and sampling with top-k/top-p/min-p, penalties and logit bias (a ban, a boost); the same
+ * tokens and logprobs bit for bit, and every step of the first through the op (counted). The
+ * greedy run from BOS gives the others their prompt: its text up to a token it repeats, so
+ * that the first sample's favourite is penalised for being in the prompt. */
+static int top_k_calls;
+static tl_status counted_top_k(tl_stream *s, const float *logits, int32_t rows, int32_t n_vocab, const tl_top_k_args *a) {
+    top_k_calls++;
+    return gpu->ops->top_k(s, logits, rows, n_vocab, a);
+}
+
+static void test_generation_samples_on_the_device(const char *fixtures) {
+    if (!gs->ops->top_k) return;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/stories260K/stories260K.derived-f32.gguf", fixtures);
+    tl_model_load_params lp = tl_model_default_load_params();
+    char dev[64]; /* the device under test */
+    snprintf(dev, sizeof dev, "%s:%d", gpu->ops->name, gpu->index);
+    lp.device = dev;
+    tl_model *m = NULL;
+    if (tl_model_load_ex(path, &lp, &m)) {
+        printf("generation on the device: %s: skipped\n", tl_last_error());
+        return;
+    }
+    tl_context_params cp = tl_context_default_params();
+    cp.max_seq_len = 128;
+    tl_context *ctx = NULL;
+    CHECK(tl_context_new(m, &cp, &ctx) == TL_OK, "%s", tl_last_error());
+    if (!ctx) return tl_model_free(m);
+    static tl_backend_ops counted;
+    counted = *ctx->stream->ops;
+    counted.top_k = counted_top_k;
+    ctx->stream->ops = &counted;
+    int32_t bias_ids[3] = {(int32_t)(urand() * 512), (int32_t)(urand() * 512), 13};
+    float bias[3] = {-INFINITY, 4.0f, 2.5f};
+    int32_t prompt[41] = {1};
+    int n_prompt = 1;
+    for (int set = 0; set < 6; set++) {
+        tl_sampler_params sp = tl_sampler_default_params();
+        sp.seed = (uint64_t)(urand() * 1e9);
+        if (set == 0) sp.temperature = 0;
+        if (set == 1) sp.temperature = 0.9f, sp.top_k = 40, sp.top_p = 0.9f, sp.min_p = 0.05f, sp.repeat_penalty = 1.3f,
+                      sp.presence_penalty = 0.5f, sp.frequency_penalty = 0.3f, sp.penalty_last_n = 16;
+        if (set == 2) sp.temperature = 1.5f, sp.top_k = 5, sp.top_p = 1, sp.min_p = 0, sp.repeat_penalty = 1.1f, sp.penalty_last_n = -1;
+        if (set == 3) sp.temperature = 1.2f, sp.top_k = 200, sp.n_logit_bias = 3, sp.logit_bias_ids = bias_ids, sp.logit_bias = bias;
+        if (set == 4) sp.temperature = 0, sp.n_logit_bias = 3, sp.logit_bias_ids = bias_ids, sp.logit_bias = bias,
+                      sp.frequency_penalty = 1.0f;
+        if (set == 5) sp.temperature = 0, sp.frequency_penalty = 50; /* never the prompt's tokens */
+        int32_t tok[2][40];
+        float lp2[2][40];
+        int steps[2] = {0, 0}, calls[2] = {0, 0};
+        for (int host = 0; host < 2; host++) {
+            setenv("TORCHLESS_DEVICE_SAMPLING", host ? "0" : "1", 1);
+            tl_sampler *smp = NULL;
+            tl_generation *g = NULL;
+            tl_generate_params gp = {.max_new_tokens = 40, .ignore_eog = true};
+            tl_status st = tl_sampler_new(&sp, 512, &smp);
+            if (!st) st = tl_generation_new(ctx, 0, prompt, (size_t)n_prompt, smp, &gp, &g);
+            top_k_calls = 0;
+            tl_generated out = {0};
+            while (!st && !out.finish) {
+                st = tl_generation_next(g, &out);
+                if (!st && out.token >= 0) tok[host][steps[host]] = out.token, lp2[host][steps[host]++] = out.logprob;
+            }
+            CHECK(st == TL_OK, "set %d: %s", set, tl_last_error());
+            calls[host] = top_k_calls;
+            tl_generation_free(g);
+            tl_sampler_free(smp);
+        }
+        unsetenv("TORCHLESS_DEVICE_SAMPLING");
+        CHECK(steps[0] == 40 && steps[1] == 40 && memcmp(tok[0], tok[1], sizeof tok[0]) == 0 &&
+                  memcmp(lp2[0], lp2[1], sizeof lp2[0]) == 0,
+              "set %d: generation on the device differs from the downloaded logits'", set);
+        CHECK(calls[0] == 40 && calls[1] == 0, "set %d: %d and %d steps through top_k", set, calls[0], calls[1]);
+        for (int i = 1; set == 0 && i < steps[0] && n_prompt == 1; i++)
+            for (int j = 0; j < i; j++)
+                if (tok[0][j] == tok[0][i]) { /* the prompt: BOS and the text before the first repeat */
+                    memcpy(prompt + 1, tok[0], (size_t)i * sizeof *prompt);
+                    n_prompt = 1 + i;
+                    break;
+                }
+        if (set == 0) CHECK(n_prompt > 1, "greedy text without a repeated token");
+    }
+    tl_context_free(ctx);
+    tl_model_free(m);
+}
+
 /* ---------------------------------------------------------------- --bench */
 
 static double now(void) {
@@ -700,6 +789,7 @@ int main(int argc, char **argv) {
         test_fused();
         test_out_of_memory();
         test_top_k();
+        test_generation_samples_on_the_device(argc > 2 ? argv[2] : "../shared/fixtures");
         for (int kv = 0; kv < 2; kv++) {
             const tl_dtype t = kv ? TL_F32 : TL_F16;
             for (int one = 0; one < 2; one++) {

@@ -15,6 +15,7 @@ extern "C" {
 #undef restrict
 }
 
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,6 +73,9 @@ typedef struct gpu_stream {
     } graphs[GRAPHS];
     int n_graphs;
     uint64_t capturing;
+    /* top_k: the chunks' stats and keys, the ids, the rows' results; those downloaded */
+    uint8_t *topk, *topk_host;
+    size_t topk_bytes, topk_host_bytes;
 } gpu_stream;
 
 /* rows of a weight dequantized per cuBLAS call in prefill */
@@ -796,6 +800,8 @@ __global__ void gather_kernel(float *out, const float *x, const int32_t *__restr
     if (i < (int64_t)n * dim) out[i] = x[(size_t)rows[i / dim] * dim + i % dim];
 }
 
+#include "sample.cuh"
+
 /* ---------------------------------------------------------------- fused ops */
 
 /* RMSNorm of one row a block for widths of a multiple of 256 up to 8192, 8 consecutive elements
@@ -1440,6 +1446,8 @@ static void stream_free(tl_stream *ts) {
     gpuFree(s->part);
     gpuFree(s->xq[0]);
     gpuFree(s->xq[1]);
+    gpuFree(s->topk);
+    free(s->topk_host);
     free(s);
 }
 
@@ -1958,6 +1966,52 @@ static void gather(tl_stream *ts, float *out, const float *x, const int32_t *row
     LAUNCHED(s, "gather");
 }
 
+/* sample.cuh's three kernels; the results of every row in one download, unpacked into a's arrays */
+static tl_status top_k(tl_stream *ts, const float *logits, int32_t rows, int32_t n_vocab, const tl_top_k_args *a) {
+    gpu_stream *s = op_begin(ts);
+    tl_status st = tl_top_k_check(GPU_BACKEND, rows, n_vocab, a);
+    if (st) return st;
+    const int32_t chunks = (n_vocab + TOPK_CHUNK - 1) / TOPK_CHUNK, k = a->k, n_ids = a->n_ids;
+    const size_t parts = (size_t)rows * chunks * sizeof(topk_stats), keys = (size_t)rows * chunks * k * 8,
+                 ids = ((size_t)rows * n_ids * 4 + 7) / 8 * 8, out_bytes = (size_t)rows * tl_top_k_row_bytes(k, n_ids);
+    const size_t need = parts + keys + ids + out_bytes;
+    if (need > s->topk_bytes && !s->err) {
+        dev_free(ts->device, s->topk);
+        s->topk = NULL;
+        s->topk_bytes = 0;
+        if (dev_alloc(ts->device, need, (void **)&s->topk)) {
+            s->err = TL_ERR_NOMEM;
+            snprintf(s->msg, sizeof s->msg, "%s (top_k scratch)", tl_last_error());
+        } else {
+            s->topk_bytes = need;
+        }
+    }
+    if (out_bytes > s->topk_host_bytes && !s->err) {
+        free(s->topk_host);
+        s->topk_host = (uint8_t *)malloc(out_bytes);
+        s->topk_host_bytes = s->topk_host ? out_bytes : 0;
+        if (!s->topk_host) {
+            s->err = TL_ERR_NOMEM;
+            snprintf(s->msg, sizeof s->msg, GPU_BACKEND ": out of host memory (top_k)");
+        }
+    }
+    if (s->err) return sync(ts);
+    topk_stats *part = (topk_stats *)s->topk;
+    uint64_t *key = (uint64_t *)(s->topk + parts);
+    int32_t *d_ids = (int32_t *)(s->topk + parts + keys);
+    uint8_t *out = s->topk + parts + keys + ids;
+    if (n_ids) note(s, gpuMemcpyAsync(d_ids, a->ids, (size_t)rows * n_ids * 4, gpuMemcpyHostToDevice, s->stream), "copying to the device");
+    top_k_max_kernel<<<dim3(chunks, rows), TOPK_WG, 0, s->stream>>>(logits, n_vocab, part);
+    LAUNCHED(s, "top_k");
+    top_k_chunk_kernel<<<dim3(chunks, rows), TOPK_WG, 0, s->stream>>>(logits, n_vocab, k, part, key);
+    LAUNCHED(s, "top_k");
+    top_k_merge_kernel<<<rows, TOPK_WG, 0, s->stream>>>(logits, n_vocab, k, part, key, d_ids, n_ids, out);
+    LAUNCHED(s, "top_k");
+    if ((st = download(ts, s->topk_host, out, out_bytes))) return st;
+    tl_top_k_unpack(s->topk_host, rows, a);
+    return TL_OK;
+}
+
 static void add_rmsnorm(tl_stream *ts, float *x, const float *y, float *out, const float *w, int64_t rows, int64_t dim,
                         float eps) {
     gpu_stream *s = op_begin(ts);
@@ -2068,6 +2122,7 @@ static tl_backend_ops make_ops(void) {
     o.glu = glu;
     o.softcap = softcap;
     o.gather = gather;
+    o.top_k = top_k;
     o.add_rmsnorm = add_rmsnorm;
     o.rope_store = rope_store;
     o.matmul_glu = matmul_glu;

@@ -677,15 +677,12 @@ static void gather(tl_stream *ts, float *out, const float *x, const int32_t *row
 /* sample.cl's three kernels; the results of every row in one download, unpacked into a's arrays */
 static tl_status top_k(tl_stream *ts, const float *logits, int32_t rows, int32_t n_vocab, const tl_top_k_args *a) {
     ocl_stream *s = (ocl_stream *)ts;
-    if (rows < 1 || n_vocab < 1 || a->k < 1 || a->k > n_vocab || a->k > TL_TOP_K_MAX || a->n_ids < 0 ||
-        a->n_ids > TL_TOP_K_MAX || (a->n_ids > 0 && !a->ids))
-        return tl_set_error(TL_ERR_INVALID, "opencl: top_k of %d rows of %d: k %d, %d ids", (int)rows, (int)n_vocab,
-                            (int)a->k, (int)a->n_ids);
+    tl_status st = tl_top_k_check("opencl", rows, n_vocab, a);
+    if (st) return st;
     const int32_t chunks = (n_vocab + TOPK_CHUNK - 1) / TOPK_CHUNK, k = a->k, n_ids = a->n_ids;
     const size_t parts = (size_t)rows * chunks * sizeof(tl_top_k_stats), keys = (size_t)rows * chunks * k * 8,
-                 ids = round_up((size_t)rows * n_ids * 4, 8);
-    const size_t row_bytes = sizeof(tl_top_k_stats) + 8 * (size_t)k + 8 * (size_t)((n_ids + 1) / 2);
-    const size_t need = parts + keys + ids + (size_t)rows * row_bytes, out_bytes = (size_t)rows * row_bytes;
+                 ids = round_up((size_t)rows * n_ids * 4, 8), out_bytes = (size_t)rows * tl_top_k_row_bytes(k, n_ids);
+    const size_t need = parts + keys + ids + out_bytes;
     if (need > s->topk_bytes && !s->err) {
         dev_free(s->base.device, s->topk);
         s->topk = NULL;
@@ -701,8 +698,7 @@ static tl_status top_k(tl_stream *ts, const float *logits, int32_t rows, int32_t
     }
     if (s->err) return sync(ts);
     uint8_t *part = s->topk, *key = part + parts, *d_ids = key + keys, *out = d_ids + ids;
-    tl_status st = n_ids ? upload(ts, d_ids, a->ids, (size_t)rows * n_ids * 4) : TL_OK;
-    if (st) return st;
+    if (n_ids && (st = upload(ts, d_ids, a->ids, (size_t)rows * n_ids * 4))) return st;
     launch l;
     const size_t g[2] = {(size_t)chunks * 256, (size_t)rows}, loc[2] = {256, 1};
     if (begin(&l, s, K_TOPK_MAX, "top_k")) {
@@ -732,12 +728,7 @@ static tl_status top_k(tl_stream *ts, const float *logits, int32_t rows, int32_t
         run(&l, 2, gm, loc);
     }
     if ((st = download(ts, s->topk_host, out, out_bytes))) return st;
-    for (int32_t r = 0; r < rows; r++) {
-        const uint8_t *o = s->topk_host + (size_t)r * row_bytes;
-        memcpy(&a->stats[r], o, sizeof(tl_top_k_stats));
-        memcpy(&a->cand[(size_t)r * k], o + sizeof(tl_top_k_stats), (size_t)k * sizeof(tl_top_k_cand));
-        if (n_ids) memcpy(&a->at_ids[(size_t)r * n_ids], o + sizeof(tl_top_k_stats) + 8 * (size_t)k, (size_t)n_ids * 4);
-    }
+    tl_top_k_unpack(s->topk_host, rows, a);
     return TL_OK;
 }
 
