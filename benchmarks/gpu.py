@@ -1,10 +1,13 @@
 """GPU speed: a LLaMA-2-7B-shaped model in each format (random weights, written with our GGUF
 writer), prompt processing, generation, time to first token and batched decoding on one
-device, with the memory-bandwidth ceiling beside each figure. JSON lines on stdout, a table
-last.
+device, with the memory-bandwidth ceiling beside each figure; and the C generation loop
+(top_k 40 sampling) with the sampling candidates picked on the device (loop_tps) and with
+every row of logits downloaded instead (loop_host_tps, TORCHLESS_DEVICE_SAMPLING=0). JSON lines
+on stdout, a table last.
 
     python benchmarks/gpu.py [--device cuda] [--formats f16,q8_0,q4_0,q4_k_m] [--prompt 512]
                              [--gen 128] [--batches 8,32] [--dir /tmp] [--shape 7b|tiny]
+                             [--vocab 262144]
 
 The weights are slices of one pool of random rows quantized once per dtype, so writing a
 13 GB file takes seconds; contents do not change the speed of a memory-bound kernel.
@@ -144,6 +147,21 @@ def measure(path: str, device: str, n_prompt: int, n_gen: int, batches: list[int
             lg = m.forward_batch(toks, [16 + i] * b, list(range(b)), logits=[True] * b)
             toks = [int(x) for x in np.argmax(lg, axis=-1)]
         out[f"batch{b}_tps"] = round(b * steps / (time.perf_counter() - t), 1)
+
+    def loop(on_device: bool) -> float:
+        """tokens/s of the C generation loop after its first token (the prompt's)"""
+        os.environ["TORCHLESS_DEVICE_SAMPLING"] = "1" if on_device else "0"
+        try:
+            steps = m.steps(prompt, max_new_tokens=n_gen + 1, temperature=0.8, top_k=40, seed=1, ignore_eog=True)
+            next(steps)
+            t = time.perf_counter()
+            n = sum(1 for _ in steps)
+            return n / (time.perf_counter() - t)
+        finally:
+            del os.environ["TORCHLESS_DEVICE_SAMPLING"]
+
+    for key, on_device in [("loop_tps", True), ("loop_host_tps", False)] * 2:  # alternating; the second of each kept
+        out[key] = round(loop(on_device), 1)
     del m
     return out
 
@@ -157,10 +175,13 @@ def main() -> None:
     ap.add_argument("--gen", type=int, default=128)
     ap.add_argument("--batches", default="8,32")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--vocab", type=int, default=0, help="the vocabulary instead of the shape's (Gemma 3: 262144)")
     ap.add_argument("--dir", default="/tmp")
     ap.add_argument("--keep", action="store_true", help="keep the model files")
     a = ap.parse_args()
-    s = SHAPES[a.shape]
+    s = dict(SHAPES[a.shape])
+    if a.vocab:
+        s["vocab"] = a.vocab
     batches = [int(b) for b in a.batches.split(",") if b]
     devs = {f"{d['backend']}:{d['index']}": d for d in torchless.backends()}
     dev = devs.get(a.device if ":" in a.device else a.device + ":0")
@@ -178,12 +199,13 @@ def main() -> None:
             if not a.keep:
                 os.unlink(path)
         ceiling = bw / weight_bytes if bw else None  # read-only stream: copy rate counts read + write
-        r.update(kind="model", shape=a.shape, format=fmt, weight_gb=round(weight_bytes / 1e9, 2), write_s=round(write_s, 1),
+        r.update(kind="model", shape=a.shape, vocab=s["vocab"], format=fmt, weight_gb=round(weight_bytes / 1e9, 2), write_s=round(write_s, 1),
                  ceiling_tps=ceiling and round(ceiling, 1), gen_over_ceiling=ceiling and round(r["gen_tps"] / ceiling, 2))
         emit(**r)
         rows.append(r)
     print(f"\n{a.shape} shape on {dev and dev['name']} (copy {bw and round(bw / 1e9)} GB/s read+write)")
-    cols = ["format", "weight_gb", "prompt_tps", "ttft_ms", "gen_tps", "ceiling_tps", "gen_over_ceiling"]
+    cols = ["format", "weight_gb", "prompt_tps", "ttft_ms", "gen_tps", "ceiling_tps", "gen_over_ceiling", "loop_tps",
+            "loop_host_tps"]
     cols += [f"batch{b}_tps" for b in batches]
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in rows:

@@ -291,3 +291,34 @@ def test_contexts_of_one_model_generate_in_two_threads_as_one_after_the_other(fi
         t.join()
     assert not errors, errors
     assert out == alone
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("name", ["stories260k", "smollm2", "gemma3"])
+def test_sampling_on_the_device_gives_what_the_downloaded_logits_give(request, fixtures, monkeypatch, rng, name):
+    """Generation keeps the logits on the device and downloads a few candidates when the
+    sampler can do with them (greedy, or top_k on); TORCHLESS_DEVICE_SAMPLING=0 downloads every
+    row and samples it on the host instead. Both give the same tokens and logprobs, bit for bit,
+    for greedy and for sampling with top-k, top-p, min-p, penalties and a seed, on vocabularies
+    of 512, 49,152 and 262,144 tokens. (test_backend_ops checks that the op is what ran.)"""
+    if name == "stories260k":
+        d = fixtures / "stories260K"
+        m = Model(d / "stories260K.bin", tokenizer_path=d / "tok512.model", max_seq_len=128, device=DEVICE)
+    else:
+        m = Model(request.getfixturevalue(f"{name}_path"), max_seq_len=128, device=DEVICE)
+    n = 12 if ON_CPU and name != "stories260k" else 40
+    prompt = "Once upon a time, there was a little"
+    settings = [dict(temperature=0),
+                dict(temperature=0.9, top_k=40, top_p=0.9, min_p=0.05, repeat_penalty=1.3, presence_penalty=0.5,
+                     frequency_penalty=0.3, penalty_last_n=16),
+                dict(temperature=1.5, top_k=5, top_p=1.0, min_p=0.0, repeat_penalty=1.1, penalty_last_n=-1),
+                dict(temperature=0, frequency_penalty=50.0, penalty_last_n=-1)]
+    for kw in settings:
+        seed = int(rng.integers(0, 2**63))
+        runs = {}
+        for flag in ("1", "0"):
+            monkeypatch.setenv("TORCHLESS_DEVICE_SAMPLING", flag)
+            runs[flag] = [(t, lp) for t, lp, _, _ in m.steps(prompt, max_new_tokens=n, seed=seed, ignore_eog=True, **kw)]
+        assert len(runs["1"]) == n
+        assert runs["1"] == runs["0"], f"{name} {kw}: on the device {runs['1']}, from the downloaded logits {runs['0']}"

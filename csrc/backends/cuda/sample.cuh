@@ -10,7 +10,7 @@
  * complemented. Keys are distinct, so "the k best" has one answer however many logits tie: a
  * radix select finds the k-th largest key a byte at a time, and the keys above it are taken.
  * Only comparisons and integer sums, and the exp's float operations, made in sampling.c's
- * order with round-to-nearest intrinsics (never fused): the host's bits. */
+ * order and never fused: the host's bits. */
 
 #define TOPK_WG 256 /* threads a block; also the buckets of a byte */
 #define TOPK_CHUNK 8192
@@ -34,25 +34,38 @@ __device__ __forceinline__ uint32_t topk_ordered(float v) {
 __device__ __forceinline__ uint64_t topk_key(float v, int id) { return (uint64_t)topk_ordered(v) << 32 | (uint32_t)~id; }
 __device__ __forceinline__ int topk_id(uint64_t key) { return (int)~(uint32_t)key; }
 
+/* Products and sums rounded one by one, never fused into an FMA: CUDA's _rn intrinsics are never
+ * fused; HIP's are plain operators, so there they are spelled so, under a pragma that keeps clang
+ * from fusing them (an intrinsic's operators would carry the header's permission to fuse). */
+#ifdef TL_HIP
+#define TOPK_MUL(a, b) ((a) * (b))
+#define TOPK_ADD(a, b) ((a) + (b))
+#define TOPK_SUB(a, b) ((a) - (b))
+#else
+#define TOPK_MUL __fmul_rn
+#define TOPK_ADD __fadd_rn
+#define TOPK_SUB __fsub_rn
+#endif
+
 /* tl_exp_fixed (generate/sampling.c), operation for operation */
 __device__ __forceinline__ unsigned long long topk_exp_fixed(float x) {
 #ifdef TL_HIP
-#pragma clang fp contract(off) /* HIP's __fmul_rn is a plain product, which clang would fuse */
+#pragma clang fp contract(off)
 #endif
     if (!(x >= -64.0f)) return 0;
-    const float n = __fsub_rn(__fadd_rn(__fmul_rn(x, 1.44269504088896341f), 12582912.0f), 12582912.0f);
-    float r = __fsub_rn(x, __fmul_rn(n, 0.693359375f));
-    r = __fsub_rn(r, __fmul_rn(n, -2.12194440e-4f));
+    const float n = TOPK_SUB(TOPK_ADD(TOPK_MUL(x, 1.44269504088896341f), 12582912.0f), 12582912.0f);
+    float r = TOPK_SUB(x, TOPK_MUL(n, 0.693359375f));
+    r = TOPK_SUB(r, TOPK_MUL(n, -2.12194440e-4f));
     float p = 1.9875691500e-4f;
-    p = __fadd_rn(__fmul_rn(p, r), 1.3981999507e-3f);
-    p = __fadd_rn(__fmul_rn(p, r), 8.3334519073e-3f);
-    p = __fadd_rn(__fmul_rn(p, r), 4.1665795894e-2f);
-    p = __fadd_rn(__fmul_rn(p, r), 1.6666665459e-1f);
-    p = __fadd_rn(__fmul_rn(p, r), 5.0000001201e-1f);
-    p = __fadd_rn(__fmul_rn(p, __fmul_rn(r, r)), r);
-    p = __fadd_rn(p, 1.0f);
-    const float e = __fmul_rn(p, __uint_as_float((uint32_t)((int)n + 127) << 23));
-    return __float2ull_rz(__fmul_rn(e, 0x1p63f));
+    p = TOPK_ADD(TOPK_MUL(p, r), 1.3981999507e-3f);
+    p = TOPK_ADD(TOPK_MUL(p, r), 8.3334519073e-3f);
+    p = TOPK_ADD(TOPK_MUL(p, r), 4.1665795894e-2f);
+    p = TOPK_ADD(TOPK_MUL(p, r), 1.6666665459e-1f);
+    p = TOPK_ADD(TOPK_MUL(p, r), 5.0000001201e-1f);
+    p = TOPK_ADD(TOPK_MUL(p, TOPK_MUL(r, r)), r);
+    p = TOPK_ADD(p, 1.0f);
+    const float e = TOPK_MUL(p, __uint_as_float((uint32_t)((int)n + 127) << 23));
+    return __float2ull_rz(TOPK_MUL(e, 0x1p63f));
 }
 
 __global__ void __launch_bounds__(TOPK_WG) top_k_max_kernel(const float *__restrict__ logits, int n_vocab, topk_stats *part) {
