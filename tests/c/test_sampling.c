@@ -270,9 +270,6 @@ static void random_row(float *l, int nv, int kind) {
  * backend's top_k op): the same tokens, logprobs and errors, bit for bit, over a prompt and a
  * run of steps with penalties, logit bias (bans, repeats), ties and every truncation. */
 static void test_candidates_sample_as_the_whole_row(void) {
-    const char *env = getenv("TORCHLESS_SEED");
-    seed_state = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
-    printf("candidates against the row: seed %llu\n", (unsigned long long)seed_state);
     int from_candidates = 0, steps = 0;
     for (int trial = 0; trial < 300; trial++) {
         const int sizes[] = {3, 7, 100, 1000, 5000};
@@ -369,7 +366,46 @@ static void test_fixed_exp_is_exp(void) {
     CHECK(worst < 3e-7, "relative error %.3g", worst);
 }
 
+/* The row sums of the stats (vectorized at each CPU level: ctest runs this at every one) are
+ * the 128-bit sums of tl_exp_fixed's terms, on rows with -inf, NaN, +0 and -0, logits at and
+ * far below max - 64, and lengths that leave vector tails. */
+static void test_row_sums_are_the_sums_of_the_terms(void) {
+    const int sizes[] = {1, 7, 33, 1000, 4099, 262144};
+    float *l = malloc(262144 * sizeof *l);
+    for (int si = 0; si < 6; si++) {
+        const int n = sizes[si];
+        for (int i = 0; i < n; i++) {
+            const int c = irand(20);
+            l[i] = c == 0 ? -INFINITY : c == 1 ? -0.0f : c == 2 ? 0.0f : c == 3 ? -200.0f : c == 4 ? -64.0f : c == 5 ? -43.7f
+                                                                                                      : (float)(urand() * 60 - 50);
+        }
+        const bool nan = si % 2 == 1 && n > 2;
+        if (nan) l[n / 2] = NAN; /* bad, yet summed as 0 */
+        uint64_t lo = 0, hi = 0;
+        float max = -INFINITY;
+        for (int i = 0; i < n; i++)
+            if (l[i] > max) max = l[i];
+        for (int i = 0; i < n; i++) {
+            const uint64_t t = tl_exp_fixed(l[i] - max);
+            lo += t;
+            hi += lo < t;
+        }
+        tl_top_k_stats st;
+        tl_top_k_cand c;
+        tl_top_k_args a = {1, NULL, 0, &st, &c, NULL};
+        CHECK(tl_top_k_reference(l, 1, n, &a) == TL_OK, "%s", tl_last_error());
+        CHECK(st.sum_lo == lo && st.sum_hi == hi && st.max == max && st.bad == (nan ? n / 2 : -1),
+              "row of %d at %s: sum %llu:%llu, want %llu:%llu", n, tl_cpu_isa(), (unsigned long long)st.sum_hi,
+              (unsigned long long)st.sum_lo, (unsigned long long)hi, (unsigned long long)lo);
+    }
+    free(l);
+}
+
 int main(void) {
+    if (check_cpu_level_missing()) return CHECK_SKIPPED;
+    const char *env = getenv("TORCHLESS_SEED");
+    seed_state = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
+    printf("seed %llu, CPU level %s\n", (unsigned long long)seed_state, tl_cpu_isa());
     test_bad_params_are_rejected_with_the_field_named();
     test_greedy_picks_the_first_maximum();
     test_top_k_draws_stay_among_the_k_largest();
@@ -380,6 +416,7 @@ int main(void) {
     test_bad_logits_are_rejected();
     test_top_p_without_top_k_on_a_flat_vocabulary();
     test_fixed_exp_is_exp();
+    test_row_sums_are_the_sums_of_the_terms();
     test_candidates_sample_as_the_whole_row();
     tl_sampler_free(NULL);
     return check_summary();
