@@ -307,13 +307,15 @@ def test_sampling_on_the_device_gives_what_the_downloaded_logits_give(request, f
         m = Model(d / "stories260K.bin", tokenizer_path=d / "tok512.model", max_seq_len=128, device=DEVICE)
     else:
         m = Model(request.getfixturevalue(f"{name}_path"), max_seq_len=128, device=DEVICE)
-    n = 12 if ON_CPU and name != "stories260k" else 40
-    prompt = "Once upon a time, there was a little"
-    settings = [dict(temperature=0),
-                dict(temperature=0.9, top_k=40, top_p=0.9, min_p=0.05, repeat_penalty=1.3, presence_penalty=0.5,
+    prompt = "Once upon a time"  # a few tokens: on PoCL the GEMV path (its GEMM is ~100x slower)
+    settings = [dict(temperature=0.9, top_k=40, top_p=0.9, min_p=0.05, repeat_penalty=1.3, presence_penalty=0.5,
                      frequency_penalty=0.3, penalty_last_n=16),
-                dict(temperature=1.5, top_k=5, top_p=1.0, min_p=0.0, repeat_penalty=1.1, penalty_last_n=-1),
-                dict(temperature=0, frequency_penalty=50.0, penalty_last_n=-1)]
+                dict(temperature=0, frequency_penalty=50.0, penalty_last_n=-1),  # never a token seen before
+                dict(temperature=0),
+                dict(temperature=1.5, top_k=5, top_p=1.0, min_p=0.0, repeat_penalty=1.1, penalty_last_n=-1)]
+    n = 40
+    if ON_CPU and name != "stories260k":  # PoCL: a decode step of these takes 0.1-0.3 s
+        settings, n = settings[:2], 8
     for kw in settings:
         seed = int(rng.integers(0, 2**63))
         runs = {}
