@@ -8,7 +8,7 @@
  *   test_backend_ops [--bench]   (TORCHLESS_TEST_DEVICE=cuda:1 to pick a device)
  *
  * --bench times the ops at LLaMA-2-7B sizes instead (GB/s of weights for decode, TFLOP/s for
- * prefill), for benchmarks/NOTES.md. */
+ * prefill; the sampling candidates against downloading the rows), for benchmarks/NOTES.md. */
 #define _POSIX_C_SOURCE 200809L
 #include "backends/backend.h"
 #include "check.h"
@@ -665,10 +665,44 @@ static double now(void) {
     return t.tv_sec + 1e-9 * t.tv_nsec;
 }
 
+/* The sampling candidates of rows of logits against downloading the rows (what the host
+ * sampler reads without the op), µs a call. */
+static void bench_top_k(void) {
+    if (!gs->ops->top_k) return;
+    const int32_t cases[][3] = {{1, 32000, 41}, {1, 262144, 1}, {1, 262144, 41}, {1, 262144, 1024}, {8, 262144, 41},
+                                {32, 262144, 41}, {32, 49152, 41}};
+    printf("| rows | n_vocab | k | top_k us/call | KB down | rows' download us | MB down |\n|---|---|---|---|---|---|---|\n");
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int32_t rows = cases[c][0], nv = cases[c][1], k = cases[c][2];
+        const size_t n = (size_t)rows * nv;
+        float *l = malloc(n * 4);
+        fill(l, n, 3.0f);
+        float *dl = gput(l, n * 4), *at = malloc((size_t)rows * 64 * 4);
+        int32_t *ids = malloc((size_t)rows * 64 * 4);
+        for (int32_t j = 0; j < rows * 64; j++) ids[j] = (int32_t)(urand() * nv);
+        tl_top_k_stats *st = malloc(rows * sizeof *st);
+        tl_top_k_cand *cand = malloc((size_t)rows * k * sizeof *cand);
+        tl_top_k_args a = {k, ids, 0, st, cand, at};
+        gs->ops->top_k(gs, dl, rows, nv, &a); /* warm-up: scratch and kernels */
+        const int reps = 50;
+        double t = now();
+        for (int r = 0; r < reps; r++) gs->ops->top_k(gs, dl, rows, nv, &a);
+        t = (now() - t) / reps;
+        gget(l, dl, n * 4);
+        double d = now();
+        for (int r = 0; r < reps; r++) gget(l, dl, n * 4);
+        d = (now() - d) / reps;
+        printf("| %d | %d | %d | %.1f | %.1f | %.1f | %.1f |\n", (int)rows, (int)nv, (int)k, 1e6 * t,
+               rows * tl_top_k_row_bytes(k, 0) / 1e3, 1e6 * d, n * 4 / 1e6);
+        gfree(dl), free(l), free(at), free(ids), free(st), free(cand);
+    }
+}
+
 /* TORCHLESS_BENCH_ONLY="q4_0 11008x4096 1" times only the cases whose "dtype rowsxcols n" label
- * contains it (one kernel for a profiler) */
+ * contains it (one kernel for a profiler); =top_k only the sampling candidates */
 static void bench(void) {
     const char *only = getenv("TORCHLESS_BENCH_ONLY");
+    if (only && strcmp(only, "top_k") == 0) return bench_top_k();
     const int64_t shapes[][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}, {32000, 4096}};
     const tl_dtype types[] = {TL_F16, TL_Q8_0, TL_Q4_0, TL_Q4_K, TL_Q6_K};
     printf("| dtype | rows x cols | n | activations | us/call | weight GB/s | TFLOP/s |\n|---|---|---|---|---|---|---|\n");
@@ -720,6 +754,7 @@ static void bench(void) {
             free((void *)h.data);
         }
     if (only && strcmp(only, "attention") != 0) return; /* TORCHLESS_BENCH_ONLY=attention: only that */
+    if (!only) bench_top_k();
     /* attention: 32 heads of 128, decode at 512 and 4096 positions, and a 512-token prefill */
     const int heads = 32, hd = 128, max_seq = 4096;
     const size_t cache = (size_t)heads * max_seq * hd * 2;
