@@ -99,23 +99,21 @@ __global__ void __launch_bounds__(TOPK_WG) top_k_max_kernel(const float *__restr
 }
 
 /* The k largest of n keys (0 < k <= n) into sel[0..k), unordered; a block calls it whole. The
- * keys: keys[i], or when l is given those of the logits l[i] with ids first_id + i. Eight passes
- * of a byte each (those after the k-th key is pinned down count nothing), a thread a bucket. */
+ * keys: keys[i], or when l is given those of the logits l[i] with ids first_id + i. A pass a
+ * byte, until the k-th key's bucket is taken whole (eight at most); a thread a bucket. */
 __device__ void topk_select(const float *l, int first_id, const uint64_t *keys, int n, int k, uint64_t *sel) {
     __shared__ unsigned hist[256], above[256], count;
     __shared__ uint64_t state[3];
     const int lid = threadIdx.x;
     uint64_t prefix = 0, mask = 0; /* the k-th key's bytes found so far */
     unsigned need = k;             /* how many keys to take from those matching them */
-    bool done = false;             /* the same in every thread */
     for (int shift = 56; shift >= 0; shift -= 8) {
         hist[lid] = 0;
         __syncthreads();
-        if (!done)
-            for (int i = lid; i < n; i += TOPK_WG) {
-                const uint64_t key = l ? topk_key(l[i], first_id + i) : keys[i];
-                if ((key & mask) == prefix) atomicAdd(&hist[(unsigned)(key >> shift) & 255], 1u);
-            }
+        for (int i = lid; i < n; i += TOPK_WG) {
+            const uint64_t key = l ? topk_key(l[i], first_id + i) : keys[i];
+            if ((key & mask) == prefix) atomicAdd(&hist[(unsigned)(key >> shift) & 255], 1u);
+        }
         __syncthreads();
         /* above[d]: the keys in buckets d and up (a suffix sum over the buckets) */
         above[lid] = hist[lid];
@@ -128,19 +126,18 @@ __device__ void topk_select(const float *l, int first_id, const uint64_t *keys, 
         }
         /* the bucket that holds the need-th largest */
         const unsigned over = lid < 255 ? above[lid + 1] : 0;
-        if (!done && over < need && need <= above[lid]) {
+        if (over < need && need <= above[lid]) {
             state[0] = prefix | (uint64_t)lid << shift;
             state[1] = need - over;
             state[2] = hist[lid] == need - over; /* the whole bucket is taken: no need to look further */
         }
         __syncthreads();
-        if (!done) {
-            prefix = state[0];
-            need = (unsigned)state[1];
-            mask |= (uint64_t)255 << shift;
-            done = state[2] != 0;
-        }
+        prefix = state[0];
+        need = (unsigned)state[1];
+        mask |= (uint64_t)255 << shift;
+        const bool done = state[2] != 0; /* the same in every thread */
         __syncthreads();
+        if (done) break;
     }
     /* the keys above the bucket, and the bucket: k of them */
     if (lid == 0) count = 0;

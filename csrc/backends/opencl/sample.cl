@@ -88,22 +88,21 @@ kernel __attribute__((reqd_work_group_size(TOPK_WG, 1, 1))) void top_k_max(ARG(l
 
 /* The k largest of n keys (0 < k <= n) into sel[0..k), unordered; a work-group calls it whole.
  * The keys: keys[i], or when l is given those of the logits l[i] with ids first_id + i.
- * Eight passes of a byte each (fixed, for compilers that want uniform loops around barriers;
- * those after the k-th key is pinned down count nothing), a work-item per bucket. */
+ * A pass a byte, until the k-th key's bucket is taken whole (eight at most); a work-item a
+ * bucket (PoCL miscompiled a bucket search by one work-item: a loop of data-dependent length
+ * between barriers). */
 static void select_top(global const float *l, int first_id, global const ulong *keys, int n, int k, local uint *hist,
                        local uint *above, local ulong *state, local uint *count, local ulong *sel) {
     const int lid = get_local_id(0);
     ulong prefix = 0, mask = 0; /* the k-th key's bytes found so far */
     uint need = k;              /* how many keys to take from those matching them */
-    bool done = false;          /* the same in every work-item */
     for (int shift = 56; shift >= 0; shift -= 8) {
         hist[lid] = 0;
         barrier(CLK_LOCAL_MEM_FENCE);
-        if (!done)
-            for (int i = lid; i < n; i += TOPK_WG) {
-                const ulong key = l ? key_of(l[i], first_id + i) : keys[i];
-                if ((key & mask) == prefix) atomic_inc(&hist[(uint)(key >> shift) & 255]);
-            }
+        for (int i = lid; i < n; i += TOPK_WG) {
+            const ulong key = l ? key_of(l[i], first_id + i) : keys[i];
+            if ((key & mask) == prefix) atomic_inc(&hist[(uint)(key >> shift) & 255]);
+        }
         barrier(CLK_LOCAL_MEM_FENCE);
         /* above[d]: the keys in buckets d and up (a suffix sum over the buckets) */
         above[lid] = hist[lid];
@@ -116,19 +115,18 @@ static void select_top(global const float *l, int first_id, global const ulong *
         }
         /* the bucket that holds the need-th largest */
         const uint over = lid < 255 ? above[lid + 1] : 0;
-        if (!done && over < need && need <= above[lid]) {
+        if (over < need && need <= above[lid]) {
             state[0] = prefix | (ulong)lid << shift;
             state[1] = need - over;
             state[2] = hist[lid] == need - over; /* the whole bucket is taken: no need to look further */
         }
         barrier(CLK_LOCAL_MEM_FENCE);
-        if (!done) {
-            prefix = state[0];
-            need = (uint)state[1];
-            mask |= (ulong)255 << shift;
-            done = state[2] != 0;
-        }
+        prefix = state[0];
+        need = (uint)state[1];
+        mask |= (ulong)255 << shift;
+        const bool done = state[2] != 0; /* the same in every work-item */
         barrier(CLK_LOCAL_MEM_FENCE);
+        if (done) break;
     }
     /* the keys above the bucket, and the bucket: k of them */
     if (lid == 0) *count = 0;
