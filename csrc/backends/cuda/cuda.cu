@@ -62,6 +62,9 @@ typedef struct gpu_stream {
     const float *xq_src[2];
     int64_t xq_n[2], xq_k[2];
     bool xq_used; /* a matmul took the 8-bit path: the norms quantize their outputs too */
+    float *mmq_ws;        /* mmq.cuh's split-K partial sums */
+    size_t mmq_ws_floats;
+    unsigned *mmq_counts; /* and its per-tile arrival counters (zero between calls) */
     int sms;     /* multiprocessors */
     int gemv;    /* TORCHLESS_GPU_GEMV=narrow|wide|narrow4: one GEMV for every quantized dtype (to compare) */
     bool tc_attention; /* the prompt's attention on the tensor cores (TORCHLESS_GPU_TC_ATTENTION=0: not) */
@@ -78,6 +81,9 @@ typedef struct gpu_stream {
 #define TILE_ROWS 4096
 /* batches of up to this many tokens go through the GEMV kernels (weights read once) */
 #define GEMV_MAX_TOKENS 8
+/* mmq.cuh's workspace: partial sums (floats) and row tiles that may be split */
+#define MMQ_WS_FLOATS (4 << 20)
+#define MMQ_COUNTS 4096
 
 static void forget_graphs(gpu_stream *s);
 
@@ -710,6 +716,10 @@ __device__ __forceinline__ float act_of(int gelu, float z) {
 }
 
 #include "gemv_q8.cuh"
+#include "mmq.cuh"
+
+/* the most tokens a matmul takes on 8-bit activations (the GEMVs', or mmq's where it is built) */
+#define Q8_MAX_TOKENS (MMQ_MAX_TOKENS > GEMV_MAX_TOKENS ? MMQ_MAX_TOKENS : GEMV_MAX_TOKENS)
 
 /* ---------------------------------------------------------------- small ops */
 
@@ -1440,6 +1450,8 @@ static void stream_free(tl_stream *ts) {
     gpuFree(s->part);
     gpuFree(s->xq[0]);
     gpuFree(s->xq[1]);
+    gpuFree(s->mmq_ws);
+    gpuFree(s->mmq_counts);
     free(s);
 }
 
@@ -1520,7 +1532,7 @@ static tl_status reserve(tl_stream *ts, int64_t n_tokens, int64_t max_k) {
     tl_device *d = ts->device;
     forget_graphs(s); /* the buffers they read may move */
     tl_status st = TL_OK;
-    const size_t xq = GEMV_MAX_TOKENS * q8_stride(max_k); /* decode's quantized rows, each style */
+    const size_t xq = Q8_MAX_TOKENS * q8_stride(max_k); /* the 8-bit matmuls' quantized rows, each style */
     if (xq > s->xq_bytes) {
         dev_free(d, s->xq[0]);
         dev_free(d, s->xq[1]);
@@ -1528,7 +1540,15 @@ static tl_status reserve(tl_stream *ts, int64_t n_tokens, int64_t max_k) {
         s->xq_bytes = 0;
         st = dev_alloc(d, xq, (void **)&s->xq[0]);
         if (!st) st = dev_alloc(d, xq, (void **)&s->xq[1]);
+        /* defined bytes in the rows past a batch's, which mmq reads and does not use */
+        if (!st) note(s, gpuMemsetAsync(s->xq[0], 0, xq, s->stream), "clearing"), note(s, gpuMemsetAsync(s->xq[1], 0, xq, s->stream), "clearing");
         if (!st) s->xq_bytes = xq;
+    }
+    if (!st && MMQ_MAX_TOKENS && !s->mmq_ws) {
+        st = dev_alloc(d, MMQ_WS_FLOATS * sizeof(float), (void **)&s->mmq_ws);
+        if (!st) st = dev_alloc(d, MMQ_COUNTS * sizeof(unsigned), (void **)&s->mmq_counts);
+        if (!st) note(s, gpuMemsetAsync(s->mmq_counts, 0, MMQ_COUNTS * sizeof(unsigned), s->stream), "clearing");
+        if (!st) s->mmq_ws_floats = MMQ_WS_FLOATS;
     }
     if (st || n_tokens <= GEMV_MAX_TOKENS) return st; /* the GEMV path needs no more */
     const size_t tile = (size_t)TILE_ROWS * max_k, xh = (size_t)n_tokens * max_k;
@@ -1653,10 +1673,19 @@ static bool act_quant(void) {
     return !(e && strcmp(e, "0") == 0);
 }
 
-/* Whether a matmul of n tokens against w goes through the 8-bit GEMVs */
+/* Whether an 8-bit matmul of n tokens goes through mmq (the tensor cores) rather than a GEMV:
+ * from TORCHLESS_GPU_MMQ_MIN tokens (default 3; past MMQ_MAX_TOKENS: never), read at every
+ * matmul so that a test or benchmark may switch it */
+static bool use_mmq(const tl_tensor *w, int64_t n) {
+    if (!MMQ_MAX_TOKENS || n > MMQ_MAX_TOKENS || w->ne[0] % 256) return false;
+    const char *e = getenv("TORCHLESS_GPU_MMQ_MIN");
+    return n >= (e ? atoi(e) : 3);
+}
+
+/* Whether a matmul of n tokens against w goes through the 8-bit GEMVs or mmq */
 static bool q8_path(const gpu_stream *s, const tl_tensor *w, int64_t n) {
     const int64_t k = w->ne[0];
-    return q8_dtype(w->dtype) && n <= GEMV_MAX_TOKENS && k % (kquant(w->dtype) ? 256 : 32) == 0 && s->xq[0] &&
+    return q8_dtype(w->dtype) && (n <= GEMV_MAX_TOKENS || use_mmq(w, n)) && k % (kquant(w->dtype) ? 256 : 32) == 0 && s->xq[0] &&
            (size_t)n * q8_stride(k) <= s->xq_bytes && act_quant();
 }
 
@@ -1679,7 +1708,7 @@ static void q8_quantize(gpu_stream *s, tl_dtype t, const float *x, int64_t n, in
  * buffers to quantize them into as well (NULL: not this style), remembered as out's */
 static void q8_norm_targets(gpu_stream *s, const float *out, int64_t rows, int64_t dim, int8_t **q0, int8_t **qk) {
     *q0 = *qk = NULL;
-    if (!s->xq_used || rows > GEMV_MAX_TOKENS || dim % 32 || !s->xq[0] || (size_t)rows * q8_stride(dim) > s->xq_bytes ||
+    if (!s->xq_used || rows > Q8_MAX_TOKENS || dim % 32 || !s->xq[0] || (size_t)rows * q8_stride(dim) > s->xq_bytes ||
         !act_quant())
         return;
     *q0 = s->xq[0];
@@ -1735,6 +1764,44 @@ template <int DT> struct q8_three_for<DT, true> {
 template <int DT> struct q8_three_launch : q8_three_for<DT, q8_dtype(DT)> {};
 
 template <int DT> struct q8_launch : q8_launch_for<DT, q8_dtype(DT)> {};
+
+/* y = x W^T (+ bias) from the quantized rows through mmq: a block a tile of MMQ_ROWS rows, and
+ * the sub-blocks split over blockIdx.y until there are TORCHLESS_GPU_MMQ_WAVES (default 2)
+ * blocks an SM, as far as the workspace holds the partial sums */
+template <int DT, bool Q> struct mmq_for {
+    static void run(gpu_stream *, const tl_tensor *, int64_t, float *, const float *) {}
+};
+#if MMQ_MAX_TOKENS
+/* a kernel's dynamic shared memory past the 48 KiB it may have without asking */
+template <typename K> static void smem_opt_in(gpu_stream *s, K kernel, size_t bytes) {
+    if (bytes > 48 * 1024)
+        note(s, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes), "mmq: shared memory");
+}
+template <int DT> struct mmq_for<DT, true> {
+    static void run(gpu_stream *s, const tl_tensor *w, int64_t n, float *y, const float *bias) {
+        const int64_t k = w->ne[0], m = w->ne[1], subs = k / 32, tiles = (m + MMQ_ROWS - 1) / MMQ_ROWS;
+        const char *e = getenv("TORCHLESS_GPU_MMQ_WAVES");
+        const int64_t waves = e && atoi(e) > 0 ? atoi(e) : 2;
+        int64_t splits = (waves * s->sms + tiles - 1) / tiles;
+        if (splits > subs / 8) splits = subs / 8; /* a stage of 8 sub-blocks at least a split */
+        while (splits > 1 && (size_t)(splits * n * m) > s->mmq_ws_floats) splits--;
+        if (splits < 1 || tiles > MMQ_COUNTS) splits = 1;
+        const int64_t per = ((subs + splits - 1) / splits + 7) / 8 * 8; /* whole stages */
+        splits = (subs + per - 1) / per;
+        const dim3 grid((unsigned)tiles, (unsigned)splits);
+        const size_t xs = q8_stride(k);
+#define MMQ(NT)                                                                                                         \
+    (smem_opt_in(s, mmq_kernel<DT, NT>, 2 * mmq_smem(DT, NT)),                                                             \
+     mmq_kernel<DT, NT><<<grid, 128, 2 * mmq_smem(DT, NT), s->stream>>>(view(w), s->xq[kquant(DT)], xs, k, (int)n, y, bias, per, s->mmq_ws,  \
+                                                    s->mmq_counts))
+        if (n <= 8) MMQ(8);
+        else if (n <= 16) MMQ(16);
+        else MMQ(32);
+#undef MMQ
+    }
+};
+#endif
+template <int DT> struct mmq_launch : mmq_for<DT, q8_dtype(DT)> {};
 
 template <int DT> struct dequant_launch {
     static void run(gpu_stream *s, const tl_tensor *w, int64_t r0, int64_t rows, __half *out) {
@@ -1808,8 +1875,13 @@ static void matmul(tl_stream *ts, const tl_tensor *w, const float *x, int64_t n,
     }
     if (q8_path(s, w, n)) {
         q8_quantize(s, w->dtype, x, n, k);
-        by_dtype<q8_launch>(w->dtype, s, w, (const tl_tensor *)NULL, n, y, bias, 0);
-        LAUNCHED(s, "gemv");
+        if (use_mmq(w, n)) {
+            by_dtype<mmq_launch>(w->dtype, s, w, n, y, bias);
+            LAUNCHED(s, "mmq");
+        } else {
+            by_dtype<q8_launch>(w->dtype, s, w, (const tl_tensor *)NULL, n, y, bias, 0);
+            LAUNCHED(s, "gemv");
+        }
         q8_forget_written(s, y, n * m);
         return;
     }
@@ -1988,7 +2060,7 @@ static void matmul_qkv(tl_stream *ts, const tl_tensor *wq, const tl_tensor *wk, 
     gpu_stream *s = (gpu_stream *)ts;
     const int64_t width = wq->ne[0];
     if (wk->dtype == wq->dtype && wv->dtype == wq->dtype && wk->ne[0] == width && wv->ne[0] == width &&
-        q8_path(s, wq, n)) {
+        q8_path(s, wq, n) && !use_mmq(wq, n)) {
         q8_quantize(s, wq->dtype, x, n, width);
         const q8_three m = {{view(wq), view(wk), view(wv)}, {q, k, v}, {bq, bk, bv}};
         by_dtype<q8_three_launch>(wq->dtype, s, &m, wq->ne[1] + wk->ne[1] + wv->ne[1], width, n);
@@ -2021,7 +2093,7 @@ template <int DT> struct glu_launch {
 static void matmul_glu(tl_stream *ts, const tl_tensor *gate, const tl_tensor *up, const float *x, int64_t n, float *a,
                        float *b, tl_activation act) {
     gpu_stream *s = (gpu_stream *)ts;
-    if (gate->dtype == up->dtype && q8_path(s, gate, n)) {
+    if (gate->dtype == up->dtype && q8_path(s, gate, n) && !use_mmq(gate, n)) {
         q8_quantize(s, gate->dtype, x, n, gate->ne[0]);
         by_dtype<q8_launch>(gate->dtype, s, gate, up, n, a, (const float *)NULL, act == TL_ACT_GELU_TANH ? 1 : 0);
         LAUNCHED(s, "gate + up");
