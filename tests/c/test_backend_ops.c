@@ -240,7 +240,9 @@ static void test_matmul_q8(void) {
                         gs->ops->matmul_glu(gs, &d, &d2, dx, n, dy, dy2, (tl_activation)act);
                         gget(got, dy, yb);
                         const double e = normwise(got, want, (size_t)(n * m));
-                        CHECK(e <= 1e-5, "matmul_glu 8-bit %s %lldx%lld n=%lld act %d: normwise %.3g", tl_dtype_name(types[ti]),
+                        /* 5e-5 as for the float GLU: GELU's relative error grows where its value is
+                     * small, and a few rows make a normwise error one element's */
+                    CHECK(e <= 5e-5, "matmul_glu 8-bit %s %lldx%lld n=%lld act %d: normwise %.3g", tl_dtype_name(types[ti]),
                               (long long)m, (long long)k, (long long)n, act, e);
                     }
                 gfree(dx), gfree(dy), gfree(dy2);
@@ -519,7 +521,8 @@ static void bench(void) {
             if (only && strncmp(label, only, strlen(label) < strlen(only) ? strlen(label) : strlen(only)) != 0) continue;
             /* copies to rotate through, so that the weights come from memory, not the L2 cache */
             tl_tensor h = make_weight(types[ti], m, k), d[8];
-            const int copies = h.nbytes >= (64 << 20) ? 1 : h.nbytes >= (16 << 20) ? 4 : 8;
+            int copies = h.nbytes >= (64 << 20) ? 1 : h.nbytes >= (16 << 20) ? 4 : 8;
+            if (getenv("TORCHLESS_BENCH_L2")) copies = 1; /* the weights from the L2 cache where they fit */
             for (int c = 0; c < copies; c++)
                 if (gpu->ops->weight_upload(gpu, &h, &d[c])) {
                     printf("upload: %s\n", tl_last_error());

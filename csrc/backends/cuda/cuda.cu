@@ -1765,11 +1765,12 @@ template <int DT> struct q8_three_launch : q8_three_for<DT, q8_dtype(DT)> {};
 
 template <int DT> struct q8_launch : q8_launch_for<DT, q8_dtype(DT)> {};
 
-/* y = x W^T (+ bias) from the quantized rows through mmq: a block a tile of MMQ_ROWS rows, and
- * the sub-blocks split over blockIdx.y until there are TORCHLESS_GPU_MMQ_WAVES (default 2)
- * blocks an SM, as far as the workspace holds the partial sums */
+/* y_i = x W_i^T (+ bias_i) from the quantized rows through mmq, for `count` matrices of one dtype
+ * and width: a block a tile of MMQ_ROWS rows, and the sub-blocks split over blockIdx.y while the
+ * blocks fit one wave of TORCHLESS_GPU_MMQ_WAVES (default 4) blocks an SM and the workspace holds
+ * the partial sums */
 template <int DT, bool Q> struct mmq_for {
-    static void run(gpu_stream *, const tl_tensor *, int64_t, float *, const float *) {}
+    static void run(gpu_stream *, const tl_tensor *const *, int, int64_t, float *const *, const float *const *) {}
 };
 #if MMQ_MAX_TOKENS
 /* a kernel's dynamic shared memory past the 48 KiB it may have without asking */
@@ -1778,22 +1779,37 @@ template <typename K> static void smem_opt_in(gpu_stream *s, K kernel, size_t by
         note(s, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes), "mmq: shared memory");
 }
 template <int DT> struct mmq_for<DT, true> {
-    static void run(gpu_stream *s, const tl_tensor *w, int64_t n, float *y, const float *bias) {
-        const int64_t k = w->ne[0], m = w->ne[1], subs = k / 32, tiles = (m + MMQ_ROWS - 1) / MMQ_ROWS;
+    static void run(gpu_stream *s, const tl_tensor *const *w, int count, int64_t n, float *const *y,
+                    const float *const *bias) {
+        const int64_t k = w[0]->ne[0], subs = k / 32;
+        mmq_mats mats;
+        memset(&mats, 0, sizeof mats);
+        int64_t tiles = 0, rows = 0;
+        for (int i = 0; i < MMQ_MATS; i++) {
+            if (i < count) {
+                mats.w[i] = view(w[i]), mats.y[i] = y[i], mats.bias[i] = bias ? bias[i] : NULL;
+                tiles += (w[i]->ne[1] + MMQ_ROWS - 1) / MMQ_ROWS;
+                rows += w[i]->ne[1];
+            }
+            mats.tile_end[i] = (unsigned)tiles;
+        }
+        /* as many blocks as one wave holds (4 an SM: __launch_bounds__), not past it */
         const char *e = getenv("TORCHLESS_GPU_MMQ_WAVES");
-        const int64_t waves = e && atoi(e) > 0 ? atoi(e) : 2;
-        int64_t splits = (waves * s->sms + tiles - 1) / tiles;
+        const int64_t per_sm = e && atoi(e) > 0 ? atoi(e) : 4;
+        int64_t splits = per_sm * s->sms / tiles;
         if (splits > subs / 8) splits = subs / 8; /* a stage of 8 sub-blocks at least a split */
-        while (splits > 1 && (size_t)(splits * n * m) > s->mmq_ws_floats) splits--;
+        if (splits > MMQ_MAX_SPLITS) splits = MMQ_MAX_SPLITS;
+        while (splits > 1 && (size_t)(splits * n * rows) > s->mmq_ws_floats) splits--;
         if (splits < 1 || tiles > MMQ_COUNTS) splits = 1;
         const int64_t per = ((subs + splits - 1) / splits + 7) / 8 * 8; /* whole stages */
         splits = (subs + per - 1) / per;
+        for (int64_t i = 0, at = 0; i < count; at += splits * n * w[i]->ne[1], i++) mats.ws[i] = s->mmq_ws + at;
         const dim3 grid((unsigned)tiles, (unsigned)splits);
         const size_t xs = q8_stride(k);
 #define MMQ(NT)                                                                                                         \
-    (smem_opt_in(s, mmq_kernel<DT, NT>, 2 * mmq_smem(DT, NT)),                                                             \
-     mmq_kernel<DT, NT><<<grid, 128, 2 * mmq_smem(DT, NT), s->stream>>>(view(w), s->xq[kquant(DT)], xs, k, (int)n, y, bias, per, s->mmq_ws,  \
-                                                    s->mmq_counts))
+    (smem_opt_in(s, mmq_kernel<DT, NT>, mmq_smem_all(DT, NT)),                                                          \
+     mmq_kernel<DT, NT><<<grid, 128, mmq_smem_all(DT, NT), s->stream>>>(mats, s->xq[kquant(DT)], xs, k, (int)n, per,    \
+                                                                        s->mmq_counts))
         if (n <= 8) MMQ(8);
         else if (n <= 16) MMQ(16);
         else MMQ(32);
@@ -1876,7 +1892,7 @@ static void matmul(tl_stream *ts, const tl_tensor *w, const float *x, int64_t n,
     if (q8_path(s, w, n)) {
         q8_quantize(s, w->dtype, x, n, k);
         if (use_mmq(w, n)) {
-            by_dtype<mmq_launch>(w->dtype, s, w, n, y, bias);
+            by_dtype<mmq_launch>(w->dtype, s, &w, 1, n, &y, bias ? &bias : (const float *const *)NULL);
             LAUNCHED(s, "mmq");
         } else {
             by_dtype<q8_launch>(w->dtype, s, w, (const tl_tensor *)NULL, n, y, bias, 0);
@@ -2060,10 +2076,17 @@ static void matmul_qkv(tl_stream *ts, const tl_tensor *wq, const tl_tensor *wk, 
     gpu_stream *s = (gpu_stream *)ts;
     const int64_t width = wq->ne[0];
     if (wk->dtype == wq->dtype && wv->dtype == wq->dtype && wk->ne[0] == width && wv->ne[0] == width &&
-        q8_path(s, wq, n) && !use_mmq(wq, n)) {
+        q8_path(s, wq, n)) {
         q8_quantize(s, wq->dtype, x, n, width);
-        const q8_three m = {{view(wq), view(wk), view(wv)}, {q, k, v}, {bq, bk, bv}};
-        by_dtype<q8_three_launch>(wq->dtype, s, &m, wq->ne[1] + wk->ne[1] + wv->ne[1], width, n);
+        if (use_mmq(wq, n)) {
+            const tl_tensor *const w[3] = {wq, wk, wv};
+            float *const y[3] = {q, k, v};
+            const float *const b[3] = {bq, bk, bv};
+            by_dtype<mmq_launch>(wq->dtype, s, w, 3, n, y, b);
+        } else {
+            const q8_three m = {{view(wq), view(wk), view(wv)}, {q, k, v}, {bq, bk, bv}};
+            by_dtype<q8_three_launch>(wq->dtype, s, &m, wq->ne[1] + wk->ne[1] + wv->ne[1], width, n);
+        }
         LAUNCHED(s, "q, k, v");
         q8_forget_written(s, q, n * wq->ne[1]);
         q8_forget_written(s, k, n * wk->ne[1]);
@@ -2093,6 +2116,17 @@ template <int DT> struct glu_launch {
 static void matmul_glu(tl_stream *ts, const tl_tensor *gate, const tl_tensor *up, const float *x, int64_t n, float *a,
                        float *b, tl_activation act) {
     gpu_stream *s = (gpu_stream *)ts;
+    if (gate->dtype == up->dtype && gate->ne[0] == up->ne[0] && q8_path(s, gate, n) && use_mmq(gate, n)) {
+        q8_quantize(s, gate->dtype, x, n, gate->ne[0]); /* both in one launch, then the activation */
+        const tl_tensor *const w[2] = {gate, up};
+        float *const y[2] = {a, b};
+        by_dtype<mmq_launch>(gate->dtype, s, w, 2, n, y, (const float *const *)NULL);
+        LAUNCHED(s, "gate, up");
+        q8_forget_written(s, a, n * gate->ne[1]);
+        q8_forget_written(s, b, n * up->ne[1]);
+        glu(ts, act, a, b, n * gate->ne[1]);
+        return;
+    }
     if (gate->dtype == up->dtype && q8_path(s, gate, n) && !use_mmq(gate, n)) {
         q8_quantize(s, gate->dtype, x, n, gate->ne[0]);
         by_dtype<q8_launch>(gate->dtype, s, gate, up, n, a, (const float *)NULL, act == TL_ACT_GELU_TANH ? 1 : 0);

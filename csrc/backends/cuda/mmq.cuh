@@ -64,6 +64,10 @@ __host__ __device__ constexpr int mmq_field_at(int dt, int f) {
 __host__ __device__ constexpr size_t mmq_smem(int dt, int nt) {
     return (size_t)mmq_field_at(dt, mmq_fields(dt)) + (size_t)nt * (MMQ_XQ_STRIDE + MMQ_XD_STRIDE);
 }
+/* Q4_K/Q5_K's (a, b) of the stage's 128 rows x 8 sub-blocks, decoded once (4 lanes of a fragment
+ * would decode the same scales), after the two stage buffers */
+__host__ __device__ constexpr size_t mmq_ab_bytes(int dt) { return dt == TL_Q4_K || dt == TL_Q5_K ? MMQ_ROWS * 8 * 8 : 0; }
+__host__ __device__ constexpr size_t mmq_smem_all(int dt, int nt) { return 2 * mmq_smem(dt, nt) + mmq_ab_bytes(dt); }
 /* no b term: Q4_0/Q5_0's codes are made signed (code - 8, code - 16), Q8_0's are */
 __host__ __device__ constexpr bool mmq_has_b(int dt) {
     return dt == TL_Q4_1 || dt == TL_Q5_1 || dt == TL_Q4_K || dt == TL_Q5_K;
@@ -90,7 +94,7 @@ __device__ __forceinline__ void cp_async_wait_but_one(void) {
 template <int DT> struct mmq_sub {
     int lo, hi;
     float a, b;
-    __device__ __forceinline__ void load(const uint8_t *const p[3], int u, int t, float) {
+    __device__ __forceinline__ void load(const uint8_t *const p[3], int u, int t, float, const float2 *) {
         if (DT == TL_Q8_0) {
             const int *qs = (const int *)p[0] + 8 * u;
             lo = qs[t], hi = qs[4 + t];
@@ -118,11 +122,11 @@ template <int DT> struct mmq_sub {
 };
 
 /* Q4_K/Q5_K: sub-block u: the low (u even) or high nibbles of qs bytes 32 (u / 2) on; Q5_K's
- * fifth bit is bit u of qh byte e */
+ * fifth bit is bit u of qh byte e; (a, b) decoded once a stage into ab (mmq_k4_scales) */
 template <int DT> struct mmq_k4 {
     int lo, hi;
     float a, b;
-    __device__ __forceinline__ void load(const uint8_t *const p[3], int u, int t, float) {
+    __device__ __forceinline__ void load(const uint8_t *const p[3], int u, int t, float, const float2 *ab) {
         const uint8_t *blk = p[0];
         const int *qs = (const int *)(blk + (DT == TL_Q4_K ? 16 : 48) + 32 * (u / 2));
         const int sh = 4 * (u & 1);
@@ -132,14 +136,20 @@ template <int DT> struct mmq_k4 {
             lo |= ((qh[t] >> u) & 0x01010101) << 4;
             hi |= ((qh[4 + t] >> u) & 0x01010101) << 4;
         }
-        const uint32_t *sw = (const uint32_t *)(blk + 4);
-        int sc, mn;
-        scale_min_words(u, sw[0], sw[1], sw[2], &sc, &mn);
-        const float2 dd = __half22float2(*(const __half2 *)blk);
-        a = dd.x * (float)sc, b = -dd.y * (float)mn;
+        const float2 f = ab[u];
+        a = f.x, b = f.y;
     }
 };
 template <> struct mmq_sub<TL_Q4_K> : mmq_k4<TL_Q4_K> {};
+
+/* a Q4_K/Q5_K block's 8 sub-blocks' (a, b) = (d·scale, -dmin·min) */
+__device__ __forceinline__ float2 mmq_k4_scale(const uint8_t *blk, int u) {
+    const uint32_t *sw = (const uint32_t *)(blk + 4);
+    int sc, mn;
+    scale_min_words(u, sw[0], sw[1], sw[2], &sc, &mn);
+    const float2 dd = __half22float2(*(const __half2 *)blk);
+    return make_float2(dd.x * (float)sc, -dd.y * (float)mn);
+}
 template <> struct mmq_sub<TL_Q5_K> : mmq_k4<TL_Q5_K> {};
 
 /* Q6_K: sub-block u is elements 128h + 32v + l (h = u / 4, v = u % 4, l < 32): ql byte
@@ -148,7 +158,7 @@ template <> struct mmq_sub<TL_Q5_K> : mmq_k4<TL_Q5_K> {};
 template <> struct mmq_sub<TL_Q6_K> {
     int lo, hi;
     float a, b; /* the scales of the lo and hi halves */
-    __device__ __forceinline__ void load(const uint8_t *const p[3], int u, int t, float d) {
+    __device__ __forceinline__ void load(const uint8_t *const p[3], int u, int t, float d, const float2 *) {
         const int h = u / 4, v = u & 3;
         const int *ql = (const int *)(p[0] + 64 * h + 32 * (v & 1));
         const int *qh = (const int *)(p[1] + 32 * h);
@@ -162,17 +172,33 @@ template <> struct mmq_sub<TL_Q6_K> {
 };
 
 /* y[t][r] = W[r] . x[t] (+ bias[r]) for the n <= NT tokens quantized in xq (rows xs bytes apart;
- * rows up to NT are read, those past n unused). Split blockIdx.y of gridDim.y takes sub-blocks
- * [blockIdx.y·per, +per) of each row, per a multiple of 8. Dynamic shared memory: two stages of
- * mmq_smem. */
+ * rows up to NT are read, those past n unused), for each of up to 3 matrices (W, y, bias) of mats. Split blockIdx.y of gridDim.y takes sub-blocks
+ * [blockIdx.y·per, +per) of each row, per a multiple of 8. Dynamic shared memory: mmq_smem_all. */
+#define MMQ_MATS 3        /* matrices of one dtype and width against the same rows in one launch (q, k, v) */
+#define MMQ_MAX_SPLITS 8 /* split-K's most splits */
+typedef struct mmq_mats {
+    gw w[MMQ_MATS];
+    float *y[MMQ_MATS];
+    const float *bias[MMQ_MATS];
+    float *ws[MMQ_MATS];          /* each one's partial sums */
+    unsigned tile_end[MMQ_MATS]; /* matrix i has the row tiles [tile_end[i-1], tile_end[i]) of blockIdx.x */
+} mmq_mats;
+
 template <int DT, int NT>
-__global__ void __launch_bounds__(128, 3) mmq_kernel(gw w, const int8_t *__restrict__ xq, size_t xs, int64_t k, int n,
-                                                  float *__restrict__ y, const float *__restrict__ bias, int64_t per,
-                                                  float *__restrict__ ws, unsigned *__restrict__ counts) {
+__global__ void __launch_bounds__(128, 4) mmq_kernel(mmq_mats mats, const int8_t *__restrict__ xq, size_t xs, int64_t k,
+                                                     int n, int64_t per, unsigned *__restrict__ counts) {
     extern __shared__ __align__(16) uint8_t sm[];
     constexpr int TT = NT / 8, NF = mmq_fields(DT);
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, warp = threadIdx.x >> 5;
-    const int64_t m = w.m, tile0 = (int64_t)blockIdx.x * MMQ_ROWS;
+    /* which matrix (selects, not an index into the parameters: that could copy them to local memory) */
+    const unsigned bx = blockIdx.x;
+    const int mi = bx < mats.tile_end[0] ? 0 : bx < mats.tile_end[1] ? 1 : 2;
+    const gw w = mi == 0 ? mats.w[0] : mi == 1 ? mats.w[1] : mats.w[2];
+    float *const y = mi == 0 ? mats.y[0] : mi == 1 ? mats.y[1] : mats.y[2];
+    const float *const bias = mi == 0 ? mats.bias[0] : mi == 1 ? mats.bias[1] : mats.bias[2];
+    float *const ws = mi == 0 ? mats.ws[0] : mi == 1 ? mats.ws[1] : mats.ws[2];
+    const unsigned first = mi == 0 ? 0 : mi == 1 ? mats.tile_end[0] : mats.tile_end[1];
+    const int64_t m = w.m, tile0 = (int64_t)(bx - first) * MMQ_ROWS;
     const int64_t subs = k / 32, j0 = (int64_t)blockIdx.y * per, j1 = j0 + per < subs ? j0 + per : subs;
     /* this lane's four rows in the tile: g, g+8 of the warp's first m16 tile, g+16, g+24 */
     const int rl0 = 32 * warp + g;
@@ -227,6 +253,12 @@ __global__ void __launch_bounds__(128, 3) mmq_kernel(gw w, const int8_t *__restr
         else cp_async_wait();
         __syncthreads();
         uint8_t *const buf = sm + (size_t)b * mmq_smem(DT, NT);
+        float2 *const sab = (float2 *)(sm + 2 * mmq_smem(DT, NT));
+        if (DT == TL_Q4_K || DT == TL_Q5_K) {
+            for (int i = threadIdx.x; i < MMQ_ROWS * 8; i += 128)
+                sab[i] = mmq_k4_scale(buf + (i / 8) * mmq_stride(DT, 0), i % 8);
+            __syncthreads();
+        }
         uint8_t *const sxq = buf + mmq_field_at(DT, NF), *const sxd = sxq + NT * MMQ_XQ_STRIDE;
 #pragma unroll 2
         for (int u = 0; u < 8; u++) {
@@ -237,7 +269,7 @@ __global__ void __launch_bounds__(128, 3) mmq_kernel(gw w, const int8_t *__restr
                 const uint8_t *const p[3] = {buf + mmq_field_at(DT, 0) + rho * mmq_stride(DT, 0),
                                              buf + mmq_field_at(DT, NF > 1 ? 1 : 0) + rho * mmq_stride(DT, NF > 1 ? 1 : 0),
                                              buf + mmq_field_at(DT, NF > 2 ? 2 : 0) + rho * mmq_stride(DT, NF > 2 ? 2 : 0)};
-                wt[i].load(p, u, t, d6[i]);
+                wt[i].load(p, u, t, d6[i], sab + 8 * rho);
             }
 #pragma unroll
             for (int tt = 0; tt < TT; tt++) {
@@ -294,21 +326,28 @@ __global__ void __launch_bounds__(128, 3) mmq_kernel(gw w, const int8_t *__restr
     __shared__ bool last;
     __threadfence();
     __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(&counts[blockIdx.x], 1u) == gridDim.y - 1;
+    if (threadIdx.x == 0) last = atomicAdd(&counts[bx], 1u) == gridDim.y - 1;
     __syncthreads();
     if (!last) return;
     __threadfence();
     const int64_t rows_here = m - tile0 < MMQ_ROWS ? m - tile0 : MMQ_ROWS;
+    const size_t step = (size_t)n * m;
     for (int64_t e = threadIdx.x; e < rows_here * n; e += blockDim.x) {
         const int64_t r = tile0 + e % rows_here, tok = e / rows_here;
-        float sum = 0.0f;
-        for (unsigned sp = 0; sp < gridDim.y; sp++) sum += __ldcg(ws + ((size_t)sp * n + tok) * m + r);
+        /* every split's value loaded before any is added (one L2 round trip, not one a split) */
+        float v[MMQ_MAX_SPLITS];
+#pragma unroll
+        for (unsigned sp = 0; sp < MMQ_MAX_SPLITS; sp++) v[sp] = sp < gridDim.y ? __ldcg(ws + sp * step + (size_t)tok * m + r) : 0.0f;
+        float sum = v[0];
+#pragma unroll
+        for (unsigned sp = 1; sp < MMQ_MAX_SPLITS; sp++)
+            if (sp < gridDim.y) sum += v[sp];
         y[(size_t)tok * m + r] = sum + (bias ? bias[r] : 0.0f);
     }
-    if (threadIdx.x == 0) counts[blockIdx.x] = 0; /* ready for the next call */
+    if (threadIdx.x == 0) counts[bx] = 0; /* ready for the next call */
 }
 
 /* the most shared memory an instance needs (two stages; past 48 KiB a kernel opts in) */
-static_assert(2 * mmq_smem(TL_Q8_0, 32) + 16 <= 227 * 1024, "mmq: shared memory");
+static_assert(mmq_smem_all(TL_Q8_0, 32) + 16 <= 227 * 1024 && mmq_smem_all(TL_Q5_K, 32) + 16 <= 227 * 1024, "mmq: shared memory");
 
 #endif /* !TL_HIP */
