@@ -1,5 +1,6 @@
 #include "matmul.h"
 
+#include "cpu.h"
 #include "dot.h"
 #include "dot_q8.h"
 #include "status.h"
@@ -72,6 +73,18 @@ static void matmul_worker(void *p, int ith, int nth) {
             for (int64_t i = 0; i < j->n; i++)
                 j->y[i * j->m + r0 + r] = dot_f32(tile + r * j->k, j->x + i * j->k, j->k);
     }
+}
+
+/* the GEMM, where this level has it for the dtype (at the scalar level only without OpenBLAS,
+ * whose SGEMM on dequantized tiles is faster than portable C) */
+static bool matmul_gemm(tl_pool *pool, const tl_tensor *w, const float *x, int64_t n, float *y, float *scratch) {
+    tl_gemm_kernels kern;
+#ifdef TL_HAVE_OPENBLAS
+    if (tl_cpu_level_get() == TL_CPU_SCALAR) return false;
+#endif
+    if (!tl_gemm_kernels_get(w->dtype, &kern)) return false;
+    tl_gemm(pool, &kern, w, x, n, y, scratch);
+    return true;
 }
 
 /* Quantized activations: a chunk of x rows is quantized once (rows split over the threads),
@@ -166,8 +179,9 @@ void *tl_matmul_interleave(const tl_tensor *w) {
 
 void tl_matmul(tl_pool *pool, const tl_tensor *w, const float *x, int64_t n, float *y, float *scratch) {
     if (matmul_q8(pool, w, x, n, y, scratch)) return;
-    matmul_job j = {w, x, n, w->n_dims > 1 ? w->ne[1] : 1, w->ne[0], y, scratch};
     bool small = n < GEMM_MIN_ROWS;
+    if (!small && matmul_gemm(pool, w, x, n, y, scratch)) return;
+    matmul_job j = {w, x, n, w->n_dims > 1 ? w->ne[1] : 1, w->ne[0], y, scratch};
 #ifndef TL_HAVE_OPENBLAS
     small = true;
 #endif
