@@ -8,15 +8,6 @@
 #include <stdint.h>
 #include <string.h>
 
-void tl_gemm_pack_x(const float *x, int64_t k, int cols, int nr, int64_t k0, int kc, float *dst) {
-    for (int c = 0; c < cols; c++) {
-        const float *row = x + (size_t)c * (size_t)k + k0;
-        for (int kk = 0; kk < kc; kk++) dst[kk * nr + c] = row[kk];
-    }
-    for (int c = cols; c < nr; c++)
-        for (int kk = 0; kk < kc; kk++) dst[kk * nr + c] = 0.0f;
-}
-
 typedef struct {
     const tl_gemm_kernels *kern;
     const tl_tensor *w;
@@ -35,7 +26,7 @@ static void pack_x_worker(void *p, int ith, int nth) {
         /* the block of columns from k0 holds every panel of x, each kb columns of nr floats */
         const int64_t k0 = i / panels * kc, c0 = i % panels * nr;
         const int kb = j->k - k0 < kc ? (int)(j->k - k0) : kc, cols = j->n - c0 < nr ? (int)(j->n - c0) : nr;
-        tl_gemm_pack_x(j->x + c0 * j->k, j->k, cols, nr, k0, kb, j->xp + k0 * j->n_pad + c0 * kb);
+        j->kern->pack_x(j->x + c0 * j->k, j->k, cols, k0, kb, j->xp + k0 * j->n_pad + c0 * kb);
     }
 }
 
@@ -129,6 +120,13 @@ static inline void pack_w(tl_dtype t, const void *w, size_t row_bytes, int rows,
     }
 }
 
+static void pack_x_scalar(const float *x, int64_t k, int cols, int64_t k0, int kc, float *dst) {
+    for (int c = 0; c < NR; c++) {
+        const float *row = x + (size_t)c * (size_t)k + k0;
+        for (int kk = 0; kk < kc; kk++) dst[kk * NR + c] = c < cols ? row[kk] : 0.0f;
+    }
+}
+
 static void pack_w_f32(const void *w, size_t row_bytes, int rows, int64_t k0, int kc, float *dst) {
     pack_w(TL_F32, w, row_bytes, rows, k0, kc, dst);
 }
@@ -154,7 +152,7 @@ static void kernel_scalar(const float *wp, const float *xp, int kc, float *y, si
 bool tl_gemm_kernels_scalar(tl_dtype t, tl_gemm_kernels *out) {
     tl_gemm_pack_w_fn pack = t == TL_F32 ? pack_w_f32 : t == TL_F16 ? pack_w_f16 : t == TL_BF16 ? pack_w_bf16 : NULL;
     if (!pack) return false;
-    *out = (tl_gemm_kernels){pack, kernel_scalar, MR, NR, 256};
+    *out = (tl_gemm_kernels){pack, pack_x_scalar, kernel_scalar, MR, NR, 256};
     return true;
 }
 

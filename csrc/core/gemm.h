@@ -1,7 +1,7 @@
 /* Float weights (F32, F16, BF16) times float activations for prefill, y[n][m] = x[n][k] · W^T,
  * in our own blocked GEMM (Goto and van de Geijn, "Anatomy of High-Performance Matrix
  * Multiplication", 2008; the BLIS loop order):
- *  - x is packed once per matmul (tl_gemm_pack_x, shared by every thread): for each block of kc
+ *  - x is packed once per matmul (pack_x, shared by every thread): for each block of kc
  *    columns, panels of nr activation rows, column by column (nr floats of one column side by side);
  *  - each thread takes panels of mr weight rows; per block of kc columns it converts one panel to
  *    float32, column by column (pack_w: mr floats of one column side by side; the F16/BF16 → F32
@@ -34,15 +34,16 @@ typedef void (*tl_gemm_pack_w_fn)(const void *w, size_t row_bytes, int rows, int
 typedef void (*tl_gemm_kernel_fn)(const float *wp, const float *xp, int kc, float *y, size_t ldy, int rows, int cols,
                                   bool add, const void *const *pf, int npf);
 
+/* cols (<= nr) rows of x (k floats apart), columns [k0, k0 + kc), to dst[kk·nr + c]; columns
+ * past `cols` are zeros */
+typedef void (*tl_gemm_pack_x_fn)(const float *x, int64_t k, int cols, int64_t k0, int kc, float *dst);
+
 typedef struct {
     tl_gemm_pack_w_fn pack_w;
+    tl_gemm_pack_x_fn pack_x;
     tl_gemm_kernel_fn kernel;
     int mr, nr, kc; /* register block (weight rows x activation rows) and column block */
 } tl_gemm_kernels;
-
-/* cols (<= nr) rows of x (k floats apart), columns [k0, k0 + kc), to dst[kk·nr + c]; columns
- * past `cols` are zeros */
-void tl_gemm_pack_x(const float *x, int64_t k, int cols, int nr, int64_t k0, int kc, float *dst);
 
 /* Rows of x packed at a time */
 #define TL_GEMM_CHUNK 512

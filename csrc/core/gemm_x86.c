@@ -24,7 +24,14 @@
 
 /* elements [e, e + n) of a row (n <= 16, the rest zeros) as floats */
 AVX512 static INLINE __m512 row16(tl_dtype t, const void *row, int64_t e, int n) {
-    const __mmask16 m = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+    if (n == 16) switch (t) { /* unmasked loads */
+        case TL_F16: return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + e)));
+        case TL_BF16:
+            return _mm512_castsi512_ps(
+                _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + e))), 16));
+        default: return _mm512_loadu_ps((const float *)row + e);
+        }
+    const __mmask16 m = (__mmask16)((1u << n) - 1);
     switch (t) {
     case TL_F16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)row + e));
     case TL_BF16:
@@ -63,11 +70,20 @@ AVX512 static INLINE void transpose16(__m512 r[16]) {
 AVX512 static INLINE void pack_w_avx512(tl_dtype t, const void *w, size_t row_bytes, int rows, int64_t k0, int kc, float *dst) {
     for (int h = 0; h < MR16 / 16; h++) {
         const int hr = rows - 16 * h; /* rows of this half */
-        for (int kk = 0; kk < kc; kk += 16) {
+        const uint8_t *w16 = (const uint8_t *)w + (size_t)16 * h * row_bytes;
+        int kk = 0;
+        __m512 r[16];
+        if (hr >= 16) /* whole blocks of 16 x 16, without a test a row */
+            for (; kk + 16 <= kc; kk += 16) {
+#pragma GCC unroll 16
+                for (int i = 0; i < 16; i++) r[i] = row16(t, w16 + (size_t)i * row_bytes, k0 + kk, 16);
+                transpose16(r);
+#pragma GCC unroll 16
+                for (int j = 0; j < 16; j++) _mm512_store_ps(dst + (size_t)(kk + j) * MR16 + 16 * h, r[j]);
+            }
+        for (; kk < kc; kk += 16) { /* the last columns, or a partial panel */
             const int n = kc - kk < 16 ? kc - kk : 16;
-            __m512 r[16];
-            for (int i = 0; i < 16; i++)
-                r[i] = i < hr ? row16(t, (const uint8_t *)w + (size_t)(16 * h + i) * row_bytes, k0 + kk, n) : _mm512_setzero_ps();
+            for (int i = 0; i < 16; i++) r[i] = i < hr ? row16(t, w16 + (size_t)i * row_bytes, k0 + kk, n) : _mm512_setzero_ps();
             transpose16(r);
             for (int j = 0; j < n; j++) _mm512_store_ps(dst + (size_t)(kk + j) * MR16 + 16 * h, r[j]);
         }
@@ -82,6 +98,17 @@ AVX512 static void pack_w_f16_avx512(const void *w, size_t row_bytes, int rows, 
 }
 AVX512 static void pack_w_bf16_avx512(const void *w, size_t row_bytes, int rows, int64_t k0, int kc, float *dst) {
     pack_w_avx512(TL_BF16, w, row_bytes, rows, k0, kc, dst);
+}
+
+/* 16 columns of 12 rows of x at a time, transposed as the weights are (4 rows of zeros) */
+AVX512 static void pack_x_avx512(const float *x, int64_t k, int cols, int64_t k0, int kc, float *dst) {
+    for (int kk = 0; kk < kc; kk += 16) {
+        const int n = kc - kk < 16 ? kc - kk : 16;
+        __m512 r[16];
+        for (int c = 0; c < 16; c++) r[c] = c < cols ? row16(TL_F32, x + (size_t)c * (size_t)k, k0 + kk, n) : _mm512_setzero_ps();
+        transpose16(r);
+        for (int j = 0; j < n; j++) _mm512_mask_storeu_ps(dst + (size_t)(kk + j) * NR16, (__mmask16)((1u << NR16) - 1), r[j]);
+    }
 }
 
 AVX512 static void kernel_avx512(const float *wp, const float *xp, int kc, float *y, size_t ldy, int rows, int cols, bool add,
@@ -127,7 +154,7 @@ bool tl_gemm_kernels_avx512(tl_dtype t, tl_gemm_kernels *out) {
                              : t == TL_BF16 ? pack_w_bf16_avx512
                                             : NULL;
     if (!pack) return false;
-    *out = (tl_gemm_kernels){pack, kernel_avx512, MR16, NR16, 512};
+    *out = (tl_gemm_kernels){pack, pack_x_avx512, kernel_avx512, MR16, NR16, 512};
     return true;
 }
 
@@ -185,11 +212,20 @@ AVX2 static INLINE void transpose8(__m256 r[8]) {
 AVX2 static INLINE void pack_w_avx2(tl_dtype t, const void *w, size_t row_bytes, int rows, int64_t k0, int kc, float *dst) {
     for (int h = 0; h < MR8 / 8; h++) {
         const int hr = rows - 8 * h;
-        for (int kk = 0; kk < kc; kk += 8) {
+        const uint8_t *w8 = (const uint8_t *)w + (size_t)8 * h * row_bytes;
+        int kk = 0;
+        __m256 r[8];
+        if (hr >= 8) /* whole blocks of 8 x 8, without a test a row */
+            for (; kk + 8 <= kc; kk += 8) {
+#pragma GCC unroll 8
+                for (int i = 0; i < 8; i++) r[i] = row8(t, w8 + (size_t)i * row_bytes, k0 + kk, 8);
+                transpose8(r);
+#pragma GCC unroll 8
+                for (int j = 0; j < 8; j++) _mm256_store_ps(dst + (size_t)(kk + j) * MR8 + 8 * h, r[j]);
+            }
+        for (; kk < kc; kk += 8) { /* the last columns, or a partial panel */
             const int n = kc - kk < 8 ? kc - kk : 8;
-            __m256 r[8];
-            for (int i = 0; i < 8; i++)
-                r[i] = i < hr ? row8(t, (const uint8_t *)w + (size_t)(8 * h + i) * row_bytes, k0 + kk, n) : _mm256_setzero_ps();
+            for (int i = 0; i < 8; i++) r[i] = i < hr ? row8(t, w8 + (size_t)i * row_bytes, k0 + kk, n) : _mm256_setzero_ps();
             transpose8(r);
             for (int j = 0; j < n; j++) _mm256_store_ps(dst + (size_t)(kk + j) * MR8 + 8 * h, r[j]);
         }
@@ -204,6 +240,18 @@ AVX2 static void pack_w_f16_avx2(const void *w, size_t row_bytes, int rows, int6
 }
 AVX2 static void pack_w_bf16_avx2(const void *w, size_t row_bytes, int rows, int64_t k0, int kc, float *dst) {
     pack_w_avx2(TL_BF16, w, row_bytes, rows, k0, kc, dst);
+}
+
+/* 8 columns of 6 rows of x at a time, transposed as the weights are (2 rows of zeros) */
+AVX2 static void pack_x_avx2(const float *x, int64_t k, int cols, int64_t k0, int kc, float *dst) {
+    const __m256i six = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
+    for (int kk = 0; kk < kc; kk += 8) {
+        const int n = kc - kk < 8 ? kc - kk : 8;
+        __m256 r[8];
+        for (int c = 0; c < 8; c++) r[c] = c < cols ? row8(TL_F32, x + (size_t)c * (size_t)k, k0 + kk, n) : _mm256_setzero_ps();
+        transpose8(r);
+        for (int j = 0; j < n; j++) _mm256_maskstore_ps(dst + (size_t)(kk + j) * NR8, six, r[j]);
+    }
 }
 
 AVX2 static void kernel_avx2(const float *wp, const float *xp, int kc, float *y, size_t ldy, int rows, int cols, bool add,
@@ -250,7 +298,7 @@ AVX2 static void kernel_avx2(const float *wp, const float *xp, int kc, float *y,
 bool tl_gemm_kernels_avx2(tl_dtype t, tl_gemm_kernels *out) {
     tl_gemm_pack_w_fn pack = t == TL_F32 ? pack_w_f32_avx2 : t == TL_F16 ? pack_w_f16_avx2 : t == TL_BF16 ? pack_w_bf16_avx2 : NULL;
     if (!pack) return false;
-    *out = (tl_gemm_kernels){pack, kernel_avx2, MR8, NR8, 256};
+    *out = (tl_gemm_kernels){pack, pack_x_avx2, kernel_avx2, MR8, NR8, 256};
     return true;
 }
 #endif
