@@ -1,6 +1,5 @@
 #include "matmul.h"
 
-#include "cpu.h"
 #include "dot.h"
 #include "dot_q8.h"
 #include "status.h"
@@ -75,14 +74,15 @@ static void matmul_worker(void *p, int ith, int nth) {
     }
 }
 
-/* the GEMM, where this level has it for the dtype (at the scalar level only without OpenBLAS,
+/* the GEMM, where this level has it for the dtype (its portable kernels only without OpenBLAS,
  * whose SGEMM on dequantized tiles is faster than portable C) */
 static bool matmul_gemm(tl_pool *pool, const tl_tensor *w, const float *x, int64_t n, float *y, float *scratch) {
     tl_gemm_kernels kern;
-#ifdef TL_HAVE_OPENBLAS
-    if (tl_cpu_level_get() == TL_CPU_SCALAR) return false;
-#endif
     if (!tl_gemm_kernels_get(w->dtype, &kern)) return false;
+#ifdef TL_HAVE_OPENBLAS
+    tl_gemm_kernels portable;
+    if (tl_gemm_kernels_scalar(w->dtype, &portable) && kern.kernel == portable.kernel) return false;
+#endif
     tl_gemm(pool, &kern, w, x, n, y, scratch);
     return true;
 }

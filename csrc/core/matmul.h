@@ -27,10 +27,10 @@ static inline size_t tl_matmul_scratch_floats(int64_t k, int nth) {
  * conversion. Weights with integer kernels at this dispatch level (tl_q8_kernels_get: the
  * 4-, 5- and 8-bit block formats) get x quantized to 8 bits and integer dot products, the
  * same arithmetic for prefill and decode. Otherwise decode (small n) runs the fused float
- * dot kernels row by row; prefill of F32/F16/BF16 weights runs our GEMM (gemm.h) at the SIMD
- * levels (and at the scalar level without OpenBLAS), on chunks of x packed once; other
- * prefills dequantize a tile of W rows into per-thread scratch and multiply it with OpenBLAS
- * sgemm where available: the model is never dequantized as a whole. */
+ * dot kernels row by row; prefill of F32/F16/BF16 weights runs our GEMM (gemm.h) where this
+ * level has SIMD kernels for it (its portable ones only without OpenBLAS), on chunks of x packed
+ * once; other prefills dequantize a tile of W rows into per-thread scratch and multiply it with
+ * OpenBLAS sgemm where available: the model is never dequantized as a whole. */
 void tl_matmul(tl_pool *pool, const tl_tensor *w, const float *x, int64_t n, float *y, float *scratch);
 
 /* A copy of W's rows interleaved for this CPU's decode kernels (dot_q8.h, tl_q8_interleave),
