@@ -1,5 +1,5 @@
 /* tl_matmul alone on TinyLlama-shaped weights (random, quantized with our quantizers): decode
- * (1 row of x) and prefill (128 rows) per dtype and thread count, best of 5, as JSON lines
+ * (1 row of x) and prefill (128 and 512 rows) per dtype and thread count, best of 5, as JSON lines
  * with the weight bytes per second (the decode ceiling is the machine's read bandwidth) and
  * multiply-adds per second; these weights stay in the L3. Decode is measured a second time
  * "from memory" ("mem": 1): one call on each of enough copies of the weights (>= 192 MB) to
