@@ -1,5 +1,5 @@
-/* The portable GEMM kernels (gemm.h), the packing of x every level shares, and the choice of
- * kernels by dispatch level. */
+/* The GEMM's driver (gemm.h: tl_gemm), its portable kernels, and the choice of kernels by
+ * dispatch level. */
 #include "gemm.h"
 
 #include "cpu.h"
@@ -31,7 +31,7 @@ static void pack_x_worker(void *p, int ith, int nth) {
 }
 
 /* Weight rows a thread takes per pass over the columns: the outputs they write (at most
- * TL_GEMM_CHUNK x GEMM_MC floats, 256 KB) stay in L2 from one block of columns to the next */
+ * TL_GEMM_CHUNK x GEMM_MC floats, 512 KB) stay in L2 from one block of columns to the next */
 #define GEMM_MC 256
 
 /* The pack after (b0, k0, pn): panels of the block [b0, b0 + block) one after another, for each

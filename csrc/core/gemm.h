@@ -1,15 +1,20 @@
 /* Float weights (F32, F16, BF16) times float activations for prefill, y[n][m] = x[n][k] · W^T,
  * in our own blocked GEMM (Goto and van de Geijn, "Anatomy of High-Performance Matrix
  * Multiplication", 2008; the BLIS loop order):
- *  - x is packed once per matmul (pack_x, shared by every thread): for each block of kc
- *    columns, panels of nr activation rows, column by column (nr floats of one column side by side);
- *  - each thread takes panels of mr weight rows; per block of kc columns it converts one panel to
- *    float32, column by column (pack_w: mr floats of one column side by side; the F16/BF16 → F32
- *    conversion happens here, in registers, once per weight and block), and multiplies it with
- *    every activation panel (kernel): mr x nr outputs held in registers, each step one column of
- *    the weight panel times one broadcast activation per output column.
- * The weight pack (mr x kc floats) stays in L1 across the activation panels; the packed block of x
- * (n x kc) stays in L2 across the weight panels; W is read from memory once per chunk of x.
+ *  - x is packed once per chunk of its rows (pack_x, the work split over the threads): for each
+ *    block of kc columns, panels of nr activation rows, column by column (nr floats of one column
+ *    side by side);
+ *  - each thread takes contiguous panels of mr weight rows, a few hundred rows at a time (their
+ *    outputs stay in L2 from one column block to the next); per block of kc columns it converts
+ *    one panel to float32, column by column (pack_w: mr floats of one column side by side; the
+ *    F16/BF16 → F32 conversion happens here, in registers, once per weight, block and chunk), and
+ *    multiplies it with every activation panel (kernel): mr x nr outputs held in registers, each
+ *    step one column of the weight panel times one broadcast activation per output column. While
+ *    it does, the kernel prefetches the next panel's weights (short pieces of many rows, which the
+ *    hardware prefetchers do not follow).
+ * The weight pack (mr x kc floats: 16 KB for AVX2, 64 KB for AVX-512) stays in L1 or L2 across the
+ * activation panels and the packed block of x (n x kc) in L2 or L3 across the weight panels; W is
+ * read from memory once per chunk of x.
  *
  * Every kernel sums over k in order, block after block (y of a later block added to the stored
  * y), in float32: the levels differ only in rounding (fused or separate multiply-adds). */
