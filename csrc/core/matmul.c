@@ -74,6 +74,19 @@ static void matmul_worker(void *p, int ith, int nth) {
     }
 }
 
+/* the GEMM, where this level has it for the dtype (its portable kernels only without OpenBLAS,
+ * whose SGEMM on dequantized tiles is faster than portable C) */
+static bool matmul_gemm(tl_pool *pool, const tl_tensor *w, const float *x, int64_t n, float *y, float *scratch) {
+    tl_gemm_kernels kern;
+    if (!tl_gemm_kernels_get(w->dtype, &kern)) return false;
+#ifdef TL_HAVE_OPENBLAS
+    tl_gemm_kernels portable;
+    if (tl_gemm_kernels_scalar(w->dtype, &portable) && kern.kernel == portable.kernel) return false;
+#endif
+    tl_gemm(pool, &kern, w, x, n, y, scratch);
+    return true;
+}
+
 /* Quantized activations: a chunk of x rows is quantized once (rows split over the threads),
  * then each thread repacks its groups of 16 weight rows and multiplies each group by every
  * quantized row of the chunk. */
@@ -166,8 +179,9 @@ void *tl_matmul_interleave(const tl_tensor *w) {
 
 void tl_matmul(tl_pool *pool, const tl_tensor *w, const float *x, int64_t n, float *y, float *scratch) {
     if (matmul_q8(pool, w, x, n, y, scratch)) return;
-    matmul_job j = {w, x, n, w->n_dims > 1 ? w->ne[1] : 1, w->ne[0], y, scratch};
     bool small = n < GEMM_MIN_ROWS;
+    if (!small && matmul_gemm(pool, w, x, n, y, scratch)) return;
+    matmul_job j = {w, x, n, w->n_dims > 1 ? w->ne[1] : 1, w->ne[0], y, scratch};
 #ifndef TL_HAVE_OPENBLAS
     small = true;
 #endif
