@@ -57,7 +57,7 @@ static void check_dtype(tl_dtype t, int trial) {
     if (!tl_q8_kernels_scalar(t, &ref)) return;
     const bool have = tl_q8_kernels_get(t, &got);
     const int64_t blk = t == TL_Q4_K || t == TL_Q5_K || t == TL_Q6_K ? 256 : 32;
-    static const int row_counts[] = {1, 16, 17, 5, 37};
+    static const int row_counts[] = {1, 32, 17, 5, 37};
     static const int64_t blocks[] = {1, 3, 8};
     static const int x_counts[] = {1, 3, 8, 13};
     const int rows = row_counts[trial % 5], n = x_counts[trial % 4];
@@ -139,6 +139,12 @@ static void check_dtype(tl_dtype t, int trial) {
             uint8_t *iw = malloc((size_t)rows * rb);
             for (int r0 = 0; r0 < rows; r0 += 16) {
                 tl_q8_interleave(t, wq + (size_t)r0 * rb, rb, k, iw + (size_t)r0 * rb);
+                /* the same bytes, moved: equal counts of each byte value */
+                size_t count[256] = {0};
+                for (size_t i = 0; i < 16 * rb; i++) count[wq[(size_t)r0 * rb + i]]++, count[iw[(size_t)r0 * rb + i]]--;
+                bool moved = true;
+                for (int v = 0; v < 256; v++) moved &= count[v] == 0;
+                CHECK(moved, "%s trial %d: interleaved rows %d.. are not the same bytes", tl_dtype_name(t), trial, r0);
                 ref.pack(wq + (size_t)r0 * rb, rb, 16, k, pr);
                 got.pack16(iw + (size_t)r0 * rb, rb, 16, k, pg);
                 CHECK(memcmp(pr, pg, pb) == 0, "%s trial %d: pack of interleaved rows %d.. differs", tl_dtype_name(t), trial, r0);
