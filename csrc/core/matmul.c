@@ -2,11 +2,13 @@
 
 #include "dot.h"
 #include "dot_q8.h"
+#include "mapping.h"
 #include "status.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #ifdef TL_HAVE_OPENBLAS
 #include <cblas.h>
@@ -159,8 +161,21 @@ void *tl_matmul_interleave(const tl_tensor *w) {
 #ifdef MADV_HUGEPAGE
     if (w->nbytes >= huge) (void)madvise(out, w->nbytes & ~(huge - 1), MADV_HUGEPAGE);
 #endif
-    for (int64_t r0 = 0; r0 < m; r0 += TL_Q8_LANES)
-        tl_q8_interleave(w->dtype, (const uint8_t *)w->data + (size_t)r0 * row_bytes, row_bytes, k, out + (size_t)r0 * row_bytes);
+    /* a file mapping's pages are given back as the copy replaces them, a few MB at a time, so
+     * that memory never holds two copies of a large matrix (Gemma 3's 171 MB head); a page the
+     * last drop left (not wholly copied yet) goes with the next */
+    const uint8_t *src = w->data, *kept = src;
+    const size_t drop_every = (size_t)4 << 20;
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    for (int64_t r0 = 0; r0 < m; r0 += TL_Q8_LANES) {
+        tl_q8_interleave(w->dtype, src + (size_t)r0 * row_bytes, row_bytes, k, out + (size_t)r0 * row_bytes);
+        const uint8_t *done = src + (size_t)(r0 + TL_Q8_LANES) * row_bytes;
+        if (tl_mapping_from_file(w->owner) && ((size_t)(done - kept) >= drop_every || r0 + TL_Q8_LANES == m)) {
+            (void)tl_mapping_drop_pages(w->owner, kept, (size_t)(done - kept));
+            kept = (const uint8_t *)((uintptr_t)done & ~(page - 1));
+            if (kept < src) kept = src;
+        }
+    }
     return out;
 }
 

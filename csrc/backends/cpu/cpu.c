@@ -52,12 +52,7 @@ static void free_(tl_device *d, void *p) {
 static tl_status weight_upload(tl_device *d, const tl_tensor *src, tl_tensor *dst) {
     (void)d;
     *dst = *src;
-    void *rows16 = tl_mapping_from_file(src->owner) ? tl_matmul_interleave(src) : NULL;
-    if (rows16 && !tl_mapping_drop_pages(src->owner, src->data, src->nbytes)) {
-        free(rows16);
-        rows16 = NULL;
-    }
-    dst->rows16 = rows16;
+    dst->rows16 = tl_mapping_from_file(src->owner) ? tl_matmul_interleave(src) : NULL;
     return TL_OK;
 }
 
