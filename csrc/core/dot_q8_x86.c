@@ -717,14 +717,19 @@ VNNI static INLINE void legacy16_codes(const uint8_t *p, const enum legacy f, __
         return;
     }
     const int qs = f == Q4_0 ? 0 : f == Q5_1 ? 2 : 1; /* the first qs word */
-    const bool q5 = f == Q5_0 || f == Q5_1;
-    const __m512i qh = q5 ? _mm512_loadu_si512(p + 64 * (qs - 1)) : _mm512_setzero_si512();
     UNROLL for (int t = 0; t < 4; t++) { /* low nibbles: elements 4t.., high nibbles: 16 + 4t.. */
         const __m512i v = _mm512_loadu_si512(p + 64 * (qs + t));
         cd[t] = and4(v), cd[4 + t] = high4(v);
-        if (q5) {
-            cd[t] = _mm512_or_si512(cd[t], q5_high(qh, t));
-            cd[4 + t] = _mm512_or_si512(cd[4 + t], q5_high(qh, t + 4));
+    }
+    if (f == Q5_0 || f == Q5_1) { /* + 16 where bit j of the row's qh is set, for element j */
+        const __m512i qh = _mm512_loadu_si512(p + 64 * (qs - 1));
+        UNROLL for (int q = 0; q < 4; q++) { /* qh byte q: the bits of codes 8q.. (cd[2q], cd[2q + 1]) */
+            const __m512i o = _mm512_set1_epi8((char)q);
+            const __m512i bq = _mm512_shuffle_epi8(qh, _mm512_add_epi8(_mm512_set4_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0), o));
+            UNROLL for (int h = 0; h < 2; h++) {
+                const __mmask64 set = _mm512_test_epi8_mask(bq, _mm512_set1_epi32(h ? (int)0x80402010 : 0x08040201));
+                cd[2 * q + h] = _mm512_mask_add_epi8(cd[2 * q + h], set, cd[2 * q + h], _mm512_set1_epi8(16));
+            }
         }
     }
 }
