@@ -273,6 +273,19 @@ void tl_q8_interleave(tl_dtype t, const void *w, size_t row_bytes, int64_t k, vo
     }
 }
 
+void tl_q8_interleaved_row(tl_dtype t, const void *group, int r, int64_t k, void *row) {
+    interleave_layout l;
+    if (!interleave_layout_of(t, &l)) return;
+    const size_t block = tl_dtype_row_size(t, tl_dtype_block_size(t)), unit = 64 * (size_t)l.words;
+    const int64_t nb = k / tl_dtype_block_size(t);
+    const uint8_t *in = group;
+    for (int64_t i = 0; i < nb; i++) {
+        uint8_t *blk = (uint8_t *)row + (size_t)i * block;
+        for (int wi = 0; wi < l.words; wi++) memcpy(blk + l.at + 4 * wi, in + (size_t)i * unit + 64 * wi + 4 * r, 4);
+        if (l.half_at >= 0) memcpy(blk + l.half_at, in + (size_t)nb * unit + 32 * (size_t)i + 2 * r, 2);
+    }
+}
+
 /* TORCHLESS_ACT_QUANT=0 keeps float activations everywhere: for comparisons with backends that
  * keep them (the GPU backends' tests). Read at every call, so that a test may switch it. */
 static bool act_quant_off(void) {

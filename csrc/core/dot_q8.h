@@ -58,6 +58,8 @@ typedef void (*tl_q8_gemv_fn)(const void *w, size_t row_bytes, int rows, int64_t
 bool tl_q8_interleaves(tl_dtype t);
 /* 16 rows of w (row_bytes apart, k columns) into one group at dst */
 void tl_q8_interleave(tl_dtype t, const void *w, size_t row_bytes, int64_t k, void *dst);
+/* row r (< 16) of a group back as its blocks (row_bytes at row) */
+void tl_q8_interleaved_row(tl_dtype t, const void *group, int r, int64_t k, void *row);
 
 typedef struct {
     tl_q8_quantize_fn quantize;

@@ -5,6 +5,7 @@
 
 #include "core/cpu.h"
 #include "core/dot.h"
+#include "core/dot_q8.h"
 #include "core/fp16.h"
 #include "core/mapping.h"
 #include "core/matmul.h"
@@ -48,7 +49,8 @@ static void free_(tl_device *d, void *p) {
  * interleaved layout for it (core/matmul.h), the matmuls read a copy in that layout instead and
  * the mapped pages it replaces are given back: the memory stays one copy of the weights. Only
  * for file mappings, whose pages come back from the file if a reader of the blocks themselves
- * (the embedding of tied weights, a float fallback) touches them again. */
+ * (a float fallback, Python's views of the weights) touches them again; the embedding of tied
+ * weights reads its rows from the copy. */
 static tl_status weight_upload(tl_device *d, const tl_tensor *src, tl_tensor *dst) {
     (void)d;
     *dst = *src;
@@ -116,12 +118,23 @@ static tl_status reserve(tl_stream *st, int64_t n_tokens, int64_t max_k) {
 
 /* ---- small kernels ---- */
 
+/* The rows of the tokens, from the interleaved copy where the table has one (a tied head's: the
+ * mapped pages it replaced stay given back) */
 static void embed(tl_stream *s, const tl_tensor *table, const int32_t *tokens, int32_t n, float scale, float *out) {
     (void)s;
     const int64_t dim = table->ne[0];
     const size_t row = tl_dtype_row_size(table->dtype, dim);
-    for (int32_t i = 0; i < n; i++)
-        tl_dequantize(table->dtype, (const uint8_t *)table->data + (size_t)tokens[i] * row, out + (size_t)i * dim, dim);
+    uint8_t *blocks = table->rows16 ? malloc(row) : NULL;
+    for (int32_t i = 0; i < n; i++) {
+        const uint8_t *src = (const uint8_t *)table->data + (size_t)tokens[i] * row;
+        if (blocks) {
+            const size_t group = (size_t)tokens[i] / TL_Q8_LANES * TL_Q8_LANES;
+            tl_q8_interleaved_row(table->dtype, (const uint8_t *)table->rows16 + group * row, tokens[i] % TL_Q8_LANES, dim, blocks);
+            src = blocks;
+        }
+        tl_dequantize(table->dtype, src, out + (size_t)i * dim, dim);
+    }
+    free(blocks);
     if (scale != 1.0f)
         for (int64_t i = 0; i < n * dim; i++) out[i] *= scale;
 }
