@@ -340,8 +340,8 @@ static void attention(tl_stream *st, const tl_attn_args *a) {
 
 /* ---- elementwise ---- */
 
-/* An element-wise op over n elements, on the pool from POOL_MIN_ELEMENTS on (shares of whole
- * 64-byte lines) */
+/* An element-wise op over n elements, on the pool from POOL_MIN_ELEMENTS on: shares of whole
+ * runs of 16 (the SIMD GLU's width), so that its scalar tail is the array's, as on one thread */
 typedef struct {
     tl_activation act; /* glu */
     float *a;
