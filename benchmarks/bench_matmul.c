@@ -6,8 +6,9 @@
  * miss every cache, as a model's decode step reads them; best of 5 passes, per call. Dtypes
  * with an interleaved layout (tl_matmul_interleave) are measured again in it ("interleaved": 1).
  * TORCHLESS_CPU picks the dispatch level as for the engine; an argument (a dtype name, e.g.
- * q4_K) measures that dtype only, and a second one, "prefill", only the products of 128 and 512
- * rows of x.
+ * q4_K) measures that dtype only; a second one, "prefill", only the products of 128 and 512 rows
+ * of x, and two more instead (rows and columns: 262144 640 for Gemma 3's head) that shape instead
+ * of TinyLlama's two.
  *
  *   cmake --build build/c && cc -O2 -std=c11 -D_GNU_SOURCE -Icsrc/include -Icsrc -o /tmp/bench_matmul \
  *      benchmarks/bench_matmul.c build/c/libtorchless_core.a $(pkg-config --libs openblas) -lpthread -lm \
@@ -58,11 +59,13 @@ static double decode_from_memory(tl_pool *pool, const tl_tensor *w, const float 
 int main(int argc, char **argv) {
     openblas_set_num_threads(1);
     const tl_dtype types[] = {TL_Q4_0, TL_Q8_0, TL_Q4_K, TL_Q5_K, TL_Q6_K, TL_Q4_1, TL_Q5_0, TL_F16, TL_BF16, TL_F32};
-    const int64_t shapes[][2] = {{5632, 2048}, {2048, 5632}}; /* (m, k): ffn_up, ffn_down */
+    int64_t shapes[][2] = {{5632, 2048}, {2048, 5632}}; /* (m, k): ffn_up, ffn_down */
+    size_t n_shapes = 2;
+    if (argc > 3) shapes[0][0] = atoll(argv[2]), shapes[0][1] = atoll(argv[3]), n_shapes = 1;
     const int64_t ns[] = {1, 128, 512};
     const size_t n_ns = sizeof ns / sizeof ns[0];
-    const int prefill_only = argc > 2 && strcmp(argv[2], "prefill") == 0;
-    for (size_t s = 0; s < 2; s++) {
+    const int prefill_only = argc == 3 && strcmp(argv[2], "prefill") == 0;
+    for (size_t s = 0; s < n_shapes; s++) {
         const int64_t m = shapes[s][0], k = shapes[s][1];
         float *wf = malloc((size_t)(m * k) * sizeof(float)), *x = malloc((size_t)(512 * k) * sizeof(float));
         float *y = malloc((size_t)(512 * m) * sizeof(float));

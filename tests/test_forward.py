@@ -186,12 +186,14 @@ def test_prefill_equals_single_token_decodes(variant, dtype, k_quant, tmp_path, 
     check(dec, want, tol_quant(m), f"{variant} {dtype} decode vs reference")
 
 
-@pytest.mark.parametrize("variant,dtype", [("llama", "q4_k"), ("qwen2", "q5_k"), ("llama-tied", "q6_k"), ("qwen3", "q6_k")])
+@pytest.mark.parametrize("variant,dtype", [("llama", "q4_k"), ("qwen2", "q5_k"), ("llama-tied", "q6_k"), ("qwen3", "q6_k"),
+                                           ("llama-tied", "q8_0"), ("qwen3", "q8_0"), ("llama", "q4_0"),
+                                           ("qwen2", "q5_0"), ("llama-tied", "q4_1"), ("qwen3", "q5_1")])
 def test_interleaved_rows_give_the_same_logits(variant, dtype, tmp_path, rng, monkeypatch):
-    """K-quant matrices copied at load into the CPU's decode layout (16 rows interleaved, where
+    """Quantized matrices copied at load into the CPU's decode layout (16 rows interleaved, where
     the dispatch level has kernels for it; TORCHLESS_INTERLEAVE=0 keeps the mapped blocks) give
     the same logits bit for bit: prefill, single-token decode and a batch of 3 decodes."""
-    spec, path = _write(tmp_path, variant, rng, dtype, True)
+    spec, path = _write(tmp_path, variant, rng, dtype, dtype.endswith("_k"))
     n = spec.config.n_vocab
     toks = [int(t) for t in rng.integers(0, n, 19)]
 

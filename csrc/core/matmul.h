@@ -37,7 +37,8 @@ void tl_matmul(tl_pool *pool, const tl_tensor *w, const float *x, int64_t n, flo
  * allocated with posix_memalign (free() it), or NULL where there are none for W: a dtype or level
  * without them, rows not a multiple of 16, or TORCHLESS_INTERLEAVE=0. Set as w->rows16, it
  * serves decode and prefill in place of w->data, with the same results; w->data stays the
- * tensor's (every other reader keeps using it). */
+ * tensor's (every other reader keeps using it). Where w->owner maps a file, its pages under
+ * w->data are given back as the copy is made (they come back from the file if read again). */
 void *tl_matmul_interleave(const tl_tensor *w);
 
 /* sum a[i] * b[i] in float, 8 independent partial sums (vectorizable without reassociation) */
