@@ -230,6 +230,7 @@ def main() -> None:
                     p = peer(a.peer, path, threads, a.prompt, a.gen)
                     if p:
                         peer_runs.append(p)
+                emit(bench="run", model=name, threads=threads, ours=runs[-1], peer=peer_runs[-1] if a.peer and p else None)
             med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
             rec = dict(bench="engine", model=name, file_mb=round(os.path.getsize(path) / 2**20, 1), threads=threads,
                        prompt_tokens=a.prompt, gen_tokens=a.gen, weight_mb_per_token=round(weight_bytes / 2**20, 1),

@@ -108,7 +108,7 @@ def copy_bandwidth() -> float | None:
 
 def measure(path: str, device: str, n_prompt: int, n_gen: int, batches: list[int], repeats: int) -> dict:
     t0 = time.perf_counter()
-    m = torchless.Model(path, max_seq_len=max(n_prompt + n_gen, 16 + 32) + 8, max_batch_size=max(batches + [1]), device=device)
+    m = torchless.Model(path, max_seq_len=max(n_prompt + n_gen, 17 + 32) + 8, max_batch_size=max(batches + [1]), device=device)
     load = time.perf_counter() - t0
     rng = np.random.default_rng(1)
     prompt = [1] + rng.integers(300, m.n_vocab, n_prompt - 1).tolist()
@@ -142,9 +142,11 @@ def measure(path: str, device: str, n_prompt: int, n_gen: int, batches: list[int
             m.forward(prompt[:16], 0, sq)
         toks = [1] * b
         steps = 32
+        lg = m.forward_batch(toks, [16] * b, list(range(b)), logits=[True] * b)  # warm-up: this shape recorded
+        toks = [int(x) for x in np.argmax(lg, axis=-1)]
         t = time.perf_counter()
         for i in range(steps):
-            lg = m.forward_batch(toks, [16 + i] * b, list(range(b)), logits=[True] * b)
+            lg = m.forward_batch(toks, [17 + i] * b, list(range(b)), logits=[True] * b)
             toks = [int(x) for x in np.argmax(lg, axis=-1)]
         out[f"batch{b}_tps"] = round(b * steps / (time.perf_counter() - t), 1)
 

@@ -230,20 +230,59 @@ bool tl_q8_kernels_scalar(tl_dtype t, tl_q8_kernels *out) {
     return true;
 }
 
-bool tl_q8_interleaves(tl_dtype t) { return t == TL_Q4_K || t == TL_Q5_K || t == TL_Q6_K; }
+/* A block as tl_q8_interleave lays it out (dot_q8.h): `words` 4-byte words from byte `at` on,
+ * transposed, and the fp16 at byte `half_at` (-1: none) after the units */
+typedef struct {
+    int at, words, half_at;
+} interleave_layout;
+
+static bool interleave_layout_of(tl_dtype t, interleave_layout *out) {
+    switch (t) {
+    case TL_Q4_0: *out = (interleave_layout){2, 4, 0}; return true;  /* d | qs */
+    case TL_Q4_1: *out = (interleave_layout){0, 5, -1}; return true; /* d, m | qs */
+    case TL_Q5_0: *out = (interleave_layout){2, 5, 0}; return true;  /* d | qh, qs */
+    case TL_Q5_1: *out = (interleave_layout){0, 6, -1}; return true; /* d, m | qh, qs */
+    case TL_Q8_0: *out = (interleave_layout){2, 8, 0}; return true;  /* d | qs */
+    case TL_Q4_K: *out = (interleave_layout){0, 36, -1}; return true;
+    case TL_Q5_K: *out = (interleave_layout){0, 44, -1}; return true;
+    case TL_Q6_K: *out = (interleave_layout){0, 52, 208}; return true; /* ql, qh, scales | d */
+    default: return false;
+    }
+}
+
+bool tl_q8_interleaves(tl_dtype t) {
+    interleave_layout l;
+    return interleave_layout_of(t, &l);
+}
 
 void tl_q8_interleave(tl_dtype t, const void *w, size_t row_bytes, int64_t k, void *dst) {
-    const size_t block = tl_dtype_row_size(t, QK_K), words = t == TL_Q6_K ? 52 : block / 4, unit = 64 * words;
-    const int64_t nb = k / QK_K;
+    interleave_layout l;
+    if (!interleave_layout_of(t, &l)) return;
+    const size_t block = tl_dtype_row_size(t, tl_dtype_block_size(t)), unit = 64 * (size_t)l.words;
+    const int64_t nb = k / tl_dtype_block_size(t);
     uint8_t *out = dst;
     for (int64_t i = 0; i < nb; i++) { /* written in order, 64 bytes of 16 rows' words at a time */
         const uint8_t *blk = (const uint8_t *)w + (size_t)i * block;
         uint8_t *u = out + (size_t)i * unit;
-        for (size_t wi = 0; wi < words; wi++)
-            for (int r = 0; r < TL_Q8_LANES; r++) memcpy(u + 64 * wi + 4 * r, blk + (size_t)r * row_bytes + 4 * wi, 4);
-        if (t == TL_Q6_K) /* d */
+        for (int wi = 0; wi < l.words; wi++)
             for (int r = 0; r < TL_Q8_LANES; r++)
-                memcpy(out + (size_t)nb * unit + 32 * (size_t)i + 2 * r, blk + (size_t)r * row_bytes + 208, 2);
+                memcpy(u + 64 * wi + 4 * r, blk + (size_t)r * row_bytes + l.at + 4 * wi, 4);
+        if (l.half_at >= 0)
+            for (int r = 0; r < TL_Q8_LANES; r++)
+                memcpy(out + (size_t)nb * unit + 32 * (size_t)i + 2 * r, blk + (size_t)r * row_bytes + l.half_at, 2);
+    }
+}
+
+void tl_q8_interleaved_row(tl_dtype t, const void *group, int r, int64_t k, void *row) {
+    interleave_layout l;
+    if (!interleave_layout_of(t, &l)) return;
+    const size_t block = tl_dtype_row_size(t, tl_dtype_block_size(t)), unit = 64 * (size_t)l.words;
+    const int64_t nb = k / tl_dtype_block_size(t);
+    const uint8_t *in = group;
+    for (int64_t i = 0; i < nb; i++) {
+        uint8_t *blk = (uint8_t *)row + (size_t)i * block;
+        for (int wi = 0; wi < l.words; wi++) memcpy(blk + l.at + 4 * wi, in + (size_t)i * unit + 64 * wi + 4 * r, 4);
+        if (l.half_at >= 0) memcpy(blk + l.half_at, in + (size_t)nb * unit + 32 * (size_t)i + 2 * r, 2);
     }
 }
 

@@ -42,19 +42,24 @@ typedef void (*tl_q8_gemm_fn)(const void *pack, const void *xq, size_t x_stride,
 typedef void (*tl_q8_gemv_fn)(const void *w, size_t row_bytes, int rows, int64_t k, const void *xq, size_t x_stride,
                               int n, float *y, size_t ldy);
 
-/* Interleaved rows (tl_q8_interleave): where a level has kernels for them, a matrix of K-quant
- * rows may be copied once at load into groups of 16 rows whose blocks sit side by side, each
- * block's 4-byte words transposed: word t of row r's block i at byte 64t + 4r of the group's
- * i-th unit of 16 blocks (Q4_K: 36 words, units of 2,304 bytes; Q5_K: 44 words, 2,816 bytes;
- * Q6_K: the first 208 bytes, 52 words, units of 3,328 bytes, and the 16 rows' fp16 d of every
- * block after the last unit). A group is as many bytes as its 16 rows, at the same offset, and
- * keeps the codes as they are packed (nibbles and high bits apart): a decode kernel reads one
- * stream of whole 64-byte registers, one row per 32-bit lane, instead of 16 row streams
- * gathered 16 bytes at a time. The arithmetic is unchanged, so the results are the same, bit
- * for bit. */
+/* Interleaved rows (tl_q8_interleave): where a level has kernels for them, a matrix of
+ * quantized rows may be copied once at load into groups of 16 rows whose blocks sit side by
+ * side, each block's 4-byte words transposed: word t of row r's block i at byte 64t + 4r of the
+ * group's i-th unit of 16 blocks. The words are a block's bytes but for one fp16, which goes
+ * after the last unit (the 16 rows' values of block i at 32 bytes each, in row order):
+ *   Q4_0, Q5_0, Q8_0: d first, then 4, 5, 8 words (qs; Q5_0 qh then qs): units of 256, 320, 512 B
+ *   Q4_1, Q5_1: 5 and 6 words (d|m, Q5_1's qh, qs), no fp16 after: units of 320 and 384 B
+ *   Q4_K, Q5_K: 36 and 44 words, no fp16 after: units of 2,304 and 2,816 B
+ *   Q6_K: the first 208 bytes as 52 words (units of 3,328 B), then d.
+ * A group is as many bytes as its 16 rows, at the same offset, and keeps the codes as they are
+ * packed (nibbles and high bits apart): a decode kernel reads one stream of whole 64-byte
+ * registers, one row per 32-bit lane, instead of 16 row streams gathered 16 bytes at a time.
+ * The arithmetic is unchanged, so the results are the same, bit for bit. */
 bool tl_q8_interleaves(tl_dtype t);
 /* 16 rows of w (row_bytes apart, k columns) into one group at dst */
 void tl_q8_interleave(tl_dtype t, const void *w, size_t row_bytes, int64_t k, void *dst);
+/* row r (< 16) of a group back as its blocks (row_bytes at row) */
+void tl_q8_interleaved_row(tl_dtype t, const void *group, int r, int64_t k, void *row);
 
 typedef struct {
     tl_q8_quantize_fn quantize;

@@ -704,6 +704,98 @@ VNNI static INLINE void gemv_q6_K_16(const uint8_t *w, int64_t k, const uint8_t 
     store16(acc, n, y, ldy);
 }
 
+/* The legacy formats: block i's unit of legacy_words 64-byte registers at w + i·unit (Q4_1 and
+ * Q5_1: first the word d | m; Q5_0 and Q5_1: then the qh word; then the 4 qs words, Q8_0's 8),
+ * Q4_0, Q5_0 and Q8_0's fp16 d of the 16 rows at w + nb·unit + 32i. A block takes 16 times
+ * its bytes of the group, in one place or two. */
+static const int legacy_words[] = {4, 5, 5, 6, 8};
+
+/* the codes of block i for elements 4j.. in cd[j], as pack_legacy makes them */
+VNNI static INLINE void legacy16_codes(const uint8_t *p, const enum legacy f, __m512i cd[8]) {
+    if (f == Q8_0) {
+        UNROLL for (int j = 0; j < 8; j++) cd[j] = _mm512_xor_si512(_mm512_loadu_si512(p + 64 * j), _mm512_set1_epi8(-128));
+        return;
+    }
+    const int qs = f == Q4_0 ? 0 : f == Q5_1 ? 2 : 1; /* the first qs word */
+    UNROLL for (int t = 0; t < 4; t++) { /* low nibbles: elements 4t.., high nibbles: 16 + 4t.. */
+        const __m512i v = _mm512_loadu_si512(p + 64 * (qs + t));
+        cd[t] = and4(v), cd[4 + t] = high4(v);
+    }
+    if (f == Q5_0 || f == Q5_1) { /* + 16 where bit j of the row's qh is set, for element j */
+        const __m512i qh = _mm512_loadu_si512(p + 64 * (qs - 1));
+        UNROLL for (int q = 0; q < 4; q++) { /* qh byte q: the bits of codes 8q.. (cd[2q], cd[2q + 1]) */
+            const __m512i o = _mm512_set1_epi8((char)q);
+            const __m512i bq = _mm512_shuffle_epi8(qh, _mm512_add_epi8(_mm512_set4_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0), o));
+            UNROLL for (int h = 0; h < 2; h++) {
+                const __mmask64 set = _mm512_test_epi8_mask(bq, _mm512_set1_epi32(h ? (int)0x80402010 : 0x08040201));
+                cd[2 * q + h] = _mm512_mask_add_epi8(cd[2 * q + h], set, cd[2 * q + h], _mm512_set1_epi8(16));
+            }
+        }
+    }
+}
+
+/* block i's a and b: legacy_bias of d */
+VNNI static INLINE void legacy16_scales(const uint8_t *w, int64_t i, int64_t nb, const enum legacy f, __m512 *a, __m512 *b) {
+    const size_t unit = 64 * (size_t)legacy_words[f];
+    __m512i dm = _mm512_setzero_si512();
+    if (f == Q4_1 || f == Q5_1) {
+        dm = _mm512_loadu_si512(w + (size_t)i * unit);
+        *a = half_lo(dm);
+    } else {
+        *a = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + (size_t)nb * unit + 32 * (size_t)i)));
+    }
+    *b = legacy_bias(f, *a, dm);
+}
+
+VNNI static INLINE void gemv_legacy_16(const uint8_t *w, int64_t k, const uint8_t *x, size_t xs, const int n, float *y,
+                                       size_t ldy, const enum legacy f) {
+    const size_t unit = 64 * (size_t)legacy_words[f], span = 16 * legacy_bytes[f];
+    const int64_t nb = k / 32;
+    __m512 acc[TL_Q8_GEMV_MAX];
+    for (int c = 0; c < n; c++) acc[c] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        /* the group's bytes in order, a block's share at a time, wherever they lie */
+        for (size_t l = ((size_t)i * span + 63) / 64 * 64; l < (size_t)(i + 1) * span; l += 64)
+            _mm_prefetch((const char *)w + AHEAD + l, _MM_HINT_T0);
+        __m512i cd[8];
+        __m512 a, b;
+        legacy16_codes(w + (size_t)i * unit, f, cd);
+        legacy16_scales(w, i, nb, f, &a, &b);
+        sub16(acc, n, cd, 8, x, xs, 32 * i, (const float *)(x + k), 2 * (size_t)i, a, b);
+    }
+    store16(acc, n, y, ldy);
+}
+
+VNNI static INLINE void pack16_legacy(const void *w, int64_t k, void *pack, const enum legacy f) {
+    const size_t unit = 64 * (size_t)legacy_words[f];
+    const int64_t nb = k / 32;
+    uint8_t *codes = pack;
+    float *a = (float *)(codes + TL_Q8_LANES * k), *b = a + TL_Q8_LANES * nb;
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *p = (const uint8_t *)w + (size_t)i * unit;
+        prefetch_unit(p, unit);
+        __m512i cd[8];
+        __m512 av, bv;
+        legacy16_codes(p, f, cd);
+        legacy16_scales(w, i, nb, f, &av, &bv);
+        for (int j = 0; j < 8; j++) put(codes, 8 * i + j, cd[j]);
+        _mm512_storeu_ps(a + 16 * i, av);
+        _mm512_storeu_ps(b + 16 * i, bv);
+    }
+}
+
+#define PACK16_LEGACY(name, f)                                                                                          \
+    VNNI static void pack16_##name##_vnni(const void *w, size_t row_bytes, int rows, int64_t k, void *pack) {          \
+        (void)row_bytes, (void)rows;                                                                                    \
+        pack16_legacy(w, k, pack, f);                                                                                   \
+    }
+PACK16_LEGACY(q4_0, Q4_0)
+PACK16_LEGACY(q4_1, Q4_1)
+PACK16_LEGACY(q5_0, Q5_0)
+PACK16_LEGACY(q5_1, Q5_1)
+PACK16_LEGACY(q8_0, Q8_0)
+#undef PACK16_LEGACY
+
 /* The packs of the GEMM (prefill) from one group: the same codes, a and b as pack_k4 and
  * pack_q6_K_vnni make from the blocks */
 VNNI static INLINE void pack16_k4(const void *w, int64_t k, void *pack, const bool q5) {
@@ -804,12 +896,27 @@ GEMV_VNNI(q6_K, CALL_Q6_K)
         const uint8_t *x = xq;                                                                                          \
         BY_ROWS(call);                                                                                                  \
     }
+#define CALL16_Q4_0(n) gemv_legacy_16(w, k, x, xs, n, y, ldy, Q4_0)
+#define CALL16_Q4_1(n) gemv_legacy_16(w, k, x, xs, n, y, ldy, Q4_1)
+#define CALL16_Q5_0(n) gemv_legacy_16(w, k, x, xs, n, y, ldy, Q5_0)
+#define CALL16_Q5_1(n) gemv_legacy_16(w, k, x, xs, n, y, ldy, Q5_1)
+#define CALL16_Q8_0(n) gemv_legacy_16(w, k, x, xs, n, y, ldy, Q8_0)
 #define CALL16_Q4_K(n) gemv_k4_16(w, k, x, xs, n, y, ldy, false)
 #define CALL16_Q5_K(n) gemv_k4_16(w, k, x, xs, n, y, ldy, true)
 #define CALL16_Q6_K(n) gemv_q6_K_16(w, k, x, xs, n, y, ldy)
+GEMV_VNNI(q4_0, CALL16_Q4_0)
+GEMV_VNNI(q4_1, CALL16_Q4_1)
+GEMV_VNNI(q5_0, CALL16_Q5_0)
+GEMV_VNNI(q5_1, CALL16_Q5_1)
+GEMV_VNNI(q8_0, CALL16_Q8_0)
 GEMV_VNNI(q4_K, CALL16_Q4_K)
 GEMV_VNNI(q5_K, CALL16_Q5_K)
 GEMV_VNNI(q6_K, CALL16_Q6_K)
+#undef CALL16_Q4_0
+#undef CALL16_Q4_1
+#undef CALL16_Q5_0
+#undef CALL16_Q5_1
+#undef CALL16_Q8_0
 #undef CALL16_Q4_K
 #undef CALL16_Q5_K
 #undef CALL16_Q6_K
@@ -826,27 +933,24 @@ GEMV_VNNI(q6_K, CALL16_Q6_K)
 
 bool tl_q8_kernels_avx512(tl_dtype t, tl_q8_kernels *out) {
     if (!tl_cpu_has(TL_CPU_FEAT_AVX512_VNNI)) return false;
-    tl_q8_pack_fn pack;
-    tl_q8_gemv_fn gemv = NULL;
+    tl_q8_pack_fn pack, pack16;
+    tl_q8_gemv_fn gemv, gemv16;
     switch (t) {
-    case TL_Q4_0: pack = pack_q4_0_vnni, gemv = gemv_q4_0_vnni; break;
-    case TL_Q4_1: pack = pack_q4_1_vnni, gemv = gemv_q4_1_vnni; break;
-    case TL_Q5_0: pack = pack_q5_0_vnni, gemv = gemv_q5_0_vnni; break;
-    case TL_Q5_1: pack = pack_q5_1_vnni, gemv = gemv_q5_1_vnni; break;
-    case TL_Q8_0: pack = pack_q8_0_vnni, gemv = gemv_q8_0_vnni; break;
-    case TL_Q4_K: pack = pack_q4_K_vnni, gemv = gemv_q4_K_vnni; break;
-    case TL_Q5_K: pack = pack_q5_K_vnni, gemv = gemv_q5_K_vnni; break;
-    case TL_Q6_K: pack = pack_q6_K_vnni, gemv = gemv_q6_K_vnni; break;
+    case TL_Q4_0: pack = pack_q4_0_vnni, gemv = gemv_q4_0_vnni, pack16 = pack16_q4_0_vnni, gemv16 = gemv16_q4_0_vnni; break;
+    case TL_Q4_1: pack = pack_q4_1_vnni, gemv = gemv_q4_1_vnni, pack16 = pack16_q4_1_vnni, gemv16 = gemv16_q4_1_vnni; break;
+    case TL_Q5_0: pack = pack_q5_0_vnni, gemv = gemv_q5_0_vnni, pack16 = pack16_q5_0_vnni, gemv16 = gemv16_q5_0_vnni; break;
+    case TL_Q5_1: pack = pack_q5_1_vnni, gemv = gemv_q5_1_vnni, pack16 = pack16_q5_1_vnni, gemv16 = gemv16_q5_1_vnni; break;
+    case TL_Q8_0: pack = pack_q8_0_vnni, gemv = gemv_q8_0_vnni, pack16 = pack16_q8_0_vnni, gemv16 = gemv16_q8_0_vnni; break;
+    case TL_Q4_K: pack = pack_q4_K_vnni, gemv = gemv_q4_K_vnni, pack16 = pack16_q4_K_vnni, gemv16 = gemv16_q4_K_vnni; break;
+    case TL_Q5_K: pack = pack_q5_K_vnni, gemv = gemv_q5_K_vnni, pack16 = pack16_q5_K_vnni, gemv16 = gemv16_q5_K_vnni; break;
+    case TL_Q6_K: pack = pack_q6_K_vnni, gemv = gemv_q6_K_vnni, pack16 = pack16_q6_K_vnni, gemv16 = gemv16_q6_K_vnni; break;
     default: return false;
     }
     const int g = t == TL_Q6_K ? 16 : 32;
     const tl_q8_quantize_fn quantize = t == TL_Q6_K                   ? quantize_q8_K_g16_vnni
                                        : t == TL_Q4_K || t == TL_Q5_K ? quantize_q8_K_g32_vnni
                                                                       : quantize_q8_0_vnni;
-    *out = (tl_q8_kernels){quantize, pack, g == 32 ? gemm_g32_vnni : gemm_g16_vnni, gemv, g, NULL, NULL};
-    if (t == TL_Q4_K) out->pack16 = pack16_q4_K_vnni, out->gemv16 = gemv16_q4_K_vnni;
-    if (t == TL_Q5_K) out->pack16 = pack16_q5_K_vnni, out->gemv16 = gemv16_q5_K_vnni;
-    if (t == TL_Q6_K) out->pack16 = pack16_q6_K_vnni, out->gemv16 = gemv16_q6_K_vnni;
+    *out = (tl_q8_kernels){quantize, pack, g == 32 ? gemm_g32_vnni : gemm_g16_vnni, gemv, g, pack16, gemv16};
     return true;
 }
 #endif

@@ -2,11 +2,15 @@
 
 #include "dot.h"
 #include "dot_q8.h"
+#include "mapping.h"
+#include "pool.h"
 #include "status.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #ifdef TL_HAVE_OPENBLAS
 #include <cblas.h>
@@ -72,6 +76,19 @@ static void matmul_worker(void *p, int ith, int nth) {
             for (int64_t i = 0; i < j->n; i++)
                 j->y[i * j->m + r0 + r] = dot_f32(tile + r * j->k, j->x + i * j->k, j->k);
     }
+}
+
+/* the GEMM, where this level has it for the dtype (its portable kernels only without OpenBLAS,
+ * whose SGEMM on dequantized tiles is faster than portable C) */
+static bool matmul_gemm(tl_pool *pool, const tl_tensor *w, const float *x, int64_t n, float *y, float *scratch) {
+    tl_gemm_kernels kern;
+    if (!tl_gemm_kernels_get(w->dtype, &kern)) return false;
+#ifdef TL_HAVE_OPENBLAS
+    tl_gemm_kernels portable;
+    if (tl_gemm_kernels_scalar(w->dtype, &portable) && kern.kernel == portable.kernel) return false;
+#endif
+    tl_gemm(pool, &kern, w, x, n, y, scratch);
+    return true;
 }
 
 /* Quantized activations: a chunk of x rows is quantized once (rows split over the threads),
@@ -143,31 +160,72 @@ static bool interleave_off(void) {
     return e && strcmp(e, "0") == 0;
 }
 
+/* One share of the groups of rows of an interleaved copy: a file mapping's pages are given back
+ * as the copy replaces them, a few MB at a time, so that memory never holds two copies of a
+ * large matrix (Gemma 3's 171 MB head); a page the last drop left (not wholly copied yet) goes
+ * with the next */
+typedef struct {
+    const tl_tensor *w;
+    uint8_t *out;
+    int64_t m, k;
+    size_t row_bytes;
+} interleave_job;
+
+static void interleave_worker(void *p, int ith, int nth) {
+    const interleave_job *j = p;
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const size_t drop_every = (size_t)4 << 20;
+    int64_t g0, g1;
+    tl_split(j->m / TL_Q8_LANES, ith, nth, &g0, &g1);
+    const uint8_t *src = j->w->data, *kept = src + (size_t)g0 * TL_Q8_LANES * j->row_bytes;
+    for (int64_t g = g0; g < g1; g++) {
+        const size_t at = (size_t)g * TL_Q8_LANES * j->row_bytes;
+        tl_q8_interleave(j->w->dtype, src + at, j->row_bytes, j->k, j->out + at);
+        const uint8_t *done = src + at + TL_Q8_LANES * j->row_bytes;
+        if (tl_mapping_from_file(j->w->owner) && ((size_t)(done - kept) >= drop_every || g + 1 == g1)) {
+            (void)tl_mapping_drop_pages(j->w->owner, kept, (size_t)(done - kept));
+            kept = (const uint8_t *)((uintptr_t)done & ~(page - 1));
+        }
+    }
+}
+
 void *tl_matmul_interleave(const tl_tensor *w) {
     tl_q8_kernels kern;
     const int64_t m = w->n_dims > 1 ? w->ne[1] : 1, k = w->ne[0];
     if (interleave_off() || !tl_q8_interleaves(w->dtype) || !tl_q8_kernels_get(w->dtype, &kern) || !kern.gemv16 ||
         m % TL_Q8_LANES != 0 || w->n_dims > 2 || tl_dtype_row_size(w->dtype, k) * TL_Q8_LANES > INT32_MAX)
         return NULL;
-    const size_t row_bytes = tl_dtype_row_size(w->dtype, k);
     /* the whole 2 MB pages of the copy in huge pages where the kernel gives them (its page
      * faults are most of its cost at load); the rest in small ones, so that nothing is rounded up */
     const size_t huge = (size_t)2 << 20;
     void *p = NULL; /* posix_memalign: aligned_alloc wants the size a multiple of the alignment */
     if (posix_memalign(&p, w->nbytes >= huge ? huge : 64, w->nbytes)) return NULL;
-    uint8_t *out = p;
 #ifdef MADV_HUGEPAGE
-    if (w->nbytes >= huge) (void)madvise(out, w->nbytes & ~(huge - 1), MADV_HUGEPAGE);
+    if (w->nbytes >= huge) (void)madvise(p, w->nbytes & ~(huge - 1), MADV_HUGEPAGE);
 #endif
-    for (int64_t r0 = 0; r0 < m; r0 += TL_Q8_LANES)
-        tl_q8_interleave(w->dtype, (const uint8_t *)w->data + (size_t)r0 * row_bytes, row_bytes, k, out + (size_t)r0 * row_bytes);
-    return out;
+    interleave_job j = {w, p, m, k, tl_dtype_row_size(w->dtype, k)};
+    /* a thread a MB on up to 8 cores: the kernel's zeroing of the new pages and the copy itself
+     * are what a load of such weights spends its time on, and both divide */
+    static atomic_int cores; /* tl_physical_cores, read once */
+    if (!atomic_load(&cores)) atomic_store(&cores, tl_physical_cores());
+    const size_t mb = w->nbytes >> 20;
+    const int n = (int)(mb < 8 ? mb : 8) < atomic_load(&cores) ? (int)(mb < 8 ? mb : 8) : atomic_load(&cores);
+    tl_pool *pool = NULL;
+    if (n > 1 && tl_pool_new(n, &pool) == TL_OK) {
+        tl_pool_run(pool, interleave_worker, &j);
+        tl_pool_free(pool);
+        (void)tl_mapping_drop_pages(w->owner, w->data, w->nbytes); /* the pages where two shares meet */
+    } else {
+        interleave_worker(&j, 0, 1);
+    }
+    return p;
 }
 
 void tl_matmul(tl_pool *pool, const tl_tensor *w, const float *x, int64_t n, float *y, float *scratch) {
     if (matmul_q8(pool, w, x, n, y, scratch)) return;
-    matmul_job j = {w, x, n, w->n_dims > 1 ? w->ne[1] : 1, w->ne[0], y, scratch};
     bool small = n < GEMM_MIN_ROWS;
+    if (!small && matmul_gemm(pool, w, x, n, y, scratch)) return;
+    matmul_job j = {w, x, n, w->n_dims > 1 ? w->ne[1] : 1, w->ne[0], y, scratch};
 #ifndef TL_HAVE_OPENBLAS
     small = true;
 #endif

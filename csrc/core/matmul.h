@@ -2,6 +2,7 @@
 #ifndef TL_MATMUL_H
 #define TL_MATMUL_H
 
+#include "gemm.h"
 #include "pool.h"
 
 /* Rows of W dequantized at a time per thread (the tile of scratch each thread needs). */
@@ -11,29 +12,33 @@
 #define TL_MATMUL_Q8_CHUNK 128
 
 /* Floats of scratch tl_matmul needs for weights of k columns on nth threads: a tile of
- * dequantized rows per thread, or a chunk of quantized x rows (at most 1.5 bytes an element:
+ * dequantized rows per thread; or a chunk of quantized x rows (at most 1.5 bytes an element:
  * int8 and two floats per 16) and a 16-row pack of W per thread (16 times that), each
- * rounded up to 64 bytes. */
+ * rounded up to 64 bytes; or the float-weight GEMM's (gemm.h). */
 static inline size_t tl_matmul_scratch_floats(int64_t k, int nth) {
     const size_t tiles = (size_t)nth * TL_MATMUL_TILE * (size_t)k;
     const size_t q8 = ((size_t)TL_MATMUL_Q8_CHUNK * 3 * (size_t)k / 2 + (size_t)nth * (24 * (size_t)k + 64) + 64) / sizeof(float) + 1;
-    return tiles > q8 ? tiles : q8;
+    const size_t gemm = tl_gemm_scratch_floats(k, nth);
+    const size_t most = tiles > q8 ? tiles : q8;
+    return most > gemm ? most : gemm;
 }
 
 /* y[n][m] = x[n][k] · W^T for W of shape (m, k) (ne = [k, m]), any dtype with a float
  * conversion. Weights with integer kernels at this dispatch level (tl_q8_kernels_get: the
  * 4-, 5- and 8-bit block formats) get x quantized to 8 bits and integer dot products, the
  * same arithmetic for prefill and decode. Otherwise decode (small n) runs the fused float
- * dot kernels row by row, and prefill dequantizes a tile of W rows into per-thread scratch
- * and multiplies it with OpenBLAS sgemm where available: the model is never dequantized as
- * a whole. */
+ * dot kernels row by row; prefill of F32/F16/BF16 weights runs our GEMM (gemm.h) where this
+ * level has SIMD kernels for it (its portable ones only without OpenBLAS), on chunks of x packed
+ * once; other prefills dequantize a tile of W rows into per-thread scratch and multiply it with
+ * OpenBLAS sgemm where available: the model is never dequantized as a whole. */
 void tl_matmul(tl_pool *pool, const tl_tensor *w, const float *x, int64_t n, float *y, float *scratch);
 
 /* A copy of W's rows interleaved for this CPU's decode kernels (dot_q8.h, tl_q8_interleave),
  * allocated with posix_memalign (free() it), or NULL where there are none for W: a dtype or level
  * without them, rows not a multiple of 16, or TORCHLESS_INTERLEAVE=0. Set as w->rows16, it
  * serves decode and prefill in place of w->data, with the same results; w->data stays the
- * tensor's (every other reader keeps using it). */
+ * tensor's (every other reader keeps using it). Where w->owner maps a file, its pages under
+ * w->data are given back as the copy is made (they come back from the file if read again). */
 void *tl_matmul_interleave(const tl_tensor *w);
 
 /* sum a[i] * b[i] in float, 8 independent partial sums (vectorizable without reassociation) */

@@ -206,6 +206,7 @@ static tl_status place_all(tl_model *m) {
         m->d_layers = tl_arena_alloc_array(&m->arena, (size_t)c->n_layers, sizeof *m->d_layers, 64);
         if (!m->d_layers) return tl_set_error(TL_ERR_NOMEM, "model: out of memory");
         tl_status s = place(m, m->output, &m->d_output);
+        if (!s && m->output == m->tok_embd) m->d_tok_embd = m->d_output; /* tied: the head's layout serves both */
         for (int l = 0; l < c->n_layers && !s; l++) {
             const tl_layer_weights *L = &m->layers[l];
             tl_layer_weights *D = &m->d_layers[l];

@@ -6,11 +6,14 @@
  *    exact and every output takes the same float operations in the same order), and a
  *    product of n rows equals n products of one row, and the decode kernels (no pack) the
  *    GEMM (prefill equals decode); where the level has kernels for rows interleaved 16 at a
- *    time (tl_q8_interleave), their packs and decodes are the same bytes and outputs too;
+ *    time (tl_q8_interleave), their packs and decodes are the same bytes and outputs too, and
+ *    each row comes back whole from its group (tl_q8_interleaved_row), and a whole matrix's
+ *    copy, made by several threads, holds the same groups;
  *  - the portable product against the dequantized operands in double: within 1e-5 of the
  *    sum of magnitudes (only the per-sub-block float combination rounds). */
 #include "core/cpu.h"
 #include "core/dot_q8.h"
+#include "core/matmul.h"
 #include "torchless.h"
 
 #include <math.h>
@@ -57,7 +60,7 @@ static void check_dtype(tl_dtype t, int trial) {
     if (!tl_q8_kernels_scalar(t, &ref)) return;
     const bool have = tl_q8_kernels_get(t, &got);
     const int64_t blk = t == TL_Q4_K || t == TL_Q5_K || t == TL_Q6_K ? 256 : 32;
-    static const int row_counts[] = {1, 16, 17, 5, 37};
+    static const int row_counts[] = {1, 32, 17, 5, 37};
     static const int64_t blocks[] = {1, 3, 8};
     static const int x_counts[] = {1, 3, 8, 13};
     const int rows = row_counts[trial % 5], n = x_counts[trial % 4];
@@ -139,6 +142,12 @@ static void check_dtype(tl_dtype t, int trial) {
             uint8_t *iw = malloc((size_t)rows * rb);
             for (int r0 = 0; r0 < rows; r0 += 16) {
                 tl_q8_interleave(t, wq + (size_t)r0 * rb, rb, k, iw + (size_t)r0 * rb);
+                /* the same bytes, moved: every row comes back whole from its group */
+                for (int r = 0; r < 16; r++) {
+                    tl_q8_interleaved_row(t, iw + (size_t)r0 * rb, r, k, pr);
+                    CHECK(memcmp(pr, wq + (size_t)(r0 + r) * rb, rb) == 0, "%s trial %d: row %d from its group differs",
+                          tl_dtype_name(t), trial, r0 + r);
+                }
                 ref.pack(wq + (size_t)r0 * rb, rb, 16, k, pr);
                 got.pack16(iw + (size_t)r0 * rb, rb, 16, k, pg);
                 CHECK(memcmp(pr, pg, pb) == 0, "%s trial %d: pack of interleaved rows %d.. differs", tl_dtype_name(t), trial, r0);
@@ -165,6 +174,30 @@ static void check_dtype(tl_dtype t, int trial) {
     free(yg);
 }
 
+/* A whole matrix's copy (tl_matmul_interleave: from 1 MB on, its groups shared out among
+ * threads) holds every group as tl_q8_interleave makes it */
+static void check_matrix_copy(tl_dtype t) {
+    const int64_t m = 4096, k = 1024; /* 2.4 MB (Q4_0) to 4.5 MB (Q8_0): two threads or more */
+    const size_t rb = tl_dtype_row_size(t, k);
+    uint8_t *wq = malloc((size_t)m * rb), *group = malloc(TL_Q8_LANES * rb);
+    for (size_t i = 0; i < (size_t)m * rb; i++) wq[i] = (uint8_t)(uniform() * 256);
+    const tl_tensor w = {.dtype = t, .n_dims = 2, .ne = {k, m, 1, 1}, .nbytes = (size_t)m * rb, .data = wq};
+    uint8_t *copy = tl_matmul_interleave(&w);
+    tl_q8_kernels kern;
+    const char *off = getenv("TORCHLESS_INTERLEAVE");
+    const bool want = tl_q8_kernels_get(t, &kern) && kern.gemv16 && !(off && strcmp(off, "0") == 0);
+    CHECK(!copy == !want, "%s: a copy where the level reads one", tl_dtype_name(t));
+    int bad = 0;
+    for (int64_t r0 = 0; copy && r0 < m; r0 += TL_Q8_LANES) {
+        tl_q8_interleave(t, wq + (size_t)r0 * rb, rb, k, group);
+        bad += memcmp(copy + (size_t)r0 * rb, group, TL_Q8_LANES * rb) != 0;
+    }
+    CHECK(bad == 0, "%s: %d groups of the matrix's copy differ", tl_dtype_name(t), bad);
+    free(copy);
+    free(wq);
+    free(group);
+}
+
 int main(void) {
     const char *env = getenv("TORCHLESS_SEED");
     uint64_t seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
@@ -182,6 +215,7 @@ int main(void) {
         n_level += tl_q8_kernels_get(types[ti], &k);
         CHECK(tl_q8_kernels_get(types[ti], &k) == tl_dtype_quantizes_activations(types[ti]));
         for (int trial = 0; trial < 60; trial++) check_dtype(types[ti], trial);
+        check_matrix_copy(types[ti]);
     }
     tl_q8_kernels k;
     CHECK(!tl_q8_kernels_get(TL_F32, &k) && !tl_q8_kernels_get(TL_F16, &k) && !tl_q8_kernels_get(TL_BF16, &k));

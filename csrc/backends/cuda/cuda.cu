@@ -63,6 +63,9 @@ typedef struct gpu_stream {
     const float *xq_src[2];
     int64_t xq_n[2], xq_k[2];
     bool xq_used; /* a matmul took the 8-bit path: the norms quantize their outputs too */
+    float *mmq_ws;        /* mmq.cuh's split-K partial sums */
+    size_t mmq_ws_floats;
+    unsigned *mmq_counts; /* and its per-tile arrival counters (zero between calls) */
     int sms;     /* multiprocessors */
     int gemv;    /* TORCHLESS_GPU_GEMV=narrow|wide|narrow4: one GEMV for every quantized dtype (to compare) */
     bool tc_attention; /* the prompt's attention on the tensor cores (TORCHLESS_GPU_TC_ATTENTION=0: not) */
@@ -82,6 +85,9 @@ typedef struct gpu_stream {
 #define TILE_ROWS 4096
 /* batches of up to this many tokens go through the GEMV kernels (weights read once) */
 #define GEMV_MAX_TOKENS 8
+/* mmq.cuh's workspace: partial sums (floats) and row tiles that may be split */
+#define MMQ_WS_FLOATS (4 << 20)
+#define MMQ_COUNTS 4096
 
 static void forget_graphs(gpu_stream *s);
 
@@ -714,6 +720,10 @@ __device__ __forceinline__ float act_of(int gelu, float z) {
 }
 
 #include "gemv_q8.cuh"
+#include "mmq.cuh"
+
+/* the most tokens a matmul takes on 8-bit activations (the GEMVs', or mmq's where it is built) */
+#define Q8_MAX_TOKENS (MMQ_MAX_TOKENS > GEMV_MAX_TOKENS ? MMQ_MAX_TOKENS : GEMV_MAX_TOKENS)
 
 /* ---------------------------------------------------------------- small ops */
 
@@ -1446,6 +1456,8 @@ static void stream_free(tl_stream *ts) {
     gpuFree(s->part);
     gpuFree(s->xq[0]);
     gpuFree(s->xq[1]);
+    gpuFree(s->mmq_ws);
+    gpuFree(s->mmq_counts);
     gpuFree(s->topk);
     free(s->topk_host);
     free(s);
@@ -1528,7 +1540,7 @@ static tl_status reserve(tl_stream *ts, int64_t n_tokens, int64_t max_k) {
     tl_device *d = ts->device;
     forget_graphs(s); /* the buffers they read may move */
     tl_status st = TL_OK;
-    const size_t xq = GEMV_MAX_TOKENS * q8_stride(max_k); /* decode's quantized rows, each style */
+    const size_t xq = Q8_MAX_TOKENS * q8_stride(max_k); /* the 8-bit matmuls' quantized rows, each style */
     if (xq > s->xq_bytes) {
         dev_free(d, s->xq[0]);
         dev_free(d, s->xq[1]);
@@ -1536,7 +1548,15 @@ static tl_status reserve(tl_stream *ts, int64_t n_tokens, int64_t max_k) {
         s->xq_bytes = 0;
         st = dev_alloc(d, xq, (void **)&s->xq[0]);
         if (!st) st = dev_alloc(d, xq, (void **)&s->xq[1]);
+        /* defined bytes in the rows past a batch's, which mmq reads and does not use */
+        if (!st) note(s, gpuMemsetAsync(s->xq[0], 0, xq, s->stream), "clearing"), note(s, gpuMemsetAsync(s->xq[1], 0, xq, s->stream), "clearing");
         if (!st) s->xq_bytes = xq;
+    }
+    if (!st && MMQ_MAX_TOKENS && !s->mmq_ws) {
+        st = dev_alloc(d, MMQ_WS_FLOATS * sizeof(float), (void **)&s->mmq_ws);
+        if (!st) st = dev_alloc(d, MMQ_COUNTS * sizeof(unsigned), (void **)&s->mmq_counts);
+        if (!st) note(s, gpuMemsetAsync(s->mmq_counts, 0, MMQ_COUNTS * sizeof(unsigned), s->stream), "clearing");
+        if (!st) s->mmq_ws_floats = MMQ_WS_FLOATS;
     }
     if (st || n_tokens <= GEMV_MAX_TOKENS) return st; /* the GEMV path needs no more */
     const size_t tile = (size_t)TILE_ROWS * max_k, xh = (size_t)n_tokens * max_k;
@@ -1661,10 +1681,19 @@ static bool act_quant(void) {
     return !(e && strcmp(e, "0") == 0);
 }
 
-/* Whether a matmul of n tokens against w goes through the 8-bit GEMVs */
+/* Whether an 8-bit matmul of n tokens goes through mmq (the tensor cores) rather than a GEMV:
+ * from TORCHLESS_GPU_MMQ_MIN tokens (default 3; past MMQ_MAX_TOKENS: never), read at every
+ * matmul so that a test or benchmark may switch it */
+static bool use_mmq(const tl_tensor *w, int64_t n) {
+    if (!MMQ_MAX_TOKENS || n > MMQ_MAX_TOKENS || w->ne[0] % 256) return false;
+    const char *e = getenv("TORCHLESS_GPU_MMQ_MIN");
+    return n >= (e ? atoi(e) : 3);
+}
+
+/* Whether a matmul of n tokens against w goes through the 8-bit GEMVs or mmq */
 static bool q8_path(const gpu_stream *s, const tl_tensor *w, int64_t n) {
     const int64_t k = w->ne[0];
-    return q8_dtype(w->dtype) && n <= GEMV_MAX_TOKENS && k % (kquant(w->dtype) ? 256 : 32) == 0 && s->xq[0] &&
+    return q8_dtype(w->dtype) && (n <= GEMV_MAX_TOKENS || use_mmq(w, n)) && k % (kquant(w->dtype) ? 256 : 32) == 0 && s->xq[0] &&
            (size_t)n * q8_stride(k) <= s->xq_bytes && act_quant();
 }
 
@@ -1687,7 +1716,7 @@ static void q8_quantize(gpu_stream *s, tl_dtype t, const float *x, int64_t n, in
  * buffers to quantize them into as well (NULL: not this style), remembered as out's */
 static void q8_norm_targets(gpu_stream *s, const float *out, int64_t rows, int64_t dim, int8_t **q0, int8_t **qk) {
     *q0 = *qk = NULL;
-    if (!s->xq_used || rows > GEMV_MAX_TOKENS || dim % 32 || !s->xq[0] || (size_t)rows * q8_stride(dim) > s->xq_bytes ||
+    if (!s->xq_used || rows > Q8_MAX_TOKENS || dim % 32 || !s->xq[0] || (size_t)rows * q8_stride(dim) > s->xq_bytes ||
         !act_quant())
         return;
     *q0 = s->xq[0];
@@ -1743,6 +1772,60 @@ template <int DT> struct q8_three_for<DT, true> {
 template <int DT> struct q8_three_launch : q8_three_for<DT, q8_dtype(DT)> {};
 
 template <int DT> struct q8_launch : q8_launch_for<DT, q8_dtype(DT)> {};
+
+/* y_i = x W_i^T (+ bias_i) from the quantized rows through mmq, for `count` matrices of one dtype
+ * and width: a block a tile of MMQ_ROWS rows, and the sub-blocks split over blockIdx.y while the
+ * blocks fit one wave of TORCHLESS_GPU_MMQ_WAVES (default 4) blocks an SM and the workspace holds
+ * the partial sums */
+template <int DT, bool Q> struct mmq_for {
+    static void run(gpu_stream *, const tl_tensor *const *, int, int64_t, float *const *, const float *const *) {}
+};
+#if MMQ_MAX_TOKENS
+/* a kernel's dynamic shared memory past the 48 KiB it may have without asking */
+template <typename K> static void smem_opt_in(gpu_stream *s, K kernel, size_t bytes) {
+    if (bytes > 48 * 1024)
+        note(s, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes), "mmq: shared memory");
+}
+template <int DT> struct mmq_for<DT, true> {
+    static void run(gpu_stream *s, const tl_tensor *const *w, int count, int64_t n, float *const *y,
+                    const float *const *bias) {
+        const int64_t k = w[0]->ne[0], subs = k / 32;
+        mmq_mats mats;
+        memset(&mats, 0, sizeof mats);
+        int64_t tiles = 0, rows = 0;
+        for (int i = 0; i < MMQ_MATS; i++) {
+            if (i < count) {
+                mats.w[i] = view(w[i]), mats.y[i] = y[i], mats.bias[i] = bias ? bias[i] : NULL;
+                tiles += (w[i]->ne[1] + MMQ_ROWS - 1) / MMQ_ROWS;
+                rows += w[i]->ne[1];
+            }
+            mats.tile_end[i] = (unsigned)tiles;
+        }
+        /* as many blocks as one wave holds (4 an SM: __launch_bounds__), not past it */
+        const char *e = getenv("TORCHLESS_GPU_MMQ_WAVES");
+        const int64_t per_sm = e && atoi(e) > 0 ? atoi(e) : 4;
+        int64_t splits = per_sm * s->sms / tiles;
+        if (splits > subs / 8) splits = subs / 8; /* a stage of 8 sub-blocks at least a split */
+        if (splits > MMQ_MAX_SPLITS) splits = MMQ_MAX_SPLITS;
+        while (splits > 1 && (size_t)(splits * n * rows) > s->mmq_ws_floats) splits--;
+        if (splits < 1 || tiles > MMQ_COUNTS) splits = 1;
+        const int64_t per = ((subs + splits - 1) / splits + 7) / 8 * 8; /* whole stages */
+        splits = (subs + per - 1) / per;
+        for (int64_t i = 0, at = 0; i < count; at += splits * n * w[i]->ne[1], i++) mats.ws[i] = s->mmq_ws + at;
+        const dim3 grid((unsigned)tiles, (unsigned)splits);
+        const size_t xs = q8_stride(k);
+#define MMQ(NT)                                                                                                         \
+    (smem_opt_in(s, mmq_kernel<DT, NT>, mmq_smem_all(DT, NT)),                                                          \
+     mmq_kernel<DT, NT><<<grid, 128, mmq_smem_all(DT, NT), s->stream>>>(mats, s->xq[kquant(DT)], xs, k, (int)n, per,    \
+                                                                        s->mmq_counts))
+        if (n <= 8) MMQ(8);
+        else if (n <= 16) MMQ(16);
+        else MMQ(32);
+#undef MMQ
+    }
+};
+#endif
+template <int DT> struct mmq_launch : mmq_for<DT, q8_dtype(DT)> {};
 
 template <int DT> struct dequant_launch {
     static void run(gpu_stream *s, const tl_tensor *w, int64_t r0, int64_t rows, __half *out) {
@@ -1816,8 +1899,13 @@ static void matmul(tl_stream *ts, const tl_tensor *w, const float *x, int64_t n,
     }
     if (q8_path(s, w, n)) {
         q8_quantize(s, w->dtype, x, n, k);
-        by_dtype<q8_launch>(w->dtype, s, w, (const tl_tensor *)NULL, n, y, bias, 0);
-        LAUNCHED(s, "gemv");
+        if (use_mmq(w, n)) {
+            by_dtype<mmq_launch>(w->dtype, s, &w, 1, n, &y, bias ? &bias : (const float *const *)NULL);
+            LAUNCHED(s, "mmq");
+        } else {
+            by_dtype<q8_launch>(w->dtype, s, w, (const tl_tensor *)NULL, n, y, bias, 0);
+            LAUNCHED(s, "gemv");
+        }
         q8_forget_written(s, y, n * m);
         return;
     }
@@ -2044,8 +2132,15 @@ static void matmul_qkv(tl_stream *ts, const tl_tensor *wq, const tl_tensor *wk, 
     if (wk->dtype == wq->dtype && wv->dtype == wq->dtype && wk->ne[0] == width && wv->ne[0] == width &&
         q8_path(s, wq, n)) {
         q8_quantize(s, wq->dtype, x, n, width);
-        const q8_three m = {{view(wq), view(wk), view(wv)}, {q, k, v}, {bq, bk, bv}};
-        by_dtype<q8_three_launch>(wq->dtype, s, &m, wq->ne[1] + wk->ne[1] + wv->ne[1], width, n);
+        if (use_mmq(wq, n)) {
+            const tl_tensor *const w[3] = {wq, wk, wv};
+            float *const y[3] = {q, k, v};
+            const float *const b[3] = {bq, bk, bv};
+            by_dtype<mmq_launch>(wq->dtype, s, w, 3, n, y, b);
+        } else {
+            const q8_three m = {{view(wq), view(wk), view(wv)}, {q, k, v}, {bq, bk, bv}};
+            by_dtype<q8_three_launch>(wq->dtype, s, &m, wq->ne[1] + wk->ne[1] + wv->ne[1], width, n);
+        }
         LAUNCHED(s, "q, k, v");
         q8_forget_written(s, q, n * wq->ne[1]);
         q8_forget_written(s, k, n * wk->ne[1]);
@@ -2075,7 +2170,18 @@ template <int DT> struct glu_launch {
 static void matmul_glu(tl_stream *ts, const tl_tensor *gate, const tl_tensor *up, const float *x, int64_t n, float *a,
                        float *b, tl_activation act) {
     gpu_stream *s = (gpu_stream *)ts;
-    if (gate->dtype == up->dtype && q8_path(s, gate, n)) {
+    if (gate->dtype == up->dtype && gate->ne[0] == up->ne[0] && q8_path(s, gate, n) && use_mmq(gate, n)) {
+        q8_quantize(s, gate->dtype, x, n, gate->ne[0]); /* both in one launch, then the activation */
+        const tl_tensor *const w[2] = {gate, up};
+        float *const y[2] = {a, b};
+        by_dtype<mmq_launch>(gate->dtype, s, w, 2, n, y, (const float *const *)NULL);
+        LAUNCHED(s, "gate, up");
+        q8_forget_written(s, a, n * gate->ne[1]);
+        q8_forget_written(s, b, n * up->ne[1]);
+        glu(ts, act, a, b, n * gate->ne[1]);
+        return;
+    }
+    if (gate->dtype == up->dtype && q8_path(s, gate, n) && !use_mmq(gate, n)) {
         q8_quantize(s, gate->dtype, x, n, gate->ne[0]);
         by_dtype<q8_launch>(gate->dtype, s, gate, up, n, a, (const float *)NULL, act == TL_ACT_GELU_TANH ? 1 : 0);
         LAUNCHED(s, "gate + up");
