@@ -453,8 +453,8 @@ static int32_t sample_from(tl_sampler *s, candidate *c, int64_t n) {
  * CUDA, FP_CONTRACT OFF in OpenCL): n = round(x / ln 2) by adding and taking away 1.5 * 2^23;
  * r = x - n ln 2 in two parts (Cody-Waite: n * 0.693359375 is exact); Cephes expf's polynomial
  * for exp(r); times 2^n. Within 2 ulp of exp, and never above 1. */
-static float exp_canonical(float x) {
-    const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+/* exp(x - n ln 2) for n = round(x / ln 2): the reduction and Cephes' polynomial */
+static inline __attribute__((always_inline)) float exp_reduced(float x, float n) {
     float r = x - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
     float p = 1.9875691500e-4f;
@@ -465,6 +465,12 @@ static float exp_canonical(float x) {
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r;
     p = p + 1.0f;
+    return p;
+}
+
+static float exp_canonical(float x) {
+    const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    const float p = exp_reduced(x, n);
     union { uint32_t u; float f; } two_n = {(uint32_t)((int32_t)n + 127) << 23}; /* n in [-93, 0] */
     return p * two_n.f;
 }
@@ -501,16 +507,7 @@ static inline __attribute__((always_inline)) void row_sum_body(const float *l, i
         const float x = float_of((u & ~low) | (0xC2800000u & low));
         const float y = x * 1.44269504088896341f + 12582912.0f, nf = y - 12582912.0f;
         const int32_t shift = (int32_t)(bits_of(y) - 0x4B400000u) + 39;
-        float r = x - nf * 0.693359375f;
-        r = r - nf * -2.12194440e-4f;
-        float p = 1.9875691500e-4f;
-        p = p * r + 1.3981999507e-3f;
-        p = p * r + 8.3334519073e-3f;
-        p = p * r + 4.1665795894e-2f;
-        p = p * r + 1.6666665459e-1f;
-        p = p * r + 5.0000001201e-1f;
-        p = p * (r * r) + r;
-        p = p + 1.0f;
+        const float p = exp_reduced(x, nf);
         const uint32_t pb = bits_of(p); /* p in [0.7, 1.42]: exponent 126 or 127 */
         const uint64_t p24 = (uint64_t)((pb & 0x7FFFFFu) | 0x800000u) << ((pb >> 23) - 126);
         const uint32_t left = shift > 0 ? (uint32_t)shift : 0, right = shift < 0 ? (uint32_t)-shift : 0;
