@@ -324,3 +324,38 @@ def test_sampling_on_the_device_gives_what_the_downloaded_logits_give(request, f
             runs[flag] = [(t, lp) for t, lp, _, _ in m.steps(prompt, max_new_tokens=n, seed=seed, ignore_eog=True, **kw)]
         assert len(runs["1"]) == n
         assert runs["1"] == runs["0"], f"{name} {kw}: on the device {runs['1']}, from the downloaded logits {runs['0']}"
+
+
+# ----------------------------------------------------------------------------- kernel sources
+
+def test_every_cuda_kernel_waits_for_the_one_before():
+    """The CUDA/HIP kernels are launched with programmatic dependent launch (gpu.h): a kernel may
+    start while the one before it finishes, and is correct only if it calls grid_wait() before
+    it touches activations, caches or scratch. A kernel without the call would race, and no test
+    on a quiet card need catch it: so every __global__ function must call it, and every launch
+    must go through launch() (a <<<>>> launch would get no such ordering)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "csrc" / "backends" / "cuda"
+    kernels = 0
+    for path in sorted(root.glob("*.cu*")):
+        src = path.read_text()
+        assert "<<<" not in src, f"{path.name}: a <<<>>> launch (use launch() from gpu.h)"
+        for m in re.finditer(r"__global__", src):
+            body_at = src.index("{", m.end())
+            name = [n for n in re.findall(r"(\w+)\s*\(", src[m.end() : body_at]) if n != "__launch_bounds__"][0]
+            depth, i = 0, body_at
+            while True:
+                depth += {"{": 1, "}": -1}.get(src[i], 0)
+                if depth == 0:
+                    break
+                i += 1
+            body = src[body_at:i]
+            kernels += 1
+            assert "grid_wait();" in body, f"{path.name}: kernel {name} never calls grid_wait()"
+            # nothing but index arithmetic and weight prefetches before it
+            before = body[: body.index("grid_wait();")]
+            assert not re.search(r"(?<![.\w])(y|x|out|part|xq|a)\s*\[|atomic|__syncthreads", before), (
+                f"{path.name}: kernel {name} touches memory before grid_wait()")
+    assert kernels >= 30, kernels

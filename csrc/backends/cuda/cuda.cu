@@ -142,6 +142,7 @@ static bool native_dtype(tl_dtype t) {
 typedef struct gw {
     const uint8_t *p;
     int64_t m, nb; /* rows, blocks per row */
+    int prefetch;  /* the matmuls prefetch their rows to L2 (TORCHLESS_GPU_PREFETCH=0: not) */
 } gw;
 
 static __host__ __device__ __forceinline__ size_t align256(size_t n) { return (n + 255) & ~(size_t)255; }
@@ -188,6 +189,33 @@ template <int DT> __device__ __forceinline__ const uint8_t *field(gw w, int f, i
     for (int i = 0; i < 4; i++)
         if (i < f) off += align256(blocks * field_size(DT, i));
     return w.p + off + (size_t)b * field_size(DT, f);
+}
+
+/* bytes per block of the dtypes kept as GGUF lays them out (the float types in blocks of 32) */
+__host__ __device__ constexpr int plain_block_bytes(int dt) {
+    return dt == TL_Q4_K ? 144 : dt == TL_Q5_K ? 176 : dt == TL_F32 ? 128 : dt == TL_F16 || dt == TL_BF16 ? 64 : 0;
+}
+
+/* L2 prefetches of the 128-byte lines of [p, p + n), line i, i + stride, ... of them */
+__device__ __forceinline__ void prefetch_span(const uint8_t *p, size_t n, int i, int stride) {
+    const uintptr_t end = (uintptr_t)p + n;
+    for (uintptr_t a = ((uintptr_t)p & ~(uintptr_t)127) + 128 * (uintptr_t)i; a < end; a += 128 * (uintptr_t)stride)
+        prefetch_l2((const void *)a);
+}
+
+/* The same for blocks [b0, b1) of row r, every field: issued before grid_wait() (the weights are
+ * never written), so that a matmul's first weights are on their way, or in L2, while the kernel
+ * before it finishes, and a row's loads find them there. */
+template <int DT> __device__ __forceinline__ void prefetch_blocks(gw w, int64_t r, int64_t b0, int64_t b1, int i, int stride) {
+    if (!w.prefetch || r >= w.m || b1 <= b0) return;
+    if (field_size(DT, 0)) {
+#pragma unroll
+        for (int f = 0; f < 4; f++)
+            if (field_size(DT, f))
+                prefetch_span(field<DT>(w, f, r * w.nb + b0), (size_t)(b1 - b0) * field_size(DT, f), i, stride);
+    } else {
+        prefetch_span(w.p + (size_t)(r * w.nb + b0) * plain_block_bytes(DT), (size_t)(b1 - b0) * plain_block_bytes(DT), i, stride);
+    }
 }
 
 __device__ __forceinline__ float h2f(const uint8_t *p) { return __half2float(*(const __half *)p); }
@@ -412,6 +440,7 @@ __global__ void __launch_bounds__(128) gemv_kernel(gw w, const float *__restrict
                                                    const float *__restrict__ bias) {
     const int lane = threadIdx.x & 31;
     const int64_t r0 = ((int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * R;
+    grid_wait();
     if (r0 >= w.m) return;
     float acc[R][NT];
 #pragma unroll
@@ -575,6 +604,7 @@ __global__ void __launch_bounds__(128) gemv_wide_kernel(gw w, const float *__res
                                                         float *__restrict__ y, const float *__restrict__ bias) {
     const int lane = threadIdx.x & 31;
     const int64_t r0 = ((int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * R;
+    grid_wait();
     if (r0 >= w.m) return;
     float acc[R][NT];
 #pragma unroll
@@ -608,6 +638,7 @@ __global__ void __launch_bounds__(128) gemv_wide_kernel(gw w, const float *__res
 template <int DT>
 __global__ void gemv32_kernel(gw w, const float *__restrict__ x, int64_t k, int64_t n, float *__restrict__ y,
                               const float *__restrict__ bias) {
+    grid_wait();
     const int lane = threadIdx.x & 31;
     const int64_t r = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     if (r >= w.m) return;
@@ -626,6 +657,7 @@ __global__ void gemv32_kernel(gw w, const float *__restrict__ x, int64_t k, int6
 /* F32/F16/BF16 rows whose length is not a multiple of 32: element by element. */
 __global__ void gemv_float_any(const uint8_t *__restrict__ w, int dt, size_t row_bytes, const float *__restrict__ x,
                                int64_t k, int64_t m, int64_t n, float *__restrict__ y, const float *__restrict__ bias) {
+    grid_wait();
     const int lane = threadIdx.x & 31;
     const int64_t r = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     if (r >= m) return;
@@ -649,6 +681,7 @@ __global__ void gemv_float_any(const uint8_t *__restrict__ w, int dt, size_t row
 /* out[r - r0][...] = rows [r0, r0 + rows) of W in F16: a lane per 8 elements (k a multiple of 256) */
 template <int DT>
 __global__ void dequant_kernel(gw w, int64_t k, int64_t r0, int64_t rows, __half *__restrict__ out) {
+    grid_wait();
     const int64_t chunks = k / 256, g = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
     const int lane = threadIdx.x & 31;
     if (g >= rows * chunks) return;
@@ -664,6 +697,7 @@ __global__ void dequant_kernel(gw w, int64_t k, int64_t r0, int64_t rows, __half
 /* the same a 32-block per thread, for rows that are not a multiple of 256 */
 template <int DT>
 __global__ void dequant32_kernel(gw w, int64_t k, int64_t r0, int64_t rows, __half *__restrict__ out) {
+    grid_wait();
     const int64_t units = k / 32, i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= rows * units) return;
     const int64_t r = i / units, u = i % units;
@@ -676,6 +710,7 @@ __global__ void dequant32_kernel(gw w, int64_t k, int64_t r0, int64_t rows, __ha
 template <int DT>
 __global__ void embed_kernel(gw w, int64_t k, const int32_t *__restrict__ ids, int32_t n, float scale,
                              float *__restrict__ out) {
+    grid_wait();
     const int64_t units = k / 32, i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (int64_t)n * units) return;
     const int64_t t = i / units, u = i % units;
@@ -688,6 +723,7 @@ __global__ void embed_kernel(gw w, int64_t k, const int32_t *__restrict__ ids, i
 
 __global__ void embed_float_any(const uint8_t *__restrict__ w, int dt, size_t row_bytes, int64_t k,
                                 const int32_t *__restrict__ ids, int32_t n, float scale, float *__restrict__ out) {
+    grid_wait();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (int64_t)n * k) return;
     const uint8_t *row = w + (size_t)ids[i / k] * row_bytes;
@@ -702,12 +738,14 @@ __global__ void embed_float_any(const uint8_t *__restrict__ w, int dt, size_t ro
 #if GPU_HAVE_BLAS
 /* the activations for the vendor's F16 GEMM */
 __global__ void to_half_kernel(const float *__restrict__ x, int64_t n, __half *__restrict__ out) {
+    grid_wait();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) out[i] = __float2half(x[i]);
 }
 #endif
 
 __global__ void add_bias_kernel(float *__restrict__ y, const float *__restrict__ bias, int64_t n, int64_t m) {
+    grid_wait();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n * m) y[i] += bias[i % m];
 }
@@ -745,6 +783,7 @@ __device__ __forceinline__ float block_sum(float v) {
 /* one block per row; the sum of squares in float, reduced across the block */
 __global__ void rmsnorm_kernel(float *out, const float *x, const float *__restrict__ w, int64_t dim, float eps, int8_t *q0,
                                int8_t *qk, size_t xs) {
+    grid_wait();
     const float *xr = x + (size_t)blockIdx.x * dim;
     float *o = out + (size_t)blockIdx.x * dim;
     float ss = 0.0f;
@@ -756,6 +795,7 @@ __global__ void rmsnorm_kernel(float *out, const float *x, const float *__restri
 
 __global__ void rope_kernel(float *x, const float *__restrict__ cs, int32_t n, int32_t heads, int32_t hd, int32_t rope_dim,
                             bool neox) {
+    grid_wait();
     const int half = rope_dim / 2;
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (int64_t)n * heads * half) return;
@@ -772,6 +812,7 @@ __global__ void rope_kernel(float *x, const float *__restrict__ cs, int32_t n, i
 __global__ void kv_store_kernel(void *kc, void *vc, int f16, const float *__restrict__ k, const float *__restrict__ v,
                                 const int32_t *__restrict__ pos, const int32_t *__restrict__ seq, int32_t n,
                                 int32_t kv_heads, int32_t hd, int32_t max_seq_len) {
+    grid_wait();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (int64_t)n * kv_heads * hd) return;
     const int64_t d = i % hd, h = (i / hd) % kv_heads, t = i / ((int64_t)hd * kv_heads);
@@ -786,11 +827,13 @@ __global__ void kv_store_kernel(void *kc, void *vc, int f16, const float *__rest
 }
 
 __global__ void add_kernel(float *x, const float *__restrict__ y, int64_t n) {
+    grid_wait();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] += y[i];
 }
 
 __global__ void glu_kernel(int gelu, float *a, const float *__restrict__ b, int64_t n) {
+    grid_wait();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const float z = a[i];
@@ -801,11 +844,13 @@ __global__ void glu_kernel(int gelu, float *a, const float *__restrict__ b, int6
 }
 
 __global__ void softcap_kernel(float *x, int64_t n, float c) {
+    grid_wait();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] = c * tanhf(x[i] / c);
 }
 
 __global__ void gather_kernel(float *out, const float *x, const int32_t *__restrict__ rows, int32_t n, int64_t dim) {
+    grid_wait();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < (int64_t)n * dim) out[i] = x[(size_t)rows[i / dim] * dim + i % dim];
 }
@@ -823,6 +868,7 @@ __global__ void gather_kernel(float *out, const float *x, const int32_t *__restr
 template <bool ADD>
 __global__ void norm8_kernel(float *x, const float *y, float *out, const float *__restrict__ w, int64_t dim, float eps,
                              int8_t *q0, int8_t *qk, size_t xs) {
+    grid_wait();
     const int lane = threadIdx.x & 31;
     const int64_t row = blockIdx.x, e = 8 * (int64_t)threadIdx.x;
     float *xr = x + row * dim + e;
@@ -881,6 +927,7 @@ __global__ void norm8_kernel(float *x, const float *y, float *out, const float *
  * read before its row is written) */
 __global__ void add_rmsnorm_kernel(float *x, const float *y, float *out, const float *__restrict__ w, int64_t dim, float eps,
                                    int8_t *q0, int8_t *qk, size_t xs) {
+    grid_wait();
     float *xr = x + (size_t)blockIdx.x * dim;
     const float *yr = y + (size_t)blockIdx.x * dim;
     float ss = 0.0f;
@@ -901,6 +948,7 @@ __global__ void rope_store_kernel(float *q, float *k, const float *__restrict__ 
                                   int32_t n_heads, int32_t kv_heads, int32_t hd, int32_t rope_dim, bool neox, void *kc,
                                   void *vc, int f16, const int32_t *__restrict__ pos, const int32_t *__restrict__ seq,
                                   int32_t max_seq_len) {
+    grid_wait();
     const int t = blockIdx.x / (n_heads + kv_heads), hh = blockIdx.x % (n_heads + kv_heads);
     const bool is_q = hh < n_heads;
     float *x = is_q ? q + ((size_t)t * n_heads + hh) * hd : k + ((size_t)t * kv_heads + (hh - n_heads)) * hd;
@@ -936,6 +984,7 @@ __global__ void __launch_bounds__(128) gemv_glu_kernel(gw g, gw u, const float *
                                                        float *__restrict__ a, int gelu) {
     const int lane = threadIdx.x & 31;
     const int64_t r = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    grid_wait();
     if (r >= g.m) return;
     float ag[NT], au[NT];
 #pragma unroll
@@ -1054,6 +1103,7 @@ __device__ __forceinline__ void qk_many(const float (*q)[ATTN_MAX_HD], const flo
  * a prefill. One split: the output is written directly. */
 template <typename KV, int DPL, int QT>
 __global__ void __launch_bounds__(32 * ATTN_WARPS) attention_kernel(tl_attn_args a, int chunk, float *part) {
+    grid_wait();
     const int h = blockIdx.x, i0 = blockIdx.y * QT, split = blockIdx.z, lane = threadIdx.x & 31, wid = threadIdx.x / 32;
     const int hd = a.head_dim, group = a.n_heads / a.n_kv_heads;
     const int nq = min(QT, a.n - i0);
@@ -1165,6 +1215,7 @@ __global__ void __launch_bounds__(32 * ATTN_WARPS) attention_kernel(tl_attn_args
 
 /* out = the splits' partial softmaxes rescaled to their largest maximum and normalised */
 __global__ void attention_merge(const float *part, int splits, int hd, float *out) {
+    grid_wait();
     const size_t row = blockIdx.x;
     const float *pp = part + row * splits * (size_t)(hd + 2);
     float M = -INFINITY, L = 0.0f;
@@ -1197,6 +1248,7 @@ static size_t tc_attention_smem(int hd) {
 }
 
 __global__ void __launch_bounds__(128) attention_tc_kernel(tl_attn_args a) {
+    grid_wait();
     using namespace nvcuda;
     extern __shared__ __align__(32) unsigned char smem[];
     const int h = blockIdx.x, i0 = blockIdx.y * TC_Q, lane = threadIdx.x & 31, wid = threadIdx.x / 32;
@@ -1602,7 +1654,12 @@ template <template <int> class F, typename... A> static void by_dtype(tl_dtype t
 static gw view(const tl_tensor *t) {
     const int64_t k = t->ne[0];
     const int64_t block = t->dtype == TL_Q4_K || t->dtype == TL_Q5_K || t->dtype == TL_Q6_K ? 256 : 32;
-    gw w = {(const uint8_t *)t->data, tl_tensor_nrows(t), k / block};
+    static int prefetch = -1;
+    if (prefetch < 0) {
+        const char *e = getenv("TORCHLESS_GPU_PREFETCH");
+        prefetch = !(e && e[0] == '0');
+    }
+    gw w = {(const uint8_t *)t->data, tl_tensor_nrows(t), k / block, prefetch};
     return w;
 }
 
@@ -1610,7 +1667,7 @@ template <int DT> struct embed_launch {
     static void run(gpu_stream *s, const tl_tensor *t, const int32_t *ids, int32_t n, float scale, float *out) {
         const int64_t k = t->ne[0];
         const int64_t units = (int64_t)n * (k / 32);
-        embed_kernel<DT><<<blocks_for(units, 128), 128, 0, s->stream>>>(view(t), k, ids, n, scale, out);
+        launch(s->stream, embed_kernel<DT>, blocks_for(units, 128), 128, 0, view(t), k, ids, n, scale, out);
     }
 };
 
@@ -1620,7 +1677,7 @@ static void embed(tl_stream *ts, const tl_tensor *table, const int32_t *tokens, 
     if (k % 32 == 0) {
         by_dtype<embed_launch>(table->dtype, s, table, tokens, n, scale, out);
     } else {
-        embed_float_any<<<blocks_for((int64_t)n * k, THREADS), THREADS, 0, s->stream>>>(
+        launch(s->stream, embed_float_any, blocks_for((int64_t)n * k, THREADS), THREADS, 0,
             (const uint8_t *)table->data, table->dtype, tl_dtype_row_size(table->dtype, k), k, tokens, n, scale, out);
     }
     LAUNCHED(s, "embedding");
@@ -1634,10 +1691,10 @@ static void rmsnorm(tl_stream *ts, float *out, const float *x, const float *w, i
     int8_t *q0, *qk;
     q8_norm_targets(s, out, rows, dim, &q0, &qk);
     if (dim % 256 == 0 && dim <= 8192)
-        norm8_kernel<false><<<(unsigned)rows, (unsigned)(dim / 8), 0, s->stream>>>((float *)x, NULL, out, w, dim, eps, q0, qk,
+        launch(s->stream, norm8_kernel<false>, (unsigned)rows, (unsigned)(dim / 8), 0, (float *)x, nullptr, out, w, dim, eps, q0, qk,
                                                                                   q8_stride(dim));
     else
-        rmsnorm_kernel<<<(unsigned)rows, threads, 0, s->stream>>>(out, x, w, dim, eps, q0, qk, q8_stride(dim));
+        launch(s->stream, rmsnorm_kernel, (unsigned)rows, threads, 0, out, x, w, dim, eps, q0, qk, q8_stride(dim));
     LAUNCHED(s, "rmsnorm");
 }
 
@@ -1648,7 +1705,7 @@ template <int DT> struct gemv_launch {
         const int64_t k = w->ne[0], m = w->ne[1];
         const gw v = view(w);
         if (k % 256 != 0) {
-            gemv32_kernel<DT><<<(unsigned)((m + 3) / 4), 128, 0, s->stream>>>(v, x, k, n, y, bias);
+            launch(s->stream, gemv32_kernel<DT>, (unsigned)((m + 3) / 4), 128, 0, v, x, k, n, y, bias);
             return;
         }
         /* K-quant rows of one or two tokens: 16-byte loads (measured faster for them, slower for
@@ -1657,8 +1714,8 @@ template <int DT> struct gemv_launch {
         const bool quantized = DT != TL_F32 && DT != TL_F16 && DT != TL_BF16;
         const bool wide = quantized && (s->gemv == 2 || (s->gemv == 0 && (DT == TL_Q4_K || DT == TL_Q5_K || DT == TL_Q6_K)));
         const unsigned b2 = (unsigned)((m + 7) / 8), b4 = (unsigned)((m + 15) / 16);
-#define WIDE(N) gemv_wide_kernel<DT, N, 2><<<b2, 128, 0, s->stream>>>(v, x, k, y, bias)
-#define LAUNCH(N, R) gemv_kernel<DT, N, R><<<(R) == 2 ? b2 : b4, 128, 0, s->stream>>>(v, x, k, y, bias)
+#define WIDE(N) launch(s->stream, gemv_wide_kernel<DT, N, 2>, b2, 128, 0, v, x, k, y, bias)
+#define LAUNCH(N, R) launch(s->stream, gemv_kernel<DT, N, R>, (R) == 2 ? b2 : b4, 128, 0, v, x, k, y, bias)
         switch (n) {
         case 1: if (wide) WIDE(1); else if (s->gemv == 3) LAUNCH(1, 4); else LAUNCH(1, 2); break;
         case 2: if (wide) WIDE(2); else if (s->gemv == 3) LAUNCH(2, 4); else LAUNCH(2, 2); break;
@@ -1705,9 +1762,9 @@ static void q8_quantize(gpu_stream *s, tl_dtype t, const float *x, int64_t n, in
     if (s->xq_src[style] == x && s->xq_n[style] == n && s->xq_k[style] == k) return;
     const int64_t blocks = n * k / (style == Q8_STYLE_K ? 256 : 32);
     if (style == Q8_STYLE_K)
-        quantize_q8_K_kernel<<<blocks_for(blocks * 32, 128), 128, 0, s->stream>>>(x, k, blocks, s->xq[style], q8_stride(k));
+        launch(s->stream, quantize_q8_K_kernel, blocks_for(blocks * 32, 128), 128, 0, x, k, blocks, s->xq[style], q8_stride(k));
     else
-        quantize_q8_0_kernel<<<blocks_for(blocks * 32, 128), 128, 0, s->stream>>>(x, k, blocks, s->xq[style], q8_stride(k));
+        launch(s->stream, quantize_q8_0_kernel, blocks_for(blocks * 32, 128), 128, 0, x, k, blocks, s->xq[style], q8_stride(k));
     LAUNCHED(s, "quantizing activations");
     s->xq_src[style] = x, s->xq_n[style] = n, s->xq_k[style] = k;
 }
@@ -1745,8 +1802,8 @@ template <int DT> struct q8_launch_for<DT, true> {
         const gw a = view(w), b = w2 ? view(w2) : a;
         const size_t xs = q8_stride(k);
 #define Q8(NT)                                                                                                          \
-    (w2 ? gemv_q8_kernel<DT, NT, true><<<blocks, 128, 0, s->stream>>>(a, b, s->xq[kquant(DT)], xs, k, (int)n, y, NULL, gelu)         \
-        : gemv_q8_kernel<DT, NT, false><<<blocks, 128, 0, s->stream>>>(a, b, s->xq[kquant(DT)], xs, k, (int)n, y, bias, 0))
+    (w2 ? launch(s->stream, gemv_q8_kernel<DT, NT, true>, blocks, 128, 0, a, b, s->xq[kquant(DT)], xs, k, (int)n, y, nullptr, gelu)         \
+        : launch(s->stream, gemv_q8_kernel<DT, NT, false>, blocks, 128, 0, a, b, s->xq[kquant(DT)], xs, k, (int)n, y, bias, 0))
         if (n == 1) Q8(1);
         else if (n == 2) Q8(2);
         else if (n <= 4) Q8(4);
@@ -1761,7 +1818,7 @@ template <int DT> struct q8_three_for<DT, true> {
     static void run(gpu_stream *s, const q8_three *m, int64_t rows, int64_t k, int64_t n) {
         const unsigned blocks = (unsigned)((rows + 3) / 4);
         const size_t xs = q8_stride(k);
-#define Q8(NT) gemv_q8_three_kernel<DT, NT><<<blocks, 128, 0, s->stream>>>(*m, s->xq[kquant(DT)], xs, k, (int)n)
+#define Q8(NT) launch(s->stream, gemv_q8_three_kernel<DT, NT>, blocks, 128, 0, *m, s->xq[kquant(DT)], xs, k, (int)n)
         if (n == 1) Q8(1);
         else if (n == 2) Q8(2);
         else if (n <= 4) Q8(4);
@@ -1816,7 +1873,7 @@ template <int DT> struct mmq_for<DT, true> {
         const size_t xs = q8_stride(k);
 #define MMQ(NT)                                                                                                         \
     (smem_opt_in(s, mmq_kernel<DT, NT>, mmq_smem_all(DT, NT)),                                                          \
-     mmq_kernel<DT, NT><<<grid, 128, mmq_smem_all(DT, NT), s->stream>>>(mats, s->xq[kquant(DT)], xs, k, (int)n, per,    \
+     launch(s->stream, mmq_kernel<DT, NT>, grid, 128, mmq_smem_all(DT, NT), mats, s->xq[kquant(DT)], xs, k, (int)n, per,    \
                                                                         s->mmq_counts))
         if (n <= 8) MMQ(8);
         else if (n <= 16) MMQ(16);
@@ -1831,9 +1888,9 @@ template <int DT> struct dequant_launch {
     static void run(gpu_stream *s, const tl_tensor *w, int64_t r0, int64_t rows, __half *out) {
         const int64_t k = w->ne[0];
         if (k % 256 == 0) {
-            dequant_kernel<DT><<<blocks_for(rows * (k / 256) * 32, 256), 256, 0, s->stream>>>(view(w), k, r0, rows, out);
+            launch(s->stream, dequant_kernel<DT>, blocks_for(rows * (k / 256) * 32, 256), 256, 0, view(w), k, r0, rows, out);
         } else {
-            dequant32_kernel<DT><<<blocks_for(rows * (k / 32), 128), 128, 0, s->stream>>>(view(w), k, r0, rows, out);
+            launch(s->stream, dequant32_kernel<DT>, blocks_for(rows * (k / 32), 128), 128, 0, view(w), k, r0, rows, out);
         }
     }
 };
@@ -1853,7 +1910,7 @@ static void gemm(gpu_stream *s, const tl_tensor *w, const float *x, int64_t n, f
         return;
     }
     if (s->blas) {
-        to_half_kernel<<<blocks_for(n * k, THREADS), THREADS, 0, s->stream>>>(x, n * k, s->x_half);
+        launch(s->stream, to_half_kernel, blocks_for(n * k, THREADS), THREADS, 0, x, n * k, s->x_half);
         LAUNCHED(s, "activations to f16");
     }
 #endif
@@ -1892,7 +1949,7 @@ static void matmul(tl_stream *ts, const tl_tensor *w, const float *x, int64_t n,
     gpu_stream *s = (gpu_stream *)ts;
     const int64_t k = w->ne[0], m = w->ne[1];
     if (k % 32 != 0) { /* float weights of an odd width (weight_upload converted any others) */
-        gemv_float_any<<<(unsigned)((m + 3) / 4), 128, 0, s->stream>>>((const uint8_t *)w->data, w->dtype,
+        launch(s->stream, gemv_float_any, (unsigned)((m + 3) / 4), 128, 0, (const uint8_t *)w->data, w->dtype,
                                                                          tl_dtype_row_size(w->dtype, k), x, k, m, n, y, bias);
         LAUNCHED(s, "gemv");
         return;
@@ -1924,7 +1981,7 @@ static void matmul(tl_stream *ts, const tl_tensor *w, const float *x, int64_t n,
     }
     gemm(s, w, x, n, y);
     if (bias) {
-        add_bias_kernel<<<blocks_for(n * m, THREADS), THREADS, 0, s->stream>>>(y, bias, n, m);
+        launch(s->stream, add_bias_kernel, blocks_for(n * m, THREADS), THREADS, 0, y, bias, n, m);
         LAUNCHED(s, "bias");
     }
 }
@@ -1933,7 +1990,7 @@ static void rope(tl_stream *ts, float *x, const float *cs, int32_t n, int32_t he
     gpu_stream *s = op_begin(ts);
     const int64_t pairs = (int64_t)n * heads * (rope_dim / 2);
     if (!pairs) return;
-    rope_kernel<<<blocks_for(pairs, THREADS), THREADS, 0, s->stream>>>(x, cs, n, heads, hd, rope_dim, neox);
+    launch(s->stream, rope_kernel, blocks_for(pairs, THREADS), THREADS, 0, x, cs, n, heads, hd, rope_dim, neox);
     LAUNCHED(s, "rope");
 }
 
@@ -1941,7 +1998,7 @@ static void kv_store(tl_stream *ts, void *k_cache, void *v_cache, tl_dtype dt, c
                      const int32_t *pos, const int32_t *seq, int32_t n, int32_t kv_heads, int32_t hd, int32_t max_seq_len) {
     gpu_stream *s = op_begin(ts);
     const int64_t total = (int64_t)n * kv_heads * hd;
-    kv_store_kernel<<<blocks_for(total, THREADS), THREADS, 0, s->stream>>>(k_cache, v_cache, dt == TL_F16, k, v, pos, seq, n,
+    launch(s->stream, kv_store_kernel, blocks_for(total, THREADS), THREADS, 0, k_cache, v_cache, dt == TL_F16, k, v, pos, seq, n,
                                                                              kv_heads, hd, max_seq_len);
     LAUNCHED(s, "kv store");
 }
@@ -1989,14 +2046,14 @@ template <typename KV> static void attention_for(gpu_stream *s, const tl_attn_ar
         note(s, cudaFuncSetAttribute(attention_tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
              "attention's shared memory");
         dim3 tc_grid((unsigned)a->n_heads, (unsigned)((a->n + TC_Q - 1) / TC_Q));
-        attention_tc_kernel<<<tc_grid, 128, smem, s->stream>>>(*a);
+        launch(s->stream, attention_tc_kernel, tc_grid, 128, smem, *a);
         return;
     }
 #endif
     const int qt = one_seq ? QUERIES : 1;
     dim3 grid((unsigned)a->n_heads, (unsigned)((a->n + qt - 1) / qt), (unsigned)splits);
     const int dpl = (a->head_dim + 31) / 32;
-#define ATTN(D, Q) attention_kernel<KV, D, Q><<<grid, 32 * ATTN_WARPS, 0, s->stream>>>(*a, chunk, part)
+#define ATTN(D, Q) launch(s->stream, attention_kernel<KV, D, Q>, grid, 32 * ATTN_WARPS, 0, *a, chunk, part)
     if (qt == 1) {
         if (dpl <= 1) ATTN(1, 1);
         else if (dpl <= 2) ATTN(2, 1);
@@ -2011,7 +2068,7 @@ template <typename KV> static void attention_for(gpu_stream *s, const tl_attn_ar
 #undef ATTN
     if (splits > 1) {
         LAUNCHED(s, "attention");
-        attention_merge<<<(unsigned)rows, 128, 0, s->stream>>>(part, splits, a->head_dim, a->out);
+        launch(s->stream, attention_merge, (unsigned)rows, 128, 0, part, splits, a->head_dim, a->out);
     }
 }
 
@@ -2032,25 +2089,25 @@ static void attention(tl_stream *ts, const tl_attn_args *a) {
 
 static void add(tl_stream *ts, float *x, const float *y, int64_t n) {
     gpu_stream *s = op_begin(ts);
-    add_kernel<<<blocks_for(n, THREADS), THREADS, 0, s->stream>>>(x, y, n);
+    launch(s->stream, add_kernel, blocks_for(n, THREADS), THREADS, 0, x, y, n);
     LAUNCHED(s, "add");
 }
 
 static void glu(tl_stream *ts, tl_activation act, float *a, const float *b, int64_t n) {
     gpu_stream *s = op_begin(ts);
-    glu_kernel<<<blocks_for(n, THREADS), THREADS, 0, s->stream>>>(act == TL_ACT_GELU_TANH, a, b, n);
+    launch(s->stream, glu_kernel, blocks_for(n, THREADS), THREADS, 0, act == TL_ACT_GELU_TANH, a, b, n);
     LAUNCHED(s, "glu");
 }
 
 static void softcap(tl_stream *ts, float *x, int64_t n, float c) {
     gpu_stream *s = op_begin(ts);
-    softcap_kernel<<<blocks_for(n, THREADS), THREADS, 0, s->stream>>>(x, n, c);
+    launch(s->stream, softcap_kernel, blocks_for(n, THREADS), THREADS, 0, x, n, c);
     LAUNCHED(s, "softcap");
 }
 
 static void gather(tl_stream *ts, float *out, const float *x, const int32_t *rows, int32_t n, int64_t dim) {
     gpu_stream *s = op_begin(ts);
-    gather_kernel<<<blocks_for((int64_t)n * dim, THREADS), THREADS, 0, s->stream>>>(out, x, rows, n, dim);
+    launch(s->stream, gather_kernel, blocks_for((int64_t)n * dim, THREADS), THREADS, 0, out, x, rows, n, dim);
     LAUNCHED(s, "gather");
 }
 
@@ -2089,11 +2146,11 @@ static tl_status top_k(tl_stream *ts, const float *logits, int32_t rows, int32_t
     int32_t *d_ids = (int32_t *)(s->topk + parts + keys);
     uint8_t *out = s->topk + parts + keys + ids;
     if (n_ids) note(s, gpuMemcpyAsync(d_ids, a->ids, (size_t)rows * n_ids * 4, gpuMemcpyHostToDevice, s->stream), "copying to the device");
-    top_k_max_kernel<<<dim3(chunks, rows), TOPK_WG, 0, s->stream>>>(logits, n_vocab, part);
+    launch(s->stream, top_k_max_kernel, dim3(chunks, rows), TOPK_WG, 0, logits, n_vocab, part);
     LAUNCHED(s, "top_k");
-    top_k_chunk_kernel<<<dim3(chunks, rows), TOPK_WG, 0, s->stream>>>(logits, n_vocab, k, part, key);
+    launch(s->stream, top_k_chunk_kernel, dim3(chunks, rows), TOPK_WG, 0, logits, n_vocab, k, part, key);
     LAUNCHED(s, "top_k");
-    top_k_merge_kernel<<<rows, TOPK_WG, 0, s->stream>>>(logits, n_vocab, k, part, key, d_ids, n_ids, out);
+    launch(s->stream, top_k_merge_kernel, rows, TOPK_WG, 0, logits, n_vocab, k, part, key, d_ids, n_ids, out);
     LAUNCHED(s, "top_k");
     if ((st = download(ts, s->topk_host, out, out_bytes))) return st;
     tl_top_k_unpack(s->topk_host, rows, a);
@@ -2107,10 +2164,10 @@ static void add_rmsnorm(tl_stream *ts, float *x, const float *y, float *out, con
     int8_t *q0, *qk;
     q8_norm_targets(s, out, rows, dim, &q0, &qk);
     if (dim % 256 == 0 && dim <= 8192)
-        norm8_kernel<true><<<(unsigned)rows, (unsigned)(dim / 8), 0, s->stream>>>(x, y, out, w, dim, eps, q0, qk,
+        launch(s->stream, norm8_kernel<true>, (unsigned)rows, (unsigned)(dim / 8), 0, x, y, out, w, dim, eps, q0, qk,
                                                                                  q8_stride(dim));
     else
-        add_rmsnorm_kernel<<<(unsigned)rows, threads, 0, s->stream>>>(x, y, out, w, dim, eps, q0, qk, q8_stride(dim));
+        launch(s->stream, add_rmsnorm_kernel, (unsigned)rows, threads, 0, x, y, out, w, dim, eps, q0, qk, q8_stride(dim));
     LAUNCHED(s, "add + rmsnorm");
 }
 
@@ -2119,7 +2176,7 @@ static void rope_store(tl_stream *ts, float *q, float *k, const float *v, const 
                        tl_dtype kv_dtype, const int32_t *pos, const int32_t *seq, int32_t max_seq_len) {
     gpu_stream *s = op_begin(ts);
     int threads = hd >= 128 ? 128 : 64;
-    rope_store_kernel<<<(unsigned)(n * (n_heads + kv_heads)), threads, 0, s->stream>>>(
+    launch(s->stream, rope_store_kernel, (unsigned)(n * (n_heads + kv_heads)), threads, 0,
         q, k, v, cs, n_heads, kv_heads, hd, rope_dim, neox, k_cache, v_cache, kv_dtype == TL_F16, pos, seq, max_seq_len);
     LAUNCHED(s, "rope + kv store");
 }
@@ -2158,7 +2215,7 @@ template <int DT> struct glu_launch {
         const unsigned blocks = (unsigned)((g->ne[1] + 3) / 4);
         const bool wide = (DT == TL_Q4_K || DT == TL_Q5_K || DT == TL_Q6_K) ? s->gemv != 1 : s->gemv == 2;
         const bool quantized = DT != TL_F32 && DT != TL_F16 && DT != TL_BF16;
-#define GLU(N, W) gemv_glu_kernel<DT, N, W><<<blocks, 128, 0, s->stream>>>(view(g), view(u), x, k, a, gelu)
+#define GLU(N, W) launch(s->stream, gemv_glu_kernel<DT, N, W>, blocks, 128, 0, view(g), view(u), x, k, a, gelu)
         if (n == 1 && wide && quantized) GLU(1, true);
         else if (n == 1) GLU(1, false);
         else GLU(2, false);

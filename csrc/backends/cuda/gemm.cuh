@@ -49,6 +49,7 @@ template <typename TW>
 __global__ void __launch_bounds__(GEMM_THREADS)
     gemm_kernel(const TW *__restrict__ w, const float *__restrict__ x, int64_t m, int64_t n, int64_t k,
                 float *__restrict__ y, int64_t ldy) {
+    grid_wait();
     __shared__ float xs[GEMM_STEP][GEMM_TILE + 1], ws[GEMM_STEP][GEMM_TILE + 1];
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     const int64_t t0 = (int64_t)blockIdx.y * GEMM_TILE, r0 = (int64_t)blockIdx.x * GEMM_TILE;
@@ -90,7 +91,7 @@ template <typename TW>
 static void own_gemm(gpuStream_t st, const TW *w, const float *x, int64_t m, int64_t n, int64_t k, float *y,
                      int64_t ldy) {
     const dim3 grid((unsigned)((m + GEMM_TILE - 1) / GEMM_TILE), (unsigned)((n + GEMM_TILE - 1) / GEMM_TILE));
-    gemm_kernel<TW><<<grid, GEMM_THREADS, 0, st>>>(w, x, m, n, k, y, ldy);
+    launch(st, gemm_kernel<TW>, grid, GEMM_THREADS, 0, w, x, m, n, k, y, ldy);
 }
 
 #endif

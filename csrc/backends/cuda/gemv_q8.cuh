@@ -106,6 +106,7 @@ __device__ __forceinline__ void q8_K_block(const float v[8], int lane, int8_t *q
 /* Rows of k (t = row) quantized a warp per block, `blocks` in all */
 __global__ void quantize_q8_0_kernel(const float *__restrict__ x, int64_t k, int64_t blocks, int8_t *__restrict__ xq,
                                      size_t xs) {
+    grid_wait();
     const int64_t gb = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     if (gb >= blocks) return;
     const int64_t t = gb / (k / 32), b = gb % (k / 32);
@@ -115,6 +116,7 @@ __global__ void quantize_q8_0_kernel(const float *__restrict__ x, int64_t k, int
 
 __global__ void quantize_q8_K_kernel(const float *__restrict__ x, int64_t k, int64_t blocks, int8_t *__restrict__ xq,
                                      size_t xs) {
+    grid_wait();
     const int lane = threadIdx.x & 31;
     const int64_t gb = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     if (gb >= blocks) return;
@@ -339,6 +341,7 @@ __global__ void __launch_bounds__(128) gemv_q8_kernel(gw w, gw w2, const int8_t 
                                                       int gelu) {
     const int lane = threadIdx.x & 31;
     const int64_t r = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    grid_wait();
     if (r >= w.m) return;
     float acc[NT], acc2[NT];
 #pragma unroll
@@ -381,6 +384,7 @@ __global__ void __launch_bounds__(128) gemv_q8_three_kernel(q8_three m, const in
     const gw w = i == 0 ? m.w[0] : i == 1 ? m.w[1] : m.w[2];
     float *y = i == 0 ? m.y[0] : i == 1 ? m.y[1] : m.y[2];
     const float *bias = i == 0 ? m.bias[0] : i == 1 ? m.bias[1] : m.bias[2];
+    grid_wait();
     if (r >= w.m) return;
     float acc[NT];
 #pragma unroll

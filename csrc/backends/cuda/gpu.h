@@ -73,6 +73,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <stdlib.h>
 #define GPU_BACKEND "cuda"
 #define GPU_NS tl_cuda
 #define GPU_HAVE_BLAS 1
@@ -123,6 +124,56 @@
 #define GPUBLAS_COMPUTE_32F CUBLAS_COMPUTE_32F
 #define GPUBLAS_GEMM_DEFAULT CUBLAS_GEMM_DEFAULT
 #define SHFL_XOR(v, mask) __shfl_xor_sync(0xffffffffu, (v), (mask), 32)
+#endif
+
+/* Programmatic dependent launch (CUDA on Hopper and later): launch() lets a kernel start while
+ * the one before it in the stream (graphs included) finishes, so that a kernel's start-up and
+ * its weights' first loads overlap the tail of the last kernel. Every kernel of the backend calls
+ * grid_wait() before it reads or writes anything that another kernel touches (weights, which no
+ * kernel writes, may be prefetched before it): the wait returns when the kernel before has
+ * finished and its writes are visible, and since that kernel waited too, so had all before it.
+ * grid_wait() then lets the next kernel's blocks start as this one's last are placed.
+ * TORCHLESS_GPU_PDL=0 launches as <<<>>> does; HIP always does. */
+__device__ __forceinline__ void grid_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+/* an L2 prefetch of the 128-byte line at p (only a hint: safe on memory being written) */
+__device__ __forceinline__ void prefetch_l2(const void *p) {
+#ifdef TL_HIP
+    (void)p;
+#else
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+#endif
+}
+
+#ifdef TL_HIP
+template <typename... P, typename... A>
+static void launch(gpuStream_t st, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, A &&...args) {
+    kernel<<<grid, block, smem, st>>>(static_cast<P>(args)...);
+}
+#else
+static bool pdl_enabled(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("TORCHLESS_GPU_PDL");
+        on = !(e && e[0] == '0');
+    }
+    return on;
+}
+/* (a launch's failure is the runtime's last error, which the caller's LAUNCHED reads) */
+template <typename... P, typename... A>
+static void launch(gpuStream_t st, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, A &&...args) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = st;
+    cfg.attrs = attr, cfg.numAttrs = pdl_enabled() ? 1 : 0;
+    (void)cudaLaunchKernelEx(&cfg, kernel, static_cast<P>(args)...);
+}
 #endif
 
 #endif

@@ -200,6 +200,11 @@ __global__ void __launch_bounds__(128, 4) mmq_kernel(mmq_mats mats, const int8_t
     const unsigned first = mi == 0 ? 0 : mi == 1 ? mats.tile_end[0] : mats.tile_end[1];
     const int64_t m = w.m, tile0 = (int64_t)(bx - first) * MMQ_ROWS;
     const int64_t subs = k / 32, j0 = (int64_t)blockIdx.y * per, j1 = j0 + per < subs ? j0 + per : subs;
+    /* the tile's weights of this split on their way to L2 (a thread a row) while the kernel
+     * before finishes, so that the stages' copies find them there */
+    if (kquant(DT)) prefetch_blocks<DT>(w, tile0 + threadIdx.x, j0 / 8, (j1 + 7) / 8, 0, 1);
+    else prefetch_blocks<DT>(w, tile0 + threadIdx.x, j0, j1, 0, 1);
+    grid_wait();
     /* this lane's four rows in the tile: g, g+8 of the warp's first m16 tile, g+16, g+24 */
     const int rl0 = 32 * warp + g;
     float acc[2][TT][4];

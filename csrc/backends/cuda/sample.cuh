@@ -69,6 +69,7 @@ __device__ __forceinline__ unsigned long long topk_exp_fixed(float x) {
 }
 
 __global__ void __launch_bounds__(TOPK_WG) top_k_max_kernel(const float *__restrict__ logits, int n_vocab, topk_stats *part) {
+    grid_wait();
     __shared__ float red[TOPK_WG];
     __shared__ int first[TOPK_WG];
     const int lid = threadIdx.x, c = blockIdx.x, row = blockIdx.y;
@@ -151,6 +152,7 @@ __device__ void topk_select(const float *l, int first_id, const uint64_t *keys, 
 
 __global__ void __launch_bounds__(TOPK_WG) top_k_chunk_kernel(const float *__restrict__ logits, int n_vocab, int k,
                                                               topk_stats *part, uint64_t *keys) {
+    grid_wait();
     __shared__ unsigned long long lo_r[TOPK_WG], hi_r[TOPK_WG];
     __shared__ uint64_t sel[TL_TOP_K_MAX];
     const int lid = threadIdx.x, c = blockIdx.x, row = blockIdx.y, chunks = gridDim.x;
@@ -194,6 +196,7 @@ __global__ void __launch_bounds__(TOPK_WG) top_k_chunk_kernel(const float *__res
 __global__ void __launch_bounds__(TOPK_WG) top_k_merge_kernel(const float *__restrict__ logits, int n_vocab, int k,
                                                               const topk_stats *part, const uint64_t *keys,
                                                               const int32_t *ids, int n_ids, uint8_t *out) {
+    grid_wait();
     __shared__ uint64_t sel[TL_TOP_K_MAX];
     const int lid = threadIdx.x, row = blockIdx.x, chunks = (n_vocab + TOPK_CHUNK - 1) / TOPK_CHUNK;
     const float *l = logits + (size_t)row * n_vocab;
