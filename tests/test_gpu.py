@@ -354,7 +354,7 @@ def test_every_cuda_kernel_waits_for_the_one_before():
             body = src[body_at:i]
             kernels += 1
             assert "grid_wait();" in body, f"{path.name}: kernel {name} never calls grid_wait()"
-            # nothing but index arithmetic and weight prefetches before it
+            # nothing but index arithmetic before it
             before = body[: body.index("grid_wait();")]
             assert not re.search(r"(?<![.\w])(y|x|out|part|xq|a)\s*\[|atomic|__syncthreads", before), (
                 f"{path.name}: kernel {name} touches memory before grid_wait()")

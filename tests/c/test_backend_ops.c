@@ -168,10 +168,12 @@ static void test_matmul_q8(void) {
             fill(bias, (size_t)m, 1.0f);
             float *dbias = gput(bias, (size_t)m * sizeof(float));
             for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
-            for (int via = 0; via < 2; via++) { /* via 0: mmq from 3 tokens; 1: the GEMVs up to 8 */
+            for (int via = 0; via < 3; via++) { /* via 0: the tensor cores from 3 tokens (mmv.cuh where it
+                                                  * has the dtype); 1: the GEMVs up to 8; 2: mmq.cuh */
                 const int64_t n = ns[ni];
-                if (via ? n < 3 || n > 8 : n > 8 && (!mmq || k % 256)) continue; /* mmq: k of whole 256s */
-                setenv("TORCHLESS_GPU_MMQ_MIN", via ? "99" : "3", 1);
+                if (via == 1 ? n < 3 || n > 8 : n > 8 && (!mmq || k % 256)) continue; /* mmq: k of whole 256s */
+                setenv("TORCHLESS_GPU_MMQ_MIN", via == 1 ? "99" : "3", 1);
+                setenv("TORCHLESS_GPU_MMV", via == 2 ? "0" : "1", 1);
                 const size_t xb = (size_t)(n * k) * sizeof(float), yb = (size_t)(n * m) * sizeof(float);
                 float *x = malloc(xb), *want = malloc(yb), *want2 = malloc(yb), *got = malloc(yb), *g = malloc(yb);
                 cs->ops->reserve(cs, n, k);
@@ -257,6 +259,7 @@ static void test_matmul_q8(void) {
         }
     setenv("TORCHLESS_ACT_QUANT", "0", 1);
     unsetenv("TORCHLESS_GPU_MMQ_MIN");
+    unsetenv("TORCHLESS_GPU_MMV");
 }
 
 static void test_small_ops(void) {
@@ -746,10 +749,11 @@ static void bench(void) {
                  * on 8-bit ones through the GEMVs (up to 8) and through mmq (from 2 to 32); the
                  * rows quantized once here: they are the same every call */
                 const bool quantized = h.dtype != TL_F16;
-                for (int q8 = 0; q8 < (quantized ? 3 : 1); q8++) {
-                    if ((q8 == 1 && n > 8) || (q8 == 2 && (n < 2 || n > 32))) continue;
+                for (int q8 = 0; q8 < (quantized ? 4 : 1); q8++) { /* 3: mmq.cuh where mmv.cuh would run */
+                    if ((q8 == 1 && n > 8) || (q8 >= 2 && (n < 2 || n > 32))) continue;
                     setenv("TORCHLESS_ACT_QUANT", q8 ? "1" : "0", 1);
-                    setenv("TORCHLESS_GPU_MMQ_MIN", q8 == 2 ? "2" : "99", 1);
+                    setenv("TORCHLESS_GPU_MMQ_MIN", q8 >= 2 ? "2" : "99", 1);
+                    setenv("TORCHLESS_GPU_MMV", q8 == 3 ? "0" : "1", 1);
                     gs->ops->matmul(gs, &d[0], dx, n, dy, NULL);
                     gs->ops->sync(gs);
                     double t = now();
@@ -757,11 +761,12 @@ static void bench(void) {
                     gs->ops->sync(gs);
                     t = (now() - t) / reps;
                     printf("| %s | %lldx%lld | %lld | %s | %.1f | %.0f | %.1f |\n", tl_dtype_name(h.dtype), (long long)m,
-                           (long long)k, (long long)n, q8 == 2 ? "int8 mma" : q8 ? "int8" : "float", 1e6 * t, h.nbytes / t / 1e9,
+                           (long long)k, (long long)n, q8 == 3 ? "int8 mmq" : q8 == 2 ? "int8 mma" : q8 ? "int8" : "float", 1e6 * t, h.nbytes / t / 1e9,
                            2.0 * m * k * n / t / 1e12);
                 }
                 setenv("TORCHLESS_ACT_QUANT", "0", 1);
                 unsetenv("TORCHLESS_GPU_MMQ_MIN");
+                unsetenv("TORCHLESS_GPU_MMV");
                 gfree(dx), gfree(dy), free(x);
             }
             for (int c = 0; c < copies; c++) gpu->ops->weight_free(gpu, &d[c]);

@@ -142,7 +142,6 @@ static bool native_dtype(tl_dtype t) {
 typedef struct gw {
     const uint8_t *p;
     int64_t m, nb; /* rows, blocks per row */
-    int prefetch;  /* the matmuls prefetch their rows to L2 (TORCHLESS_GPU_PREFETCH=0: not) */
 } gw;
 
 static __host__ __device__ __forceinline__ size_t align256(size_t n) { return (n + 255) & ~(size_t)255; }
@@ -189,33 +188,6 @@ template <int DT> __device__ __forceinline__ const uint8_t *field(gw w, int f, i
     for (int i = 0; i < 4; i++)
         if (i < f) off += align256(blocks * field_size(DT, i));
     return w.p + off + (size_t)b * field_size(DT, f);
-}
-
-/* bytes per block of the dtypes kept as GGUF lays them out (the float types in blocks of 32) */
-__host__ __device__ constexpr int plain_block_bytes(int dt) {
-    return dt == TL_Q4_K ? 144 : dt == TL_Q5_K ? 176 : dt == TL_F32 ? 128 : dt == TL_F16 || dt == TL_BF16 ? 64 : 0;
-}
-
-/* L2 prefetches of the 128-byte lines of [p, p + n), line i, i + stride, ... of them */
-__device__ __forceinline__ void prefetch_span(const uint8_t *p, size_t n, int i, int stride) {
-    const uintptr_t end = (uintptr_t)p + n;
-    for (uintptr_t a = ((uintptr_t)p & ~(uintptr_t)127) + 128 * (uintptr_t)i; a < end; a += 128 * (uintptr_t)stride)
-        prefetch_l2((const void *)a);
-}
-
-/* The same for blocks [b0, b1) of row r, every field: issued before grid_wait() (the weights are
- * never written), so that a matmul's first weights are on their way, or in L2, while the kernel
- * before it finishes, and a row's loads find them there. */
-template <int DT> __device__ __forceinline__ void prefetch_blocks(gw w, int64_t r, int64_t b0, int64_t b1, int i, int stride) {
-    if (!w.prefetch || r >= w.m || b1 <= b0) return;
-    if (field_size(DT, 0)) {
-#pragma unroll
-        for (int f = 0; f < 4; f++)
-            if (field_size(DT, f))
-                prefetch_span(field<DT>(w, f, r * w.nb + b0), (size_t)(b1 - b0) * field_size(DT, f), i, stride);
-    } else {
-        prefetch_span(w.p + (size_t)(r * w.nb + b0) * plain_block_bytes(DT), (size_t)(b1 - b0) * plain_block_bytes(DT), i, stride);
-    }
 }
 
 __device__ __forceinline__ float h2f(const uint8_t *p) { return __half2float(*(const __half *)p); }
@@ -1654,12 +1626,7 @@ template <template <int> class F, typename... A> static void by_dtype(tl_dtype t
 static gw view(const tl_tensor *t) {
     const int64_t k = t->ne[0];
     const int64_t block = t->dtype == TL_Q4_K || t->dtype == TL_Q5_K || t->dtype == TL_Q6_K ? 256 : 32;
-    static int prefetch = -1;
-    if (prefetch < 0) {
-        const char *e = getenv("TORCHLESS_GPU_PREFETCH");
-        prefetch = !(e && e[0] == '0');
-    }
-    gw w = {(const uint8_t *)t->data, tl_tensor_nrows(t), k / block, prefetch};
+    gw w = {(const uint8_t *)t->data, tl_tensor_nrows(t), k / block};
     return w;
 }
 
@@ -1834,6 +1801,8 @@ template <int DT> struct q8_launch : q8_launch_for<DT, q8_dtype(DT)> {};
  * and width: a block a tile of MMQ_ROWS rows, and the sub-blocks split over blockIdx.y while the
  * blocks fit one wave of TORCHLESS_GPU_MMQ_WAVES (default 4) blocks an SM and the workspace holds
  * the partial sums */
+#include "mmv.cuh"
+
 template <int DT, bool Q> struct mmq_for {
     static void run(gpu_stream *, const tl_tensor *const *, int, int64_t, float *const *, const float *const *) {}
 };
@@ -1846,6 +1815,7 @@ template <typename K> static void smem_opt_in(gpu_stream *s, K kernel, size_t by
 template <int DT> struct mmq_for<DT, true> {
     static void run(gpu_stream *s, const tl_tensor *const *w, int count, int64_t n, float *const *y,
                     const float *const *bias) {
+        if (mmv_launch<DT>::run(s, w, count, n, y, bias)) return;
         const int64_t k = w[0]->ne[0], subs = k / 32;
         mmq_mats mats;
         memset(&mats, 0, sizeof mats);

@@ -127,25 +127,16 @@
 #endif
 
 /* Programmatic dependent launch (CUDA on Hopper and later): launch() lets a kernel start while
- * the one before it in the stream (graphs included) finishes, so that a kernel's start-up and
- * its weights' first loads overlap the tail of the last kernel. Every kernel of the backend calls
- * grid_wait() before it reads or writes anything that another kernel touches (weights, which no
- * kernel writes, may be prefetched before it): the wait returns when the kernel before has
- * finished and its writes are visible, and since that kernel waited too, so had all before it.
- * grid_wait() then lets the next kernel's blocks start as this one's last are placed.
- * TORCHLESS_GPU_PDL=0 launches as <<<>>> does; HIP always does. */
+ * the one before it in the stream (graphs included) finishes, so that its blocks are placed and
+ * started while the last blocks of the one before drain. Every kernel of the backend calls
+ * grid_wait() before it reads or writes anything another kernel touches: the wait returns when
+ * the kernel before has finished and its writes are visible (and since that kernel waited too,
+ * so had all before it); then it lets the next kernel's blocks start. tests/test_gpu.py checks
+ * that every kernel calls it. TORCHLESS_GPU_PDL=0 launches as <<<>>> does; HIP always does.
+ * (Measured on the H100: prefetching a GEMV's rows to L2 before the wait made decode slower.) */
 __device__ __forceinline__ void grid_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
-/* an L2 prefetch of the 128-byte line at p (only a hint: safe on memory being written) */
-__device__ __forceinline__ void prefetch_l2(const void *p) {
-#ifdef TL_HIP
-    (void)p;
-#else
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 #endif
 }
 

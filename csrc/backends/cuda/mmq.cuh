@@ -17,6 +17,11 @@
  * in split order (the same order whichever arrives last) and writes y. Weights are read once a
  * call whatever NT is. Needs k a multiple of 256.
  *
+ * mmv.cuh, which reads the weights into the fragments without staging, is faster for every
+ * shape measured up to 32 tokens but the 32,000-row Q4_K head at 32 (H100, benchmarks/NOTES.md):
+ * it takes Q4_0, Q8_0, Q4_K and Q6_K, mmq the other formats (and all of them with
+ * TORCHLESS_GPU_MMV=0).
+ *
  * Fragments (PTX ISA, mma.m16n8k32 .s8): lane = 4·g + t. A (16 x 32, row-major): a0 = row g,
  * k 4t..4t+3; a1 = row g+8, same k; a2 = row g, k 16+4t..; a3 = row g+8, k 16+4t... B (32 x 8,
  * column-major): b0 = column g, k 4t..4t+3; b1 = column g, k 16+4t... C (16 x 8): c0, c1 = row g,
@@ -200,10 +205,6 @@ __global__ void __launch_bounds__(128, 4) mmq_kernel(mmq_mats mats, const int8_t
     const unsigned first = mi == 0 ? 0 : mi == 1 ? mats.tile_end[0] : mats.tile_end[1];
     const int64_t m = w.m, tile0 = (int64_t)(bx - first) * MMQ_ROWS;
     const int64_t subs = k / 32, j0 = (int64_t)blockIdx.y * per, j1 = j0 + per < subs ? j0 + per : subs;
-    /* the tile's weights of this split on their way to L2 (a thread a row) while the kernel
-     * before finishes, so that the stages' copies find them there */
-    if (kquant(DT)) prefetch_blocks<DT>(w, tile0 + threadIdx.x, j0 / 8, (j1 + 7) / 8, 0, 1);
-    else prefetch_blocks<DT>(w, tile0 + threadIdx.x, j0, j1, 0, 1);
     grid_wait();
     /* this lane's four rows in the tile: g, g+8 of the warp's first m16 tile, g+16, g+24 */
     const int rl0 = 32 * warp + g;
