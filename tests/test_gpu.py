@@ -332,7 +332,8 @@ def test_every_cuda_kernel_waits_for_the_one_before():
     """The CUDA/HIP kernels are launched with programmatic dependent launch (gpu.h): a kernel may
     start while the one before it finishes, and is correct only if it calls grid_wait() before
     it touches activations, caches or scratch. A kernel without the call would race, and no test
-    on a quiet card need catch it: so every __global__ function must call it, and every launch
+    on a quiet card need catch it: so every __global__ function must call it (after nothing but
+    index arithmetic and loads of weights, which no kernel writes), and every launch
     must go through launch() (a <<<>>> launch would get no such ordering)."""
     import re
     from pathlib import Path

@@ -300,23 +300,45 @@ template <> struct q8_unit_w<TL_Q6_K> {
 };
 #undef WORDS
 
-/* Partial sums for NT tokens (n of them real) over the units of row r that lane `lane` takes */
+/* acc[t] += the U units u0, u0 + 32, ... of wt (those before units) against token t's row */
 template <int DT, int NT, int U>
-__device__ __forceinline__ void q8_row(gw w, int64_t r, const int8_t *__restrict__ xq, size_t xs, int64_t k, int n,
-                                       int lane, float acc[NT]) {
+__device__ __forceinline__ void q8_dots(const q8_unit_w<DT> wt[U], int64_t u0, int64_t units,
+                                        const int8_t *__restrict__ xq, size_t xs, int64_t k, int n, float acc[NT]) {
+#pragma unroll
+    for (int i = 0; i < U; i++)
+        if (u0 + 32 * i < units)
+#pragma unroll
+            for (int t = 0; t < NT; t++)
+                if (t < n) acc[t] = wt[i].dot(xq + (size_t)t * xs, k, u0 + 32 * i, acc[t]);
+}
+
+/* A lane's first U units of row r (clamped into the matrix: slots past the row's end load its
+ * last unit, unused), loaded before grid_wait(), since no kernel writes weights: they are on
+ * their way while the kernel before finishes. */
+template <int DT, int U> struct q8_first {
+    q8_unit_w<DT> wt[U];
+    __device__ __forceinline__ void load(gw w, int64_t r, int64_t k, int lane) {
+        const int64_t units = k / q8_unit(DT);
+        r = r < w.m ? r : w.m - 1;
+#pragma unroll
+        for (int i = 0; i < U; i++) wt[i].load(w, r, lane + 32 * i < units ? lane + 32 * i : units - 1);
+    }
+};
+
+/* Partial sums for NT tokens (n of them real) over the units of row r that lane `lane` takes,
+ * the first U of them in `first` */
+template <int DT, int NT, int U>
+__device__ __forceinline__ void q8_row(gw w, int64_t r, const q8_first<DT, U> &first, const int8_t *__restrict__ xq,
+                                       size_t xs, int64_t k, int n, int lane, float acc[NT]) {
     const int64_t units = k / q8_unit(DT);
-    for (int64_t u0 = lane; u0 < units; u0 += 32 * U) {
+    q8_dots<DT, NT, U>(first.wt, lane, units, xq, xs, k, n, acc);
+    for (int64_t u0 = lane + 32 * U; u0 < units; u0 += 32 * U) {
         /* every load issued first: slots past the row's end load unit u0 again (unused), so that
          * no load waits behind a branch */
         q8_unit_w<DT> wt[U];
 #pragma unroll
         for (int i = 0; i < U; i++) wt[i].load(w, r, u0 + 32 * i < units ? u0 + 32 * i : u0);
-#pragma unroll
-        for (int i = 0; i < U; i++)
-            if (u0 + 32 * i < units)
-#pragma unroll
-                for (int t = 0; t < NT; t++)
-                    if (t < n) acc[t] = wt[i].dot(xq + (size_t)t * xs, k, u0 + 32 * i, acc[t]);
+        q8_dots<DT, NT, U>(wt, u0, units, xq, xs, k, n, acc);
     }
 }
 
@@ -341,17 +363,22 @@ __global__ void __launch_bounds__(128) gemv_q8_kernel(gw w, gw w2, const int8_t 
                                                       int gelu) {
     const int lane = threadIdx.x & 31;
     const int64_t r = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    /* 64 bytes of weights a lane in flight: 4 units of the 32-block formats (2 of Q8_0's, whose
+     * units are twice as large, would do too, but 4 measured no slower), 2 of the K-quants'
+     * (more held the K-quants' registers over 90, 5 blocks an SM: two waves for 4096 rows) */
+    constexpr int U = kquant(DT) ? 2 : 4;
+    q8_first<DT, U> first, first2;
+    first.load(w, r, k, lane);
     grid_wait();
     if (r >= w.m) return;
     float acc[NT], acc2[NT];
 #pragma unroll
     for (int t = 0; t < NT; t++) acc[t] = acc2[t] = 0.0f;
-    /* 64 bytes of weights a lane in flight: 4 units of the 32-block formats (2 of Q8_0's, whose
-     * units are twice as large, would do too, but 4 measured no slower), 2 of the K-quants'
-     * (more held the K-quants' registers over 90, 5 blocks an SM: two waves for 4096 rows) */
-    constexpr int U = kquant(DT) ? 2 : 4;
-    q8_row<DT, NT, U>(w, r, xq, xs, k, n, lane, acc);
-    if (GLU) q8_row<DT, NT, U>(w2, r, xq, xs, k, n, lane, acc2);
+    q8_row<DT, NT, U>(w, r, first, xq, xs, k, n, lane, acc);
+    if (GLU) {
+        first2.load(w2, r, k, lane); /* (not before the wait: its registers would be held through the first row) */
+        q8_row<DT, NT, U>(w2, r, first2, xq, xs, k, n, lane, acc2);
+    }
     if (GLU) {
 #pragma unroll
         for (int t = 0; t < NT; t++) {
@@ -384,11 +411,14 @@ __global__ void __launch_bounds__(128) gemv_q8_three_kernel(q8_three m, const in
     const gw w = i == 0 ? m.w[0] : i == 1 ? m.w[1] : m.w[2];
     float *y = i == 0 ? m.y[0] : i == 1 ? m.y[1] : m.y[2];
     const float *bias = i == 0 ? m.bias[0] : i == 1 ? m.bias[1] : m.bias[2];
+    constexpr int U = kquant(DT) ? 2 : 4;
+    q8_first<DT, U> first;
+    first.load(w, r, k, lane);
     grid_wait();
     if (r >= w.m) return;
     float acc[NT];
 #pragma unroll
     for (int t = 0; t < NT; t++) acc[t] = 0.0f;
-    q8_row<DT, NT, kquant(DT) ? 2 : 4>(w, r, xq, xs, k, n, lane, acc);
+    q8_row<DT, NT, U>(w, r, first, xq, xs, k, n, lane, acc);
     q8_store<NT>(acc, n, lane, y, w.m, r, bias);
 }
