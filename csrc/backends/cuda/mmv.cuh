@@ -33,7 +33,7 @@ __device__ __forceinline__ float half_of(const uint4 &w, int i) {
 
 /* One row's weights of one 256-element step, as lane t needs them: load() issues every load,
  * frag(u) gives sub-block u's fragment words (lo: elements 8t..8t+3, hi: 8t+4..8t+7, signed)
- * and its (a, b). */
+ * and its scale (the K-quants: see mmv_step). */
 template <int DT> struct mmv_w;
 
 template <> struct mmv_w<TL_Q4_K> {
@@ -45,14 +45,15 @@ template <> struct mmv_w<TL_Q4_K> {
 #pragma unroll
         for (int p = 0; p < 4; p++) q[p] = *(const uint2 *)(blk + 16 + 32 * p + 8 * t);
     }
-    __device__ __forceinline__ void frag(int u, int t, int *lo, int *hi, float *a, float *b) const {
+    /* sub-block u's codes, its 6-bit scale (a = d·sc) and b = -dmin·min */
+    __device__ __forceinline__ void frag(int u, int *lo, int *hi, int *sc, float *b) const {
         const int sh = 4 * (u & 1);
         *lo = (int)((q[u / 2].x >> sh) & 0x0F0F0F0Fu), *hi = (int)((q[u / 2].y >> sh) & 0x0F0F0F0Fu);
-        int sc, mn;
-        scale_min_words(u, hdr.y, hdr.z, hdr.w, &sc, &mn);
-        const float2 dd = __half22float2(*(const __half2 *)&hdr.x);
-        *a = dd.x * (float)sc, *b = -dd.y * (float)mn;
+        int mn;
+        scale_min_words(u, hdr.y, hdr.z, hdr.w, sc, &mn);
+        *b = -__half2float(__ushort_as_half((unsigned short)(hdr.x >> 16))) * (float)mn;
     }
+    __device__ __forceinline__ float d() const { return __half2float(__ushort_as_half((unsigned short)(hdr.x & 0xFFFF))); }
 };
 
 /* Q4_0: lane t's elements 8t..8t+7 are the low (t < 2) or high nibbles of qs bytes 8(t & 1).. */
@@ -65,11 +66,11 @@ template <> struct mmv_w<TL_Q4_0> {
         for (int u = 0; u < 8; u++) q[u] = *(const uint2 *)(field<TL_Q4_0>(w, 0, b0 + u) + 8 * (t & 1));
         d8 = *(const uint4 *)field<TL_Q4_0>(w, 1, b0);
     }
-    __device__ __forceinline__ void frag(int u, int t, int *lo, int *hi, float *a, float *b) const {
+    __device__ __forceinline__ void frag(int u, int t, int *lo, int *hi, float *a) const {
         const int sh = 4 * (t >> 1);
         *lo = (int)__vsub4((q[u].x >> sh) & 0x0F0F0F0Fu, 0x08080808u);
         *hi = (int)__vsub4((q[u].y >> sh) & 0x0F0F0F0Fu, 0x08080808u);
-        *a = half_of(d8, u), *b = 0.0f;
+        *a = half_of(d8, u);
     }
 };
 
@@ -82,9 +83,9 @@ template <> struct mmv_w<TL_Q8_0> {
         for (int u = 0; u < 8; u++) q[u] = *(const uint2 *)(field<TL_Q8_0>(w, 0, b0 + u) + 8 * t);
         d8 = *(const uint4 *)field<TL_Q8_0>(w, 1, b0);
     }
-    __device__ __forceinline__ void frag(int u, int, int *lo, int *hi, float *a, float *b) const {
+    __device__ __forceinline__ void frag(int u, int, int *lo, int *hi, float *a) const {
         *lo = (int)q[u].x, *hi = (int)q[u].y;
-        *a = half_of(d8, u), *b = 0.0f;
+        *a = half_of(d8, u);
     }
 };
 
@@ -105,61 +106,85 @@ template <> struct mmv_w<TL_Q6_K> {
         sc = *(const uint4 *)field<TL_Q6_K>(w, 2, b);
         d = h2f(field<TL_Q6_K>(w, 3, b));
     }
-    /* group f of sub-block u: its codes - 32 and its scale */
-    __device__ __forceinline__ int code(int u, int f, float *a) const {
+    /* group f of sub-block u: its codes - 32 and its scale (a = d·sc) */
+    __device__ __forceinline__ int code(int u, int f, int *scale) const {
         const int h = u / 4, v = u & 3;
         const uint32_t l = ql[4 * h + 2 * (v & 1) + f] >> (v >= 2 ? 4 : 0);
         const uint32_t c = (l & 0x0F0F0F0Fu) | ((qh[2 * h + f] >> (2 * v)) & 0x03030303u) << 4;
         const int i = 8 * h + 2 * v + f; /* scale byte i */
         const uint32_t sw = i < 4 ? sc.x : i < 8 ? sc.y : i < 12 ? sc.z : sc.w;
-        *a = d * (float)(int8_t)(sw >> (8 * (i & 3)));
+        *scale = (int)(int8_t)(sw >> (8 * (i & 3)));
         return (int)__vsub4(c, 0x20202020u);
     }
 };
 
 /* acc (rows g, g+8 x tokens 2t, 2t+1 of an n8 tile) += one step of the rows wa, wb against the
  * tile's tokens: xg the row of token g (the B fragment), x0, x1 those of tokens 2t, 2t+1 (their
- * (dx, s) pairs, 8 bytes per 32 elements after the k codes) */
+ * (dx, s) pairs, 8 bytes per 32 elements after the k codes).
+ * The K-quants' sub-block scales are small integers under one d a block, and their activations
+ * one dx a block: Σ_u a_u·dx·c_u = d·dx·Σ_u sc_u·c_u, the inner sum exact in int32 (at most
+ * 8 · 63 · 32·15·128 for Q4_K, 16 · 128 · 16·32·128 for Q6_K), so that a mma's four sums cost an
+ * integer multiply-add each, and the conversion to float and the scaling come once a block. */
 template <int DT>
 __device__ __forceinline__ void mmv_step(const mmv_w<DT> &wa, const mmv_w<DT> &wb, const int8_t *xg, const int8_t *x0,
                                          const int8_t *x1, int64_t k, int64_t kb, int t, float acc[4]) {
-    if constexpr (DT == TL_Q6_K) {
-        const float dx0 = *(const float *)(x0 + k + 64 * kb), dx1 = *(const float *)(x1 + k + 64 * kb);
+    if constexpr (DT == TL_Q6_K || DT == TL_Q4_K) {
+        int is[4] = {0, 0, 0, 0};
+        if constexpr (DT == TL_Q6_K) {
 #pragma unroll
-        for (int u = 0; u < 8; u++)
+            for (int u = 0; u < 8; u++)
 #pragma unroll
-            for (int f = 0; f < 2; f++) {
-                float aa, ab;
-                const int ca = wa.code(u, f, &aa), cb = wb.code(u, f, &ab);
+                for (int f = 0; f < 2; f++) {
+                    int sa, sb;
+                    const int ca = wa.code(u, f, &sa), cb = wb.code(u, f, &sb);
+                    int c[4] = {0, 0, 0, 0};
+                    mma_s8_k16(c, ca, cb, *(const int *)(xg + 256 * kb + 32 * u + 16 * f + 4 * t));
+                    is[0] += sa * c[0], is[1] += sa * c[1], is[2] += sb * c[2], is[3] += sb * c[3];
+                }
+        } else {
+#pragma unroll
+            for (int u = 0; u < 8; u++) {
+                const int64_t j = 8 * kb + u; /* the sub-block in the row */
+                int la, ha, lb, hb, sa, sb;
+                float ba, bb;
+                wa.frag(u, &la, &ha, &sa, &ba);
+                wb.frag(u, &lb, &hb, &sb, &bb);
+                const uint2 xb = *(const uint2 *)(xg + 32 * j + 8 * t);
                 int c[4] = {0, 0, 0, 0};
-                mma_s8_k16(c, ca, cb, *(const int *)(xg + 256 * kb + 32 * u + 16 * f + 4 * t));
-                acc[0] = fmaf(aa * dx0, (float)c[0], acc[0]);
-                acc[1] = fmaf(aa * dx1, (float)c[1], acc[1]);
-                acc[2] = fmaf(ab * dx0, (float)c[2], acc[2]);
-                acc[3] = fmaf(ab * dx1, (float)c[3], acc[3]);
+                mma_s8_k32(c, la, lb, ha, hb, (int)xb.x, (int)xb.y);
+                is[0] += sa * c[0], is[1] += sa * c[1], is[2] += sb * c[2], is[3] += sb * c[3];
+                /* b·s, s = dx·Σq of the token's sub-block */
+                const float s0 = *(const float *)(x0 + k + 8 * j + 4), s1 = *(const float *)(x1 + k + 8 * j + 4);
+                acc[0] = fmaf(ba, s0, acc[0]);
+                acc[1] = fmaf(ba, s1, acc[1]);
+                acc[2] = fmaf(bb, s0, acc[2]);
+                acc[3] = fmaf(bb, s1, acc[3]);
             }
+        }
+        const float dx0 = *(const float *)(x0 + k + 64 * kb), dx1 = *(const float *)(x1 + k + 64 * kb);
+        float da, db;
+        if constexpr (DT == TL_Q6_K) da = wa.d, db = wb.d;
+        else da = wa.d(), db = wb.d();
+        acc[0] = fmaf(da * dx0, (float)is[0], acc[0]);
+        acc[1] = fmaf(da * dx1, (float)is[1], acc[1]);
+        acc[2] = fmaf(db * dx0, (float)is[2], acc[2]);
+        acc[3] = fmaf(db * dx1, (float)is[3], acc[3]);
     } else {
 #pragma unroll
         for (int u = 0; u < 8; u++) {
             const int64_t j = 8 * kb + u; /* the sub-block in the row */
             int la, ha, lb, hb;
-            float aa, ba, ab, bb;
-            wa.frag(u, t, &la, &ha, &aa, &ba);
-            wb.frag(u, t, &lb, &hb, &ab, &bb);
+            float aa, ab;
+            wa.frag(u, t, &la, &ha, &aa);
+            wb.frag(u, t, &lb, &hb, &ab);
             const uint2 xb = *(const uint2 *)(xg + 32 * j + 8 * t);
             int c[4] = {0, 0, 0, 0};
             mma_s8_k32(c, la, lb, ha, hb, (int)xb.x, (int)xb.y);
-            const float2 d0 = *(const float2 *)(x0 + k + 8 * j), d1 = *(const float2 *)(x1 + k + 8 * j);
-            acc[0] = fmaf(aa * d0.x, (float)c[0], acc[0]);
-            acc[1] = fmaf(aa * d1.x, (float)c[1], acc[1]);
-            acc[2] = fmaf(ab * d0.x, (float)c[2], acc[2]);
-            acc[3] = fmaf(ab * d1.x, (float)c[3], acc[3]);
-            if (DT == TL_Q4_K) {
-                acc[0] = fmaf(ba, d0.y, acc[0]);
-                acc[1] = fmaf(ba, d1.y, acc[1]);
-                acc[2] = fmaf(bb, d0.y, acc[2]);
-                acc[3] = fmaf(bb, d1.y, acc[3]);
-            }
+            const float d0 = *(const float *)(x0 + k + 8 * j), d1 = *(const float *)(x1 + k + 8 * j);
+            acc[0] = fmaf(aa * d0, (float)c[0], acc[0]);
+            acc[1] = fmaf(aa * d1, (float)c[1], acc[1]);
+            acc[2] = fmaf(ab * d0, (float)c[2], acc[2]);
+            acc[3] = fmaf(ab * d1, (float)c[3], acc[3]);
         }
     }
 }
