@@ -36,16 +36,31 @@ AVX2 static float dot_f32_avx2(const void *w, const float *x, int64_t n) {
     return s;
 }
 
+/* The float rows of a decode step are read once, from memory, one after the other: each kernel
+ * prefetches the weights this many bytes ahead of its loads (past the row's end, the next row's:
+ * the rows lie one after the other in the matrix). The hardware streamer stops at every 4 KB
+ * page, which an F16 row of 2,048 columns fills; with this, a TinyLlama-shaped F16 matrix from
+ * memory reads as fast as a plain read loop (benchmarks/NOTES.md, 2026-11-27 F16 generation). */
+#define FLOAT_ROW_PREFETCH 4096
+
+/* F16: four accumulators (an FMA's latency is 4 cycles), a 64-byte line of weights a step */
 AVX2 static float dot_f16_avx2(const void *w, const float *x, int64_t n) {
     const uint16_t *a = w;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
+    for (; i + 32 <= n; i += 32) {
+        _mm_prefetch((const char *)(a + i) + FLOAT_ROW_PREFETCH, _MM_HINT_T0);
         acc0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i))), _mm256_loadu_ps(x + i), acc0);
         acc1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i + 8))), _mm256_loadu_ps(x + i + 8),
                                acc1);
+        acc2 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i + 16))), _mm256_loadu_ps(x + i + 16),
+                               acc2);
+        acc3 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i + 24))), _mm256_loadu_ps(x + i + 24),
+                               acc3);
     }
-    float s = hsum(_mm256_add_ps(acc0, acc1));
+    for (; i + 8 <= n; i += 8)
+        acc0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i))), _mm256_loadu_ps(x + i), acc0);
+    float s = hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
     for (; i < n; i++) s += _cvtsh_ss(a[i]) * x[i];
     return s;
 }
@@ -304,13 +319,25 @@ AVX512 static float dot_f32_avx512(const void *w, const float *x, int64_t n) {
     return s;
 }
 
+/* F16: four accumulators, two 64-byte lines of weights a step, each prefetched ahead (dot_f16_avx2) */
+AVX512 static inline __m512 f16x16_avx512(const uint16_t *a) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)a));
+}
+
 AVX512 static float dot_f16_avx512(const void *w, const float *x, int64_t n) {
     const uint16_t *a = w;
-    __m512 acc = _mm512_setzero_ps();
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps();
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        acc = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(a + i))), _mm512_loadu_ps(x + i), acc);
-    float s = _mm512_reduce_add_ps(acc);
+    for (; i + 64 <= n; i += 64) {
+        _mm_prefetch((const char *)(a + i) + FLOAT_ROW_PREFETCH, _MM_HINT_T0);
+        _mm_prefetch((const char *)(a + i) + FLOAT_ROW_PREFETCH + 64, _MM_HINT_T0);
+        acc0 = _mm512_fmadd_ps(f16x16_avx512(a + i), _mm512_loadu_ps(x + i), acc0);
+        acc1 = _mm512_fmadd_ps(f16x16_avx512(a + i + 16), _mm512_loadu_ps(x + i + 16), acc1);
+        acc2 = _mm512_fmadd_ps(f16x16_avx512(a + i + 32), _mm512_loadu_ps(x + i + 32), acc2);
+        acc3 = _mm512_fmadd_ps(f16x16_avx512(a + i + 48), _mm512_loadu_ps(x + i + 48), acc3);
+    }
+    for (; i + 16 <= n; i += 16) acc0 = _mm512_fmadd_ps(f16x16_avx512(a + i), _mm512_loadu_ps(x + i), acc0);
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3)));
     for (; i < n; i++) s += _cvtsh_ss(a[i]) * x[i];
     return s;
 }
