@@ -188,11 +188,13 @@ def test_prefill_equals_single_token_decodes(variant, dtype, k_quant, tmp_path, 
 
 @pytest.mark.parametrize("variant,dtype", [("llama", "q4_k"), ("qwen2", "q5_k"), ("llama-tied", "q6_k"), ("qwen3", "q6_k"),
                                            ("llama-tied", "q8_0"), ("qwen3", "q8_0"), ("llama", "q4_0"),
-                                           ("qwen2", "q5_0"), ("llama-tied", "q4_1"), ("qwen3", "q5_1")])
+                                           ("qwen2", "q5_0"), ("llama-tied", "q4_1"), ("qwen3", "q5_1"),
+                                           ("llama-tied", "f16"), ("qwen3", "f16"), ("llama", "bf16"), ("qwen2", "f32")])
 def test_interleaved_rows_give_the_same_logits(variant, dtype, tmp_path, rng, monkeypatch):
     """Quantized matrices copied at load into the CPU's decode layout (16 rows interleaved, where
-    the dispatch level has kernels for it; TORCHLESS_INTERLEAVE=0 keeps the mapped blocks) give
-    the same logits bit for bit: prefill, single-token decode and a batch of 3 decodes."""
+    the dispatch level has kernels for it), and float matrices copied as they are (into huge
+    pages), give the same logits as the mapped file's (TORCHLESS_INTERLEAVE=0) bit for bit:
+    prefill, single-token decode and a batch of 3 decodes."""
     spec, path = _write(tmp_path, variant, rng, dtype, dtype.endswith("_k"))
     n = spec.config.n_vocab
     toks = [int(t) for t in rng.integers(0, n, 19)]

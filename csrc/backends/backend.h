@@ -170,6 +170,7 @@ struct tl_device {
     const tl_backend_ops *ops;
     int index;          /* the N of "cuda:N" */
     char name[128];     /* "CPU (avx512)", "NVIDIA H100 80GB HBM3" */
+    int n_threads;      /* host threads weight_upload may use: the model load's n_threads (0, a device opened alone: one) */
 };
 
 struct tl_stream {

@@ -13,6 +13,15 @@
 #define TL_X86 1
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 
+/* The float rows of a decode step are read once, from memory, one after the other: the float
+ * kernels prefetch the weights this many bytes ahead of their loads, a 64-byte line per line
+ * they read (past the row's end, the next row's: the rows lie one after the other in the
+ * matrix). The hardware streamer stops at every 4 KB page, which an F16 row of 2,048 columns
+ * fills; with this, a TinyLlama-shaped F16 matrix from memory reads as fast as a plain read
+ * loop (benchmarks/NOTES.md, 2026-11-27, F16 generation). */
+#define FLOAT_ROW_PREFETCH 4096
+#define PREFETCH_AHEAD(p) _mm_prefetch((const char *)(p) + FLOAT_ROW_PREFETCH, _MM_HINT_T0)
+
 AVX2 static inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -28,6 +37,7 @@ AVX2 static float dot_f32_avx2(const void *w, const float *x, int64_t n) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
+        PREFETCH_AHEAD(a + i);
         acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(x + i), acc0);
         acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(x + i + 8), acc1);
     }
@@ -36,16 +46,24 @@ AVX2 static float dot_f32_avx2(const void *w, const float *x, int64_t n) {
     return s;
 }
 
+/* F16: four accumulators (an FMA's latency is 4 cycles), a 64-byte line of weights a step */
 AVX2 static float dot_f16_avx2(const void *w, const float *x, int64_t n) {
     const uint16_t *a = w;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
+    for (; i + 32 <= n; i += 32) {
+        PREFETCH_AHEAD(a + i);
         acc0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i))), _mm256_loadu_ps(x + i), acc0);
         acc1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i + 8))), _mm256_loadu_ps(x + i + 8),
                                acc1);
+        acc2 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i + 16))), _mm256_loadu_ps(x + i + 16),
+                               acc2);
+        acc3 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i + 24))), _mm256_loadu_ps(x + i + 24),
+                               acc3);
     }
-    float s = hsum(_mm256_add_ps(acc0, acc1));
+    for (; i + 8 <= n; i += 8)
+        acc0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i))), _mm256_loadu_ps(x + i), acc0);
+    float s = hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
     for (; i < n; i++) s += _cvtsh_ss(a[i]) * x[i];
     return s;
 }
@@ -67,6 +85,7 @@ AVX2 static float dot_bf16_avx2(const void *w, const float *x, int64_t n) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
+        if (i % 32 == 0) PREFETCH_AHEAD(a + i);
         acc0 = _mm256_fmadd_ps(bf16x8_to_ps(a + i), _mm256_loadu_ps(x + i), acc0);
         acc1 = _mm256_fmadd_ps(bf16x8_to_ps(a + i + 8), _mm256_loadu_ps(x + i + 8), acc1);
     }
@@ -296,6 +315,8 @@ AVX512 static float dot_f32_avx512(const void *w, const float *x, int64_t n) {
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
+        PREFETCH_AHEAD(a + i);
+        PREFETCH_AHEAD(a + i + 16);
         acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(x + i), acc0);
         acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(x + i + 16), acc1);
     }
@@ -304,13 +325,25 @@ AVX512 static float dot_f32_avx512(const void *w, const float *x, int64_t n) {
     return s;
 }
 
+/* F16: four accumulators, two 64-byte lines of weights a step, each prefetched ahead (dot_f16_avx2) */
+AVX512 static inline __m512 f16x16_avx512(const uint16_t *a) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)a));
+}
+
 AVX512 static float dot_f16_avx512(const void *w, const float *x, int64_t n) {
     const uint16_t *a = w;
-    __m512 acc = _mm512_setzero_ps();
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps();
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        acc = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(a + i))), _mm512_loadu_ps(x + i), acc);
-    float s = _mm512_reduce_add_ps(acc);
+    for (; i + 64 <= n; i += 64) {
+        PREFETCH_AHEAD(a + i);
+        PREFETCH_AHEAD(a + i + 32);
+        acc0 = _mm512_fmadd_ps(f16x16_avx512(a + i), _mm512_loadu_ps(x + i), acc0);
+        acc1 = _mm512_fmadd_ps(f16x16_avx512(a + i + 16), _mm512_loadu_ps(x + i + 16), acc1);
+        acc2 = _mm512_fmadd_ps(f16x16_avx512(a + i + 32), _mm512_loadu_ps(x + i + 32), acc2);
+        acc3 = _mm512_fmadd_ps(f16x16_avx512(a + i + 48), _mm512_loadu_ps(x + i + 48), acc3);
+    }
+    for (; i + 16 <= n; i += 16) acc0 = _mm512_fmadd_ps(f16x16_avx512(a + i), _mm512_loadu_ps(x + i), acc0);
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3)));
     for (; i < n; i++) s += _cvtsh_ss(a[i]) * x[i];
     return s;
 }
@@ -440,6 +473,7 @@ AVX512 static float dot_bf16_avx512(const void *w, const float *x, int64_t n) {
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
+        PREFETCH_AHEAD(a + i);
         __m512i h0 = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(a + i)));
         __m512i h1 = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(a + i + 16)));
         acc0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(h0, 16)), _mm512_loadu_ps(x + i), acc0);

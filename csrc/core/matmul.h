@@ -33,13 +33,21 @@ static inline size_t tl_matmul_scratch_floats(int64_t k, int nth) {
  * OpenBLAS sgemm where available: the model is never dequantized as a whole. */
 void tl_matmul(tl_pool *pool, const tl_tensor *w, const float *x, int64_t n, float *y, float *scratch);
 
-/* A copy of W's rows interleaved for this CPU's decode kernels (dot_q8.h, tl_q8_interleave),
- * allocated with posix_memalign (free() it), or NULL where there are none for W: a dtype or level
- * without them, rows not a multiple of 16, or TORCHLESS_INTERLEAVE=0. Set as w->rows16, it
- * serves decode and prefill in place of w->data, with the same results; w->data stays the
- * tensor's (every other reader keeps using it). Where w->owner maps a file, its pages under
- * w->data are given back as the copy is made (they come back from the file if read again). */
-void *tl_matmul_interleave(const tl_tensor *w);
+/* A copy of W's rows in the layout this CPU's decode kernels read best, made on up to n_threads
+ * threads (a MB each), allocated with posix_memalign (free() it), in huge pages where the kernel
+ * gives them; NULL where there is none for W, or TORCHLESS_INTERLEAVE=0. For the quantized
+ * formats with interleaved kernels (dot_q8.h, tl_q8_interleave; rows a multiple of 16) the rows
+ * interleaved: set as w->rows16, it serves decode and prefill in place of w->data, with the same
+ * results, and w->data stays the tensor's (every other reader keeps using it). For F16, BF16 and
+ * F32 at a level with their dot kernels the rows as they are (the same bytes, read from 2 MB
+ * pages rather than the file's 4 KB ones): set as both w->data and w->rows16 (tl_matmul_copied
+ * tells the two apart), every reader of the placed tensor reads it. Where w->owner maps a file,
+ * its pages under w->data are given back as the copy is made (they come back from the file if
+ * read again). */
+void *tl_matmul_interleave(const tl_tensor *w, int n_threads);
+
+/* Whether w->rows16 is the interleaved layout (not the rows as they are: see above) */
+static inline bool tl_matmul_interleaved(const tl_tensor *w) { return w->rows16 && w->rows16 != w->data; }
 
 /* sum a[i] * b[i] in float, 8 independent partial sums (vectorizable without reassociation) */
 float tl_dot_f32(const float *a, const float *b, int64_t n);

@@ -115,8 +115,10 @@ typedef struct tl_tensor {
     size_t nbytes;
     const void *data;
     tl_mapping *owner; /* NULL when not backed by a mapping (not retained by the struct) */
-    /* A copy of the rows in the CPU's interleaved decode layout (tl_matmul_interleave), read by
-     * tl_matmul in place of data where it has kernels for it; NULL: none (the usual case). */
+    /* A copy of the rows the CPU backend made at load (tl_matmul_interleave), freed with the
+     * weight: the interleaved decode layout, read by tl_matmul in place of data where it has
+     * kernels for it; or, equal to data, the float rows themselves copied into huge pages.
+     * NULL: none (the usual case). */
     const void *rows16;
 } tl_tensor;
 
@@ -431,6 +433,10 @@ typedef struct tl_model_load_params {
      * device once, at load; a model larger than the device's free memory fails saying how
      * much it needs. */
     const char *device;
+    /* Threads for the work at load: the CPU's copies of the weights into the layouts its
+     * kernels read best (as many as the contexts' n_threads is what a caller wants); 0: the
+     * physical cores. */
+    int32_t n_threads;
 } tl_model_load_params;
 
 tl_model_load_params tl_model_default_load_params(void);

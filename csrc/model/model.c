@@ -256,7 +256,7 @@ static tl_status place_all(tl_model *m) {
     return TL_OK;
 }
 
-tl_model_load_params tl_model_default_load_params(void) { return (tl_model_load_params){NULL, NULL}; }
+tl_model_load_params tl_model_default_load_params(void) { return (tl_model_load_params){NULL, NULL, 0}; }
 
 tl_status tl_model_load(const char *path, tl_model **out) { return tl_model_load_ex(path, NULL, out); }
 
@@ -268,6 +268,7 @@ tl_status tl_model_load_ex(const char *path, const tl_model_load_params *p, tl_m
     if (!m) return tl_set_error(TL_ERR_NOMEM, "model: out of memory");
     atomic_init(&m->refs, 1);
     tl_status s = tl_device_open(device, &m->device);
+    if (!s) m->device->n_threads = p && p->n_threads > 0 ? p->n_threads : tl_physical_cores();
     if (!s) s = tl_weights_open(path, &m->weights);
     if (!s && tl_weights_format(m->weights) == TL_FORMAT_SAFETENSORS)
         s = tl_set_error(TL_ERR_UNSUPPORTED, "model: %s: safetensors files cannot be run directly yet; convert to GGUF", path);

@@ -68,6 +68,7 @@ static PyObject *Model_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs) {
     tl_model_load_params lp = tl_model_default_load_params();
     lp.tokenizer_path = tok_path ? PyBytes_AS_STRING(tok_path) : NULL;
     lp.device = device;
+    lp.n_threads = p.n_threads; /* the copies of weights at load on the threads the context will run */
     Py_BEGIN_ALLOW_THREADS
     s = shared ? TL_OK : tl_model_load_ex(PyBytes_AS_STRING(bytes), &lp, &m);
     if (shared) m = shared;

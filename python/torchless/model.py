@@ -31,7 +31,8 @@ class Model(_C.Model):
 
     `device`: "auto" (the first GPU found, else the CPU), "cpu", "cuda[:N]", "hip[:N]" or
     "opencl[:N]"; weights, activations and the KV cache live there (`torchless.backends()`
-    lists what was found). `tokenizer_path` names a tokenizer to use instead of the file's own (a llama2.c checkpoint
+    lists what was found). `n_threads` (None: the physical cores) runs the forward passes and, on the
+    CPU, the copies of the weights made at load. `tokenizer_path` names a tokenizer to use instead of the file's own (a llama2.c checkpoint
     has none): a SentencePiece .model, a llama2.c tokenizer.bin, a GGUF or a .tl file.
     `forward(ids, start_pos=0, seq=0)` -> float32 (len(ids), n_vocab) logits of every position;
     `stream(prompt, ...)` yields text as it is generated; `generate(...)` returns it whole."""

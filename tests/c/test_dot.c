@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "check.h"
@@ -57,8 +58,10 @@ static void test_dot_kernels(void) {
         const tl_dot_fn dot = tl_dot_kernel(t);
         if (!dot) continue;
         const int64_t bs = tl_dtype_block_size(t);
-        /* plain types: tails of every length below the vector width; blocks: one, three, many */
-        const int64_t sizes[] = {bs == 1 ? 1 : bs, bs == 1 ? 7 : 3 * bs, bs == 1 ? 33 : 5 * bs, bs == 1 ? 1029 : 16 * bs};
+        /* plain types: tails of every length below the vector width, and past the unrolled steps
+         * (83 = 64 + 16 + 3), a TinyLlama row (2,048); blocks: one, two, three, five, eight, many */
+        const int64_t sizes[] = {bs == 1 ? 1 : bs,        bs == 1 ? 7 : 3 * bs,    bs == 1 ? 33 : 5 * bs,
+                                 bs == 1 ? 83 : 2 * bs,   bs == 1 ? 1029 : 16 * bs, bs == 1 ? 2048 : 8 * bs};
         for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++)
             for (int trial = 0; trial < 30; trial++) check_dot_row(t, dot, sizes[si], trial, w, x, deq, q);
     }
@@ -103,6 +106,30 @@ static void check_attention(tl_dtype kv, int hd, int nk, tl_attn_scores_fn score
         }
         CHECK(fabs(out[d] - ref) <= TOL * mag, "%s values hd=%d nk=%d [%d]: %g vs %g", tl_dtype_name(kv), hd, nk, d,
               (double)out[d], ref);
+    }
+}
+
+/* A float matrix's copy at load (tl_matmul_interleave: the rows as they are, in huge pages, from
+ * 1 MB on shared out among threads, a last group of fewer than 16 rows) holds the same bytes, and
+ * exists where the level has the dtype's dot kernel (unless TORCHLESS_INTERLEAVE=0) */
+static void test_float_matrix_copy(void) {
+    const tl_dtype types[] = {TL_F32, TL_F16, TL_BF16};
+    const char *off = getenv("TORCHLESS_INTERLEAVE");
+    for (size_t ti = 0; ti < 3; ti++) {
+        const tl_dtype t = types[ti];
+        const int64_t m = 1003, k = 1024; /* 2 MB (F16) to 4 MB (F32) */
+        const size_t bytes = (size_t)m * tl_dtype_row_size(t, k);
+        uint8_t *w = malloc(bytes);
+        for (size_t i = 0; i < bytes; i++) w[i] = (uint8_t)(uniform() * 256);
+        const tl_tensor wt = {.dtype = t, .n_dims = 2, .ne = {k, m, 1, 1}, .nbytes = bytes, .data = w};
+        for (int threads = 1; threads <= 3; threads += 2) {
+            uint8_t *copy = tl_matmul_interleave(&wt, threads);
+            CHECK(!copy == (!tl_dot_kernel(t) || (off && strcmp(off, "0") == 0)), "%s: a copy where the level has kernels",
+                  tl_dtype_name(t));
+            CHECK(!copy || memcmp(copy, w, bytes) == 0, "%s: the copy on %d threads differs", tl_dtype_name(t), threads);
+            free(copy);
+        }
+        free(w);
     }
 }
 
@@ -184,6 +211,7 @@ int main(void) {
     if (!getenv("TORCHLESS_CPU")) CHECK(tl_cpu_level_get() == TL_CPU_NEON);
 #endif
     test_dot_kernels();
+    test_float_matrix_copy();
     test_attention_kernels();
     test_exp_sum();
     test_gelu_glu();

@@ -182,7 +182,7 @@ static void check_matrix_copy(tl_dtype t) {
     uint8_t *wq = malloc((size_t)m * rb), *group = malloc(TL_Q8_LANES * rb);
     for (size_t i = 0; i < (size_t)m * rb; i++) wq[i] = (uint8_t)(uniform() * 256);
     const tl_tensor w = {.dtype = t, .n_dims = 2, .ne = {k, m, 1, 1}, .nbytes = (size_t)m * rb, .data = wq};
-    uint8_t *copy = tl_matmul_interleave(&w);
+    uint8_t *copy = tl_matmul_interleave(&w, 3);
     tl_q8_kernels kern;
     const char *off = getenv("TORCHLESS_INTERLEAVE");
     const bool want = tl_q8_kernels_get(t, &kern) && kern.gemv16 && !(off && strcmp(off, "0") == 0);

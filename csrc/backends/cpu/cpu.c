@@ -46,15 +46,18 @@ static void free_(tl_device *d, void *p) {
 }
 
 /* A weight matrix is read where it lies (the mapping). Where the decode kernels have an
- * interleaved layout for it (core/matmul.h), the matmuls read a copy in that layout instead and
- * the mapped pages it replaces are given back: the memory stays one copy of the weights. Only
- * for file mappings, whose pages come back from the file if a reader of the blocks themselves
- * (a float fallback, Python's views of the weights) touches them again; the embedding of tied
- * weights reads its rows from the copy. */
+ * interleaved layout for it (core/matmul.h), the matmuls read a copy in that layout instead;
+ * float weights (F16, BF16, F32) are copied as they are into huge pages, which every reader of
+ * the placed tensor reads; either way the mapped pages the copy replaces are given back: the
+ * memory stays one copy of the weights. Only for file mappings, whose pages come back from the
+ * file if a reader of the blocks themselves (a float fallback, Python's views of the weights)
+ * touches them again; the embedding of tied weights reads its rows from the copy. The copies
+ * are made on the model's load threads (d->n_threads). */
 static tl_status weight_upload(tl_device *d, const tl_tensor *src, tl_tensor *dst) {
-    (void)d;
     *dst = *src;
-    dst->rows16 = tl_mapping_from_file(src->owner) ? tl_matmul_interleave(src) : NULL;
+    void *copy = tl_mapping_from_file(src->owner) ? tl_matmul_interleave(src, d->n_threads) : NULL;
+    if (copy && !tl_q8_interleaves(src->dtype)) dst->data = copy; /* the rows as they are */
+    dst->rows16 = copy;
     return TL_OK;
 }
 
@@ -124,7 +127,7 @@ static void embed(tl_stream *s, const tl_tensor *table, const int32_t *tokens, i
     (void)s;
     const int64_t dim = table->ne[0];
     const size_t row = tl_dtype_row_size(table->dtype, dim);
-    uint8_t *blocks = table->rows16 ? malloc(row) : NULL;
+    uint8_t *blocks = tl_matmul_interleaved(table) ? malloc(row) : NULL;
     for (int32_t i = 0; i < n; i++) {
         const uint8_t *src = (const uint8_t *)table->data + (size_t)tokens[i] * row;
         if (blocks) {
