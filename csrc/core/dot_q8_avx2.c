@@ -19,7 +19,7 @@
 #include <math.h>
 #include <string.h>
 
-#define AVX2 __attribute__((target("avx2,fma")))
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
 #define INLINE inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 8")
 
@@ -254,6 +254,308 @@ GEMV_AVX2(q5_K, row_k4(row, k, x, xs, n, acc, true))
 GEMV_AVX2(q6_K, row_q6_K(row, k, x, xs, n, acc))
 #undef GEMV_AVX2
 
+/* ---------------------------------------------------------------- interleaved rows
+ * A group of 16 rows as tl_q8_interleave lays them out (dot_q8.h), the same copy as the AVX-512
+ * level's: each 64-byte row of a unit holds 4-byte word w of rows 0..15, so its 32-byte halves
+ * are rows 0..7 and 8..15, one row per 32-bit lane. Every register is a plain load from one
+ * stream (no gathers, no lane sums), and each activation word, broadcast once, serves both halves.
+ * vpmaddubsw's int16 pair sums of a run of words are added in int16 before vpmaddwd widens them:
+ * runs of 8 words of 4-bit codes, 4 of 5-bit, 2 of 6-bit (a pair at most 2·(2^b - 1)·128, a run at
+ * most 30720, 31744, 32256 < 32768); Q8_0's codes as two nibbles, 8 words a run each. The sums are
+ * exact, and the float operations per sub-block those of gemm_scalar, in its order. */
+
+/* the 4 bytes at q in every 32-bit lane */
+AVX2 static INLINE __m256i bcast4(const uint8_t *q) {
+    int32_t v;
+    memcpy(&v, q, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* the fp16 in the low / high half of each 32-bit lane, as float */
+AVX2 static INLINE __m256 half_lo8(__m256i v) {
+    v = _mm256_and_si256(v, _mm256_set1_epi32(0xFFFF));
+    return _mm256_cvtph_ps(_mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)));
+}
+AVX2 static INLINE __m256 half_hi8(__m256i v) {
+    v = _mm256_srli_epi32(v, 16);
+    return _mm256_cvtph_ps(_mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)));
+}
+
+/* -v with the sign bit flipped, as C's unary minus */
+AVX2 static INLINE __m256 neg8(__m256 v) { return _mm256_xor_ps(v, _mm256_set1_ps(-0.0f)); }
+
+/* the integer sum of one sub-block for 8 rows: nw registers of 4 codes a lane against the
+ * activation words at q (broadcast), in runs of `run` words summed in int16; Q8_0's 8-bit codes
+ * (nibbles) as low and high nibbles, the high sums weighed by 16 */
+AVX2 static INLINE __m256i sum8(const __m256i *cd, const int nw, const int run, const bool nibbles, const uint8_t *q) {
+    const __m256i ones = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(15);
+    __m256i s32 = _mm256_setzero_si256();
+    UNROLL for (int j0 = 0; j0 < nw; j0 += run) {
+        __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
+        UNROLL for (int j = j0; j < j0 + run; j++) {
+            const __m256i xv = bcast4(q + 4 * j);
+            if (nibbles) {
+                lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(_mm256_and_si256(cd[j], m4), xv));
+                hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(cd[j], 4), m4), xv));
+            } else {
+                lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(cd[j], xv));
+            }
+        }
+        s32 = _mm256_add_epi32(s32, _mm256_madd_epi16(lo, ones));
+        if (nibbles) s32 = _mm256_add_epi32(s32, _mm256_madd_epi16(hi, _mm256_set1_epi16(16)));
+    }
+    return s32;
+}
+
+/* Where one sub-block of a group goes: into the accumulators of n (1..TL_Q8_GEMV_MAX) activation
+ * rows (decode), or, n = 0, into a pack (codes[k/4][16][4], a and b [k/g][16]: dot_q8.h) */
+typedef struct {
+    __m256 acc[2][TL_Q8_GEMV_MAX];
+    const uint8_t *x;
+    size_t xs;
+    int64_t k;
+    uint8_t *codes;
+    float *a, *b;
+} sink8;
+
+/* sub-block s (elements e = s·g..) of half h: its codes cd[0..nw), a and b */
+AVX2 static INLINE void emit8(sink8 *o, const int n, int h, const __m256i *cd, const int nw, const int run,
+                              const bool nibbles, int64_t s, __m256 a, __m256 b) {
+    const int64_t e = s * 4 * nw;
+    if (n == 0) {
+        UNROLL for (int j = 0; j < nw; j++) _mm256_storeu_si256((__m256i *)(o->codes + (e / 4 + j) * 64 + 32 * h), cd[j]);
+        _mm256_storeu_ps(o->a + 16 * s + 8 * h, a);
+        _mm256_storeu_ps(o->b + 16 * s + 8 * h, b);
+        return;
+    }
+    UNROLL for (int c = 0; c < n; c++) {
+        const uint8_t *q = o->x + (size_t)c * o->xs;
+        const float *ds = (const float *)(q + o->k) + 2 * s;
+        const __m256i p = sum8(cd, nw, run, nibbles, q + e);
+        o->acc[h][c] = _mm256_fmadd_ps(_mm256_mul_ps(a, _mm256_set1_ps(ds[0])), _mm256_cvtepi32_ps(p), o->acc[h][c]);
+        o->acc[h][c] = _mm256_fmadd_ps(b, _mm256_set1_ps(ds[1]), o->acc[h][c]);
+    }
+}
+
+/* Every line of a group is asked for AHEAD bytes before it is read (the decode stream, as the
+ * AVX-512 kernels do it) */
+#define AHEAD 4096
+AVX2 static INLINE void prefetch_lines8(const uint8_t *p, int first, int count) {
+    for (int l = first; l < first + count; l++) _mm_prefetch((const char *)p + AHEAD + 64 * l, _MM_HINT_T0);
+}
+
+/* 32 bytes: word w of rows 8h..8h+7 of the unit at p */
+AVX2 static INLINE __m256i word8(const uint8_t *p, int w, int h) { return _mm256_loadu_si256((const __m256i *)(p + 64 * w + 32 * h)); }
+
+/* The legacy formats (units as dot_q8.h says: Q4_1/Q5_1's d | m word first, Q5_0/Q5_1's qh word,
+ * then 4 qs words (Q8_0: 8); Q4_0/Q5_0/Q8_0's fp16 d of the 16 rows after the units, 32 bytes a
+ * block). Codes of elements 4j.. in cd[j]. */
+enum legacy8 { L4_0, L4_1, L5_0, L5_1, L8_0 };
+static const int legacy8_words[] = {4, 5, 5, 6, 8};
+static const tl_dtype legacy8_dtype[] = {TL_Q4_0, TL_Q4_1, TL_Q5_0, TL_Q5_1, TL_Q8_0};
+
+AVX2 static INLINE void legacy8_block(const uint8_t *w, int64_t i, int64_t nb, int h, const enum legacy8 f, __m256i cd[8],
+                                      __m256 *a, __m256 *b) {
+    const size_t unit = 64 * (size_t)legacy8_words[f];
+    const uint8_t *p = w + (size_t)i * unit;
+    if (f == L8_0) {
+        UNROLL for (int j = 0; j < 8; j++) cd[j] = _mm256_xor_si256(word8(p, j, h), _mm256_set1_epi8(-128));
+    } else {
+        const int qs = f == L4_0 ? 0 : f == L5_1 ? 2 : 1;
+        const __m256i m4 = _mm256_set1_epi8(15);
+        UNROLL for (int t = 0; t < 4; t++) { /* low nibbles: elements 4t.., high nibbles: 16 + 4t.. */
+            const __m256i v = word8(p, qs + t, h);
+            cd[t] = _mm256_and_si256(v, m4), cd[4 + t] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        }
+        if (f == L5_0 || f == L5_1) { /* + 16 where bit j of the row's qh is set, for element j */
+            const __m256i qh = word8(p, qs - 1, h), sixteen = _mm256_set1_epi8(16);
+            UNROLL for (int q = 0; q < 4; q++) { /* qh byte q: the bits of elements 8q.. (cd[2q], cd[2q + 1]) */
+                const __m256i o = _mm256_set1_epi8((char)q);
+                const __m256i idx = _mm256_add_epi8(_mm256_setr_epi32(0, 0x04040404, 0x08080808, 0x0C0C0C0C, 0, 0x04040404,
+                                                                      0x08080808, 0x0C0C0C0C), o);
+                const __m256i bq = _mm256_shuffle_epi8(qh, idx);
+                UNROLL for (int hh = 0; hh < 2; hh++) {
+                    const __m256i bit = _mm256_set1_epi32(hh ? (int)0x80402010 : 0x08040201);
+                    const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(bq, bit), bit);
+                    cd[2 * q + hh] = _mm256_or_si256(cd[2 * q + hh], _mm256_and_si256(set, sixteen));
+                }
+            }
+        }
+    }
+    if (f == L4_1 || f == L5_1) {
+        const __m256i dm = word8(p, 0, h);
+        *a = half_lo8(dm), *b = half_hi8(dm);
+    } else {
+        *a = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + (size_t)nb * unit + 32 * (size_t)i + 16 * h)));
+        *b = _mm256_mul_ps(*a, _mm256_set1_ps(f == L8_0 ? -128.0f : f == L5_0 ? -16.0f : -8.0f));
+    }
+}
+
+AVX2 static INLINE void group_legacy(const uint8_t *w, int64_t k, sink8 *o, const int n, const enum legacy8 f) {
+    const size_t span = 16 * tl_dtype_row_size(legacy8_dtype[f], 32);
+    const int64_t nb = k / 32;
+    for (int64_t i = 0; i < nb; i++) {
+        /* the group's bytes in order, a block's share at a time, wherever they lie */
+        for (size_t l = ((size_t)i * span + 63) / 64 * 64; l < (size_t)(i + 1) * span; l += 64)
+            _mm_prefetch((const char *)w + AHEAD + l, _MM_HINT_T0);
+        UNROLL for (int h = 0; h < 2; h++) {
+            __m256i cd[8];
+            __m256 a, b;
+            legacy8_block(w, i, nb, h, f, cd, &a, &b);
+            emit8(o, n, h, cd, 8, f == L5_0 || f == L5_1 ? 4 : 8, f == L8_0, i, a, b);
+        }
+    }
+}
+
+/* byte j of every 32-bit lane of v as int32 */
+AVX2 static INLINE __m256i byte8(__m256i v, int j) {
+    return j == 3 ? _mm256_srli_epi32(v, 24) : _mm256_and_si256(_mm256_srli_epi32(v, 8 * j), _mm256_set1_epi32(0xFF));
+}
+
+/* Q4_K and Q5_K: unit words 0..3 the header (d | dmin, the 12 scale bytes), Q5_K's words 4..11
+ * its qh bytes, then words qs + 8u + j the qs bytes 32u + 4j.. (sub-block 2u in the low nibbles,
+ * 2u + 1 in the high ones); the scales taken apart bytewise as in dot_q8_x86.c's gemv_k4_16 */
+AVX2 static INLINE void group_k4(const uint8_t *w, int64_t k, sink8 *o, const int n, const bool q5) {
+    const size_t unit = (q5 ? 44 : 36) * 64, qs = q5 ? 12 : 4;
+    const __m256i m6 = _mm256_set1_epi8(63), m4 = _mm256_set1_epi8(15), top = _mm256_set1_epi8(0x30);
+    for (int64_t i = 0; i < k / QK_K; i++) {
+        const uint8_t *p = w + (size_t)i * unit;
+        __m256 d[2], dmin[2];
+        __m256i sc[2][2], m[2][2]; /* [h][0]: sub-blocks 0..3 in bytes 0..3, [h][1]: 4..7 */
+        for (int h = 0; h < 2; h++) {
+            const __m256i h0 = word8(p, 0, h), h1 = word8(p, 1, h), h2 = word8(p, 2, h), h3 = word8(p, 3, h);
+            d[h] = half_lo8(h0), dmin[h] = half_hi8(h0);
+            sc[h][0] = _mm256_and_si256(h1, m6), m[h][0] = _mm256_and_si256(h2, m6);
+            sc[h][1] = _mm256_or_si256(_mm256_and_si256(h3, m4), _mm256_and_si256(_mm256_srli_epi32(h1, 2), top));
+            m[h][1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(h3, 4), m4), _mm256_and_si256(_mm256_srli_epi32(h2, 2), top));
+        }
+        for (int u = 0; u < 4; u++) {
+            prefetch_lines8(p, (int)unit / 256 * u, (int)unit / 256);
+            UNROLL for (int h = 0; h < 2; h++) {
+                __m256i v[8];
+                UNROLL for (int j = 0; j < 8; j++) v[j] = word8(p, (int)qs + 8 * u + j, h);
+                UNROLL for (int half = 0; half < 2; half++) {
+                    const int sb = 2 * u + half;
+                    __m256i cd[8];
+                    UNROLL for (int j = 0; j < 8; j++) {
+                        cd[j] = _mm256_and_si256(half ? _mm256_srli_epi16(v[j], 4) : v[j], m4);
+                        if (q5) { /* bit sb of each qh byte, as 16 */
+                            const __m256i hb = _mm256_and_si256(_mm256_srli_epi16(word8(p, 4 + j, h), sb), _mm256_set1_epi8(1));
+                            cd[j] = _mm256_or_si256(cd[j], _mm256_slli_epi16(hb, 4));
+                        }
+                    }
+                    const __m256 a = _mm256_mul_ps(d[h], _mm256_cvtepi32_ps(byte8(sc[h][sb / 4], sb % 4)));
+                    const __m256 b = neg8(_mm256_mul_ps(dmin[h], _mm256_cvtepi32_ps(byte8(m[h][sb / 4], sb % 4))));
+                    emit8(o, n, h, cd, 8, q5 ? 4 : 8, false, 8 * i + sb, a, b);
+                }
+            }
+        }
+    }
+}
+
+/* Q6_K: unit words 0..31 the ql bytes, 32..47 qh, 48..51 the int8 scales; d after the units.
+ * Element l + 32p of half hh (l < 32): nibble p / 2 of ql[64hh + 32(p % 2) + l], bits 2p, 2p + 1
+ * of qh[32hh + l]; sub-blocks of 16 */
+AVX2 static INLINE void group_q6_K(const uint8_t *w, int64_t k, sink8 *o, const int n) {
+    const size_t unit = 52 * 64;
+    const int64_t nb = k / QK_K;
+    const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(0x30);
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *p = w + (size_t)i * unit;
+        __m256 d[2];
+        for (int h = 0; h < 2; h++)
+            d[h] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + (size_t)nb * unit + 32 * (size_t)i + 16 * h)));
+        for (int hh = 0; hh < 2; hh++)
+            for (int pp = 0; pp < 4; pp++) {
+                prefetch_lines8(p, 52 * (8 * hh + 2 * pp) / 16, 52 * (8 * hh + 2 * pp + 2) / 16 - 52 * (8 * hh + 2 * pp) / 16);
+                UNROLL for (int h = 0; h < 2; h++) UNROLL for (int l16 = 0; l16 < 2; l16++) {
+                    const int sb = 8 * hh + 2 * pp + l16;
+                    __m256i cd[4];
+                    UNROLL for (int j = 0; j < 4; j++) {
+                        const __m256i ql = word8(p, 16 * hh + 8 * (pp % 2) + 4 * l16 + j, h);
+                        const __m256i qh = word8(p, 32 + 8 * hh + 4 * l16 + j, h);
+                        const __m256i lo = _mm256_and_si256(pp < 2 ? ql : _mm256_srli_epi16(ql, 4), m4);
+                        const __m256i q2 = pp == 0 ? _mm256_slli_epi16(qh, 4) : pp == 1 ? _mm256_slli_epi16(qh, 2)
+                                         : pp == 2 ? qh : _mm256_srli_epi16(qh, 2);
+                        cd[j] = _mm256_or_si256(lo, _mm256_and_si256(q2, m2));
+                    }
+                    const __m256i scw = word8(p, 48 + sb / 4, h);
+                    const __m256i sc = _mm256_srai_epi32(_mm256_slli_epi32(scw, 24 - 8 * (sb % 4)), 24); /* int8 */
+                    const __m256 a = _mm256_mul_ps(d[h], _mm256_cvtepi32_ps(sc));
+                    emit8(o, n, h, cd, 4, 2, false, 16 * i + sb, a, _mm256_mul_ps(a, _mm256_set1_ps(-32.0f)));
+                }
+            }
+    }
+}
+
+/* the decode entry of a format: n made a constant for each count of activation rows */
+#define BY_ROWS(call)                                                                                                   \
+    switch (n) {                                                                                                        \
+    case 1: call(1); break;                                                                                             \
+    case 2: call(2); break;                                                                                             \
+    case 3: call(3); break;                                                                                             \
+    default: call(4); break;                                                                                            \
+    }
+#define GEMV16_AVX2(name, group)                                                                                        \
+    AVX2 static void gemv16_##name##_avx2(const void *w, size_t row_bytes, int rows, int64_t k, const void *xq,        \
+                                          size_t xs, int n, float *y, size_t ldy) {                                    \
+        (void)row_bytes, (void)rows;                                                                                    \
+        sink8 o = {.x = xq, .xs = xs, .k = k};                                                                          \
+        for (int c = 0; c < TL_Q8_GEMV_MAX; c++) o.acc[0][c] = o.acc[1][c] = _mm256_setzero_ps();                       \
+        BY_ROWS(group);                                                                                                 \
+        for (int c = 0; c < n; c++)                                                                                     \
+            for (int h = 0; h < 2; h++) _mm256_storeu_ps(y + (size_t)c * ldy + 8 * h, o.acc[h][c]);                     \
+    }                                                                                                                   \
+    AVX2 static void pack16_##name##_avx2(const void *w, size_t row_bytes, int rows, int64_t k, void *pack) {          \
+        (void)row_bytes, (void)rows;                                                                                    \
+        sink8 o = {.k = k, .codes = pack};                                                                              \
+        o.a = (float *)(o.codes + TL_Q8_LANES * k);                                                                     \
+        o.b = o.a + TL_Q8_LANES * (k / (G_##name));                                                                      \
+        group(0);                                                                                                       \
+    }
+#define G_q4_0 32
+#define G_q4_1 32
+#define G_q5_0 32
+#define G_q5_1 32
+#define G_q8_0 32
+#define G_q4_K 32
+#define G_q5_K 32
+#define G_q6_K 16
+#define CALL_Q4_0(n) group_legacy(w, k, &o, n, L4_0)
+#define CALL_Q4_1(n) group_legacy(w, k, &o, n, L4_1)
+#define CALL_Q5_0(n) group_legacy(w, k, &o, n, L5_0)
+#define CALL_Q5_1(n) group_legacy(w, k, &o, n, L5_1)
+#define CALL_Q8_0(n) group_legacy(w, k, &o, n, L8_0)
+#define CALL_Q4_K(n) group_k4(w, k, &o, n, false)
+#define CALL_Q5_K(n) group_k4(w, k, &o, n, true)
+#define CALL_Q6_K(n) group_q6_K(w, k, &o, n)
+GEMV16_AVX2(q4_0, CALL_Q4_0)
+GEMV16_AVX2(q4_1, CALL_Q4_1)
+GEMV16_AVX2(q5_0, CALL_Q5_0)
+GEMV16_AVX2(q5_1, CALL_Q5_1)
+GEMV16_AVX2(q8_0, CALL_Q8_0)
+GEMV16_AVX2(q4_K, CALL_Q4_K)
+GEMV16_AVX2(q5_K, CALL_Q5_K)
+GEMV16_AVX2(q6_K, CALL_Q6_K)
+#undef GEMV16_AVX2
+#undef BY_ROWS
+#undef G_q4_0
+#undef G_q4_1
+#undef G_q5_0
+#undef G_q5_1
+#undef G_q8_0
+#undef G_q4_K
+#undef G_q5_K
+#undef G_q6_K
+#undef CALL_Q4_0
+#undef CALL_Q4_1
+#undef CALL_Q5_0
+#undef CALL_Q5_1
+#undef CALL_Q8_0
+#undef CALL_Q4_K
+#undef CALL_Q5_K
+#undef CALL_Q6_K
+
 bool tl_q8_kernels_avx2(tl_dtype t, tl_q8_kernels *out) {
     if (!tl_q8_kernels_scalar(t, out)) return false;
     out->gemm = t == TL_Q8_0 ? gemm_q8_0_avx2 : out->g == 32 ? gemm_g32_avx2 : gemm_g16_avx2;
@@ -266,6 +568,16 @@ bool tl_q8_kernels_avx2(tl_dtype t, tl_q8_kernels *out) {
     case TL_Q4_K: out->gemv = gemv_q4_K_avx2; break;
     case TL_Q5_K: out->gemv = gemv_q5_K_avx2; break;
     default: out->gemv = gemv_q6_K_avx2; break; /* Q6_K, the last format the portable kernels have */
+    }
+    switch (t) {
+    case TL_Q4_0: out->gemv16 = gemv16_q4_0_avx2, out->pack16 = pack16_q4_0_avx2; break;
+    case TL_Q4_1: out->gemv16 = gemv16_q4_1_avx2, out->pack16 = pack16_q4_1_avx2; break;
+    case TL_Q5_0: out->gemv16 = gemv16_q5_0_avx2, out->pack16 = pack16_q5_0_avx2; break;
+    case TL_Q5_1: out->gemv16 = gemv16_q5_1_avx2, out->pack16 = pack16_q5_1_avx2; break;
+    case TL_Q8_0: out->gemv16 = gemv16_q8_0_avx2, out->pack16 = pack16_q8_0_avx2; break;
+    case TL_Q4_K: out->gemv16 = gemv16_q4_K_avx2, out->pack16 = pack16_q4_K_avx2; break;
+    case TL_Q5_K: out->gemv16 = gemv16_q5_K_avx2, out->pack16 = pack16_q5_K_avx2; break;
+    default: out->gemv16 = gemv16_q6_K_avx2, out->pack16 = pack16_q6_K_avx2; break;
     }
     return true;
 }
