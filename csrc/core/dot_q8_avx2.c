@@ -18,6 +18,7 @@
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
+#include <stdlib.h>
 
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 #define INLINE inline __attribute__((always_inline))
@@ -556,9 +557,95 @@ GEMV16_AVX2(q6_K, CALL_Q6_K)
 #undef CALL_Q5_K
 #undef CALL_Q6_K
 
+/* ---------------------------------------------------------------- GEMM (prefill)
+ * A tile of all 16 rows of a pack (codes[k/4][16][4]: the halves of a 64-byte word row are rows
+ * 0..7 and 8..15) times nc activation rows: per word, two loads of codes and nc broadcasts feed
+ * 2·nc vpmaddubsw, their int16 sums added in runs as in sum8, so that vpmaddwd and the float
+ * operations come once a run and once a sub-block; the float operations are gemm_scalar's. */
+AVX2 static INLINE void gemm16_tile(const uint8_t *codes, const float *a, const float *b, const uint8_t *xq, size_t xs,
+                                    const int nc, int64_t k, const int g, const int run, const bool nibbles, float *y,
+                                    size_t ldy, int rows) {
+    const __m256i ones = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(15);
+    __m256 acc[4][2];
+    UNROLL for (int c = 0; c < nc; c++) acc[c][0] = acc[c][1] = _mm256_setzero_ps();
+    for (int64_t s = 0; s < k / g; s++) {
+        __m256i s32[4][2];
+        UNROLL for (int c = 0; c < nc; c++) s32[c][0] = s32[c][1] = _mm256_setzero_si256();
+        UNROLL for (int j0 = 0; j0 < g / 4; j0 += run) {
+            __m256i lo[4][2], hi[4][2];
+            UNROLL for (int c = 0; c < nc; c++) lo[c][0] = lo[c][1] = hi[c][0] = hi[c][1] = _mm256_setzero_si256();
+            UNROLL for (int j = j0; j < j0 + run; j++) {
+                const uint8_t *wp = codes + (s * (g / 4) + j) * 64;
+                __m256i w[2], wh[2];
+                UNROLL for (int h = 0; h < 2; h++) {
+                    w[h] = _mm256_loadu_si256((const __m256i *)(wp + 32 * h));
+                    if (nibbles) {
+                        wh[h] = _mm256_and_si256(_mm256_srli_epi16(w[h], 4), m4);
+                        w[h] = _mm256_and_si256(w[h], m4);
+                    }
+                }
+                UNROLL for (int c = 0; c < nc; c++) {
+                    const __m256i xv = bcast4(xq + (size_t)c * xs + s * g + 4 * j);
+                    UNROLL for (int h = 0; h < 2; h++) {
+                        lo[c][h] = _mm256_add_epi16(lo[c][h], _mm256_maddubs_epi16(w[h], xv));
+                        if (nibbles) hi[c][h] = _mm256_add_epi16(hi[c][h], _mm256_maddubs_epi16(wh[h], xv));
+                    }
+                }
+            }
+            UNROLL for (int c = 0; c < nc; c++) UNROLL for (int h = 0; h < 2; h++) {
+                s32[c][h] = _mm256_add_epi32(s32[c][h], _mm256_madd_epi16(lo[c][h], ones));
+                if (nibbles) s32[c][h] = _mm256_add_epi32(s32[c][h], _mm256_madd_epi16(hi[c][h], _mm256_set1_epi16(16)));
+            }
+        }
+        UNROLL for (int c = 0; c < nc; c++) {
+            const float *ds = (const float *)(xq + (size_t)c * xs + k) + 2 * s;
+            const __m256 dx = _mm256_set1_ps(ds[0]), sx = _mm256_set1_ps(ds[1]);
+            UNROLL for (int h = 0; h < 2; h++) {
+                const __m256 av = _mm256_loadu_ps(a + TL_Q8_LANES * s + 8 * h), bv = _mm256_loadu_ps(b + TL_Q8_LANES * s + 8 * h);
+                acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(av, dx), _mm256_cvtepi32_ps(s32[c][h]), acc[c][h]);
+                acc[c][h] = _mm256_fmadd_ps(bv, sx, acc[c][h]);
+            }
+        }
+    }
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    UNROLL for (int h = 0; h < 2; h++) {
+        if (rows >= 8 * h + 8) {
+            UNROLL for (int c = 0; c < nc; c++) _mm256_storeu_ps(y + (size_t)c * ldy + 8 * h, acc[c][h]);
+        } else if (rows > 8 * h) {
+            const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(rows - 8 * h), lane);
+            UNROLL for (int c = 0; c < nc; c++) _mm256_maskstore_ps(y + (size_t)c * ldy + 8 * h, keep, acc[c][h]);
+        }
+    }
+}
+
+/* tiles of NC activation rows, then one at a time */
+#define GEMM16_AVX2(name, G, RUN, NIBBLES, NC)                                                                          \
+    AVX2 static void gemm16_##name##_avx2(const void *pack, const void *xq, size_t xs, int n, int64_t k, int g,        \
+                                          float *y, size_t ldy, int rows) {                                             \
+        (void)g;                                                                                                        \
+        const uint8_t *codes = pack, *x = xq;                                                                           \
+        const float *a = (const float *)(codes + TL_Q8_LANES * k), *b = a + TL_Q8_LANES * (k / G);                      \
+        int c = 0;                                                                                                      \
+        for (; c + NC <= n; c += NC) gemm16_tile(codes, a, b, x + c * xs, xs, NC, k, G, RUN, NIBBLES, y + c * ldy, ldy, rows); \
+        for (; c < n; c++) gemm16_tile(codes, a, b, x + c * xs, xs, 1, k, G, RUN, NIBBLES, y + c * ldy, ldy, rows);      \
+    }
+GEMM16_AVX2(q4, 32, 8, false, 4)  /* Q4_0, Q4_1, Q4_K: 4-bit codes */
+GEMM16_AVX2(q5, 32, 4, false, 4)  /* Q5_0, Q5_1, Q5_K: 5-bit codes */
+GEMM16_AVX2(q6_K, 16, 2, false, 4)
+GEMM16_AVX2(q8_0, 32, 8, true, 2)
+#undef GEMM16_AVX2
+
 bool tl_q8_kernels_avx2(tl_dtype t, tl_q8_kernels *out) {
     if (!tl_q8_kernels_scalar(t, out)) return false;
     out->gemm = t == TL_Q8_0 ? gemm_q8_0_avx2 : out->g == 32 ? gemm_g32_avx2 : gemm_g16_avx2;
+    if (!getenv("TL_OLDGEMM")) {
+        switch (t) {
+        case TL_Q4_0: case TL_Q4_1: case TL_Q4_K: out->gemm = gemm16_q4_avx2; break;
+        case TL_Q5_0: case TL_Q5_1: case TL_Q5_K: out->gemm = gemm16_q5_avx2; break;
+        case TL_Q8_0: out->gemm = gemm16_q8_0_avx2; break;
+        default: out->gemm = gemm16_q6_K_avx2; break;
+        }
+    }
     switch (t) {
     case TL_Q4_0: out->gemv = gemv_q4_0_avx2; break;
     case TL_Q4_1: out->gemv = gemv_q4_1_avx2; break;
