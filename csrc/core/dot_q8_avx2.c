@@ -24,6 +24,108 @@
 #define INLINE inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 8")
 
+/* ---------------------------------------------------------------- activations
+ * Bit for bit dot_q8.c's quantize_act (through quants.c's Q8_0 and Q8_K quantizers), as
+ * dot_q8_x86.c's AVX-512 ones: the same float products and roundings, the scale in scalar code. */
+
+/* the largest of the 8 lanes */
+AVX2 static INLINE float max8(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
+}
+
+/* the sum of the 8 lanes */
+AVX2 static INLINE int32_t sum8_epi32(__m256i v) {
+    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E));
+    return _mm_cvtsi128_si32(_mm_add_epi32(h, _mm_shuffle_epi32(h, 0xB1)));
+}
+
+/* 32 int32 in [-128, 127] to 32 bytes at q, in order */
+AVX2 static INLINE void store_bytes32(int8_t *q, const __m256i v[4]) {
+    const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+    _mm256_storeu_si256((__m256i *)q, _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+}
+
+/* C's roundf (half away from zero) of t clamped to [-127, 127]: truncate, then step away from
+ * zero where the dropped fraction (exact) is at least one half */
+AVX2 static INLINE __m256i round_away8(__m256 t) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    t = _mm256_min_ps(_mm256_max_ps(t, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
+    const __m256 r = _mm256_round_ps(t, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m256 up = _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(t, r)), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+    const __m256 one = _mm256_or_ps(_mm256_and_ps(t, sign), _mm256_set1_ps(1.0f));
+    return _mm256_cvttps_epi32(_mm256_add_ps(r, _mm256_and_ps(up, one)));
+}
+
+/* Q8_0: d = amax / 127 rounded to fp16, q = roundf(x / d) */
+AVX2 static void quantize_q8_0_avx2(const float *x, int64_t k, void *dst) {
+    int8_t *q = dst;
+    float *ds = (float *)(q + k);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t i = 0; i < k; i += 32) {
+        __m256 v[4], amax = _mm256_setzero_ps();
+        for (int j = 0; j < 4; j++) {
+            v[j] = _mm256_loadu_ps(x + i + 8 * j);
+            amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v[j]));
+        }
+        const float d = max8(amax) / 127.0f;
+        const __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+        __m256i qi[4];
+        for (int j = 0; j < 4; j++) qi[j] = round_away8(_mm256_mul_ps(v[j], id));
+        store_bytes32(q + i, qi);
+        const float dx = tl_f16_to_f32(tl_f32_to_f16(d));
+        ds[i / 16] = dx;
+        ds[i / 16 + 1] = dx * (float)sum8_epi32(_mm256_add_epi32(_mm256_add_epi32(qi[0], qi[1]), _mm256_add_epi32(qi[2], qi[3])));
+    }
+}
+
+/* Q8_K: the first element of largest magnitude m maps to -127: q = rint(x · -127/m) (at most
+ * 127), d = 1 / (-127/m); sums over sub-blocks of g */
+AVX2 static INLINE void quantize_q8_K_avx2(const float *x, int64_t k, void *dst, const int g) {
+    int8_t *q = dst;
+    float *ds = (float *)(q + k);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t i = 0; i < k; i += QK_K, x += QK_K) {
+        __m256 amax = _mm256_setzero_ps();
+        for (int j = 0; j < 32; j++) amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * j)));
+        const __m256 top = _mm256_set1_ps(max8(amax));
+        int first = 0;
+        for (int j = 31; j >= 0; j--) {
+            const int at = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * j)), top, _CMP_EQ_OQ));
+            if (at) first = 8 * j + __builtin_ctz((unsigned)at);
+        }
+        const float max = x[first], iscale = max != 0.0f ? -127.0f / max : 0.0f;
+        if (!isfinite(iscale) || iscale == 0.0f) {
+            memset(q + i, 0, QK_K);
+            for (int s = 0; s < QK_K / g; s++) ds[2 * (i / g + s)] = ds[2 * (i / g + s) + 1] = 0.0f;
+            continue;
+        }
+        const float d = 1.0f / iscale;
+        for (int j = 0; j < QK_K; j += 32) {
+            __m256i v[4];
+            for (int t = 0; t < 4; t++) {
+                v[t] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + j + 8 * t), _mm256_set1_ps(iscale)));
+                v[t] = _mm256_max_epi32(_mm256_min_epi32(v[t], _mm256_set1_epi32(127)), _mm256_set1_epi32(-128));
+            }
+            store_bytes32(q + i + j, v);
+            for (int s = 0; s < 32 / g; s++) { /* g = 16: vectors 0, 1 and 2, 3; g = 32: all four */
+                __m256i sum = _mm256_add_epi32(v[2 * s], v[2 * s + 1]);
+                if (g == 32) sum = _mm256_add_epi32(sum, _mm256_add_epi32(v[2], v[3]));
+                const int64_t sb = (i + j) / g + s;
+                ds[2 * sb] = d;
+                ds[2 * sb + 1] = d * (float)sum8_epi32(sum);
+            }
+        }
+    }
+}
+
+AVX2 static void quantize_q8_K_g32_avx2(const float *x, int64_t k, void *dst) { quantize_q8_K_avx2(x, k, dst, 32); }
+AVX2 static void quantize_q8_K_g16_avx2(const float *x, int64_t k, void *dst) { quantize_q8_K_avx2(x, k, dst, 16); }
+
+/* ---------------------------------------------------------------- GEMM on 8-row halves (old) */
+
 /* lane r: the sum of 4 codes of row r times the same 4 activation bytes x (vpdpbusd) */
 AVX2 static INLINE __m256i dot4(__m256i codes, __m256i x, const bool nibbles) {
     const __m256i ones = _mm256_set1_epi16(1);
@@ -637,6 +739,7 @@ GEMM16_AVX2(q8_0, 32, 8, true, 2)
 
 bool tl_q8_kernels_avx2(tl_dtype t, tl_q8_kernels *out) {
     if (!tl_q8_kernels_scalar(t, out)) return false;
+    out->quantize = t == TL_Q6_K ? quantize_q8_K_g16_avx2 : t == TL_Q4_K || t == TL_Q5_K ? quantize_q8_K_g32_avx2 : quantize_q8_0_avx2;
     out->gemm = t == TL_Q8_0 ? gemm_q8_0_avx2 : out->g == 32 ? gemm_g32_avx2 : gemm_g16_avx2;
     if (!getenv("TL_OLDGEMM")) {
         switch (t) {
