@@ -42,7 +42,9 @@ typedef void (*tl_q8_gemm_fn)(const void *pack, const void *xq, size_t x_stride,
 typedef void (*tl_q8_gemv_fn)(const void *w, size_t row_bytes, int rows, int64_t k, const void *xq, size_t x_stride,
                               int n, float *y, size_t ldy);
 
-/* Interleaved rows (tl_q8_interleave): where a level has kernels for them, a matrix of
+/* Interleaved rows (tl_q8_interleave): where a level has kernels for them (AVX-512 VNNI and
+ * AVX2, one layout for both: AVX2 reads each 64-byte row of words as two 32-byte halves, rows
+ * 0..7 and 8..15), a matrix of
  * quantized rows may be copied once at load into groups of 16 rows whose blocks sit side by
  * side, each block's 4-byte words transposed: word t of row r's block i at byte 64t + 4r of the
  * group's i-th unit of 16 blocks. The words are a block's bytes but for one fp16, which goes
