@@ -39,6 +39,16 @@ typedef void (*tl_q8_gemm_fn)(const void *pack, const void *xq, size_t x_stride,
 /* Decode: the same products for n <= TL_Q8_GEMV_MAX activation rows, straight from 16 rows of
  * W (w, row_bytes, rows as for a pack) without a pack: the same results, bit for bit. */
 #define TL_Q8_GEMV_MAX 4
+
+/* call(N) with N the constant equal to n (1..TL_Q8_GEMV_MAX): a decode kernel's entry, so that
+ * its loops over activation rows unroll and their accumulators stay in registers */
+#define TL_Q8_BY_ROWS(n, call)                                                                                          \
+    switch (n) {                                                                                                        \
+    case 1: call(1); break;                                                                                             \
+    case 2: call(2); break;                                                                                             \
+    case 3: call(3); break;                                                                                             \
+    default: call(4); break;                                                                                            \
+    }
 typedef void (*tl_q8_gemv_fn)(const void *w, size_t row_bytes, int rows, int64_t k, const void *xq, size_t x_stride,
                               int n, float *y, size_t ldy);
 

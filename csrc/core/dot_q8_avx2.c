@@ -541,20 +541,13 @@ AVX2 static INLINE void group_q6_K(const uint8_t *w, int64_t k, sink8 *o, const 
 }
 
 /* the decode entry of a format: n made a constant for each count of activation rows */
-#define BY_ROWS(call)                                                                                                   \
-    switch (n) {                                                                                                        \
-    case 1: call(1); break;                                                                                             \
-    case 2: call(2); break;                                                                                             \
-    case 3: call(3); break;                                                                                             \
-    default: call(4); break;                                                                                            \
-    }
 #define GEMV16_AVX2(name, group)                                                                                        \
     AVX2 static void gemv16_##name##_avx2(const void *w, size_t row_bytes, int rows, int64_t k, const void *xq,        \
                                           size_t xs, int n, float *y, size_t ldy) {                                    \
         (void)row_bytes, (void)rows;                                                                                    \
         sink8 o = {.x = xq, .xs = xs, .k = k};                                                                          \
         for (int c = 0; c < TL_Q8_GEMV_MAX; c++) o.acc[0][c] = o.acc[1][c] = _mm256_setzero_ps();                       \
-        BY_ROWS(group);                                                                                                 \
+        TL_Q8_BY_ROWS(n, group);                                                                                        \
         for (int c = 0; c < n; c++)                                                                                     \
             for (int h = 0; h < 2; h++) _mm256_storeu_ps(y + (size_t)c * ldy + 8 * h, o.acc[h][c]);                     \
     }                                                                                                                   \
@@ -590,7 +583,6 @@ GEMV16_AVX2(q4_K, CALL_Q4_K)
 GEMV16_AVX2(q5_K, CALL_Q5_K)
 GEMV16_AVX2(q6_K, CALL_Q6_K)
 #undef GEMV16_AVX2
-#undef BY_ROWS
 #undef G_q4_0
 #undef G_q4_1
 #undef G_q5_0
