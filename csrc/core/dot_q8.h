@@ -39,10 +39,21 @@ typedef void (*tl_q8_gemm_fn)(const void *pack, const void *xq, size_t x_stride,
 /* Decode: the same products for n <= TL_Q8_GEMV_MAX activation rows, straight from 16 rows of
  * W (w, row_bytes, rows as for a pack) without a pack: the same results, bit for bit. */
 #define TL_Q8_GEMV_MAX 4
+
+/* call(N) with N the constant equal to n (1..TL_Q8_GEMV_MAX): a decode kernel's entry, so that
+ * its loops over activation rows unroll and their accumulators stay in registers */
+#define TL_Q8_BY_ROWS(n, call)                                                                                          \
+    switch (n) {                                                                                                        \
+    case 1: call(1); break;                                                                                             \
+    case 2: call(2); break;                                                                                             \
+    case 3: call(3); break;                                                                                             \
+    default: call(4); break;                                                                                            \
+    }
 typedef void (*tl_q8_gemv_fn)(const void *w, size_t row_bytes, int rows, int64_t k, const void *xq, size_t x_stride,
                               int n, float *y, size_t ldy);
 
-/* Interleaved rows (tl_q8_interleave): where a level has kernels for them, a matrix of
+/* Interleaved rows (tl_q8_interleave): where a level has kernels for them (AVX-512 VNNI, and
+ * AVX2 on the same layout: one rule for every level), a matrix of
  * quantized rows may be copied once at load into groups of 16 rows whose blocks sit side by
  * side, each block's 4-byte words transposed: word t of row r's block i at byte 64t + 4r of the
  * group's i-th unit of 16 blocks. The words are a block's bytes but for one fp16, which goes
@@ -53,7 +64,10 @@ typedef void (*tl_q8_gemv_fn)(const void *w, size_t row_bytes, int rows, int64_t
  *   Q6_K: the first 208 bytes as 52 words (units of 3,328 B), then d.
  * A group is as many bytes as its 16 rows, at the same offset, and keeps the codes as they are
  * packed (nibbles and high bits apart): a decode kernel reads one stream of whole 64-byte
- * registers, one row per 32-bit lane, instead of 16 row streams gathered 16 bytes at a time.
+ * registers, one row per 32-bit lane, instead of 16 row streams gathered 16 bytes at a time
+ * (AVX2: two 32-byte registers, rows 0..7 and 8..15, each activation word broadcast once for
+ * both; from these groups it reads 10.5-10.8 GB/s of Q4_0/Q8_0 from memory on one thread of
+ * 11.3, so groups of 8 rows, a second copy rule, could gain at most the rest: benchmarks/NOTES.md).
  * The arithmetic is unchanged, so the results are the same, bit for bit. */
 bool tl_q8_interleaves(tl_dtype t);
 /* 16 rows of w (row_bytes apart, k columns) into one group at dst */

@@ -856,19 +856,12 @@ VNNI static void pack16_q6_K_vnni(const void *w, size_t row_bytes, int rows, int
 }
 
 /* one entry per format, n made a constant for each count of activation rows */
-#define BY_ROWS(call)                                                                                                   \
-    switch (n) {                                                                                                        \
-    case 1: call(1); break;                                                                                             \
-    case 2: call(2); break;                                                                                             \
-    case 3: call(3); break;                                                                                             \
-    default: call(4); break;                                                                                            \
-    }
 #define GEMV_VNNI(name, call)                                                                                           \
     VNNI static void gemv_##name##_vnni(const void *w, size_t row_bytes, int rows, int64_t k, const void *xq,          \
                                         size_t xs, int n, float *y, size_t ldy) {                                      \
         const rows16 rr = rows_of(w, row_bytes, rows), *r = &rr;                                                        \
         const uint8_t *x = xq;                                                                                          \
-        BY_ROWS(call);                                                                                                  \
+        TL_Q8_BY_ROWS(n, call);                                                                                         \
     }
 #define CALL_Q4_0(n) gemv_legacy(r, k, x, xs, n, y, ldy, rows, Q4_0)
 #define CALL_Q4_1(n) gemv_legacy(r, k, x, xs, n, y, ldy, rows, Q4_1)
@@ -894,7 +887,7 @@ GEMV_VNNI(q6_K, CALL_Q6_K)
                                           size_t xs, int n, float *y, size_t ldy) {                                    \
         (void)row_bytes, (void)rows;                                                                                    \
         const uint8_t *x = xq;                                                                                          \
-        BY_ROWS(call);                                                                                                  \
+        TL_Q8_BY_ROWS(n, call);                                                                                         \
     }
 #define CALL16_Q4_0(n) gemv_legacy_16(w, k, x, xs, n, y, ldy, Q4_0)
 #define CALL16_Q4_1(n) gemv_legacy_16(w, k, x, xs, n, y, ldy, Q4_1)
@@ -929,7 +922,6 @@ GEMV_VNNI(q6_K, CALL16_Q6_K)
 #undef CALL_Q5_K
 #undef CALL_Q6_K
 #undef GEMV_VNNI
-#undef BY_ROWS
 
 bool tl_q8_kernels_avx512(tl_dtype t, tl_q8_kernels *out) {
     if (!tl_cpu_has(TL_CPU_FEAT_AVX512_VNNI)) return false;

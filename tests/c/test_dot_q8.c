@@ -14,6 +14,7 @@
 #include "core/cpu.h"
 #include "core/dot_q8.h"
 #include "core/matmul.h"
+#include "core/pool.h"
 #include "torchless.h"
 
 #include <math.h>
@@ -198,6 +199,44 @@ static void check_matrix_copy(tl_dtype t) {
     free(group);
 }
 
+/* Whole products through tl_matmul (1 to 130 rows of x: decode, the GEMM's tiles and a second
+ * chunk) read from the interleaved copy equal those from the blocks, bit for bit; a matrix whose
+ * rows are not a multiple of 16 gets no copy */
+static void check_matmul_copy(tl_dtype t) {
+    const int64_t blk = t == TL_Q4_K || t == TL_Q5_K || t == TL_Q6_K ? 256 : 32, k = 3 * blk, m = 48;
+    const size_t rb = tl_dtype_row_size(t, k);
+    float *wf = malloc((size_t)(m * k) * sizeof(float)), *x = malloc((size_t)(130 * k) * sizeof(float));
+    float *y0 = malloc((size_t)(130 * m) * sizeof(float)), *y1 = malloc((size_t)(130 * m) * sizeof(float));
+    uint8_t *wq = malloc((size_t)m * rb);
+    for (int64_t i = 0; i < m * k; i++) wf[i] = (float)(uniform() * 2 - 1);
+    for (int64_t i = 0; i < 130 * k; i++) x[i] = (float)(uniform() * 2 - 1);
+    CHECK(tl_quantize(t, wf, wq, m * k) == TL_OK);
+    tl_tensor w = {.dtype = t, .n_dims = 2, .ne = {k, m - 8, 1, 1}, .nbytes = (size_t)(m - 8) * rb, .data = wq};
+    CHECK(tl_matmul_interleave(&w) == NULL, "%s: a copy of 40 rows", tl_dtype_name(t));
+    w.ne[1] = m, w.nbytes = (size_t)m * rb;
+    void *copy = tl_matmul_interleave(&w);
+    tl_pool *pool;
+    CHECK(tl_pool_new(2, &pool) == TL_OK);
+    float *scratch = aligned_alloc(64, (tl_matmul_scratch_floats(k, 2) * sizeof(float) + 63) & ~(size_t)63);
+    static const int64_t ns[] = {1, 3, 4, 13, 130};
+    for (size_t i = 0; copy && i < sizeof ns / sizeof ns[0]; i++) {
+        w.rows16 = NULL;
+        tl_matmul(pool, &w, x, ns[i], y0, scratch);
+        w.rows16 = copy;
+        tl_matmul(pool, &w, x, ns[i], y1, scratch);
+        CHECK(memcmp(y0, y1, (size_t)(ns[i] * m) * sizeof(float)) == 0, "%s: %lld rows of x from the copy differ",
+              tl_dtype_name(t), (long long)ns[i]);
+    }
+    tl_pool_free(pool);
+    free(scratch);
+    free(copy);
+    free(wf);
+    free(x);
+    free(y0);
+    free(y1);
+    free(wq);
+}
+
 int main(void) {
     const char *env = getenv("TORCHLESS_SEED");
     uint64_t seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
@@ -213,9 +252,15 @@ int main(void) {
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         tl_q8_kernels k;
         n_level += tl_q8_kernels_get(types[ti], &k);
+#ifdef __x86_64__
+        /* the AVX2 and AVX-512 levels read every format from interleaved rows */
+        if (tl_cpu_level_get() != TL_CPU_SCALAR && tl_q8_kernels_get(types[ti], &k))
+            CHECK(k.gemv16 && k.pack16, "%s: no kernels for interleaved rows at %s", tl_dtype_name(types[ti]), tl_cpu_isa());
+#endif
         CHECK(tl_q8_kernels_get(types[ti], &k) == tl_dtype_quantizes_activations(types[ti]));
         for (int trial = 0; trial < 60; trial++) check_dtype(types[ti], trial);
         check_matrix_copy(types[ti]);
+        check_matmul_copy(types[ti]);
     }
     tl_q8_kernels k;
     CHECK(!tl_q8_kernels_get(TL_F32, &k) && !tl_q8_kernels_get(TL_F16, &k) && !tl_q8_kernels_get(TL_BF16, &k));
