@@ -212,9 +212,9 @@ static void check_matmul_copy(tl_dtype t) {
     for (int64_t i = 0; i < 130 * k; i++) x[i] = (float)(uniform() * 2 - 1);
     CHECK(tl_quantize(t, wf, wq, m * k) == TL_OK);
     tl_tensor w = {.dtype = t, .n_dims = 2, .ne = {k, m - 8, 1, 1}, .nbytes = (size_t)(m - 8) * rb, .data = wq};
-    CHECK(tl_matmul_interleave(&w) == NULL, "%s: a copy of 40 rows", tl_dtype_name(t));
+    CHECK(tl_matmul_interleave(&w, 2) == NULL, "%s: a copy of 40 rows", tl_dtype_name(t));
     w.ne[1] = m, w.nbytes = (size_t)m * rb;
-    void *copy = tl_matmul_interleave(&w);
+    void *copy = tl_matmul_interleave(&w, 2);
     tl_pool *pool;
     CHECK(tl_pool_new(2, &pool) == TL_OK);
     float *scratch = aligned_alloc(64, (tl_matmul_scratch_floats(k, 2) * sizeof(float) + 63) & ~(size_t)63);
