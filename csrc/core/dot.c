@@ -106,6 +106,12 @@ AVX2 static void attn_values_avx2(float *out, const float *p, const void *v, siz
     }
 }
 
+AVX2 static void f16_widen_avx2(const uint16_t *src, float *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    for (; i < n; i++) dst[i] = _cvtsh_ss(src[i]);
+}
+
 AVX2 static void attn_scores_f16_avx2(const float *q, const void *k, size_t stride, int nk, int hd, float *s) {
     attn_scores_avx2(q, k, stride, nk, hd, true, s);
 }
@@ -381,6 +387,15 @@ AVX512 static void attn_values_avx512(float *out, const float *p, const void *v,
     }
 }
 
+AVX512 static void f16_widen_avx512(const uint16_t *src, float *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
+        _mm512_storeu_ps(dst + i + 16, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i + 16))));
+    }
+    for (; i < n; i++) dst[i] = _cvtsh_ss(src[i]);
+}
+
 AVX512 static void attn_scores_f16_avx512(const float *q, const void *k, size_t stride, int nk, int hd, float *s) {
     attn_scores_avx512(q, k, stride, nk, hd, true, s);
 }
@@ -640,6 +655,18 @@ tl_gelu_glu_fn tl_gelu_glu_kernel(void) {
 #ifdef TL_X86
     const int use_simd = simd_level();
     return use_simd == 2 ? gelu_glu_avx512 : use_simd == 1 ? gelu_glu_avx2 : NULL;
+#else
+    return NULL;
+#endif
+}
+
+tl_f16_widen_fn tl_f16_widen_kernel(void) {
+#ifdef __aarch64__
+    if (tl_cpu_level_get() == TL_CPU_NEON) return tl_f16_widen_kernel_neon();
+#endif
+#ifdef TL_X86
+    const int use_simd = simd_level();
+    return use_simd == 2 ? f16_widen_avx512 : use_simd == 1 ? f16_widen_avx2 : NULL;
 #else
     return NULL;
 #endif

@@ -41,4 +41,10 @@ tl_gelu_glu_fn tl_gelu_glu_kernel(void);
 
 bool tl_attn_kernels(tl_dtype kv, int hd, tl_attn_scores_fn *scores, tl_attn_values_fn *values);
 
+/* dst[i] = src[i] for n halves (F16 to F32: exact, as tl_f16_to_f32; a signalling NaN comes back
+ * quiet), in hardware: the attention widens a tile of cached keys and values once for every query
+ * head that reads it. NULL on the portable path (then tl_f16_table()). */
+typedef void (*tl_f16_widen_fn)(const uint16_t *src, float *dst, int64_t n);
+tl_f16_widen_fn tl_f16_widen_kernel(void);
+
 #endif

@@ -289,6 +289,17 @@ tl_dot_fn tl_dot_kernel_neon(tl_dtype t) {
 
 tl_exp_sum_fn tl_exp_sum_kernel_neon(void) { return exp_sum_neon; }
 
+static void f16_widen_neon(const uint16_t *src, float *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        vst1q_f32(dst + i, load4(src, i, W_F16));
+        vst1q_f32(dst + i + 4, load4(src, i + 4, W_F16));
+    }
+    for (; i < n; i++) dst[i] = half_to_f32(src[i]);
+}
+
+tl_f16_widen_fn tl_f16_widen_kernel_neon(void) { return f16_widen_neon; }
+
 void tl_attn_kernels_neon(tl_dtype kv, tl_attn_scores_fn *scores, tl_attn_values_fn *values) {
     *scores = kv == TL_F16 ? attn_scores_f16_neon : attn_scores_f32_neon;
     *values = kv == TL_F16 ? attn_values_f16_neon : attn_values_f32_neon;
