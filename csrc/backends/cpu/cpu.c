@@ -295,6 +295,8 @@ typedef struct {
     tl_dot_fn dot;
     tl_attn_scores_fn scores;
     tl_attn_values_fn values;
+    tl_attn_scores_rows_fn scores_rows; /* F32 rows only */
+    tl_attn_values_rows_fn values_rows;
     tl_exp_sum_fn exp_sum;
 } attn_kernels;
 
@@ -344,6 +346,45 @@ static void attend_block(const tl_attn_args *a, const attn_kernels *K, const flo
     }
 }
 
+/* The query rows of one token (heads of a kv group, hd floats apart in q and out) over the same
+ * nk float keys and values: attend_block for every row, with the scores and the value sums of
+ * all rows from the row kernels (each key and value read once for 4 rows) */
+static void attend_rows(const tl_attn_args *a, const attn_kernels *K, const float *q, float *out, int nr, const float *k,
+                        const float *v, int nk, float *m, float *l) {
+    enum { ROWS = 16 };
+    const int hd = a->head_dim;
+    float s[ROWS * ATTN_BLOCK];
+    for (int r0 = 0; r0 < nr; r0 += ROWS) {
+        const int rn = nr - r0 < ROWS ? nr - r0 : ROWS;
+        K->scores_rows(q + (size_t)r0 * hd, rn, k, nk, hd, s, ATTN_BLOCK);
+        for (int r = 0; r < rn; r++) {
+            float *sr = s + r * ATTN_BLOCK, *o = out + (size_t)(r0 + r) * hd, bm = -INFINITY;
+            for (int t = 0; t < nk; t++) {
+                float z = sr[t] * a->scale;
+                if (a->softcap > 0) z = softcap1(z, a->softcap);
+                sr[t] = z;
+                if (z > bm) bm = z;
+            }
+            if (bm > m[r0 + r]) {
+                const float f = expf(m[r0 + r] - bm);
+                if (l[r0 + r] > 0)
+                    for (int d = 0; d < hd; d++) o[d] *= f;
+                l[r0 + r] *= f;
+                m[r0 + r] = bm;
+            }
+            if (K->exp_sum) {
+                l[r0 + r] += K->exp_sum(sr, nk, m[r0 + r]);
+            } else {
+                for (int t = 0; t < nk; t++) {
+                    sr[t] = expf(sr[t] - m[r0 + r]);
+                    l[r0 + r] += sr[t];
+                }
+            }
+        }
+        K->values_rows(out + (size_t)r0 * hd, rn, s, ATTN_BLOCK, v, nk, hd);
+    }
+}
+
 static void widen_rows(tl_f16_widen_fn widen, const uint8_t *src, float *dst, int64_t n) {
     if (widen) {
         widen((const uint16_t *)src, dst, n);
@@ -388,6 +429,12 @@ static void attend_item(const tl_attn_args *a, const attn_kernels *K, tl_f16_wid
             const int32_t t0 = first_key(a, a->pos[i]), ta = t0 > tb ? t0 : tb;
             const int32_t tz = a->pos[i] < tb + nt - 1 ? a->pos[i] : tb + nt - 1;
             if (ta > tz) continue;
+            if (K->scores_rows) {
+                const size_t at = (size_t)i * q_dim + (size_t)h0 * hd, r = (size_t)(i - i0) * nh;
+                attend_rows(a, K, a->q + at, a->out + at, nh, (const float *)(kb + (size_t)(ta - tb) * row),
+                            (const float *)(vb + (size_t)(ta - tb) * row), tz - ta + 1, m + r, l + r);
+                continue;
+            }
             for (int h = h0; h < h1; h++) {
                 const int r = (i - i0) * nh + h - h0;
                 const size_t at = (size_t)i * q_dim + (size_t)h * hd;
@@ -416,6 +463,7 @@ static void attention_worker(void *p, int ith, int nth) {
     K.elem = K.dt == TL_F32 ? sizeof(float) : sizeof(uint16_t);
     K.dot = tl_dot_kernel(K.dt);
     tl_attn_kernels(K.dt, hd, &K.scores, &K.values);
+    if (K.dt == TL_F32) tl_attn_rows_kernels(hd, &K.scores_rows, &K.values_rows);
     K.exp_sum = tl_exp_sum_kernel();
     float *kt = wide ? j->tiles + (size_t)ith * 2 * ATTN_TILE_FLOATS : NULL, *vt = wide ? kt + ATTN_TILE_FLOATS : NULL;
     const int tk = wide && ATTN_TILE_FLOATS / hd < ATTN_BLOCK ? ATTN_TILE_FLOATS / hd : ATTN_BLOCK;
