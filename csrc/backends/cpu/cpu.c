@@ -305,21 +305,15 @@ static inline int32_t first_key(const tl_attn_args *a, int32_t pos) {
     return a->window > 0 && pos >= a->window ? pos - a->window + 1 : 0;
 }
 
-/* nk consecutive keys and values (rows of head_dim) for one query row, flash-decoding style:
- * the block's scores raise the running maximum m when they exceed it (rescaling the sum l and
- * the output accumulated so far by exp(m_old - m)), and add their exp(s - m) and exp(s - m) v_t.
- * No score matrix is materialised, at any context length. */
-static void attend_block(const tl_attn_args *a, const attn_kernels *K, const float *q, float *out, const uint8_t *k,
-                         const uint8_t *v, int nk, float *m, float *l) {
-    const int hd = a->head_dim;
-    const size_t row = (size_t)hd * K->elem;
-    float s[ATTN_BLOCK];
-    /* scores = q . k_t * scale, soft-capped where the model says */
+/* One step of a query row's online softmax (flash-decoding style) over nk scores q . k_t: scaled
+ * and soft-capped where the model says, they raise the running maximum m when they exceed it
+ * (rescaling the sum l and the output accumulated so far by exp(m_old - m)); s becomes their
+ * exp(s - m), added to l, for the caller to add sum_t s[t] v_t to out. No score matrix is
+ * materialised, at any context length. */
+static void softmax_step(const tl_attn_args *a, const attn_kernels *K, float *s, int nk, float *out, float *m, float *l) {
     float bm = -INFINITY;
-    if (K->scores) K->scores(q, k, (size_t)hd, nk, hd, s);
     for (int t = 0; t < nk; t++) {
-        const void *kt = k + (size_t)t * row;
-        float z = (K->scores ? s[t] : K->dot ? K->dot(kt, q, hd) : kv_dot_portable(q, kt, hd, K->dt)) * a->scale;
+        float z = s[t] * a->scale;
         if (a->softcap > 0) z = softcap1(z, a->softcap);
         s[t] = z;
         if (z > bm) bm = z;
@@ -327,7 +321,7 @@ static void attend_block(const tl_attn_args *a, const attn_kernels *K, const flo
     if (bm > *m) { /* a new maximum: what was summed so far shrinks by exp(m - bm) */
         const float r = expf(*m - bm);
         if (*l > 0)
-            for (int d = 0; d < hd; d++) out[d] *= r;
+            for (int d = 0; d < a->head_dim; d++) out[d] *= r;
         *l *= r;
         *m = bm;
     }
@@ -339,6 +333,23 @@ static void attend_block(const tl_attn_args *a, const attn_kernels *K, const flo
             *l += s[t];
         }
     }
+}
+
+/* nk consecutive keys and values (rows of head_dim) for one query row */
+static void attend_block(const tl_attn_args *a, const attn_kernels *K, const float *q, float *out, const uint8_t *k,
+                         const uint8_t *v, int nk, float *m, float *l) {
+    const int hd = a->head_dim;
+    const size_t row = (size_t)hd * K->elem;
+    float s[ATTN_BLOCK];
+    if (K->scores) {
+        K->scores(q, k, (size_t)hd, nk, hd, s);
+    } else {
+        for (int t = 0; t < nk; t++) {
+            const void *kt = k + (size_t)t * row;
+            s[t] = K->dot ? K->dot(kt, q, hd) : kv_dot_portable(q, kt, hd, K->dt);
+        }
+    }
+    softmax_step(a, K, s, nk, out, m, l);
     if (K->values) {
         K->values(out, s, v, (size_t)hd, nk, hd);
     } else {
@@ -357,30 +368,8 @@ static void attend_rows(const tl_attn_args *a, const attn_kernels *K, const floa
     for (int r0 = 0; r0 < nr; r0 += ROWS) {
         const int rn = nr - r0 < ROWS ? nr - r0 : ROWS;
         K->scores_rows(q + (size_t)r0 * hd, rn, k, nk, hd, s, ATTN_BLOCK);
-        for (int r = 0; r < rn; r++) {
-            float *sr = s + r * ATTN_BLOCK, *o = out + (size_t)(r0 + r) * hd, bm = -INFINITY;
-            for (int t = 0; t < nk; t++) {
-                float z = sr[t] * a->scale;
-                if (a->softcap > 0) z = softcap1(z, a->softcap);
-                sr[t] = z;
-                if (z > bm) bm = z;
-            }
-            if (bm > m[r0 + r]) {
-                const float f = expf(m[r0 + r] - bm);
-                if (l[r0 + r] > 0)
-                    for (int d = 0; d < hd; d++) o[d] *= f;
-                l[r0 + r] *= f;
-                m[r0 + r] = bm;
-            }
-            if (K->exp_sum) {
-                l[r0 + r] += K->exp_sum(sr, nk, m[r0 + r]);
-            } else {
-                for (int t = 0; t < nk; t++) {
-                    sr[t] = expf(sr[t] - m[r0 + r]);
-                    l[r0 + r] += sr[t];
-                }
-            }
-        }
+        for (int r = 0; r < rn; r++)
+            softmax_step(a, K, s + r * ATTN_BLOCK, nk, out + (size_t)(r0 + r) * hd, m + r0 + r, l + r0 + r);
         K->values_rows(out + (size_t)r0 * hd, rn, s, ATTN_BLOCK, v, nk, hd);
     }
 }
