@@ -125,6 +125,71 @@ AVX2 static void attn_values_avx2(float *out, const float *p, const void *v, siz
     }
 }
 
+AVX2 static void f16_widen_avx2(const uint16_t *src, float *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    for (; i < n; i++) dst[i] = _cvtsh_ss(src[i]);
+}
+
+/* dot.h's tl_attn_scores_rows_fn on 8 lanes: tiles of 4 rows x 2 keys, the 8 sums reduced at once
+ * (lane 2r + t holds row r, key t); rows and keys past the ends repeat the last one, unstored */
+AVX2 static void attn_scores_rows_avx2(const float *q, int nr, const float *k, int nk, int hd, float *s, int ld) {
+    for (int r0 = 0; r0 < nr; r0 += 4) {
+        const float *qr[4];
+        for (int r = 0; r < 4; r++) qr[r] = q + (size_t)(r0 + r < nr ? r0 + r : nr - 1) * hd;
+        for (int t0 = 0; t0 < nk; t0 += 2) {
+            const float *k0 = k + (size_t)t0 * hd, *k1 = t0 + 1 < nk ? k0 + hd : k0;
+            __m256 acc[8];
+            for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+            for (int d = 0; d < hd; d += 8) {
+                const __m256 a = _mm256_loadu_ps(k0 + d), b = _mm256_loadu_ps(k1 + d);
+                for (int r = 0; r < 4; r++) {
+                    const __m256 qv = _mm256_loadu_ps(qr[r] + d);
+                    acc[2 * r] = _mm256_fmadd_ps(qv, a, acc[2 * r]);
+                    acc[2 * r + 1] = _mm256_fmadd_ps(qv, b, acc[2 * r + 1]);
+                }
+            }
+            const __m256 h01 = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
+            const __m256 h23 = _mm256_hadd_ps(_mm256_hadd_ps(acc[4], acc[5]), _mm256_hadd_ps(acc[6], acc[7]));
+            float z[8];
+            _mm256_storeu_ps(z, _mm256_add_ps(_mm256_permute2f128_ps(h01, h23, 0x20), _mm256_permute2f128_ps(h01, h23, 0x31)));
+            for (int r = 0; r < 4 && r0 + r < nr; r++) {
+                s[(size_t)(r0 + r) * ld + t0] = z[2 * r];
+                if (t0 + 1 < nk) s[(size_t)(r0 + r) * ld + t0 + 1] = z[2 * r + 1];
+            }
+        }
+    }
+}
+
+/* R rows (a constant where it is called) of out[d0 .. d0 + 16) += sum_t p[r ld + t] v_t[d0 ..] */
+static inline __attribute__((always_inline)) AVX2 void values_rows_avx2(float *out, int R, const float *p, int ld, const float *v,
+                                                                         int nk, int hd, int d0) {
+    __m256 acc[4][2];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < 2; c++) acc[r][c] = _mm256_loadu_ps(out + (size_t)r * hd + d0 + 8 * c);
+    for (int t = 0; t < nk; t++) {
+        const __m256 v0 = _mm256_loadu_ps(v + (size_t)t * hd + d0), v1 = _mm256_loadu_ps(v + (size_t)t * hd + d0 + 8);
+        for (int r = 0; r < R; r++) {
+            const __m256 pt = _mm256_broadcast_ss(p + (size_t)r * ld + t);
+            acc[r][0] = _mm256_fmadd_ps(pt, v0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(pt, v1, acc[r][1]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < 2; c++) _mm256_storeu_ps(out + (size_t)r * hd + d0 + 8 * c, acc[r][c]);
+}
+
+AVX2 static void attn_values_rows_avx2(float *out, int nr, const float *p, int ld, const float *v, int nk, int hd) {
+    int r0 = 0;
+    for (; r0 + 4 <= nr; r0 += 4) {
+        int d0 = 0;
+        for (; d0 + 16 <= hd; d0 += 16) values_rows_avx2(out + (size_t)r0 * hd, 4, p + (size_t)r0 * ld, ld, v, nk, hd, d0);
+        for (int r = 0; r < 4 && d0 < hd; r++) /* hd an odd multiple of 8: the last 8 columns */
+            attn_values_avx2(out + (size_t)(r0 + r) * hd + d0, p + (size_t)(r0 + r) * ld, v + d0, (size_t)hd, nk, 8, false);
+    }
+    for (; r0 < nr; r0++) attn_values_avx2(out + (size_t)r0 * hd, p + (size_t)r0 * ld, v, (size_t)hd, nk, hd, false);
+}
+
 AVX2 static void attn_scores_f16_avx2(const float *q, const void *k, size_t stride, int nk, int hd, float *s) {
     attn_scores_avx2(q, k, stride, nk, hd, true, s);
 }
@@ -414,6 +479,101 @@ AVX512 static void attn_values_avx512(float *out, const float *p, const void *v,
     }
 }
 
+AVX512 static void f16_widen_avx512(const uint16_t *src, float *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
+        _mm512_storeu_ps(dst + i + 16, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i + 16))));
+    }
+    for (; i < n; i++) dst[i] = _cvtsh_ss(src[i]);
+}
+
+/* dot.h's tl_attn_scores_rows_fn: tiles of 4 rows x 4 keys in 16 accumulators, per 16 columns 4
+ * key loads, 4 query loads and 16 FMAs; the 16 sums reduced together (45 shuffles and adds
+ * instead of 16 reductions of ~8), lane 4r + t holding row r, key t. Rows and keys past the ends
+ * repeat the last one and are not stored. */
+AVX512 static void attn_scores_rows_avx512(const float *q, int nr, const float *k, int nk, int hd, float *s, int ld) {
+    for (int r0 = 0; r0 < nr; r0 += 4) {
+        const float *qr[4];
+        for (int r = 0; r < 4; r++) qr[r] = q + (size_t)(r0 + r < nr ? r0 + r : nr - 1) * hd;
+        for (int t0 = 0; t0 < nk; t0 += 4) {
+            const float *kt[4];
+            for (int t = 0; t < 4; t++) kt[t] = k + (size_t)(t0 + t < nk ? t0 + t : nk - 1) * hd;
+            __m512 acc[16]; /* acc[4t + r] */
+            for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+            for (int d = 0; d < hd; d += 16) {
+                __m512 kv[4];
+                for (int t = 0; t < 4; t++) kv[t] = _mm512_loadu_ps(kt[t] + d);
+                for (int r = 0; r < 4; r++) {
+                    const __m512 qv = _mm512_loadu_ps(qr[r] + d);
+                    for (int t = 0; t < 4; t++) acc[4 * t + r] = _mm512_fmadd_ps(qv, kv[t], acc[4 * t + r]);
+                }
+            }
+            /* pairs: the 128-bit blocks 0+2 and 1+3 of two accumulators side by side */
+            __m512 w[8], x[4], y[2];
+            for (int i = 0; i < 8; i++)
+                w[i] = _mm512_add_ps(_mm512_shuffle_f32x4(acc[2 * i], acc[2 * i + 1], 0x44),
+                                     _mm512_shuffle_f32x4(acc[2 * i], acc[2 * i + 1], 0xEE));
+            /* block b of x[j]: 4 partial sums of accumulator 4j + b */
+            for (int i = 0; i < 4; i++)
+                x[i] = _mm512_add_ps(_mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], 0x88),
+                                     _mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], 0xDD));
+            for (int i = 0; i < 2; i++)
+                y[i] = _mm512_add_ps(_mm512_unpacklo_ps(x[2 * i], x[2 * i + 1]), _mm512_unpackhi_ps(x[2 * i], x[2 * i + 1]));
+            /* lane 4b + j: accumulator 4j + b, i.e. row b, key j */
+            const __m512 z = _mm512_add_ps(_mm512_shuffle_ps(y[0], y[1], 0x44), _mm512_shuffle_ps(y[0], y[1], 0xEE));
+            if (r0 + 4 <= nr && t0 + 4 <= nk) {
+                _mm_storeu_ps(s + (size_t)r0 * ld + t0, _mm512_castps512_ps128(z));
+                _mm_storeu_ps(s + (size_t)(r0 + 1) * ld + t0, _mm512_extractf32x4_ps(z, 1));
+                _mm_storeu_ps(s + (size_t)(r0 + 2) * ld + t0, _mm512_extractf32x4_ps(z, 2));
+                _mm_storeu_ps(s + (size_t)(r0 + 3) * ld + t0, _mm512_extractf32x4_ps(z, 3));
+            } else {
+                float zs[16];
+                _mm512_storeu_ps(zs, z);
+                for (int r = 0; r < 4 && r0 + r < nr; r++)
+                    for (int t = 0; t < 4 && t0 + t < nk; t++) s[(size_t)(r0 + r) * ld + t0 + t] = zs[4 * r + t];
+            }
+        }
+    }
+}
+
+/* R rows (a constant where it is called) of out[d0 .. d0 + 16 C) += sum_t p[r ld + t] v_t[d0 ..]:
+ * per key C value loads, R broadcasts and R C FMAs */
+static inline __attribute__((always_inline)) AVX512 void values_rows_avx512(float *out, int R, int C, const float *p, int ld,
+                                                                             const float *v, int nk, int hd, int d0) {
+    __m512 acc[4][4];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) acc[r][c] = _mm512_loadu_ps(out + (size_t)r * hd + d0 + 16 * c);
+    for (int t = 0; t < nk; t++) {
+        __m512 vv[4];
+        for (int c = 0; c < C; c++) vv[c] = _mm512_loadu_ps(v + (size_t)t * hd + d0 + 16 * c);
+        for (int r = 0; r < R; r++) {
+            const __m512 pt = _mm512_set1_ps(p[(size_t)r * ld + t]);
+            for (int c = 0; c < C; c++) acc[r][c] = _mm512_fmadd_ps(pt, vv[c], acc[r][c]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) _mm512_storeu_ps(out + (size_t)r * hd + d0 + 16 * c, acc[r][c]);
+}
+
+AVX512 static void attn_values_rows_avx512(float *out, int nr, const float *p, int ld, const float *v, int nk, int hd) {
+    int r0 = 0;
+    for (; r0 + 4 <= nr; r0 += 4) {
+        float *o = out + (size_t)r0 * hd;
+        const float *pr = p + (size_t)r0 * ld;
+        int d0 = 0;
+        for (; d0 + 64 <= hd; d0 += 64) values_rows_avx512(o, 4, 4, pr, ld, v, nk, hd, d0);
+        for (; d0 < hd; d0 += 16) values_rows_avx512(o, 4, 1, pr, ld, v, nk, hd, d0);
+    }
+    for (; r0 < nr; r0++) {
+        float *o = out + (size_t)r0 * hd;
+        const float *pr = p + (size_t)r0 * ld;
+        int d0 = 0;
+        for (; d0 + 64 <= hd; d0 += 64) values_rows_avx512(o, 1, 4, pr, ld, v, nk, hd, d0);
+        for (; d0 < hd; d0 += 16) values_rows_avx512(o, 1, 1, pr, ld, v, nk, hd, d0);
+    }
+}
+
 AVX512 static void attn_scores_f16_avx512(const float *q, const void *k, size_t stride, int nk, int hd, float *s) {
     attn_scores_avx512(q, k, stride, nk, hd, true, s);
 }
@@ -677,6 +837,42 @@ tl_gelu_glu_fn tl_gelu_glu_kernel(void) {
 #else
     return NULL;
 #endif
+}
+
+tl_f16_widen_fn tl_f16_widen_kernel(void) {
+#ifdef __aarch64__
+    if (tl_cpu_level_get() == TL_CPU_NEON) return tl_f16_widen_kernel_neon();
+#endif
+#ifdef TL_X86
+    const int use_simd = simd_level();
+    return use_simd == 2 ? f16_widen_avx512 : use_simd == 1 ? f16_widen_avx2 : NULL;
+#else
+    return NULL;
+#endif
+}
+
+bool tl_attn_rows_kernels(int hd, tl_attn_scores_rows_fn *scores, tl_attn_values_rows_fn *values) {
+    *scores = NULL;
+    *values = NULL;
+#ifdef __aarch64__
+    if (tl_cpu_level_get() == TL_CPU_NEON && hd % 4 == 0) {
+        tl_attn_rows_kernels_neon(scores, values);
+        return true;
+    }
+#endif
+#ifdef TL_X86
+    const int use_simd = simd_level();
+    if (use_simd == 2 && hd % 16 == 0) {
+        *scores = attn_scores_rows_avx512;
+        *values = attn_values_rows_avx512;
+    } else if (use_simd >= 1 && hd % 8 == 0) {
+        *scores = attn_scores_rows_avx2;
+        *values = attn_values_rows_avx2;
+    }
+#else
+    (void)hd;
+#endif
+    return *scores != NULL;
 }
 
 bool tl_attn_kernels(tl_dtype kv, int hd, tl_attn_scores_fn *scores, tl_attn_values_fn *values) {

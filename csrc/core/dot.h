@@ -41,4 +41,20 @@ tl_gelu_glu_fn tl_gelu_glu_kernel(void);
 
 bool tl_attn_kernels(tl_dtype kv, int hd, tl_attn_scores_fn *scores, tl_attn_values_fn *values);
 
+/* The same over a tile of float keys and values (an F16 cache's widened once for every query
+ * head of a kv group), nr query rows at once: q and out are nr rows of hd floats, k and v nk
+ * rows of hd floats; s[r ld + t] = q_r . k_t, and out_r += sum_t p[r ld + t] v_t. Each key and
+ * value read serves several rows (register tiles of 4 rows), and the scores of 4 rows by 4 keys
+ * come out of one horizontal reduction. For head sizes that are a multiple of 16 (AVX-512), 8
+ * (AVX2) or 4 (NEON); false (and NULLs) otherwise, when the caller goes a row at a time. */
+typedef void (*tl_attn_scores_rows_fn)(const float *q, int nr, const float *k, int nk, int hd, float *s, int ld);
+typedef void (*tl_attn_values_rows_fn)(float *out, int nr, const float *p, int ld, const float *v, int nk, int hd);
+bool tl_attn_rows_kernels(int hd, tl_attn_scores_rows_fn *scores, tl_attn_values_rows_fn *values);
+
+/* dst[i] = src[i] for n halves (F16 to F32: exact, as tl_f16_to_f32; a signalling NaN comes back
+ * quiet), in hardware: the attention widens a tile of cached keys and values once for every query
+ * head that reads it. NULL on the portable path (then tl_f16_table()). */
+typedef void (*tl_f16_widen_fn)(const uint16_t *src, float *dst, int64_t n);
+tl_f16_widen_fn tl_f16_widen_kernel(void);
+
 #endif

@@ -289,6 +289,79 @@ tl_dot_fn tl_dot_kernel_neon(tl_dtype t) {
 
 tl_exp_sum_fn tl_exp_sum_kernel_neon(void) { return exp_sum_neon; }
 
+/* dot.h's tl_attn_scores_rows_fn on 4 lanes: tiles of 4 rows x 4 keys, each row's 4 sums by two
+ * pairwise adds; rows and keys past the ends repeat the last one, unstored */
+static void attn_scores_rows_neon(const float *q, int nr, const float *k, int nk, int hd, float *s, int ld) {
+    for (int r0 = 0; r0 < nr; r0 += 4) {
+        const float *qr[4];
+        for (int r = 0; r < 4; r++) qr[r] = q + (size_t)(r0 + r < nr ? r0 + r : nr - 1) * hd;
+        for (int t0 = 0; t0 < nk; t0 += 4) {
+            const float *kt[4];
+            for (int t = 0; t < 4; t++) kt[t] = k + (size_t)(t0 + t < nk ? t0 + t : nk - 1) * hd;
+            float32x4_t acc[4][4];
+            for (int r = 0; r < 4; r++)
+                for (int t = 0; t < 4; t++) acc[r][t] = vdupq_n_f32(0);
+            for (int d = 0; d < hd; d += 4) {
+                float32x4_t kv[4];
+                for (int t = 0; t < 4; t++) kv[t] = vld1q_f32(kt[t] + d);
+                for (int r = 0; r < 4; r++) {
+                    const float32x4_t qv = vld1q_f32(qr[r] + d);
+                    for (int t = 0; t < 4; t++) acc[r][t] = vfmaq_f32(acc[r][t], qv, kv[t]);
+                }
+            }
+            for (int r = 0; r < 4 && r0 + r < nr; r++) {
+                const float32x4_t z = vpaddq_f32(vpaddq_f32(acc[r][0], acc[r][1]), vpaddq_f32(acc[r][2], acc[r][3]));
+                if (t0 + 4 <= nk) {
+                    vst1q_f32(s + (size_t)(r0 + r) * ld + t0, z);
+                } else {
+                    float zs[4];
+                    vst1q_f32(zs, z);
+                    for (int t = 0; t < nk - t0; t++) s[(size_t)(r0 + r) * ld + t0 + t] = zs[t];
+                }
+            }
+        }
+    }
+}
+
+/* out_r += sum_t p[r ld + t] v_t: 4 rows x 16 columns of out in registers across the keys */
+static void attn_values_rows_neon(float *out, int nr, const float *p, int ld, const float *v, int nk, int hd) {
+    for (int r0 = 0; r0 < nr; r0 += 4) {
+        const int rn = nr - r0 < 4 ? nr - r0 : 4;
+        for (int d0 = 0; d0 < hd; d0 += 16) {
+            const int cn = hd - d0 < 16 ? (hd - d0) / 4 : 4;
+            float32x4_t acc[4][4];
+            for (int r = 0; r < rn; r++)
+                for (int c = 0; c < cn; c++) acc[r][c] = vld1q_f32(out + (size_t)(r0 + r) * hd + d0 + 4 * c);
+            for (int t = 0; t < nk; t++) {
+                float32x4_t vv[4];
+                for (int c = 0; c < cn; c++) vv[c] = vld1q_f32(v + (size_t)t * hd + d0 + 4 * c);
+                for (int r = 0; r < rn; r++) {
+                    const float pt = p[(size_t)(r0 + r) * ld + t];
+                    for (int c = 0; c < cn; c++) acc[r][c] = vfmaq_n_f32(acc[r][c], vv[c], pt);
+                }
+            }
+            for (int r = 0; r < rn; r++)
+                for (int c = 0; c < cn; c++) vst1q_f32(out + (size_t)(r0 + r) * hd + d0 + 4 * c, acc[r][c]);
+        }
+    }
+}
+
+void tl_attn_rows_kernels_neon(tl_attn_scores_rows_fn *scores, tl_attn_values_rows_fn *values) {
+    *scores = attn_scores_rows_neon;
+    *values = attn_values_rows_neon;
+}
+
+static void f16_widen_neon(const uint16_t *src, float *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        vst1q_f32(dst + i, load4(src, i, W_F16));
+        vst1q_f32(dst + i + 4, load4(src, i + 4, W_F16));
+    }
+    for (; i < n; i++) dst[i] = half_to_f32(src[i]);
+}
+
+tl_f16_widen_fn tl_f16_widen_kernel_neon(void) { return f16_widen_neon; }
+
 void tl_attn_kernels_neon(tl_dtype kv, tl_attn_scores_fn *scores, tl_attn_values_fn *values) {
     *scores = kv == TL_F16 ? attn_scores_f16_neon : attn_scores_f32_neon;
     *values = kv == TL_F16 ? attn_values_f16_neon : attn_values_f32_neon;

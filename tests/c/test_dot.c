@@ -6,6 +6,7 @@
  * since the kernels sum in another order. */
 #include "core/cpu.h"
 #include "core/dot.h"
+#include "core/fp16.h"
 #include "core/matmul.h"
 #include "torchless.h"
 
@@ -149,6 +150,83 @@ static void test_attention_kernels(void) {
     }
 }
 
+/* the row kernels over float tiles: nr query rows by nk keys and values, every tail of the 4x4
+ * register tiles, against double sums; entries of s outside [0, nr) x [0, nk) stay untouched */
+static void check_attention_rows(int hd, int nr, int nk, tl_attn_scores_rows_fn scores, tl_attn_values_rows_fn values) {
+    enum { MAX_HD = 256, MAX_NK = 67, MAX_NR = 9, LD = MAX_NK + 3 };
+    static float q[MAX_NR * MAX_HD], k[MAX_NK * MAX_HD], v[MAX_NK * MAX_HD], out[MAX_NR * MAX_HD], out0[MAX_NR * MAX_HD];
+    static float s[MAX_NR * LD], p[MAX_NR * LD];
+    fill(q, (int64_t)nr * hd, 1.0);
+    fill(k, (int64_t)nk * hd, 2.0);
+    fill(v, (int64_t)nk * hd, 2.0);
+    fill(out0, (int64_t)nr * hd, 1.0);
+    for (int i = 0; i < MAX_NR * LD; i++) s[i] = -7.0f, p[i] = (float)uniform();
+    scores(q, nr, k, nk, hd, s, LD);
+    int bad = 0;
+    for (int r = 0; r < MAX_NR; r++)
+        for (int t = 0; t < LD; t++) {
+            if (r >= nr || t >= nk) {
+                bad += s[r * LD + t] != -7.0f;
+                continue;
+            }
+            double ref = 0, mag = 0;
+            for (int d = 0; d < hd; d++) {
+                ref += (double)q[r * hd + d] * k[t * hd + d];
+                mag += fabs((double)q[r * hd + d] * k[t * hd + d]);
+            }
+            bad += !(fabs(s[r * LD + t] - ref) <= TOL * mag);
+        }
+    CHECK(bad == 0, "row scores hd=%d nr=%d nk=%d: %d entries wrong", hd, nr, nk, bad);
+    memcpy(out, out0, sizeof(float) * (size_t)nr * hd);
+    values(out, nr, p, LD, v, nk, hd);
+    bad = 0;
+    for (int r = 0; r < nr; r++)
+        for (int d = 0; d < hd; d++) {
+            double ref = out0[r * hd + d], mag = fabs(out0[r * hd + d]);
+            for (int t = 0; t < nk; t++) {
+                ref += (double)p[r * LD + t] * v[t * hd + d];
+                mag += fabs((double)p[r * LD + t] * v[t * hd + d]);
+            }
+            bad += !(fabs(out[r * hd + d] - ref) <= TOL * mag);
+        }
+    CHECK(bad == 0, "row values hd=%d nr=%d nk=%d: %d entries wrong", hd, nr, nk, bad);
+}
+
+static void test_attention_rows_kernels(void) {
+    tl_attn_scores_rows_fn scores;
+    tl_attn_values_rows_fn values;
+    const int hds[] = {4, 8, 16, 24, 40, 64, 80, 256}, nrs[] = {1, 3, 4, 5, 8, 9}, nks[] = {1, 3, 4, 5, 64, 67};
+    CHECK(!tl_attn_rows_kernels(6, &scores, &values) && !scores && !values);
+    for (int h = 0; h < 8; h++) {
+        if (!tl_attn_rows_kernels(hds[h], &scores, &values)) continue;
+        CHECK(scores && values);
+        for (int r = 0; r < 6; r++)
+            for (int k = 0; k < 6; k++) check_attention_rows(hds[h], nrs[r], nks[k], scores, values);
+    }
+}
+
+/* every half widened as tl_f16_to_f32 widens it, bit for bit (a NaN as a NaN), from every
+ * starting offset of a vector */
+static void test_f16_widen(void) {
+    const tl_f16_widen_fn widen = tl_f16_widen_kernel();
+    if (!widen) return;
+    enum { N = 65536 + 40 };
+    uint16_t *h = malloc(N * sizeof(uint16_t));
+    float *f = malloc(N * sizeof(float));
+    for (int i = 0; i < N; i++) h[i] = (uint16_t)i;
+    for (int off = 0; off < 33; off += 11) {
+        widen(h + off, f, N - 40);
+        int bad = 0;
+        for (int i = 0; i < N - 40; i++) {
+            const float want = tl_f16_to_f32(h[off + i]);
+            bad += isnan(want) ? !isnan(f[i]) : memcmp(&want, f + i, sizeof want) != 0;
+        }
+        CHECK(bad == 0, "f16 widen from offset %d: %d halves differ", off, bad);
+    }
+    free(h);
+    free(f);
+}
+
 /* softmax numerators: exp(s - m) within 2 ulp of expf, down to where it underflows */
 static void test_exp_sum(void) {
     const tl_exp_sum_fn exp_sum = tl_exp_sum_kernel();
@@ -213,6 +291,8 @@ int main(void) {
     test_dot_kernels();
     test_float_matrix_copy();
     test_attention_kernels();
+    test_attention_rows_kernels();
+    test_f16_widen();
     test_exp_sum();
     test_gelu_glu();
     return check_summary();

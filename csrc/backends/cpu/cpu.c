@@ -21,11 +21,17 @@
 void openblas_set_num_threads(int);
 #endif
 
+/* A thread's tile of widened keys, and one of values: ATTN_TILE_FLOATS / head_dim positions (at
+ * most attention's block: 64 for heads of 64 and 128, 32 for 256), 32 KB each, read from L1/L2 by
+ * every query row of a work item */
+#define ATTN_TILE_FLOATS 8192
+
 typedef struct cpu_stream {
     tl_stream base;
     tl_pool *pool;
     float *scratch; /* tl_matmul's per-thread tiles */
     size_t scratch_floats;
+    float *attn_tiles; /* attention's widened keys and values, 2 ATTN_TILE_FLOATS a thread */
 } cpu_stream;
 
 static void *aligned_bytes(size_t bytes) { return aligned_alloc(64, (bytes + 63) & ~(size_t)63); }
@@ -79,6 +85,12 @@ static tl_status stream_new(tl_device *d, int n_threads, tl_stream **out) {
         free(s);
         return st;
     }
+    s->attn_tiles = aligned_bytes((size_t)tl_pool_size(s->pool) * 2 * ATTN_TILE_FLOATS * sizeof(float));
+    if (!s->attn_tiles) {
+        tl_pool_free(s->pool);
+        free(s);
+        return tl_set_error(TL_ERR_NOMEM, "cpu: out of memory for attention tiles");
+    }
 #ifdef TL_HAVE_OPENBLAS
     openblas_set_num_threads(1); /* our pool owns the threads (CONVENTIONS.md) */
 #endif
@@ -92,6 +104,7 @@ static void stream_free(tl_stream *st) {
     if (!s) return;
     tl_pool_free(s->pool);
     free(s->scratch);
+    free(s->attn_tiles);
     free(s);
 }
 
@@ -268,77 +281,209 @@ static void kv_axpy_portable(float *y, float a, const void *row, int hd, tl_dtyp
 
 /* keys per step of the online softmax: their scores live on the stack, never the whole row */
 #define ATTN_BLOCK 64
+/* query rows (query heads of one kv head x tokens of one sequence) in a work item */
+#define ATTN_ROWS 64
 
-/* Every (token, head) pair over its sequence's cached positions, flash-decoding style: keys
- * are taken in blocks; each block's scores raise the running maximum m when they exceed it
- * (rescaling the sum l and the output accumulated so far by exp(m_old - m)), and add their
- * exp(s - m) and exp(s - m) v_t. No score matrix is materialised, at any context length. */
-static void attention_worker(void *p, int ith, int nth) {
-    const tl_attn_args *a = p;
-    const int hd = a->head_dim, group = a->n_heads / a->n_kv_heads;
-    const size_t q_dim = (size_t)a->n_heads * hd;
-    const tl_dtype dt = a->kv_dtype;
-    const size_t elem = dt == TL_F32 ? sizeof(float) : sizeof(uint16_t);
-    const tl_dot_fn dot = tl_dot_kernel(dt);
-    tl_attn_scores_fn block_scores;
-    tl_attn_values_fn block_values;
-    tl_attn_kernels(dt, hd, &block_scores, &block_values);
-    const tl_exp_sum_fn exp_sum = tl_exp_sum_kernel();
+typedef struct {
+    const tl_attn_args *a;
+    float *tiles; /* per thread: keys then values, 2 ATTN_TILE_FLOATS; NULL: rows read as cached */
+    int heads;    /* query heads of a kv group in one work item */
+    int tokens;   /* consecutive tokens of one sequence in one work item */
+} attn_job;
+
+/* the kernels for the rows attention reads: the cache's, or its tiles widened to F32 */
+typedef struct {
+    tl_dtype dt;
+    size_t elem;
+    tl_dot_fn dot;
+    tl_attn_scores_fn scores;
+    tl_attn_values_fn values;
+    tl_attn_scores_rows_fn scores_rows; /* F32 rows only */
+    tl_attn_values_rows_fn values_rows;
+    tl_exp_sum_fn exp_sum;
+} attn_kernels;
+
+/* the first key position a query at pos sees: causal, and a windowed layer's last W positions */
+static inline int32_t first_key(const tl_attn_args *a, int32_t pos) {
+    return a->window > 0 && pos >= a->window ? pos - a->window + 1 : 0;
+}
+
+/* One step of a query row's online softmax (flash-decoding style) over nk scores q . k_t: scaled
+ * and soft-capped where the model says, they raise the running maximum m when they exceed it
+ * (rescaling the sum l and the output accumulated so far by exp(m_old - m)); s becomes their
+ * exp(s - m), added to l, for the caller to add sum_t s[t] v_t to out. No score matrix is
+ * materialised, at any context length. */
+static void softmax_step(const tl_attn_args *a, const attn_kernels *K, float *s, int nk, float *out, float *m, float *l) {
+    float bm = -INFINITY;
+    for (int t = 0; t < nk; t++) {
+        float z = s[t] * a->scale;
+        if (a->softcap > 0) z = softcap1(z, a->softcap);
+        s[t] = z;
+        if (z > bm) bm = z;
+    }
+    if (bm > *m) { /* a new maximum: what was summed so far shrinks by exp(m - bm) */
+        const float r = expf(*m - bm);
+        if (*l > 0)
+            for (int d = 0; d < a->head_dim; d++) out[d] *= r;
+        *l *= r;
+        *m = bm;
+    }
+    if (K->exp_sum) {
+        *l += K->exp_sum(s, nk, *m);
+    } else {
+        for (int t = 0; t < nk; t++) {
+            s[t] = expf(s[t] - *m);
+            *l += s[t];
+        }
+    }
+}
+
+/* nk consecutive keys and values (rows of head_dim) for one query row */
+static void attend_block(const tl_attn_args *a, const attn_kernels *K, const float *q, float *out, const uint8_t *k,
+                         const uint8_t *v, int nk, float *m, float *l) {
+    const int hd = a->head_dim;
+    const size_t row = (size_t)hd * K->elem;
     float s[ATTN_BLOCK];
-    int64_t w0, w1;
-    tl_split((int64_t)a->n * a->n_heads, ith, nth, &w0, &w1);
-    for (int64_t w = w0; w < w1; w++) {
-        const int i = (int)(w / a->n_heads), h = (int)(w % a->n_heads), kvh = h / group;
-        const int32_t pos = a->pos[i];
-        const float *q = a->q + (size_t)i * q_dim + (size_t)h * hd;
-        float *out = a->out + (size_t)i * q_dim + (size_t)h * hd;
-        const size_t base = cache_index(a->seq[i], kvh, 0, a->n_kv_heads, a->max_seq_len, hd);
-        const size_t stride = (size_t)hd;
-        const uint8_t *kc = (const uint8_t *)a->k_cache + base * elem, *vc = (const uint8_t *)a->v_cache + base * elem;
-        /* keys t0..pos (causal; a windowed layer starts at pos - W + 1) */
-        const int32_t t0 = a->window > 0 && pos >= a->window ? pos - a->window + 1 : 0;
-        float m = -INFINITY, l = 0;
-        memset(out, 0, (size_t)hd * sizeof(float));
-        for (int32_t tb = t0; tb <= pos; tb += ATTN_BLOCK) {
-            const int nk = pos - tb + 1 < ATTN_BLOCK ? pos - tb + 1 : ATTN_BLOCK;
-            /* scores = q . k_t * scale, soft-capped where the model says */
-            float bm = -INFINITY;
-            if (block_scores) block_scores(q, kc + (size_t)tb * stride * elem, stride, nk, hd, s);
-            for (int t = 0; t < nk; t++) {
-                const void *k = kc + (size_t)(tb + t) * stride * elem;
-                float z = (block_scores ? s[t] : dot ? dot(k, q, hd) : kv_dot_portable(q, k, hd, dt)) * a->scale;
-                if (a->softcap > 0) z = softcap1(z, a->softcap);
-                s[t] = z;
-                if (z > bm) bm = z;
+    if (K->scores) {
+        K->scores(q, k, (size_t)hd, nk, hd, s);
+    } else {
+        for (int t = 0; t < nk; t++) {
+            const void *kt = k + (size_t)t * row;
+            s[t] = K->dot ? K->dot(kt, q, hd) : kv_dot_portable(q, kt, hd, K->dt);
+        }
+    }
+    softmax_step(a, K, s, nk, out, m, l);
+    if (K->values) {
+        K->values(out, s, v, (size_t)hd, nk, hd);
+    } else {
+        for (int t = 0; t < nk; t++) kv_axpy_portable(out, s[t], v + (size_t)t * row, hd, K->dt);
+    }
+}
+
+/* The query rows of one token (heads of a kv group, hd floats apart in q and out) over the same
+ * nk float keys and values: attend_block for every row, with the scores and the value sums of
+ * all rows from the row kernels (each key and value read once for 4 rows) */
+static void attend_rows(const tl_attn_args *a, const attn_kernels *K, const float *q, float *out, int nr, const float *k,
+                        const float *v, int nk, float *m, float *l) {
+    enum { ROWS = 16 };
+    const int hd = a->head_dim;
+    float s[ROWS * ATTN_BLOCK];
+    for (int r0 = 0; r0 < nr; r0 += ROWS) {
+        const int rn = nr - r0 < ROWS ? nr - r0 : ROWS;
+        K->scores_rows(q + (size_t)r0 * hd, rn, k, nk, hd, s, ATTN_BLOCK);
+        for (int r = 0; r < rn; r++)
+            softmax_step(a, K, s + r * ATTN_BLOCK, nk, out + (size_t)(r0 + r) * hd, m + r0 + r, l + r0 + r);
+        K->values_rows(out + (size_t)r0 * hd, rn, s, ATTN_BLOCK, v, nk, hd);
+    }
+}
+
+static void widen_rows(tl_f16_widen_fn widen, const uint8_t *src, float *dst, int64_t n) {
+    if (widen) {
+        widen((const uint16_t *)src, dst, n);
+        return;
+    }
+    const float *f16 = tl_f16_table();
+    const uint16_t *h = (const uint16_t *)src;
+    for (int64_t i = 0; i < n; i++) dst[i] = f16[h[i]];
+}
+
+/* One work item: tokens [i0, i1) of one sequence and query heads [h0, h1) of kv head kvh, over
+ * every key any of them sees, a tile of tk positions at a time. Where kt and vt are given, each
+ * tile of keys and values is widened to float once, for all the item's rows (the query heads
+ * of the group, each token). */
+static void attend_item(const tl_attn_args *a, const attn_kernels *K, tl_f16_widen_fn widen, float *kt, float *vt,
+                        int tk, int i0, int i1, int kvh, int h0, int h1) {
+    const int hd = a->head_dim, nh = h1 - h0;
+    const size_t q_dim = (size_t)a->n_heads * hd, row = (size_t)hd * K->elem;
+    const size_t cache_elem = a->kv_dtype == TL_F32 ? sizeof(float) : sizeof(uint16_t);
+    const size_t base = cache_index(a->seq[i0], kvh, 0, a->n_kv_heads, a->max_seq_len, hd);
+    const uint8_t *kc = (const uint8_t *)a->k_cache + base * cache_elem, *vc = (const uint8_t *)a->v_cache + base * cache_elem;
+    float m[ATTN_ROWS], l[ATTN_ROWS];
+    int32_t lo = a->pos[i0], hi = a->pos[i0];
+    for (int i = i0; i < i1; i++) {
+        const int32_t t0 = first_key(a, a->pos[i]);
+        lo = t0 < lo ? t0 : lo;
+        hi = a->pos[i] > hi ? a->pos[i] : hi;
+        memset(a->out + (size_t)i * q_dim + (size_t)h0 * hd, 0, (size_t)nh * hd * sizeof(float));
+    }
+    for (int r = 0; r < (i1 - i0) * nh; r++) m[r] = -INFINITY, l[r] = 0;
+    for (int32_t tb = lo; tb <= hi; tb += tk) {
+        const int nt = hi - tb + 1 < tk ? hi - tb + 1 : tk;
+        const uint8_t *kb = kc + (size_t)tb * hd * cache_elem, *vb = vc + (size_t)tb * hd * cache_elem;
+        if (kt) {
+            widen_rows(widen, kb, kt, (int64_t)nt * hd);
+            widen_rows(widen, vb, vt, (int64_t)nt * hd);
+            kb = (const uint8_t *)kt;
+            vb = (const uint8_t *)vt;
+        }
+        for (int i = i0; i < i1; i++) {
+            /* this token's keys in the tile: [ta, tz] */
+            const int32_t t0 = first_key(a, a->pos[i]), ta = t0 > tb ? t0 : tb;
+            const int32_t tz = a->pos[i] < tb + nt - 1 ? a->pos[i] : tb + nt - 1;
+            if (ta > tz) continue;
+            if (K->scores_rows) {
+                const size_t at = (size_t)i * q_dim + (size_t)h0 * hd, r = (size_t)(i - i0) * nh;
+                attend_rows(a, K, a->q + at, a->out + at, nh, (const float *)(kb + (size_t)(ta - tb) * row),
+                            (const float *)(vb + (size_t)(ta - tb) * row), tz - ta + 1, m + r, l + r);
+                continue;
             }
-            if (bm > m) { /* a new maximum: what was summed so far shrinks by exp(m - bm) */
-                const float r = expf(m - bm);
-                if (l > 0)
-                    for (int d = 0; d < hd; d++) out[d] *= r;
-                l *= r;
-                m = bm;
-            }
-            if (exp_sum) {
-                l += exp_sum(s, nk, m);
-            } else {
-                for (int t = 0; t < nk; t++) {
-                    s[t] = expf(s[t] - m);
-                    l += s[t];
-                }
-            }
-            if (block_values) {
-                block_values(out, s, vc + (size_t)tb * stride * elem, stride, nk, hd);
-            } else {
-                for (int t = 0; t < nk; t++) kv_axpy_portable(out, s[t], vc + (size_t)(tb + t) * stride * elem, hd, dt);
+            for (int h = h0; h < h1; h++) {
+                const int r = (i - i0) * nh + h - h0;
+                const size_t at = (size_t)i * q_dim + (size_t)h * hd;
+                attend_block(a, K, a->q + at, a->out + at, kb + (size_t)(ta - tb) * row, vb + (size_t)(ta - tb) * row,
+                             tz - ta + 1, &m[r], &l[r]);
             }
         }
-        const float inv = 1.0f / l;
-        for (int d = 0; d < hd; d++) out[d] *= inv;
+    }
+    for (int i = i0; i < i1; i++)
+        for (int h = h0; h < h1; h++) {
+            const float inv = 1.0f / l[(i - i0) * nh + h - h0];
+            float *out = a->out + (size_t)i * q_dim + (size_t)h * hd;
+            for (int d = 0; d < hd; d++) out[d] *= inv;
+        }
+}
+
+/* Work items (runs of up to j->tokens tokens of one sequence, kv head, j->heads query heads of
+ * its group) dealt round-robin: the causal prompt's later items, which see more keys, alternate
+ * between the threads. The result does not depend on which thread takes an item. */
+static void attention_worker(void *p, int ith, int nth) {
+    const attn_job *j = p;
+    const tl_attn_args *a = j->a;
+    const int hd = a->head_dim, group = a->n_heads / a->n_kv_heads;
+    const bool wide = j->tiles && a->kv_dtype == TL_F16 && hd <= ATTN_TILE_FLOATS;
+    attn_kernels K = {.dt = wide ? TL_F32 : a->kv_dtype};
+    K.elem = K.dt == TL_F32 ? sizeof(float) : sizeof(uint16_t);
+    K.dot = tl_dot_kernel(K.dt);
+    tl_attn_kernels(K.dt, hd, &K.scores, &K.values);
+    if (K.dt == TL_F32) tl_attn_rows_kernels(hd, &K.scores_rows, &K.values_rows);
+    K.exp_sum = tl_exp_sum_kernel();
+    float *kt = wide ? j->tiles + (size_t)ith * 2 * ATTN_TILE_FLOATS : NULL, *vt = wide ? kt + ATTN_TILE_FLOATS : NULL;
+    const int tk = wide && ATTN_TILE_FLOATS / hd < ATTN_BLOCK ? ATTN_TILE_FLOATS / hd : ATTN_BLOCK;
+    const tl_f16_widen_fn widen = tl_f16_widen_kernel();
+    int64_t w = 0;
+    for (int i0 = 0, i1; i0 < a->n; i0 = i1) {
+        for (i1 = i0 + 1; i1 < a->n && i1 - i0 < j->tokens && a->seq[i1] == a->seq[i0]; i1++) {}
+        for (int kvh = 0; kvh < a->n_kv_heads; kvh++)
+            for (int h0 = 0; h0 < group; h0 += j->heads, w++) {
+                if (w % nth != ith) continue;
+                const int h1 = h0 + j->heads < group ? h0 + j->heads : group;
+                attend_item(a, &K, widen, kt, vt, tk, i0, i1, kvh, kvh * group + h0, kvh * group + h1);
+            }
     }
 }
 
 static void attention(tl_stream *st, const tl_attn_args *a) {
-    tl_pool_run(((cpu_stream *)st)->pool, attention_worker, (void *)a);
+    cpu_stream *s = (cpu_stream *)st;
+    const int nth = tl_pool_size(s->pool), group = a->n_heads / a->n_kv_heads;
+    attn_job j = {.a = a, .tiles = s->attn_tiles, .heads = group < ATTN_ROWS ? group : ATTN_ROWS};
+    j.tokens = ATTN_ROWS / j.heads;
+    /* fewer items than threads (a decode step with few kv heads): the group's heads in parts,
+     * each part widening the tiles for itself */
+    int64_t runs = 0;
+    for (int i = 0, len = 0; i < a->n; i++, len++)
+        if (i == 0 || a->seq[i] != a->seq[i - 1] || len == j.tokens) runs++, len = 0;
+    while (j.heads > 1 && runs * a->n_kv_heads * ((group + j.heads - 1) / j.heads) < nth) j.heads = (j.heads + 1) / 2;
+    tl_pool_run(s->pool, attention_worker, &j);
 }
 
 /* ---- elementwise ---- */
