@@ -7,6 +7,7 @@
 
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,20 @@ static inline int check_summary(void) {
 }
 
 #define CHECK_SKIPPED 77 /* ctest's SKIP_RETURN_CODE */
+
+/* The tests' seeded random numbers: *check_rng() = the run's seed (printed), then
+ * check_urand() draws splitmix64 values in [0, 1). */
+static inline uint64_t *check_rng(void) {
+    static uint64_t state;
+    return &state;
+}
+
+static inline double check_urand(void) {
+    uint64_t z = (*check_rng() += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return (double)((z ^ (z >> 31)) >> 11) / 9007199254740992.0;
+}
 
 /* The per-level runs (TORCHLESS_CPU=avx512, =neon, ...): true, after saying so, when this CPU
  * lacks the level asked for, so that its kernels fell back to another level's. */

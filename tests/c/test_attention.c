@@ -21,13 +21,6 @@
 
 static double worst; /* the largest normwise error of the run, printed */
 
-static uint64_t rng_state;
-static double urand(void) { /* splitmix64 -> [0, 1) */
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return (double)((z ^ (z >> 31)) >> 11) / 9007199254740992.0;
-}
 
 typedef struct {
     const char *what;
@@ -55,7 +48,7 @@ static void run_case(tl_device *cpu, const attn_case *c) {
     double *z = malloc(MAX_SEQ * sizeof(double));
     /* every cached position random (those past a token's position must not count) */
     for (size_t i = 0; i < elems; i++) {
-        const float k = (float)(urand() * 2 - 1), v = (float)(urand() * 2 - 1);
+        const float k = (float)(check_urand() * 2 - 1), v = (float)(check_urand() * 2 - 1);
         if (c->kv == TL_F32) {
             ((float *)kc)[i] = k;
             ((float *)vc)[i] = v;
@@ -64,7 +57,7 @@ static void run_case(tl_device *cpu, const attn_case *c) {
             ((uint16_t *)vc)[i] = tl_f32_to_f16(v);
         }
     }
-    for (size_t i = 0; i < c->n * q_dim; i++) q[i] = (float)((urand() * 2 - 1) * c->q_scale);
+    for (size_t i = 0; i < c->n * q_dim; i++) q[i] = (float)((check_urand() * 2 - 1) * c->q_scale);
     for (int i = 0; i < c->n; i++) {
         pos[i] = c->pos ? c->pos[i] : c->p0 + i;
         seq[i] = c->seq ? c->seq[i] : 1;
@@ -116,8 +109,8 @@ static void run_case(tl_device *cpu, const attn_case *c) {
 
 int main(void) {
     const char *env = getenv("TORCHLESS_SEED");
-    rng_state = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
-    printf("seed %llu, kernels: %s\n", (unsigned long long)rng_state, tl_cpu_isa());
+    *check_rng() = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
+    printf("seed %llu, kernels: %s\n", (unsigned long long)*check_rng(), tl_cpu_isa());
     if (check_cpu_level_missing()) return CHECK_SKIPPED;
     tl_device *cpu;
     if (tl_device_open("cpu", &cpu)) {

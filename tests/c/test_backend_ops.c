@@ -22,14 +22,7 @@
 #include <string.h>
 #include <time.h>
 
-static uint64_t rng_state;
-static double urand(void) { /* splitmix64 -> [0, 1) */
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return (double)((z ^ (z >> 31)) >> 11) / 9007199254740992.0;
-}
-static float nrand(void) { return (float)(sqrt(-2 * log(urand() + 1e-300)) * cos(6.283185307179586 * urand())); }
+static float nrand(void) { return (float)(sqrt(-2 * log(check_urand() + 1e-300)) * cos(6.283185307179586 * check_urand())); }
 static void fill(float *x, size_t n, float scale) {
     for (size_t i = 0; i < n; i++) x[i] = nrand() * scale;
 }
@@ -308,7 +301,7 @@ static void test_small_ops(void) {
     float *q = malloc((size_t)nt * heads * hd * 4), *csn = malloc((size_t)nt * rope_dim * 4);
     fill(q, (size_t)nt * heads * hd, 1.0f);
     for (int i = 0; i < nt * rope_dim / 2; i++) {
-        double a = urand() * 6.28;
+        double a = check_urand() * 6.28;
         csn[2 * i] = (float)cos(a);
         csn[2 * i + 1] = (float)sin(a);
     }
@@ -518,15 +511,15 @@ static void top_k_case(int32_t rows, int32_t nv, int32_t k, int32_t n_ids, int k
     tl_top_k_cand *c_h = malloc((size_t)rows * k * sizeof *c_h), *c_d = malloc((size_t)rows * k * sizeof *c_d);
     for (size_t i = 0; i < n; i++) {
         const float v = nrand() * 3;
-        l[i] = kind == 1 ? roundf(v * 4) / 4 : kind == 2 ? 0.75f : kind == 4 ? (urand() < 0.5 ? 0.0f : -0.0f) : v;
-        if (kind == 3 && urand() < 0.99) l[i] = -INFINITY;
+        l[i] = kind == 1 ? roundf(v * 4) / 4 : kind == 2 ? 0.75f : kind == 4 ? (check_urand() < 0.5 ? 0.0f : -0.0f) : v;
+        if (kind == 3 && check_urand() < 0.99) l[i] = -INFINITY;
     }
     if (kind == 5)
         for (int32_t r = 0; r < rows; r++) {
-            l[(size_t)r * nv + (size_t)(urand() * nv)] = r % 2 ? NAN : INFINITY;
-            l[(size_t)r * nv + (size_t)(urand() * nv)] = NAN;
+            l[(size_t)r * nv + (size_t)(check_urand() * nv)] = r % 2 ? NAN : INFINITY;
+            l[(size_t)r * nv + (size_t)(check_urand() * nv)] = NAN;
         }
-    for (int32_t j = 0; j < rows * n_ids; j++) ids[j] = j % 7 == 3 ? -1 : (int32_t)(urand() * nv); /* repeats too */
+    for (int32_t j = 0; j < rows * n_ids; j++) ids[j] = j % 7 == 3 ? -1 : (int32_t)(check_urand() * nv); /* repeats too */
     tl_top_k_args h = {k, ids, n_ids, st_h, c_h, at_h}, d = {k, ids, n_ids, st_d, c_d, at_d};
     CHECK(tl_top_k_reference(l, rows, nv, &h) == TL_OK, "%s", tl_last_error());
     float *dl = gput(l, n * 4);
@@ -576,8 +569,8 @@ static void test_top_k(void) {
     top_k_case(1, 262144, 1024, 1024, 1);
     top_k_case(32, 49152, 105, 64, 0);  /* a batch of sequences */
     for (int i = 0; i < 6; i++) {       /* sizes at random */
-        const int32_t nv = 1 + (int32_t)(urand() * 70000), k = 1 + (int32_t)(urand() * (nv < 1024 ? nv : 1024));
-        top_k_case(1 + (int32_t)(urand() * 5), nv, k, (int32_t)(urand() * 100), (int)(urand() * 5));
+        const int32_t nv = 1 + (int32_t)(check_urand() * 70000), k = 1 + (int32_t)(check_urand() * (nv < 1024 ? nv : 1024));
+        top_k_case(1 + (int32_t)(check_urand() * 5), nv, k, (int32_t)(check_urand() * 100), (int)(check_urand() * 5));
     }
 }
 
@@ -615,13 +608,13 @@ static void test_generation_samples_on_the_device(const char *fixtures) {
     counted = *ctx->stream->ops;
     counted.top_k = counted_top_k;
     ctx->stream->ops = &counted;
-    int32_t bias_ids[3] = {(int32_t)(urand() * 512), (int32_t)(urand() * 512), 13};
+    int32_t bias_ids[3] = {(int32_t)(check_urand() * 512), (int32_t)(check_urand() * 512), 13};
     float bias[3] = {-INFINITY, 4.0f, 2.5f};
     int32_t prompt[41] = {1};
     int n_prompt = 1;
     for (int set = 0; set < 6; set++) {
         tl_sampler_params sp = tl_sampler_default_params();
-        sp.seed = (uint64_t)(urand() * 1e9);
+        sp.seed = (uint64_t)(check_urand() * 1e9);
         if (set == 0) sp.temperature = 0;
         if (set == 1) sp.temperature = 0.9f, sp.top_k = 40, sp.top_p = 0.9f, sp.min_p = 0.05f, sp.repeat_penalty = 1.3f,
                       sp.presence_penalty = 0.5f, sp.frequency_penalty = 0.3f, sp.penalty_last_n = 16;
@@ -691,7 +684,7 @@ static void bench_top_k(void) {
         fill(l, n, 3.0f);
         float *dl = gput(l, n * 4), *at = malloc((size_t)rows * 64 * 4);
         int32_t *ids = malloc((size_t)rows * 64 * 4);
-        for (int32_t j = 0; j < rows * 64; j++) ids[j] = (int32_t)(urand() * nv);
+        for (int32_t j = 0; j < rows * 64; j++) ids[j] = (int32_t)(check_urand() * nv);
         tl_top_k_stats *st = malloc(rows * sizeof *st);
         tl_top_k_cand *cand = malloc((size_t)rows * k * sizeof *cand);
         tl_top_k_args a = {k, ids, 0, st, cand, at};
@@ -832,8 +825,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     const char *s = getenv("TORCHLESS_SEED");
-    rng_state = s ? strtoull(s, NULL, 10) : (uint64_t)time(NULL);
-    printf("seed %llu, device %s (%s)\n", (unsigned long long)rng_state, name, gpu->name);
+    *check_rng() = s ? strtoull(s, NULL, 10) : (uint64_t)time(NULL);
+    printf("seed %llu, device %s (%s)\n", (unsigned long long)*check_rng(), name, gpu->name);
     if (argc > 1 && strcmp(argv[1], "--bench") == 0) {
         bench();
     } else {

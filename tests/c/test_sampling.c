@@ -245,20 +245,13 @@ static void test_top_p_without_top_k_on_a_flat_vocabulary(void) {
 
 /* ---- candidates (generate/sampling.h) against the whole row */
 
-static uint64_t seed_state;
-static double urand(void) { /* splitmix64 -> [0, 1) */
-    uint64_t z = (seed_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return (double)((z ^ (z >> 31)) >> 11) / 9007199254740992.0;
-}
-static int irand(int n) { return (int)(urand() * n); }
+static int irand(int n) { return (int)(check_urand() * n); }
 
 /* A row of the kind that tests the orders: continuous, on a coarse grid (many ties), partly or
  * mostly -inf, all equal, or with -0 beside +0. */
 static void random_row(float *l, int nv, int kind) {
     for (int i = 0; i < nv; i++) {
-        double u = urand() * 16 - 8;
+        double u = check_urand() * 16 - 8;
         l[i] = kind == 1 ? (float)floor(u * 2) / 2 : kind == 3 ? 1.25f : kind == 4 ? (irand(2) ? 0.0f : -0.0f) : (float)u;
         if ((kind == 2 && irand(10) < 9) || (kind == 0 && irand(50) == 0)) l[i] = -INFINITY;
     }
@@ -292,7 +285,7 @@ static void test_candidates_sample_as_the_whole_row(void) {
         p.n_logit_bias = irand(7);
         for (int i = 0; i < p.n_logit_bias; i++) {
             bias_ids[i] = i > 0 && irand(3) == 0 ? bias_ids[0] : irand(nv); /* repeats add up */
-            bias[i] = irand(4) == 0 ? -INFINITY : (float)(urand() * 10 - 5);
+            bias[i] = irand(4) == 0 ? -INFINITY : (float)(check_urand() * 10 - 5);
         }
         p.logit_bias_ids = bias_ids, p.logit_bias = bias;
         p.seed = (uint64_t)trial * 7919;
@@ -377,7 +370,7 @@ static void test_row_sums_are_the_sums_of_the_terms(void) {
         for (int i = 0; i < n; i++) {
             const int c = irand(20);
             l[i] = c == 0 ? -INFINITY : c == 1 ? -0.0f : c == 2 ? 0.0f : c == 3 ? -200.0f : c == 4 ? -64.0f : c == 5 ? -43.7f
-                                                                                                      : (float)(urand() * 60 - 50);
+                                                                                                      : (float)(check_urand() * 60 - 50);
         }
         const bool nan = si % 2 == 1 && n > 2;
         if (nan) l[n / 2] = NAN; /* bad, yet summed as 0 */
@@ -404,8 +397,8 @@ static void test_row_sums_are_the_sums_of_the_terms(void) {
 int main(void) {
     if (check_cpu_level_missing()) return CHECK_SKIPPED;
     const char *env = getenv("TORCHLESS_SEED");
-    seed_state = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
-    printf("seed %llu, CPU level %s\n", (unsigned long long)seed_state, tl_cpu_isa());
+    *check_rng() = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
+    printf("seed %llu, CPU level %s\n", (unsigned long long)*check_rng(), tl_cpu_isa());
     test_bad_params_are_rejected_with_the_field_named();
     test_greedy_picks_the_first_maximum();
     test_top_k_draws_stay_among_the_k_largest();
