@@ -285,8 +285,9 @@ def test_hf_naming_path_equals_gguf_naming_path(arch, neox, tmp_path, seed, rng)
     if any(a.windowed(l) for l in range(a.n_layers)):
         assert a.swa_rope()[0] == pytest.approx(b.swa_rope()[0]) and a.swa_rope()[1] == b.swa_rope()[1]
     toks = rng.integers(0, a.n_vocab, 20)
-    # float32 storage of 1 + w (Gemma) and of the llama3 divisors: ~1e-8
-    assert normwise_error(g.forward(toks), h.forward(toks)).max() <= 1e-7
+    # float32 storage of 1 + w (Gemma) and of the llama3 divisors: each a rounding of 2^-24 ≈ 6e-8,
+    # a few of them through the layers (largest seen over 480 seeded models: 6.6e-8, Gemma 2)
+    assert normwise_error(g.forward(toks), h.forward(toks)).max() <= 2e-7
 
 
 @pytest.mark.parametrize("arch", hf_synth.ARCHS)

@@ -284,9 +284,11 @@ def hf_config(arch: str, n_vocab: int, ids: dict, *, schema: int = 4, dtype: str
     elif arch == "phi3":
         rng = rng or np.random.default_rng(0)
         half = (dim // n_heads) // 2
-        scaling = {"rope_type": "longrope",
-                   "short_factor": [float(v) for v in np.round(1.0 + rng.random(half), 4)],
-                   "long_factor": [float(v) for v in np.round(1.0 + 7.0 * rng.random(half), 4)]}
+        # float32 values, as Phi-3's published configs print them (1.0800000429153442): the GGUF
+        # stores the factors as float32, and a rounded factor moves angles of late positions by ~1e-7
+        f32 = lambda x: [float(v) for v in np.round(x, 4).astype(np.float32)]
+        scaling = {"rope_type": "longrope", "short_factor": f32(1.0 + rng.random(half)),
+                   "long_factor": f32(1.0 + 7.0 * rng.random(half))}
         c.update(original_max_position_embeddings=64, sliding_window=None, resid_pdrop=0.0,
                  embd_pdrop=0.0, partial_rotary_factor=1.0)
     if schema == 4:
