@@ -9,8 +9,7 @@ on stdout, a table last.
                              [--gen 128] [--batches 8,32] [--dir /tmp] [--shape 7b|tiny]
                              [--vocab 262144]
 
-The weights are slices of one pool of random rows quantized once per dtype, so writing a
-13 GB file takes seconds; contents do not change the speed of a memory-bound kernel.
+The models are bench.py's synthetic ones (write_model: llama.cpp's mix for each format).
 """
 
 from __future__ import annotations
@@ -24,64 +23,7 @@ import time
 import numpy as np
 
 import torchless
-from torchless.convert import plan_tensors
-
-from bench import llama_metadata  # benchmarks/ is this script's folder
-
-SHAPES = {
-    "7b": dict(dim=4096, hidden=11008, n_layers=32, n_heads=32, n_kv_heads=32, vocab=32000),
-    "tiny": dict(dim=512, hidden=1024, n_layers=2, n_heads=8, n_kv_heads=4, vocab=1024),  # a smoke run
-}
-
-
-def emit(**r):
-    print(json.dumps(r), flush=True)
-
-
-def write_model(path: str, fmt: str, s: dict) -> int:
-    """The shape's model in format fmt ("f16", "q8_0", "q4_0", "q4_k_m": llama.cpp's mix);
-    returns the bytes of weights one decode step reads (every matrix but the embedding)."""
-    hd = s["dim"] // s["n_heads"]
-    kv = s["n_kv_heads"] * hd
-    md = llama_metadata(s, f"llama shape {fmt} random", 4096)
-    shapes = [("token_embd.weight", (s["vocab"], s["dim"])), ("output_norm.weight", (s["dim"],)),
-              ("output.weight", (s["vocab"], s["dim"]))]
-    for l in range(s["n_layers"]):
-        p = f"blk.{l}."
-        shapes += [(p + "attn_norm.weight", (s["dim"],)), (p + "attn_q.weight", (s["dim"], s["dim"])),
-                   (p + "attn_k.weight", (kv, s["dim"])), (p + "attn_v.weight", (kv, s["dim"])),
-                   (p + "attn_output.weight", (s["dim"], s["dim"])), (p + "ffn_norm.weight", (s["dim"],)),
-                   (p + "ffn_gate.weight", (s["hidden"], s["dim"])), (p + "ffn_up.weight", (s["hidden"], s["dim"])),
-                   (p + "ffn_down.weight", (s["dim"], s["hidden"]))]
-    plans = plan_tensors([(n, "f32", sh) for n, sh in shapes], {k: getattr(v, "value", v) for k, v in md.items()}, fmt)
-    rng = np.random.default_rng(0)
-    pools: dict[tuple[str, int], np.ndarray] = {}
-
-    def pool(dtype: str, cols: int) -> np.ndarray:
-        """Quantized random rows of `cols` columns, as many as the largest tensor has."""
-        key = (dtype, cols)
-        if key not in pools:
-            rows = max(sh[0] for _, sh in shapes if len(sh) == 2 and sh[1] == cols)
-            w = rng.standard_normal((rows, cols), dtype=np.float32) / np.float32(np.sqrt(cols))
-            pools[key] = w if dtype == "f32" else torchless.quantize(w, dtype).reshape(rows, -1)
-        return pools[key]
-
-    infos, matrix = [], 0
-    for p in plans:
-        infos.append((p.name, p.dst, p.shape))
-        if len(p.shape) == 2 and p.name != "token_embd.weight":
-            matrix += pool(p.dst, p.shape[1])[: p.shape[0]].nbytes
-
-    def fill(i: int):
-        p = plans[i]
-        if len(p.shape) == 1:
-            return np.ones(p.shape, np.float32)
-        rows = pool(p.dst, p.shape[1])
-        r0 = int(rng.integers(0, rows.shape[0] - p.shape[0] + 1))
-        return np.ascontiguousarray(rows[r0:r0 + p.shape[0]])
-
-    torchless.gguf.write_model(path, md, infos, fill)
-    return matrix
+from bench import SHAPES, write_model  # benchmarks/ is this script's folder
 
 
 def copy_bandwidth() -> float | None:

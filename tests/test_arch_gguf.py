@@ -545,6 +545,16 @@ def test_gemma3_270m_logits_match_float64_oracle_on_its_dequantized_weights(gemm
     assert int(cols[np.argmax(want[-1])]) == int(np.argmax(got[-1]))
 
 
+def test_gemma3_270m_with_a_q8_0_kv_cache_knows_capitals(gemma3_path):
+    """The same known answers with keys and values in Q8_0 (heads of 256, 8 blocks each)."""
+    m = torchless.Model(str(gemma3_path), max_seq_len=256, kv_dtype="q8_0", device="cpu")
+    for prompt, want in [("Question: What is the capital of France?\nAnswer:", " Paris"),
+                         ("The capital of France is Paris. The capital of Germany is", " Berlin")]:
+        m.reset()
+        out = m.generate(prompt, max_new_tokens=8, temperature=0)
+        assert out.startswith(want), out
+
+
 def test_gemma3_270m_greedy_knows_capitals(gemma3):
     """Known answers of the base model, greedy, with BOS. (For the bare "The capital of France is"
     this Q4_K_M file's greedy continuation is " the capital of the country of France. ...", with

@@ -252,6 +252,9 @@ def test_run_errors_are_one_line(capsys, fixtures):
     assert "top_p" in capsys.readouterr().err
     assert cli.main(["run", "/nonexistent.gguf", "hello"]) == 1
     assert "error" in capsys.readouterr().err
+    assert cli.main(["run", path, "x", "--kv-dtype", "q8_0", "--device", "cpu"]) == 1  # heads of 8
+    err = capsys.readouterr().err
+    assert "multiple of 32" in err and len(err.strip().splitlines()) == 1
 
 
 def test_run_on_a_named_device_and_a_bad_one(capsys, fixtures):

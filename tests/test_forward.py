@@ -22,6 +22,11 @@ Tolerances (normwise per position, ‖engine − reference‖₂ / ‖reference�
   synthetic models, 3e-4..6e-4 if the reference kept float64 keys and values, and 7.1e-4 on
   stories260K (dim 64: one flipped element weighs more) when the prefill GEMM is blocked in
   64-row tiles, 7e-5 with 16-row tiles — the same float32 products summed in another order).
+- Q8_0 KV cache (kv_dtype="q8_0", CPU): the reference rounds its cached keys and values through
+  the `gguf` package's Q8_0 (ggml's rounding); 1e-2. Most runs agree to ~1e-6 (median 7e-7 over
+  80 runs of llama and qwen3 with heads of 64 and 128); a key or value element within float32
+  noise of a rounding boundary takes the neighbouring code, a step of 1/127 of its block's
+  largest magnitude (measured up to 3e-3). A float cache instead differs by 4.7e-3 at least.
 - Engine against itself (prefill vs single-token decodes, batched vs alone): 1e-5, with or
   without quantized activations (their matmuls give bit-identical rows whatever the batch).
 """
@@ -37,6 +42,7 @@ STORIES = "stories260K/stories260K.derived-f32.gguf"
 TOL_F32 = 1e-4
 TOL_QUANT_ACT = 5e-2   # quantized weights with quantized activations (mirrored in the reference): one flip
 TOL_KV_F16 = 1e-3
+TOL_KV_Q8 = 1e-2
 TOL_SELF = 1e-5
 QUANT = [("q8_0", False), ("q4_0", False), ("q4_k", True)]
 # half-precision weights: the reference dequantizes them exactly, so F32's bound holds (the
@@ -154,6 +160,37 @@ def test_f16_kv_cache_matches_reference(variant, tmp_path, rng):
     ref = reference(path, m, kv_dtype="f16")
     toks = list(rng.integers(0, spec.config.n_vocab, 24))
     check(m.forward(toks, 0, 0), ref.forward(toks, 0), TOL_KV_F16, f"{variant} f16 KV")
+
+
+@pytest.mark.parametrize("variant", ["llama", "qwen3"])
+def test_q8_0_kv_cache_matches_reference(variant, tmp_path, rng):
+    """kv_dtype="q8_0" (the CPU's): keys and values in Q8_0 blocks along each head, against a
+    reference that rounds its cached keys and values through the `gguf` package's Q8_0; a
+    prompt, a second chunk and single tokens (heads of 64 and 128)."""
+    spec, path = _write(tmp_path, variant, rng, k_quant=True)
+    m = engine(path, kv_dtype="q8_0", device="cpu")
+    ref = reference(path, m, kv_dtype="q8_0")
+    toks = list(rng.integers(0, spec.config.n_vocab, 24))
+    want = ref.forward(toks, 0)
+    check(m.forward(toks, 0, 0), want, TOL_KV_Q8, f"{variant} q8_0 KV prefill")
+    # the cache really is 8-bit: a float cache's logits differ (measured 4.7e-3 at least)
+    far = normwise_error(engine(path, kv_dtype="f32").forward(toks, 0, 0), m.forward(toks, 0, 0)).max()
+    assert far > 1e-4, f"q8_0 and f32 caches give the same logits ({far:.3g})"
+    more = list(rng.integers(0, spec.config.n_vocab, 6))
+    check(m.forward(more[:4], 24, 0), ref.forward(more[:4], 24), TOL_KV_Q8, f"{variant} q8_0 KV second chunk")
+    for i, t in enumerate(more[4:]):
+        check(m.forward([t], 28 + i, 0), ref.forward([t], 28 + i), TOL_KV_Q8, f"{variant} q8_0 KV decode")
+
+
+def test_q8_0_kv_cache_refused_where_it_cannot_be(fixtures):
+    """Heads that are no whole number of Q8_0 blocks (stories260K's 8), and dtypes no cache
+    has: a ValueError saying why, and the engine stays usable."""
+    path = fixtures / STORIES
+    with pytest.raises(ValueError, match="multiple of 32"):
+        engine(path, kv_dtype="q8_0", device="cpu")
+    with pytest.raises(ValueError, match="kv_dtype must be"):
+        engine(path, kv_dtype="q4_0")
+    assert engine(path, kv_dtype="f16").forward([1, 2], 0, 0).shape[0] == 2
 
 
 @pytest.mark.parametrize("dtype,k_quant", QUANT + HALF, ids=[q for q, _ in QUANT + HALF])

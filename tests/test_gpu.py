@@ -80,6 +80,16 @@ def test_a_backend_not_built_or_without_a_device_says_so(fixtures, backend):
         Model(path, device=backend)
 
 
+@pytest.mark.skipif(not GPUS, reason="no GPU device found (torchless.backends() lists only the CPU)")
+def test_a_q8_0_kv_cache_is_the_cpus_only(tmp_path, rng):
+    """The GPU backends keep F16 or F32 caches: a Q8_0 one is refused with a message, the
+    device stays usable."""
+    path, _ = llama_model(tmp_path, rng, "f32", layers=1)
+    with pytest.raises(ValueError, match=f"q8_0 KV cache is not available on the {DEVICE.split(':')[0]} backend"):
+        Model(str(path), kv_dtype="q8_0", device=DEVICE)
+    assert Model(str(path), kv_dtype="f16", device=DEVICE).forward([1, 2], 0).shape[0] == 2
+
+
 def test_auto_takes_the_first_device_it_may(fixtures):
     m = Model(fixtures / "stories260K" / "stories260K.derived-f32.gguf", device="auto")
     first = next(d for d in torchless.backends() if d["auto"])

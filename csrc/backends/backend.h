@@ -29,7 +29,7 @@ typedef struct tl_attn_args {
     const float *q;
     float *out;
     const void *k_cache, *v_cache;  /* this layer's part of the caches */
-    tl_dtype kv_dtype;              /* TL_F16 or TL_F32 */
+    tl_dtype kv_dtype;              /* TL_F16, TL_F32 or (where ops->kv_q8_0) TL_Q8_0 */
     const int32_t *pos, *seq;       /* per token, on the device */
     const int32_t *host_pos, *host_seq; /* the same on the host (launch sizing) */
     int32_t n, n_heads, n_kv_heads, head_dim;
@@ -84,6 +84,9 @@ typedef struct tl_backend_ops {
     void (*device_free)(tl_device *d);
     /* true: device memory is host memory (weights are used in place, uploads are copies) */
     bool host_memory;
+    /* true: the KV cache may be Q8_0 (rows of head_dim a multiple of 32, in blocks of 32:
+     * kv_store quantizes, attention reads them); else F16 or F32 only */
+    bool kv_q8_0;
     tl_status (*alloc)(tl_device *d, size_t bytes, void **out);
     void (*free)(tl_device *d, void *p);
     /* A weight matrix on the device, in the layout the backend's matmul reads (GGUF's blocks,

@@ -131,6 +131,19 @@ AVX2 static void f16_widen_avx2(const uint16_t *src, float *dst, int64_t n) {
     for (; i < n; i++) dst[i] = _cvtsh_ss(src[i]);
 }
 
+/* Q8_0 blocks to floats: each block's 32 codes widened to int32, converted (exact) and
+ * multiplied by the block's scale */
+AVX2 static void q8_0_widen_avx2(const void *src, float *dst, int64_t n) {
+    const block_q8_0 *b = src;
+    for (int64_t i = 0; i < n / QK8_0; i++, dst += QK8_0) {
+        const __m256 d = _mm256_set1_ps(_cvtsh_ss(b[i].d));
+        for (int j = 0; j < QK8_0; j += 8) {
+            const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b[i].qs + j)));
+            _mm256_storeu_ps(dst + j, _mm256_mul_ps(_mm256_cvtepi32_ps(q), d));
+        }
+    }
+}
+
 /* dot.h's tl_attn_scores_rows_fn on 8 lanes: tiles of 4 rows x 2 keys, the 8 sums reduced at once
  * (lane 2r + t holds row r, key t); rows and keys past the ends repeat the last one, unstored */
 AVX2 static void attn_scores_rows_avx2(const float *q, int nr, const float *k, int nk, int hd, float *s, int ld) {
@@ -486,6 +499,16 @@ AVX512 static void f16_widen_avx512(const uint16_t *src, float *dst, int64_t n) 
         _mm512_storeu_ps(dst + i + 16, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i + 16))));
     }
     for (; i < n; i++) dst[i] = _cvtsh_ss(src[i]);
+}
+
+AVX512 static void q8_0_widen_avx512(const void *src, float *dst, int64_t n) {
+    const block_q8_0 *b = src;
+    for (int64_t i = 0; i < n / QK8_0; i++, dst += QK8_0) {
+        const __m512 d = _mm512_set1_ps(_cvtsh_ss(b[i].d));
+        const __m128i q0 = _mm_loadu_si128((const __m128i *)b[i].qs), q1 = _mm_loadu_si128((const __m128i *)(b[i].qs + 16));
+        _mm512_storeu_ps(dst, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)), d));
+        _mm512_storeu_ps(dst + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)), d));
+    }
 }
 
 /* dot.h's tl_attn_scores_rows_fn: tiles of 4 rows x 4 keys in 16 accumulators, per 16 columns 4
@@ -849,6 +872,17 @@ tl_f16_widen_fn tl_f16_widen_kernel(void) {
 #else
     return NULL;
 #endif
+}
+
+tl_q8_0_widen_fn tl_q8_0_widen_kernel(void) {
+#ifdef __aarch64__
+    if (tl_cpu_level_get() == TL_CPU_NEON) return tl_q8_0_widen_kernel_neon();
+#endif
+#ifdef TL_X86
+    const int use_simd = simd_level();
+    if (use_simd) return use_simd == 2 ? q8_0_widen_avx512 : q8_0_widen_avx2;
+#endif
+    return tl_dequantize_row_q8_0;
 }
 
 bool tl_attn_rows_kernels(int hd, tl_attn_scores_rows_fn *scores, tl_attn_values_rows_fn *values) {

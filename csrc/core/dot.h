@@ -57,4 +57,10 @@ bool tl_attn_rows_kernels(int hd, tl_attn_scores_rows_fn *scores, tl_attn_values
 typedef void (*tl_f16_widen_fn)(const uint16_t *src, float *dst, int64_t n);
 tl_f16_widen_fn tl_f16_widen_kernel(void);
 
+/* The same for a Q8_0 cache's rows: n elements (a multiple of 32) of Q8_0 blocks to floats,
+ * d·q bit for bit as tl_dequantize_row_q8_0 (one product each). Never NULL (the portable path
+ * is tl_dequantize_row_q8_0). */
+typedef void (*tl_q8_0_widen_fn)(const void *src, float *dst, int64_t n);
+tl_q8_0_widen_fn tl_q8_0_widen_kernel(void);
+
 #endif

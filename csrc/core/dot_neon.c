@@ -362,6 +362,23 @@ static void f16_widen_neon(const uint16_t *src, float *dst, int64_t n) {
 
 tl_f16_widen_fn tl_f16_widen_kernel_neon(void) { return f16_widen_neon; }
 
+static void q8_0_widen_neon(const void *src, float *dst, int64_t n) {
+    const block_q8_0 *b = src;
+    for (int64_t i = 0; i < n / QK8_0; i++, dst += QK8_0) {
+        const float d = half_to_f32(b[i].d);
+        for (int j = 0; j < QK8_0; j += 16) {
+            const int8x16_t q = vld1q_s8(b[i].qs + j);
+            const int16x8_t lo = vmovl_s8(vget_low_s8(q)), hi = vmovl_s8(vget_high_s8(q));
+            vst1q_f32(dst + j, vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo))), d));
+            vst1q_f32(dst + j + 4, vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_high_s16(lo))), d));
+            vst1q_f32(dst + j + 8, vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi))), d));
+            vst1q_f32(dst + j + 12, vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_high_s16(hi))), d));
+        }
+    }
+}
+
+tl_q8_0_widen_fn tl_q8_0_widen_kernel_neon(void) { return q8_0_widen_neon; }
+
 void tl_attn_kernels_neon(tl_dtype kv, tl_attn_scores_fn *scores, tl_attn_values_fn *values) {
     *scores = kv == TL_F16 ? attn_scores_f16_neon : attn_scores_f32_neon;
     *values = kv == TL_F16 ? attn_values_f16_neon : attn_values_f32_neon;

@@ -473,7 +473,9 @@ typedef struct tl_context_params {
     int32_t max_seq_len;    /* 0: the model's, capped at 4096 */
     int32_t max_batch_size; /* sequences with their own KV cache; 0: 1 */
     int32_t n_threads;      /* 0: physical cores */
-    tl_dtype kv_dtype;      /* TL_F16 (default) or TL_F32 */
+    tl_dtype kv_dtype;      /* TL_F16 (default), TL_F32, or TL_Q8_0 (the CPU backend; head_dim a
+                               multiple of 32: keys and values in blocks of 32 with an fp16 scale,
+                               1.06 bytes an element) */
 } tl_context_params;
 
 tl_context_params tl_context_default_params(void);

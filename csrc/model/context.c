@@ -62,29 +62,36 @@ tl_status tl_context_new(const tl_model *m, const tl_context_params *p, tl_conte
     int32_t seq = p->max_seq_len ? p->max_seq_len : (c->max_seq_len < 4096 ? c->max_seq_len : 4096);
     int32_t batch = p->max_batch_size ? p->max_batch_size : 1;
     int32_t threads = p->n_threads ? p->n_threads : tl_physical_cores();
-    tl_dtype kv = p->kv_dtype == TL_F32 ? TL_F32 : TL_F16;
+    const tl_dtype kv = p->kv_dtype;
+    tl_device *dev = m->device;
     if (seq < 1 || seq > (1 << 20))
         return tl_set_error(TL_ERR_INVALID, "max_seq_len must be between 1 and %d, got %d", 1 << 20, seq);
     if (batch < 1 || batch > 1024)
         return tl_set_error(TL_ERR_INVALID, "max_batch_size must be between 1 and 1024, got %d", batch);
-    if (p->kv_dtype != TL_F16 && p->kv_dtype != TL_F32)
-        return tl_set_error(TL_ERR_INVALID, "kv cache dtype must be f16 or f32");
+    if (kv != TL_F16 && kv != TL_F32 && kv != TL_Q8_0)
+        return tl_set_error(TL_ERR_INVALID, "kv cache dtype must be f16, f32 or q8_0");
+    if (kv == TL_Q8_0 && !dev->ops->kv_q8_0)
+        return tl_set_error(TL_ERR_UNSUPPORTED, "a q8_0 KV cache is not available on the %s backend (f16 or f32)",
+                            dev->ops->name);
+    if (kv == TL_Q8_0 && (c->head_dim % 32 || c->head_dim > 8192))
+        return tl_set_error(TL_ERR_UNSUPPORTED,
+                            "a q8_0 KV cache needs heads of a multiple of 32 up to 8192 values; this model's are %d "
+                            "(use f16 or f32)", (int)c->head_dim);
     tl_context *x = calloc(1, sizeof *x);
     if (!x) return tl_set_error(TL_ERR_NOMEM, "context: out of memory");
     x->model = m;
     x->max_seq_len = seq;
     x->max_batch_size = batch;
     x->kv_dtype = kv;
-    tl_device *dev = m->device;
     tl_status s = dev->ops->stream_new(dev, threads, &x->stream);
     if (s) {
         free(x);
         return s;
     }
-    size_t kv_dim = (size_t)c->n_kv_heads * c->head_dim, cells;
-    size_t esize = tl_dtype_type_size(kv);
+    size_t cells;
+    const size_t row = tl_dtype_row_size(kv, (int64_t)c->n_kv_heads * c->head_dim); /* one position's keys */
     bool overflow = tl_mul_overflows((size_t)c->n_layers * batch, (size_t)seq, &cells) ||
-                    tl_mul_overflows(cells, kv_dim * esize, &cells);
+                    tl_mul_overflows(cells, row, &cells);
     /* on the CPU, pages are only touched as positions are filled */
     if (overflow)
         s = tl_set_error(TL_ERR_NOMEM, "context: a KV cache of %d sequences x %d positions does not fit in memory", batch, seq);

@@ -54,8 +54,9 @@ static PyObject *Model_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs) {
     }
     if (strcmp(kv, "f16") == 0) p.kv_dtype = TL_F16;
     else if (strcmp(kv, "f32") == 0) p.kv_dtype = TL_F32;
+    else if (strcmp(kv, "q8_0") == 0) p.kv_dtype = TL_Q8_0;
     else {
-        PyErr_Format(PyExc_ValueError, "kv_dtype must be 'f16' or 'f32', got '%s'", kv);
+        PyErr_Format(PyExc_ValueError, "kv_dtype must be 'f16', 'f32' or 'q8_0', got '%s'", kv);
         goto fail;
     }
     PyObject *bytes = PyUnicode_EncodeFSDefault(path);

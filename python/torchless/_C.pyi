@@ -235,7 +235,7 @@ class Model:
         max_seq_len: int = 0,
         max_batch_size: int = 1,
         n_threads: int | None = None,
-        kv_dtype: Literal["f16", "f32"] = "f16",
+        kv_dtype: Literal["f16", "f32", "q8_0"] = "f16",
         share: Model | None = None,
         tokenizer_path: _Path | None = None,
         device: str = "auto",

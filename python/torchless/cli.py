@@ -426,6 +426,8 @@ def _setup_run(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--device", default="auto",
                    help="auto (default: the first GPU found, else the CPU), cpu, cuda[:N], hip[:N] or opencl[:N]")
     p.add_argument("-c", "--ctx-size", type=int, default=0, help="context positions (default: the model's, up to 4096)")
+    p.add_argument("--kv-dtype", "--cache-type", dest="kv_dtype", default="f16", choices=["f16", "f32", "q8_0"],
+                   help="the KV cache's type (default f16; q8_0: the CPU's, about half the memory)")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable); backslash escapes allowed")
     p.add_argument("--tokenizer", default=None, metavar="PATH",
                    help="tokenizer file instead of the model's own (.model, tokenizer.bin, .gguf); "
@@ -452,8 +454,8 @@ def _setup_run(p: argparse.ArgumentParser) -> Handler:
             raise CLIError("the prompt is empty")
         stops = [s.encode("utf-8").decode("unicode_escape") for s in args.stop]
         t0 = time.perf_counter()
-        model = Model(model_name, max_seq_len=args.ctx_size, n_threads=args.threads, tokenizer_path=args.tokenizer,
-                      device=args.device)
+        model = Model(model_name, max_seq_len=args.ctx_size, n_threads=args.threads, kv_dtype=args.kv_dtype,
+                      tokenizer_path=args.tokenizer, device=args.device)
         t_load = time.perf_counter() - t0
         chat_mode = args.chat if args.chat is not None else model.chat_template is not None
         text = model.apply_chat_template([{"role": "user", "content": prompt}]) if chat_mode else prompt

@@ -31,7 +31,9 @@ class Model(_C.Model):
 
     `device`: "auto" (the first GPU found, else the CPU), "cpu", "cuda[:N]", "hip[:N]" or
     "opencl[:N]"; weights, activations and the KV cache live there (`torchless.backends()`
-    lists what was found). `n_threads` (None: the physical cores) runs the forward passes and, on the
+    lists what was found). `kv_dtype`: the KV cache's "f16", "f32", or "q8_0" (CPU only, heads of a
+    multiple of 32: about half of F16's memory and reads, keys and values rounded to 8 bits a block
+    of 32 as llama.cpp's `--cache-type-k/-v q8_0`). `n_threads` (None: the physical cores) runs the forward passes and, on the
     CPU, the copies of the weights made at load. `tokenizer_path` names a tokenizer to use instead of the file's own (a llama2.c checkpoint
     has none): a SentencePiece .model, a llama2.c tokenizer.bin, a GGUF or a .tl file.
     `forward(ids, start_pos=0, seq=0)` -> float32 (len(ids), n_vocab) logits of every position;

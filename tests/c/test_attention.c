@@ -1,5 +1,5 @@
 /* The CPU backend's attention op against a double-precision softmax over the same cached keys
- * and values (F16 caches read back exactly with tl_f16_to_f32), at the dispatch level this process
+ * and values (F16 caches read back exactly with tl_f16_to_f32, Q8_0 ones as d·q), at the dispatch level this process
  * runs (ctest runs it once per level: TORCHLESS_CPU=...). The op takes tiles of queries and of
  * keys (widened to float once for every query head of a kv group); the cases are the edges of
  * that tiling: prompts that are no multiple of any tile, a chunk after a cached prefix, windows
@@ -11,6 +11,7 @@
 #include "backends/backend.h"
 #include "check.h"
 #include "core/fp16.h"
+#include "core/quants.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -34,29 +35,36 @@ typedef struct {
 
 /* ((seq * kv_heads + kv head) * max_seq + pos) * hd: backend.h's cache layout */
 static double cached(const void *cache, tl_dtype kv, size_t at) {
+    if (kv == TL_Q8_0) {
+        const block_q8_0 *b = (const block_q8_0 *)cache + at / QK8_0;
+        return (double)tl_f16_to_f32(b->d) * b->qs[at % QK8_0];
+    }
     return kv == TL_F32 ? ((const float *)cache)[at] : tl_f16_to_f32(((const uint16_t *)cache)[at]);
+}
+
+/* n random values in [-1, 1) into a cache of dtype kv (Q8_0: its rows are whole blocks, so the
+ * n values quantize as one row) */
+static void *random_cache(tl_dtype kv, size_t n) {
+    float *f = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) f[i] = (float)(check_urand() * 2 - 1);
+    if (kv == TL_F32) return f;
+    void *c = malloc(tl_dtype_row_size(kv, (int64_t)n));
+    for (size_t i = 0; i < n; i++)
+        if (kv == TL_F16) ((uint16_t *)c)[i] = tl_f32_to_f16(f[i]);
+    if (kv == TL_Q8_0) tl_quantize_row_q8_0(f, c, (int64_t)n);
+    free(f);
+    return c;
 }
 
 static void run_case(tl_device *cpu, const attn_case *c) {
     enum { MAX_SEQ = 300, N_SEQ = 2 };
     const int hd = c->hd, group = c->heads / c->kv_heads;
     const size_t elems = (size_t)N_SEQ * c->kv_heads * MAX_SEQ * hd, q_dim = (size_t)c->heads * hd;
-    const size_t esz = c->kv == TL_F32 ? 4 : 2;
-    uint8_t *kc = malloc(elems * esz), *vc = malloc(elems * esz);
+    /* every cached position random (those past a token's position must not count) */
+    uint8_t *kc = random_cache(c->kv, elems), *vc = random_cache(c->kv, elems);
     float *q = malloc(c->n * q_dim * sizeof(float)), *out = malloc(c->n * q_dim * sizeof(float));
     int32_t *pos = malloc(c->n * sizeof(int32_t)), *seq = malloc(c->n * sizeof(int32_t));
     double *z = malloc(MAX_SEQ * sizeof(double));
-    /* every cached position random (those past a token's position must not count) */
-    for (size_t i = 0; i < elems; i++) {
-        const float k = (float)(check_urand() * 2 - 1), v = (float)(check_urand() * 2 - 1);
-        if (c->kv == TL_F32) {
-            ((float *)kc)[i] = k;
-            ((float *)vc)[i] = v;
-        } else {
-            ((uint16_t *)kc)[i] = tl_f32_to_f16(k);
-            ((uint16_t *)vc)[i] = tl_f32_to_f16(v);
-        }
-    }
     for (size_t i = 0; i < c->n * q_dim; i++) q[i] = (float)((check_urand() * 2 - 1) * c->q_scale);
     for (int i = 0; i < c->n; i++) {
         pos[i] = c->pos ? c->pos[i] : c->p0 + i;
@@ -117,17 +125,18 @@ int main(void) {
         printf("cpu: %s\n", tl_last_error());
         return 1;
     }
-    const tl_dtype kvs[] = {TL_F16, TL_F32};
+    const tl_dtype kvs[] = {TL_F16, TL_F32, TL_Q8_0};
     /* query heads / kv heads: groups of 1, 3, 4 and 8 */
     const int shapes[][2] = {{2, 2}, {6, 2}, {4, 1}, {16, 2}};
     /* head sizes: Gemma 3's 256, LLaMA's 64 and 128, 40 (no 16-wide kernels), 12 (no block kernels) */
     const int hds[] = {256, 64, 128, 40, 12};
     /* a mixed batch: seq 0 decodes at 150, seq 1 prefills 0..6 around it, seq 0 again at 151 */
     static const int32_t mix_pos[] = {0, 1, 150, 2, 3, 4, 5, 6, 151}, mix_seq[] = {1, 1, 0, 1, 1, 1, 1, 1, 0};
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < 3; k++)
         for (int s = 0; s < 4; s++)
             for (int hi = 0; hi < 5; hi++) {
                 const int hd = hds[hi], heads = shapes[s][0], kv_heads = shapes[s][1];
+                if (kvs[k] == TL_Q8_0 && hd % 32) continue; /* Q8_0 caches: rows of whole blocks */
                 /* larger shapes with fewer cases: the double reference is the slow part */
                 const bool big = hd >= 128 && heads >= 6;
                 const attn_case cases[] = {

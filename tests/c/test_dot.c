@@ -8,6 +8,7 @@
 #include "core/dot.h"
 #include "core/fp16.h"
 #include "core/matmul.h"
+#include "core/quants.h"
 #include "torchless.h"
 
 #include <math.h>
@@ -227,6 +228,39 @@ static void test_f16_widen(void) {
     free(f);
 }
 
+/* Q8_0 cache rows widened as tl_dequantize_row_q8_0 dequantizes them, bit for bit: every code
+ * under every finite scale (one block a scale: d runs over all 63,488 finite halves), then rows
+ * of random blocks of 1 to 9 blocks */
+static void test_q8_0_widen(void) {
+    const tl_q8_0_widen_fn widen = tl_q8_0_widen_kernel();
+    CHECK(widen != NULL);
+    enum { BLOCKS = 65536 };
+    block_q8_0 *b = malloc(BLOCKS * sizeof *b);
+    float *want = malloc((size_t)BLOCKS * QK8_0 * sizeof(float)), *got = malloc((size_t)BLOCKS * QK8_0 * sizeof(float));
+    int n = 0;
+    for (int h = 0; h < 65536; h++) {
+        if (!isfinite(tl_f16_to_f32((uint16_t)h))) continue;
+        b[n].d = (uint16_t)h;
+        for (int j = 0; j < QK8_0; j++) b[n].qs[j] = (int8_t)(8 * j + h); /* every code over the scales */
+        n++;
+    }
+    tl_dequantize_row_q8_0(b, want, (int64_t)n * QK8_0);
+    widen(b, got, (int64_t)n * QK8_0);
+    CHECK(memcmp(want, got, (size_t)n * QK8_0 * sizeof(float)) == 0, "q8_0 widen differs from tl_dequantize_row_q8_0");
+    for (int rows = 1; rows <= 9; rows++) {
+        for (int i = 0; i < rows; i++) {
+            b[i].d = tl_f32_to_f16((float)check_urand() * 0.05f);
+            for (int j = 0; j < QK8_0; j++) b[i].qs[j] = (int8_t)(check_urand() * 255 - 127);
+        }
+        memset(got, 0, (size_t)(rows + 1) * QK8_0 * sizeof(float));
+        tl_dequantize_row_q8_0(b, want, rows * QK8_0);
+        widen(b, got, rows * QK8_0);
+        CHECK(memcmp(want, got, (size_t)rows * QK8_0 * sizeof(float)) == 0 && got[rows * QK8_0] == 0.0f,
+              "q8_0 widen of %d blocks", rows);
+    }
+    free(b), free(want), free(got);
+}
+
 /* softmax numerators: exp(s - m) within 2 ulp of expf, down to where it underflows */
 static void test_exp_sum(void) {
     const tl_exp_sum_fn exp_sum = tl_exp_sum_kernel();
@@ -293,6 +327,7 @@ int main(void) {
     test_attention_kernels();
     test_attention_rows_kernels();
     test_f16_widen();
+    test_q8_0_widen();
     test_exp_sum();
     test_gelu_glu();
     return check_summary();

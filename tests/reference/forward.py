@@ -62,7 +62,8 @@ Options that mirror what an engine may legitimately do in lower precision, so a 
 stay tight: `act_quant=True` (or a set of weight dtype names, as the engine reports them) quantizes the input row of every matmul against a quantized weight
 the way ggml does (Q8_0 blocks of 32 with an fp16 scale for Q4_0/Q4_1/Q5_x/Q8_0 weights; Q8_K
 blocks of 256, iscale = −127 / (signed max), for K-quant weights), and `kv_dtype="f16"` rounds
-the cached keys and values to float16.
+the cached keys and values to float16, `kv_dtype="q8_0"` through Q8_0 blocks of 32 along each
+head (the `gguf` package's quantizer).
 """
 
 from __future__ import annotations
@@ -302,6 +303,17 @@ def detokenize(vocab, ids, bos: int = 1) -> str:
     return out.decode("utf-8", errors="replace")
 
 
+def q8_0_round(x: np.ndarray) -> np.ndarray:
+    """x (rows of the last axis, a multiple of 32) through Q8_0 blocks and back, by the `gguf`
+    package's quantizer and dequantizer (ggml's reference rounding), from float32 as an engine
+    holds them: a Q8_0 KV cache."""
+    from gguf import GGMLQuantizationType, quants
+
+    f = np.ascontiguousarray(x, np.float32)
+    q = quants.quantize(f, GGMLQuantizationType.Q8_0)
+    return np.asarray(quants.dequantize(q, GGMLQuantizationType.Q8_0), np.float64).reshape(x.shape)
+
+
 # ----------------------------------------------------------------------------- GGUF reading
 
 def _field(reader, key, default=None):
@@ -519,6 +531,8 @@ class ReferenceModel:
             if self.kv_dtype == "f16":
                 k = k.astype(np.float16).astype(np.float64)
                 v = v.astype(np.float16).astype(np.float64)
+            elif self.kv_dtype == "q8_0":
+                k, v = q8_0_round(k), q8_0_round(v)
             K = self.k_cache[l] = np.concatenate([self.k_cache[l], k.transpose(1, 0, 2)], axis=1)
             V = self.v_cache[l] = np.concatenate([self.v_cache[l], v.transpose(1, 0, 2)], axis=1)
             qg = q.transpose(1, 0, 2).reshape(c.n_kv_heads, n_rep, T, c.head_dim)

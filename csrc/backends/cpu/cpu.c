@@ -10,6 +10,7 @@
 #include "core/mapping.h"
 #include "core/matmul.h"
 #include "core/pool.h"
+#include "core/quants.h"
 #include "core/status.h"
 
 #include <math.h>
@@ -229,9 +230,16 @@ static size_t cache_index(int32_t seq, int32_t kvh, int32_t pos, int32_t kv_head
     return (((size_t)seq * kv_heads + (size_t)kvh) * max_seq_len + (size_t)pos) * hd;
 }
 
+/* bytes of the first `elems` elements of a cache of dtype dt (Q8_0: whole rows of blocks) */
+static size_t kv_bytes(tl_dtype dt, size_t elems) {
+    return elems / (size_t)tl_dtype_block_size(dt) * tl_dtype_type_size(dt);
+}
+
 static void store_row(void *cache, tl_dtype dt, size_t at, const float *src, int32_t n) {
     if (dt == TL_F32) {
         memcpy((float *)cache + at, src, (size_t)n * sizeof(float));
+    } else if (dt == TL_Q8_0) {
+        tl_quantize_row_q8_0(src, (uint8_t *)cache + kv_bytes(dt, at), n);
     } else {
         uint16_t *d = (uint16_t *)cache + at;
         for (int32_t i = 0; i < n; i++) d[i] = tl_f32_to_f16(src[i]);
@@ -377,9 +385,20 @@ static void attend_rows(const tl_attn_args *a, const attn_kernels *K, const floa
     }
 }
 
-static void widen_rows(tl_f16_widen_fn widen, const uint8_t *src, float *dst, int64_t n) {
-    if (widen) {
-        widen((const uint16_t *)src, dst, n);
+/* How the attention widens a tile of cached rows to float: F16 (NULL f16: the table) or Q8_0 */
+typedef struct {
+    tl_dtype dt;
+    tl_f16_widen_fn f16;
+    tl_q8_0_widen_fn q8_0;
+} kv_widen;
+
+static void widen_rows(const kv_widen *w, const uint8_t *src, float *dst, int64_t n) {
+    if (w->dt == TL_Q8_0) {
+        w->q8_0(src, dst, n);
+        return;
+    }
+    if (w->f16) {
+        w->f16((const uint16_t *)src, dst, n);
         return;
     }
     const float *f16 = tl_f16_table();
@@ -391,13 +410,12 @@ static void widen_rows(tl_f16_widen_fn widen, const uint8_t *src, float *dst, in
  * every key any of them sees, a tile of tk positions at a time. Where kt and vt are given, each
  * tile of keys and values is widened to float once, for all the item's rows (the query heads
  * of the group, each token). */
-static void attend_item(const tl_attn_args *a, const attn_kernels *K, tl_f16_widen_fn widen, float *kt, float *vt,
+static void attend_item(const tl_attn_args *a, const attn_kernels *K, const kv_widen *widen, float *kt, float *vt,
                         int tk, int i0, int i1, int kvh, int h0, int h1) {
     const int hd = a->head_dim, nh = h1 - h0;
     const size_t q_dim = (size_t)a->n_heads * hd, row = (size_t)hd * K->elem;
-    const size_t cache_elem = a->kv_dtype == TL_F32 ? sizeof(float) : sizeof(uint16_t);
-    const size_t base = cache_index(a->seq[i0], kvh, 0, a->n_kv_heads, a->max_seq_len, hd);
-    const uint8_t *kc = (const uint8_t *)a->k_cache + base * cache_elem, *vc = (const uint8_t *)a->v_cache + base * cache_elem;
+    const size_t base = kv_bytes(a->kv_dtype, cache_index(a->seq[i0], kvh, 0, a->n_kv_heads, a->max_seq_len, hd));
+    const uint8_t *kc = (const uint8_t *)a->k_cache + base, *vc = (const uint8_t *)a->v_cache + base;
     float m[ATTN_ROWS], l[ATTN_ROWS];
     int32_t lo = a->pos[i0], hi = a->pos[i0];
     for (int i = i0; i < i1; i++) {
@@ -409,7 +427,8 @@ static void attend_item(const tl_attn_args *a, const attn_kernels *K, tl_f16_wid
     for (int r = 0; r < (i1 - i0) * nh; r++) m[r] = -INFINITY, l[r] = 0;
     for (int32_t tb = lo; tb <= hi; tb += tk) {
         const int nt = hi - tb + 1 < tk ? hi - tb + 1 : tk;
-        const uint8_t *kb = kc + (size_t)tb * hd * cache_elem, *vb = vc + (size_t)tb * hd * cache_elem;
+        const size_t at = kv_bytes(a->kv_dtype, (size_t)tb * hd);
+        const uint8_t *kb = kc + at, *vb = vc + at;
         if (kt) {
             widen_rows(widen, kb, kt, (int64_t)nt * hd);
             widen_rows(widen, vb, vt, (int64_t)nt * hd);
@@ -450,7 +469,8 @@ static void attention_worker(void *p, int ith, int nth) {
     const attn_job *j = p;
     const tl_attn_args *a = j->a;
     const int hd = a->head_dim, group = a->n_heads / a->n_kv_heads;
-    const bool wide = j->tiles && a->kv_dtype == TL_F16 && hd <= ATTN_TILE_FLOATS;
+    /* a Q8_0 cache is always read through the tiles (the context checked head_dim) */
+    const bool wide = j->tiles && (a->kv_dtype == TL_F16 || a->kv_dtype == TL_Q8_0) && hd <= ATTN_TILE_FLOATS;
     attn_kernels K = {.dt = wide ? TL_F32 : a->kv_dtype};
     K.elem = K.dt == TL_F32 ? sizeof(float) : sizeof(uint16_t);
     K.dot = tl_dot_kernel(K.dt);
@@ -459,7 +479,7 @@ static void attention_worker(void *p, int ith, int nth) {
     K.exp_sum = tl_exp_sum_kernel();
     float *kt = wide ? j->tiles + (size_t)ith * 2 * ATTN_TILE_FLOATS : NULL, *vt = wide ? kt + ATTN_TILE_FLOATS : NULL;
     const int tk = wide && ATTN_TILE_FLOATS / hd < ATTN_BLOCK ? ATTN_TILE_FLOATS / hd : ATTN_BLOCK;
-    const tl_f16_widen_fn widen = tl_f16_widen_kernel();
+    const kv_widen widen = {a->kv_dtype, tl_f16_widen_kernel(), tl_q8_0_widen_kernel()};
     int64_t w = 0;
     for (int i0 = 0, i1; i0 < a->n; i0 = i1) {
         for (i1 = i0 + 1; i1 < a->n && i1 - i0 < j->tokens && a->seq[i1] == a->seq[i0]; i1++) {}
@@ -467,7 +487,7 @@ static void attention_worker(void *p, int ith, int nth) {
             for (int h0 = 0; h0 < group; h0 += j->heads, w++) {
                 if (w % nth != ith) continue;
                 const int h1 = h0 + j->heads < group ? h0 + j->heads : group;
-                attend_item(a, &K, widen, kt, vt, tk, i0, i1, kvh, kvh * group + h0, kvh * group + h1);
+                attend_item(a, &K, &widen, kt, vt, tk, i0, i1, kvh, kvh * group + h0, kvh * group + h1);
             }
     }
 }
@@ -557,6 +577,7 @@ const tl_backend_ops tl_cpu_backend = {
     .name = "cpu",
     .device_free = device_free,
     .host_memory = true,
+    .kv_q8_0 = true,
     .alloc = alloc,
     .free = free_,
     .weight_upload = weight_upload,
