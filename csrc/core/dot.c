@@ -253,6 +253,16 @@ AVX2 static inline __m256 gelu8_avx2(__m256 x) {
     return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
 }
 
+AVX2 static void silu_glu_avx2(float *a, const float *b, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(a + i);
+        const __m256 e = exp8_avx2(_mm256_min_ps(_mm256_sub_ps(_mm256_setzero_ps(), x), _mm256_set1_ps(88.0f)));
+        _mm256_storeu_ps(a + i, _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), _mm256_loadu_ps(b + i)));
+    }
+    for (; i < n; i++) a[i] = a[i] / (1.0f + expf(-a[i])) * b[i];
+}
+
 AVX2 static void gelu_glu_avx2(float *a, const float *b, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(a + i, _mm256_mul_ps(gelu8_avx2(_mm256_loadu_ps(a + i)), _mm256_loadu_ps(b + i)));
@@ -630,6 +640,16 @@ AVX512 static inline __m512 gelu16_avx512(__m512 x) {
     return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
 }
 
+AVX512 static void silu_glu_avx512(float *a, const float *b, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 x = _mm512_loadu_ps(a + i);
+        const __m512 e = exp16_avx512(_mm512_min_ps(_mm512_sub_ps(_mm512_setzero_ps(), x), _mm512_set1_ps(88.0f)));
+        _mm512_storeu_ps(a + i, _mm512_mul_ps(_mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e)), _mm512_loadu_ps(b + i)));
+    }
+    for (; i < n; i++) a[i] = a[i] / (1.0f + expf(-a[i])) * b[i];
+}
+
 AVX512 static void gelu_glu_avx512(float *a, const float *b, int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
@@ -857,6 +877,18 @@ tl_gelu_glu_fn tl_gelu_glu_kernel(void) {
 #ifdef TL_X86
     const int use_simd = simd_level();
     return use_simd == 2 ? gelu_glu_avx512 : use_simd == 1 ? gelu_glu_avx2 : NULL;
+#else
+    return NULL;
+#endif
+}
+
+tl_gelu_glu_fn tl_silu_glu_kernel(void) {
+#ifdef __aarch64__
+    if (tl_cpu_level_get() == TL_CPU_NEON) return tl_silu_glu_kernel_neon();
+#endif
+#ifdef TL_X86
+    const int use_simd = simd_level();
+    return use_simd == 2 ? silu_glu_avx512 : use_simd == 1 ? silu_glu_avx2 : NULL;
 #else
     return NULL;
 #endif

@@ -22,6 +22,7 @@ tl_dot_fn tl_dot_kernel_neon(tl_dtype t);
 tl_exp_sum_fn tl_exp_sum_kernel_neon(void);
 void tl_attn_kernels_neon(tl_dtype kv, tl_attn_scores_fn *scores, tl_attn_values_fn *values);
 tl_f16_widen_fn tl_f16_widen_kernel_neon(void);
+tl_gelu_glu_fn tl_silu_glu_kernel_neon(void);
 tl_q8_0_widen_fn tl_q8_0_widen_kernel_neon(void);
 void tl_attn_rows_kernels_neon(tl_attn_scores_rows_fn *scores, tl_attn_values_rows_fn *values);
 #endif

@@ -271,6 +271,18 @@ static float exp_sum_neon(float *s, int n, float m) {
     return total;
 }
 
+static void silu_glu_neon(float *a, const float *b, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float32x4_t x = vld1q_f32(a + i);
+        const float32x4_t e = exp4(vminq_f32(vnegq_f32(x), vdupq_n_f32(88.0f)));
+        vst1q_f32(a + i, vmulq_f32(vdivq_f32(x, vaddq_f32(vdupq_n_f32(1.0f), e)), vld1q_f32(b + i)));
+    }
+    for (; i < n; i++) a[i] = a[i] / (1.0f + expf(-a[i])) * b[i];
+}
+
+tl_gelu_glu_fn tl_silu_glu_kernel_neon(void) { return silu_glu_neon; }
+
 tl_dot_fn tl_dot_kernel_neon(tl_dtype t) {
     switch (t) {
     case TL_F32: return dot_f32_neon;

@@ -310,6 +310,33 @@ static void test_gelu_glu(void) {
     }
 }
 
+/* the vector SiLU GLU against x / (1 + exp(-x)) · b in double, within the bound dot.h states,
+ * on a dense sweep of [-100, 100] (both tails, past the cap at 88, and the bend) and random gates */
+static void test_silu_glu(void) {
+    const tl_gelu_glu_fn silu_glu = tl_silu_glu_kernel();
+    if (!silu_glu) return;
+    enum { N = 1 << 16 };
+    static float a[N], b[N], x[N];
+    for (int trial = 0; trial < 8; trial++) {
+        const float span = trial < 4 ? 20.0f : 100.0f;
+        for (int i = 0; i < N; i++) {
+            x[i] = a[i] = -span + 2 * span * (float)i / N + (float)(uniform() * 1e-3);
+            b[i] = trial % 4 == 0 ? 1.0f : (float)(uniform() * 4 - 2);
+        }
+        const int n = N - trial; /* tails shorter than a vector */
+        silu_glu(a, b, n);
+        int bad = 0;
+        for (int i = 0; i < n; i++) {
+            const double want = (double)x[i] / (1.0 + exp(-(double)x[i])) * b[i];
+            const double ulp4 = want != 0.0 ? ldexp(4.0, ilogb(want) - 23) : 0.0;
+            if (!(fabs(a[i] - want) <= ulp4 + ldexp(fabs((double)x[i] * b[i]), -126))) {
+                if (bad++ < 5) CHECK(false, "silu trial %d x %.9g: %.9g vs %.9g", trial, (double)x[i], (double)a[i], want);
+            }
+        }
+        CHECK(bad == 0, "silu trial %d: %d elements outside the bound", trial, bad);
+    }
+}
+
 int main(void) {
     if (check_cpu_level_missing()) return CHECK_SKIPPED;
     const char *env = getenv("TORCHLESS_SEED");
@@ -330,5 +357,6 @@ int main(void) {
     test_q8_0_widen();
     test_exp_sum();
     test_gelu_glu();
+    test_silu_glu();
     return check_summary();
 }

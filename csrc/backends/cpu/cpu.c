@@ -206,22 +206,39 @@ static void matmul(tl_stream *st, const tl_tensor *w, const float *x, int64_t n,
         for (int64_t j = 0; j < m; j++) y[i * m + j] += bias[j];
 }
 
-static void rope(tl_stream *s, float *x, const float *cs, int32_t n, int32_t heads, int32_t hd, int32_t rope_dim,
-                 bool neox) {
-    (void)s;
-    const int half = rope_dim / 2;
-    for (int32_t i = 0; i < n; i++) {
-        const float *c = cs + (size_t)i * rope_dim;
-        for (int32_t h = 0; h < heads; h++) {
-            float *v = x + ((size_t)i * heads + h) * hd;
+/* RoPE and the KV store, on the pool from POOL_MIN_ELEMENTS on (a prompt's): shares of whole
+ * tokens, each element computed as on one thread */
+typedef struct {
+    float *x;
+    const float *cs;
+    int32_t n, heads, hd, rope_dim;
+    bool neox;
+} rope_job;
+
+static void rope_worker(void *p, int ith, int nth) {
+    const rope_job *j = p;
+    const int half = j->rope_dim / 2;
+    int64_t i0, i1;
+    tl_split(j->n, ith, nth, &i0, &i1);
+    for (int64_t i = i0; i < i1; i++) {
+        const float *c = j->cs + (size_t)i * j->rope_dim;
+        for (int32_t h = 0; h < j->heads; h++) {
+            float *v = j->x + ((size_t)i * j->heads + h) * j->hd;
             for (int k = 0; k < half; k++) {
-                const int a = neox ? k : 2 * k, b = neox ? k + half : 2 * k + 1;
+                const int a = j->neox ? k : 2 * k, b = j->neox ? k + half : 2 * k + 1;
                 const float x0 = v[a], x1 = v[b];
                 v[a] = x0 * c[2 * k] - x1 * c[2 * k + 1];
                 v[b] = x0 * c[2 * k + 1] + x1 * c[2 * k];
             }
         }
     }
+}
+
+static void rope(tl_stream *s, float *x, const float *cs, int32_t n, int32_t heads, int32_t hd, int32_t rope_dim,
+                 bool neox) {
+    rope_job j = {x, cs, n, heads, hd, rope_dim, neox};
+    if ((int64_t)n * heads * rope_dim >= POOL_MIN_ELEMENTS) tl_pool_run(((cpu_stream *)s)->pool, rope_worker, &j);
+    else rope_worker(&j, 0, 1);
 }
 
 /* Element index of (sequence, kv head, position) in one layer's cache: each head's positions
@@ -246,16 +263,32 @@ static void store_row(void *cache, tl_dtype dt, size_t at, const float *src, int
     }
 }
 
+typedef struct {
+    void *k_cache, *v_cache;
+    tl_dtype dt;
+    const float *k, *v;
+    const int32_t *pos, *seq;
+    int32_t n, kv_heads, hd, max_seq_len;
+} kv_store_job;
+
+static void kv_store_worker(void *p, int ith, int nth) {
+    const kv_store_job *j = p;
+    int64_t i0, i1;
+    tl_split(j->n, ith, nth, &i0, &i1);
+    for (int64_t i = i0; i < i1; i++)
+        for (int32_t h = 0; h < j->kv_heads; h++) {
+            const size_t at = cache_index(j->seq[i], h, j->pos[i], j->kv_heads, j->max_seq_len, j->hd);
+            const size_t row = ((size_t)i * j->kv_heads + h) * j->hd;
+            store_row(j->k_cache, j->dt, at, j->k + row, j->hd);
+            store_row(j->v_cache, j->dt, at, j->v + row, j->hd);
+        }
+}
+
 static void kv_store(tl_stream *s, void *k_cache, void *v_cache, tl_dtype dt, const float *k, const float *v,
                      const int32_t *pos, const int32_t *seq, int32_t n, int32_t kv_heads, int32_t hd, int32_t max_seq_len) {
-    (void)s;
-    for (int32_t i = 0; i < n; i++)
-        for (int32_t h = 0; h < kv_heads; h++) {
-            const size_t at = cache_index(seq[i], h, pos[i], kv_heads, max_seq_len, hd);
-            const size_t row = ((size_t)i * kv_heads + h) * hd;
-            store_row(k_cache, dt, at, k + row, hd);
-            store_row(v_cache, dt, at, v + row, hd);
-        }
+    kv_store_job j = {k_cache, v_cache, dt, k, v, pos, seq, n, kv_heads, hd, max_seq_len};
+    if ((int64_t)n * kv_heads * hd >= POOL_MIN_ELEMENTS) tl_pool_run(((cpu_stream *)s)->pool, kv_store_worker, &j);
+    else kv_store_worker(&j, 0, 1);
 }
 
 /* ---- attention ---- */
@@ -546,9 +579,9 @@ static void glu_worker(void *p, int ith, int nth) {
     float *a = j->a + i0;
     const float *b = j->b + i0;
     const int64_t n = i1 - i0;
-    const tl_gelu_glu_fn gelu_glu = j->act == TL_ACT_GELU_TANH ? tl_gelu_glu_kernel() : NULL;
-    if (gelu_glu)
-        gelu_glu(a, b, n);
+    const tl_gelu_glu_fn simd = j->act == TL_ACT_GELU_TANH ? tl_gelu_glu_kernel() : tl_silu_glu_kernel();
+    if (simd)
+        simd(a, b, n);
     else if (j->act == TL_ACT_GELU_TANH)
         for (int64_t i = 0; i < n; i++) a[i] = tl_gelu_tanh(a[i]) * b[i];
     else
