@@ -15,7 +15,6 @@ The models are bench.py's synthetic ones (write_model: llama.cpp's mix for each 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -23,7 +22,7 @@ import time
 import numpy as np
 
 import torchless
-from bench import SHAPES, write_model  # benchmarks/ is this script's folder
+from bench import SHAPES, emit, write_model  # benchmarks/ is this script's folder
 
 
 def copy_bandwidth() -> float | None:
