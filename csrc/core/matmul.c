@@ -92,16 +92,22 @@ static bool matmul_gemm(tl_pool *pool, const tl_tensor *w, const float *x, int64
 
 /* Quantized activations: a chunk of x rows is quantized once (rows split over the threads),
  * then each thread repacks its groups of 16 weight rows and multiplies each group by every
- * quantized row of the chunk. */
+ * quantized row of the chunk. Up to TL_MATMUL_MANY matrices of one dtype and width share the
+ * quantized rows and one pass of the pool (q, k and v; gate and up, with the GLU applied to each
+ * group of rows as soon as both are done). */
+#define TL_MATMUL_MANY 3
 typedef struct {
-    const tl_tensor *w;
+    const tl_tensor *w[TL_MATMUL_MANY];
+    float *y[TL_MATMUL_MANY]; /* this chunk's rows */
+    bool interleaved[TL_MATMUL_MANY]; /* read w->rows16 through kern.gemv16 / pack16 */
+    int64_t group_end[TL_MATMUL_MANY]; /* groups of 16 rows of the matrices up to this one */
+    int count;
+    tl_matmul_glu_fn glu; /* count 2: y[0] = glu(y[0], y[1]), a group's rows at a time */
     const float *x;
-    int64_t n, m, k;
-    float *y;
+    int64_t n, k;
     tl_q8_kernels kern;
     uint8_t *xq, *packs;
     size_t x_stride, pack_bytes;
-    bool interleaved; /* read w->rows16 through kern.gemv16 / pack16 */
 } q8_job;
 
 static void q8_quantize_worker(void *p, int ith, int nth) {
@@ -111,42 +117,69 @@ static void q8_quantize_worker(void *p, int ith, int nth) {
     for (int64_t i = i0; i < i1; i++) j->kern.quantize(j->x + i * j->k, j->k, j->xq + (size_t)i * j->x_stride);
 }
 
+/* the 16-row group g of matrix i against the chunk's quantized rows */
+static void q8_group(const q8_job *j, int i, int64_t g, uint8_t *pack) {
+    const tl_tensor *w = j->w[i];
+    const int64_t m = w->n_dims > 1 ? w->ne[1] : 1;
+    const size_t row_bytes = tl_dtype_row_size(w->dtype, j->k);
+    /* the blocks where they lie, or the interleaved copy (a group of 16 rows at the offset of its rows) */
+    const uint8_t *base = (const uint8_t *)(j->interleaved[i] ? w->rows16 : w->data);
+    const tl_q8_gemv_fn gemv = j->interleaved[i] ? j->kern.gemv16 : j->kern.gemv;
+    const int64_t r0 = g * TL_Q8_LANES;
+    const int rows = m - r0 < TL_Q8_LANES ? (int)(m - r0) : TL_Q8_LANES;
+    const uint8_t *rw = base + (size_t)r0 * row_bytes;
+    if (gemv && j->n <= TL_Q8_GEMV_MAX) { /* decode: no pack */
+        gemv(rw, row_bytes, rows, j->k, j->xq, j->x_stride, (int)j->n, j->y[i] + r0, (size_t)m);
+        return;
+    }
+    (j->interleaved[i] ? j->kern.pack16 : j->kern.pack)(rw, row_bytes, rows, j->k, pack);
+    j->kern.gemm(pack, j->xq, j->x_stride, (int)j->n, j->k, j->kern.g, j->y[i] + r0, (size_t)m, rows);
+}
+
 static void q8_gemm_worker(void *p, int ith, int nth) {
     const q8_job *j = p;
-    const size_t row_bytes = tl_dtype_row_size(j->w->dtype, j->k);
     uint8_t *pack = j->packs + (size_t)ith * j->pack_bytes;
-    /* the blocks where they lie, or the interleaved copy (a group of 16 rows at the offset of its rows) */
-    const uint8_t *base = (const uint8_t *)(j->interleaved ? j->w->rows16 : j->w->data);
-    const tl_q8_gemv_fn gemv = j->interleaved ? j->kern.gemv16 : j->kern.gemv;
-    const tl_q8_pack_fn pack_fn = j->interleaved ? j->kern.pack16 : j->kern.pack;
     int64_t g0, g1;
-    tl_split((j->m + TL_Q8_LANES - 1) / TL_Q8_LANES, ith, nth, &g0, &g1);
-    for (int64_t g = g0; g < g1; g++) {
-        const int64_t r0 = g * TL_Q8_LANES;
-        const int rows = j->m - r0 < TL_Q8_LANES ? (int)(j->m - r0) : TL_Q8_LANES;
-        const uint8_t *w = base + (size_t)r0 * row_bytes;
-        if (gemv && j->n <= TL_Q8_GEMV_MAX) { /* decode: no pack */
-            gemv(w, row_bytes, rows, j->k, j->xq, j->x_stride, (int)j->n, j->y + r0, (size_t)j->m);
-            continue;
+    if (j->glu) { /* gate and up: each share's groups of both, then their GLU */
+        const int64_t m = j->w[0]->ne[1];
+        tl_split(j->group_end[0], ith, nth, &g0, &g1);
+        for (int64_t g = g0; g < g1; g++) {
+            q8_group(j, 0, g, pack);
+            q8_group(j, 1, g, pack);
+            const int64_t r0 = g * TL_Q8_LANES, rows = m - r0 < TL_Q8_LANES ? m - r0 : TL_Q8_LANES;
+            for (int64_t t = 0; t < j->n; t++) j->glu(j->y[0] + t * m + r0, j->y[1] + t * m + r0, rows);
         }
-        pack_fn(w, row_bytes, rows, j->k, pack);
-        j->kern.gemm(pack, j->xq, j->x_stride, (int)j->n, j->k, j->kern.g, j->y + r0, (size_t)j->m, rows);
+        return;
+    }
+    tl_split(j->group_end[j->count - 1], ith, nth, &g0, &g1);
+    for (int64_t g = g0; g < g1; g++) {
+        int i = 0;
+        while (g >= j->group_end[i]) i++;
+        q8_group(j, i, g - (i ? j->group_end[i - 1] : 0), pack);
     }
 }
 
-/* the integer path, when this level has it for the dtype and the pack's 32-bit row offsets fit */
-static bool matmul_q8(tl_pool *pool, const tl_tensor *w, const float *x, int64_t n, float *y, float *scratch) {
-    q8_job j = {.w = w, .m = w->n_dims > 1 ? w->ne[1] : 1, .k = w->ne[0]};
-    if (!tl_q8_kernels_get(w->dtype, &j.kern) || tl_dtype_row_size(w->dtype, j.k) * TL_Q8_LANES > INT32_MAX) return false;
-    j.interleaved = tl_matmul_interleaved(w) && j.kern.gemv16 && j.kern.pack16 && j.m % TL_Q8_LANES == 0;
-    j.x_stride = tl_q8_act_bytes(w->dtype, j.k);
-    j.pack_bytes = (tl_q8_pack_bytes(w->dtype, j.k) + 63) & ~(size_t)63;
+/* the integer path, when this level has it for the dtype (the same for every matrix, and the
+ * same width) and the pack's 32-bit row offsets fit */
+static bool matmul_q8(tl_pool *pool, const tl_tensor *const *w, int count, const float *x, int64_t n, float *const *y,
+                      tl_matmul_glu_fn glu, float *scratch) {
+    q8_job j = {.count = count, .glu = glu, .k = w[0]->ne[0]};
+    if (!tl_q8_kernels_get(w[0]->dtype, &j.kern) || tl_dtype_row_size(w[0]->dtype, j.k) * TL_Q8_LANES > INT32_MAX) return false;
+    for (int i = 0; i < count; i++) {
+        const int64_t m = w[i]->n_dims > 1 ? w[i]->ne[1] : 1;
+        if (w[i]->dtype != w[0]->dtype || w[i]->ne[0] != j.k || (glu && m != w[0]->ne[1])) return false;
+        j.w[i] = w[i];
+        j.interleaved[i] = tl_matmul_interleaved(w[i]) && j.kern.gemv16 && j.kern.pack16 && m % TL_Q8_LANES == 0;
+        j.group_end[i] = (i ? j.group_end[i - 1] : 0) + (m + TL_Q8_LANES - 1) / TL_Q8_LANES;
+    }
+    j.x_stride = tl_q8_act_bytes(w[0]->dtype, j.k);
+    j.pack_bytes = (tl_q8_pack_bytes(w[0]->dtype, j.k) + 63) & ~(size_t)63;
     j.xq = (uint8_t *)scratch;
     j.packs = j.xq + (((size_t)TL_MATMUL_Q8_CHUNK * j.x_stride + 63) & ~(size_t)63);
     for (int64_t c0 = 0; c0 < n; c0 += TL_MATMUL_Q8_CHUNK) {
         j.n = n - c0 < TL_MATMUL_Q8_CHUNK ? n - c0 : TL_MATMUL_Q8_CHUNK;
         j.x = x + c0 * j.k;
-        j.y = y + c0 * j.m;
+        for (int i = 0; i < count; i++) j.y[i] = y[i] + c0 * w[i]->ne[1];
         tl_pool_run(pool, q8_quantize_worker, &j);
         tl_pool_run(pool, q8_gemm_worker, &j);
     }
@@ -230,8 +263,14 @@ void *tl_matmul_interleave(const tl_tensor *w, int n_threads) {
     return p;
 }
 
+bool tl_matmul_many(tl_pool *pool, const tl_tensor *const *w, int count, const float *x, int64_t n, float *const *y,
+                    tl_matmul_glu_fn glu, float *scratch) {
+    if (count < 1 || count > TL_MATMUL_MANY || (glu && count != 2)) return false;
+    return matmul_q8(pool, w, count, x, n, y, glu, scratch);
+}
+
 void tl_matmul(tl_pool *pool, const tl_tensor *w, const float *x, int64_t n, float *y, float *scratch) {
-    if (matmul_q8(pool, w, x, n, y, scratch)) return;
+    if (matmul_q8(pool, &w, 1, x, n, &y, NULL, scratch)) return;
     bool small = n < GEMM_MIN_ROWS;
     if (!small && matmul_gemm(pool, w, x, n, y, scratch)) return;
     matmul_job j = {w, x, n, w->n_dims > 1 ? w->ne[1] : 1, w->ne[0], y, scratch};

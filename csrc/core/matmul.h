@@ -33,6 +33,20 @@ static inline size_t tl_matmul_scratch_floats(int64_t k, int nth) {
  * OpenBLAS sgemm where available: the model is never dequantized as a whole. */
 void tl_matmul(tl_pool *pool, const tl_tensor *w, const float *x, int64_t n, float *y, float *scratch);
 
+/* a[i] = act(a[i]) * b[i] for n elements (a GLU) */
+typedef void (*tl_matmul_glu_fn)(float *a, const float *b, int64_t n);
+
+/* tl_matmul for count (at most 3) matrices of one dtype and width against the same x: q, k and
+ * v, or (glu given, count 2) gate and up with y[0] = glu(y[0], y[1]) after. Where they have
+ * integer kernels, x is quantized once and the matrices' groups of 16 rows share one pass of
+ * the pool, a gate group and its up group on the same thread with the GLU applied to their rows
+ * at once: the results are tl_matmul's, bit for bit (and the GLU op's where rows are a multiple
+ * of 16, as its vector kernels then take the same runs). false,
+ * with nothing done, otherwise (no integer kernels, dtypes or widths that differ): the caller
+ * runs the matrices one by one. */
+bool tl_matmul_many(tl_pool *pool, const tl_tensor *const *w, int count, const float *x, int64_t n, float *const *y,
+                    tl_matmul_glu_fn glu, float *scratch);
+
 /* A copy of W's rows in the layout this CPU's decode kernels read best, made on up to n_threads
  * threads (a MB each), allocated with posix_memalign (free() it), in huge pages where the kernel
  * gives them; NULL where there is none for W, or TORCHLESS_INTERLEAVE=0. For the quantized

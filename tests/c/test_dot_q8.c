@@ -237,6 +237,66 @@ static void check_matmul_copy(tl_dtype t) {
     free(wq);
 }
 
+static void times(float *a, const float *b, int64_t n) {
+    for (int64_t i = 0; i < n; i++) a[i] = a[i] * 0.5f + b[i];
+}
+
+/* tl_matmul_many (q, k, v of 48, 16 and 40 rows: the last no multiple of 16, so read from its
+ * blocks; gate and up with a GLU) equals tl_matmul one matrix at a time, bit for bit, for 1 to
+ * 130 rows of x; matrices of two dtypes or widths are refused, with nothing written */
+static void check_matmul_many(tl_dtype t) {
+    const int64_t blk = t == TL_Q4_K || t == TL_Q5_K || t == TL_Q6_K ? 256 : 32, k = 2 * blk;
+    const int64_t ms[3] = {48, 16, 40};
+    const size_t rb = tl_dtype_row_size(t, k);
+    tl_tensor w[3];
+    void *copies[3];
+    float *x = malloc((size_t)(130 * k) * sizeof(float)), *y0[3], *y1[3];
+    for (int64_t i = 0; i < 130 * k; i++) x[i] = (float)(uniform() * 2 - 1);
+    for (int i = 0; i < 3; i++) {
+        float *wf = malloc((size_t)(ms[i] * k) * sizeof(float));
+        for (int64_t e = 0; e < ms[i] * k; e++) wf[e] = (float)(uniform() * 2 - 1);
+        uint8_t *wq = malloc((size_t)ms[i] * rb);
+        CHECK(tl_quantize(t, wf, wq, ms[i] * k) == TL_OK);
+        free(wf);
+        w[i] = (tl_tensor){.dtype = t, .n_dims = 2, .ne = {k, ms[i], 1, 1}, .nbytes = (size_t)ms[i] * rb, .data = wq};
+        w[i].rows16 = copies[i] = tl_matmul_interleave(&w[i], 2);
+        y0[i] = malloc((size_t)(130 * 48) * sizeof(float));
+        y1[i] = malloc((size_t)(130 * 48) * sizeof(float));
+    }
+    tl_pool *pool;
+    CHECK(tl_pool_new(2, &pool) == TL_OK);
+    float *scratch = aligned_alloc(64, (tl_matmul_scratch_floats(k, 2) * sizeof(float) + 63) & ~(size_t)63);
+    const tl_tensor *ws[3] = {&w[0], &w[1], &w[2]}, *gu[2] = {&w[0], &w[0]};
+    static const int64_t ns[] = {1, 2, 5, 16, 130};
+    for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
+        const int64_t n = ns[i];
+        for (int j = 0; j < 3; j++) tl_matmul(pool, &w[j], x, n, y0[j], scratch);
+        CHECK(tl_matmul_many(pool, ws, 3, x, n, y1, NULL, scratch), "%s: q, k, v refused", tl_dtype_name(t));
+        for (int j = 0; j < 3; j++)
+            CHECK(memcmp(y0[j], y1[j], (size_t)(n * ms[j]) * sizeof(float)) == 0, "%s: matrix %d of 3, %lld rows of x",
+                  tl_dtype_name(t), j, (long long)n);
+        /* gate and up (the same matrix twice: the GLU still sees two outputs) */
+        tl_matmul(pool, &w[0], x, n, y0[0], scratch);
+        memcpy(y0[1], y0[0], (size_t)(n * 48) * sizeof(float));
+        times(y0[0], y0[1], n * 48);
+        CHECK(tl_matmul_many(pool, gu, 2, x, n, y1, times, scratch), "%s: gate and up refused", tl_dtype_name(t));
+        CHECK(memcmp(y0[0], y1[0], (size_t)(n * 48) * sizeof(float)) == 0, "%s: GLU of %lld rows of x", tl_dtype_name(t),
+              (long long)n);
+    }
+    /* refused: another dtype, another width, a GLU of rows that differ */
+    tl_tensor other = w[1];
+    other.dtype = t == TL_Q8_0 ? TL_Q4_0 : TL_Q8_0;
+    const tl_tensor *mixed[3] = {&w[0], &other, &w[2]}, *glu_rows[2] = {&w[0], &w[1]};
+    CHECK(!tl_matmul_many(pool, mixed, 3, x, 1, y1, NULL, scratch), "%s: two dtypes taken", tl_dtype_name(t));
+    other = w[1], other.ne[0] = k / 2;
+    CHECK(!tl_matmul_many(pool, mixed, 3, x, 1, y1, NULL, scratch), "%s: two widths taken", tl_dtype_name(t));
+    CHECK(!tl_matmul_many(pool, glu_rows, 2, x, 1, y1, times, scratch), "%s: a GLU of 48 and 16 rows", tl_dtype_name(t));
+    tl_pool_free(pool);
+    free(scratch);
+    free(x);
+    for (int i = 0; i < 3; i++) free(copies[i]), free((void *)w[i].data), free(y0[i]), free(y1[i]);
+}
+
 int main(void) {
     const char *env = getenv("TORCHLESS_SEED");
     uint64_t seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
@@ -261,6 +321,7 @@ int main(void) {
         for (int trial = 0; trial < 60; trial++) check_dtype(types[ti], trial);
         check_matrix_copy(types[ti]);
         check_matmul_copy(types[ti]);
+        if (tl_q8_kernels_get(types[ti], &k)) check_matmul_many(types[ti]);
     }
     tl_q8_kernels k;
     CHECK(!tl_q8_kernels_get(TL_F32, &k) && !tl_q8_kernels_get(TL_F16, &k) && !tl_q8_kernels_get(TL_BF16, &k));

@@ -197,13 +197,16 @@ static void rmsnorm(tl_stream *s, float *out, const float *x, const float *w, in
     else rmsnorm_rows(out, x, w, dim, eps, 0, rows);
 }
 
+static void add_bias(float *y, const float *bias, int64_t n, int64_t m) {
+    if (bias)
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < m; j++) y[i * m + j] += bias[j];
+}
+
 static void matmul(tl_stream *st, const tl_tensor *w, const float *x, int64_t n, float *y, const float *bias) {
     cpu_stream *s = (cpu_stream *)st;
     tl_matmul(s->pool, w, x, n, y, s->scratch);
-    if (!bias) return;
-    const int64_t m = w->ne[1];
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < m; j++) y[i * m + j] += bias[j];
+    add_bias(y, bias, n, w->ne[1]);
 }
 
 /* RoPE and the KV store, on the pool from POOL_MIN_ELEMENTS on (a prompt's): shares of whole
@@ -588,10 +591,50 @@ static void glu_worker(void *p, int ith, int nth) {
         for (int64_t i = 0; i < n; i++) a[i] = silu(a[i]) * b[i];
 }
 
+/* the GLU of one run of a gate group's rows (tl_matmul_many's epilogue), as glu_worker runs it */
+static void silu_glu_run(float *a, const float *b, int64_t n) {
+    elementwise_job j = {TL_ACT_SILU, a, b, n};
+    glu_worker(&j, 0, 1);
+}
+
+static void gelu_glu_run(float *a, const float *b, int64_t n) {
+    elementwise_job j = {TL_ACT_GELU_TANH, a, b, n};
+    glu_worker(&j, 0, 1);
+}
+
 static void glu(tl_stream *s, tl_activation act, float *a, const float *b, int64_t n) {
     elementwise_job j = {act, a, b, n};
     if (n >= POOL_MIN_ELEMENTS) tl_pool_run(((cpu_stream *)s)->pool, glu_worker, &j);
     else glu_worker(&j, 0, 1);
+}
+
+/* q, k and v (or gate and up, with their GLU) on one quantized x and one pass of the pool where
+ * the matrices share a dtype with integer kernels (tl_matmul_many); one by one otherwise */
+static void matmul_qkv(tl_stream *st, const tl_tensor *wq, const tl_tensor *wk, const tl_tensor *wv, const float *x,
+                       int64_t n, float *q, float *k, float *v, const float *bq, const float *bk, const float *bv) {
+    cpu_stream *s = (cpu_stream *)st;
+    const tl_tensor *w[3] = {wq, wk, wv};
+    float *y[3] = {q, k, v};
+    if (tl_matmul_many(s->pool, w, 3, x, n, y, NULL, s->scratch)) {
+        add_bias(q, bq, n, wq->ne[1]);
+        add_bias(k, bk, n, wk->ne[1]);
+        add_bias(v, bv, n, wv->ne[1]);
+        return;
+    }
+    matmul(st, wq, x, n, q, bq);
+    matmul(st, wk, x, n, k, bk);
+    matmul(st, wv, x, n, v, bv);
+}
+
+static void matmul_glu(tl_stream *st, const tl_tensor *gate, const tl_tensor *up, const float *x, int64_t n, float *a,
+                       float *b, tl_activation act) {
+    cpu_stream *s = (cpu_stream *)st;
+    const tl_tensor *w[2] = {gate, up};
+    float *y[2] = {a, b};
+    if (tl_matmul_many(s->pool, w, 2, x, n, y, act == TL_ACT_GELU_TANH ? gelu_glu_run : silu_glu_run, s->scratch)) return;
+    matmul(st, gate, x, n, a, NULL);
+    matmul(st, up, x, n, b, NULL);
+    glu(st, act, a, b, n * gate->ne[1]);
 }
 
 static void softcap(tl_stream *s, float *x, int64_t n, float c) {
@@ -630,6 +673,8 @@ const tl_backend_ops tl_cpu_backend = {
     .attention = attention,
     .add = add,
     .glu = glu,
+    .matmul_qkv = matmul_qkv,
+    .matmul_glu = matmul_glu,
     .softcap = softcap,
     .gather = gather,
 };
