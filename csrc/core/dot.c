@@ -230,6 +230,25 @@ AVX2 static float exp_sum_avx2(float *s, int n, float m) {
     return total;
 }
 
+AVX2 static float scale_max_avx2(float *s, int n, float scale) {
+    const __m256 vs = _mm256_set1_ps(scale);
+    __m256 mx = _mm256_set1_ps(-INFINITY);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 z = _mm256_mul_ps(_mm256_loadu_ps(s + i), vs);
+        _mm256_storeu_ps(s + i, z);
+        mx = _mm256_max_ps(z, mx);
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    float m = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+    for (; i < n; i++) {
+        s[i] *= scale;
+        m = s[i] > m ? s[i] : m;
+    }
+    return m;
+}
+
 /* x / (1 + exp(-2u)) with u = sqrt(2/pi) x (1 + 0.044715 x^2) (dot.h's tl_gelu_glu_fn);
  * -2u at most 88, where exp8 is still finite */
 AVX2 static inline __m256 gelu8_avx2(__m256 x) {
@@ -628,6 +647,24 @@ AVX512 static float exp_sum_avx512(float *s, int n, float m) {
     return total;
 }
 
+AVX512 static float scale_max_avx512(float *s, int n, float scale) {
+    const __m512 vs = _mm512_set1_ps(scale);
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 z = _mm512_mul_ps(_mm512_loadu_ps(s + i), vs);
+        _mm512_storeu_ps(s + i, z);
+        mx = _mm512_max_ps(z, mx); /* a NaN score is passed over, as by the scalar comparison */
+    }
+    if (i < n) {
+        const __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+        const __m512 z = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, s + i), vs);
+        _mm512_mask_storeu_ps(s + i, k, z);
+        mx = _mm512_mask_max_ps(mx, k, z, mx);
+    }
+    return _mm512_reduce_max_ps(mx);
+}
+
 AVX512 static float dot_bf16_avx512(const void *w, const float *x, int64_t n) {
     const uint16_t *a = w;
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
@@ -825,6 +862,15 @@ tl_exp_sum_fn tl_exp_sum_kernel(void) {
     if (!use_simd) return NULL;
 #ifdef TL_X86
     return use_simd == 2 ? exp_sum_avx512 : exp_sum_avx2;
+#else
+    return NULL;
+#endif
+}
+
+tl_scale_max_fn tl_scale_max_kernel(void) {
+#ifdef TL_X86
+    const int use_simd = simd_level();
+    return use_simd == 2 ? scale_max_avx512 : use_simd == 1 ? scale_max_avx2 : NULL;
 #else
     return NULL;
 #endif

@@ -23,6 +23,11 @@ typedef void (*tl_attn_values_fn)(float *out, const float *p, const void *v, siz
  * NULL on the portable path (then expf). */
 typedef float (*tl_exp_sum_fn)(float *s, int n, float m);
 tl_exp_sum_fn tl_exp_sum_kernel(void);
+/* s[i] *= scale for n scores, returning their maximum (-INFINITY for none): the softmax's pass
+ * over a block of scores before the exp, bit for bit the scalar products. NULL on the portable
+ * path. */
+typedef float (*tl_scale_max_fn)(float *s, int n, float scale);
+tl_scale_max_fn tl_scale_max_kernel(void);
 
 /* GELU, tanh approximation (Hendrycks & Gimpel 2016; PyTorch gelu(approximate="tanh")):
  * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). The definition the vector kernel is tested against. */

@@ -252,6 +252,32 @@ static void test_exp_sum(void) {
 
 /* the vector GELU-tanh GLU against dot.h's scalar formula, within the bound dot.h states, on
  * a dense sweep of [-20, 20] (both tails and the bend) and random gates */
+/* every length to 70 (each vector tail), scores of either sign and a NaN among them: the products
+ * bit for bit s[i] * scale, and the maximum the scalar comparison's (a NaN passed over) */
+static void test_scale_max(void) {
+    const tl_scale_max_fn scale_max = tl_scale_max_kernel();
+    if (!scale_max) return;
+    enum { N = 70 };
+    float s[N + 1], want[N];
+    for (int len = 0; len <= N; len++)
+        for (int nan = 0; nan < 2; nan++) {
+            const float scale = (float)(uniform() + 0.05);
+            for (int i = 0; i <= N; i++) s[i] = (float)(uniform() * 200 - 100);
+            if (nan && len > 0) s[len / 2] = NAN;
+            float m = -INFINITY;
+            for (int i = 0; i < len; i++) {
+                want[i] = s[i] * scale;
+                m = want[i] > m ? want[i] : m;
+            }
+            const float sentinel = s[len];
+            const float got = scale_max(s, len, scale);
+            int bad = s[len] != sentinel;
+            for (int i = 0; i < len; i++) bad += memcmp(&s[i], &want[i], sizeof(float)) != 0;
+            CHECK(bad == 0 && got == m, "scale_max len=%d nan=%d: %d products wrong, max %g want %g", len, nan, bad,
+                  (double)got, (double)m);
+        }
+}
+
 static void test_gelu_glu(void) {
     const tl_gelu_glu_fn gelu_glu = tl_gelu_glu_kernel();
     if (!gelu_glu) return;
@@ -294,6 +320,7 @@ int main(void) {
     test_attention_rows_kernels();
     test_f16_widen();
     test_exp_sum();
+    test_scale_max();
     test_gelu_glu();
     return check_summary();
 }

@@ -301,6 +301,7 @@ typedef struct {
     tl_attn_scores_rows_fn scores_rows; /* F32 rows only */
     tl_attn_values_rows_fn values_rows;
     tl_exp_sum_fn exp_sum;
+    tl_scale_max_fn scale_max;
 } attn_kernels;
 
 /* the first key position a query at pos sees: causal, and a windowed layer's last W positions */
@@ -315,11 +316,15 @@ static inline int32_t first_key(const tl_attn_args *a, int32_t pos) {
  * materialised, at any context length. */
 static void softmax_step(const tl_attn_args *a, const attn_kernels *K, float *s, int nk, float *out, float *m, float *l) {
     float bm = -INFINITY;
-    for (int t = 0; t < nk; t++) {
-        float z = s[t] * a->scale;
-        if (a->softcap > 0) z = softcap1(z, a->softcap);
-        s[t] = z;
-        if (z > bm) bm = z;
+    if (K->scale_max && !(a->softcap > 0)) {
+        bm = K->scale_max(s, nk, a->scale);
+    } else {
+        for (int t = 0; t < nk; t++) {
+            float z = s[t] * a->scale;
+            if (a->softcap > 0) z = softcap1(z, a->softcap);
+            s[t] = z;
+            if (z > bm) bm = z;
+        }
     }
     if (bm > *m) { /* a new maximum: what was summed so far shrinks by exp(m - bm) */
         const float r = expf(*m - bm);
@@ -457,6 +462,7 @@ static void attention_worker(void *p, int ith, int nth) {
     tl_attn_kernels(K.dt, hd, &K.scores, &K.values);
     if (K.dt == TL_F32) tl_attn_rows_kernels(hd, &K.scores_rows, &K.values_rows);
     K.exp_sum = tl_exp_sum_kernel();
+    K.scale_max = tl_scale_max_kernel();
     float *kt = wide ? j->tiles + (size_t)ith * 2 * ATTN_TILE_FLOATS : NULL, *vt = wide ? kt + ATTN_TILE_FLOATS : NULL;
     const int tk = wide && ATTN_TILE_FLOATS / hd < ATTN_BLOCK ? ATTN_TILE_FLOATS / hd : ATTN_BLOCK;
     const tl_f16_widen_fn widen = tl_f16_widen_kernel();
