@@ -150,18 +150,28 @@ static void test_attention_kernels(void) {
     }
 }
 
-/* the row kernels over float tiles: nr query rows by nk keys and values, every tail of the 4x4
- * register tiles, against double sums; entries of s outside [0, nr) x [0, nk) stay untouched */
-static void check_attention_rows(int hd, int nr, int nk, tl_attn_scores_rows_fn scores, tl_attn_values_rows_fn values) {
-    enum { MAX_HD = 256, MAX_NK = 67, MAX_NR = 9, LD = MAX_NK + 3 };
+/* the row kernels over float tiles (or, f16, over halves as cached): nr query rows by nk keys and
+ * values, every tail of the 4x4 (8x2) register tiles, against double sums; entries of s outside
+ * [0, nr) x [0, nk) stay untouched */
+static void check_attention_rows(int hd, int nr, int nk, bool f16, tl_attn_scores_rows_fn scores, tl_attn_values_rows_fn values,
+                                 tl_attn_scores_rows_f16_fn scores_h, tl_attn_values_rows_f16_fn values_h) {
+    enum { MAX_HD = 256, MAX_NK = 67, MAX_NR = 17, LD = MAX_NK + 3 };
     static float q[MAX_NR * MAX_HD], k[MAX_NK * MAX_HD], v[MAX_NK * MAX_HD], out[MAX_NR * MAX_HD], out0[MAX_NR * MAX_HD];
+    static uint16_t kh[MAX_NK * MAX_HD], vh[MAX_NK * MAX_HD];
     static float s[MAX_NR * LD], p[MAX_NR * LD];
     fill(q, (int64_t)nr * hd, 1.0);
     fill(k, (int64_t)nk * hd, 2.0);
     fill(v, (int64_t)nk * hd, 2.0);
     fill(out0, (int64_t)nr * hd, 1.0);
+    for (int i = 0; i < nk * hd; i++) { /* the halves' values are the keys and values checked */
+        kh[i] = tl_f32_to_f16(k[i]), vh[i] = tl_f32_to_f16(v[i]);
+        if (f16) k[i] = tl_f16_to_f32(kh[i]), v[i] = tl_f16_to_f32(vh[i]);
+    }
     for (int i = 0; i < MAX_NR * LD; i++) s[i] = -7.0f, p[i] = (float)uniform();
-    scores(q, nr, k, nk, hd, s, LD);
+    if (f16)
+        scores_h(q, nr, kh, nk, hd, s, LD);
+    else
+        scores(q, nr, k, nk, hd, s, LD);
     int bad = 0;
     for (int r = 0; r < MAX_NR; r++)
         for (int t = 0; t < LD; t++) {
@@ -176,9 +186,12 @@ static void check_attention_rows(int hd, int nr, int nk, tl_attn_scores_rows_fn 
             }
             bad += !(fabs(s[r * LD + t] - ref) <= TOL * mag);
         }
-    CHECK(bad == 0, "row scores hd=%d nr=%d nk=%d: %d entries wrong", hd, nr, nk, bad);
+    CHECK(bad == 0, "row scores (%s) hd=%d nr=%d nk=%d: %d entries wrong", f16 ? "f16" : "f32", hd, nr, nk, bad);
     memcpy(out, out0, sizeof(float) * (size_t)nr * hd);
-    values(out, nr, p, LD, v, nk, hd);
+    if (f16)
+        values_h(out, nr, p, LD, vh, nk, hd);
+    else
+        values(out, nr, p, LD, v, nk, hd);
     bad = 0;
     for (int r = 0; r < nr; r++)
         for (int d = 0; d < hd; d++) {
@@ -189,19 +202,26 @@ static void check_attention_rows(int hd, int nr, int nk, tl_attn_scores_rows_fn 
             }
             bad += !(fabs(out[r * hd + d] - ref) <= TOL * mag);
         }
-    CHECK(bad == 0, "row values hd=%d nr=%d nk=%d: %d entries wrong", hd, nr, nk, bad);
+    CHECK(bad == 0, "row values (%s) hd=%d nr=%d nk=%d: %d entries wrong", f16 ? "f16" : "f32", hd, nr, nk, bad);
 }
 
 static void test_attention_rows_kernels(void) {
     tl_attn_scores_rows_fn scores;
     tl_attn_values_rows_fn values;
-    const int hds[] = {4, 8, 16, 24, 40, 64, 80, 256}, nrs[] = {1, 3, 4, 5, 8, 9}, nks[] = {1, 3, 4, 5, 64, 67};
+    tl_attn_scores_rows_f16_fn scores_h;
+    tl_attn_values_rows_f16_fn values_h;
+    const int hds[] = {4, 8, 16, 24, 40, 64, 80, 256}, nrs[] = {1, 3, 4, 5, 8, 9, 11, 16, 17}, nks[] = {1, 3, 4, 5, 64, 67};
     CHECK(!tl_attn_rows_kernels(6, &scores, &values) && !scores && !values);
+    CHECK(!tl_attn_rows_f16_kernels(6, &scores_h, &values_h) && !scores_h && !values_h);
     for (int h = 0; h < 8; h++) {
-        if (!tl_attn_rows_kernels(hds[h], &scores, &values)) continue;
-        CHECK(scores && values);
-        for (int r = 0; r < 6; r++)
-            for (int k = 0; k < 6; k++) check_attention_rows(hds[h], nrs[r], nks[k], scores, values);
+        const bool rows = tl_attn_rows_kernels(hds[h], &scores, &values), halves = tl_attn_rows_f16_kernels(hds[h], &scores_h, &values_h);
+        CHECK(!halves || rows); /* the cache's halves are read as they lie only where float tiles could be */
+        for (int f16 = 0; f16 < 2; f16++) {
+            if (!(f16 ? halves : rows)) continue;
+            CHECK(f16 ? scores_h && values_h : scores && values);
+            for (int r = 0; r < 9; r++)
+                for (int k = 0; k < 6; k++) check_attention_rows(hds[h], nrs[r], nks[k], f16, scores, values, scores_h, values_h);
+        }
     }
 }
 
