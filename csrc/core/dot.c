@@ -20,6 +20,9 @@
  * fills; with this, a TinyLlama-shaped F16 matrix from memory reads as fast as a plain read
  * loop (benchmarks/NOTES.md, 2026-11-27, F16 generation). */
 #define FLOAT_ROW_PREFETCH 4096
+#ifndef ATTN_PREFETCH
+#define ATTN_PREFETCH 4096
+#endif
 #define PREFETCH_AHEAD(p) _mm_prefetch((const char *)(p) + FLOAT_ROW_PREFETCH, _MM_HINT_T0)
 
 AVX2 static inline float hsum(__m256 v) {
@@ -241,6 +244,25 @@ AVX2 static float exp_sum_avx2(float *s, int n, float m) {
     float total = hsum(sum);
     for (; i < n; i++) total += s[i] = expf(s[i] - m);
     return total;
+}
+
+AVX2 static float scale_max_avx2(float *s, int n, float scale) {
+    const __m256 vs = _mm256_set1_ps(scale);
+    __m256 mx = _mm256_set1_ps(-INFINITY);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 z = _mm256_mul_ps(_mm256_loadu_ps(s + i), vs);
+        _mm256_storeu_ps(s + i, z);
+        mx = _mm256_max_ps(z, mx);
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    float m = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+    for (; i < n; i++) {
+        s[i] *= scale;
+        m = s[i] > m ? s[i] : m;
+    }
+    return m;
 }
 
 /* x / (1 + exp(-2u)) with u = sqrt(2/pi) x (1 + 0.044715 x^2) (dot.h's tl_gelu_glu_fn);
@@ -521,40 +543,81 @@ AVX512 static void q8_0_widen_avx512(const void *src, float *dst, int64_t n) {
     }
 }
 
-/* dot.h's tl_attn_scores_rows_fn: tiles of 4 rows x 4 keys in 16 accumulators, per 16 columns 4
- * key loads, 4 query loads and 16 FMAs; the 16 sums reduced together (45 shuffles and adds
- * instead of 16 reductions of ~8), lane 4r + t holding row r, key t. Rows and keys past the ends
- * repeat the last one and are not stored. */
-AVX512 static void attn_scores_rows_avx512(const float *q, int nr, const float *k, int nk, int hd, float *s, int ld) {
-    for (int r0 = 0; r0 < nr; r0 += 4) {
+/* lane 4b + j of the result: the sum of the 16 lanes of acc[4j + b] (45 shuffles and adds instead
+ * of 16 reductions of ~8) */
+static inline __attribute__((always_inline)) AVX512 __m512 sum16x16_avx512(const __m512 *acc) {
+    /* pairs: the 128-bit blocks 0+2 and 1+3 of two accumulators side by side */
+    __m512 w[8], x[4], y[2];
+    for (int i = 0; i < 8; i++)
+        w[i] = _mm512_add_ps(_mm512_shuffle_f32x4(acc[2 * i], acc[2 * i + 1], 0x44),
+                             _mm512_shuffle_f32x4(acc[2 * i], acc[2 * i + 1], 0xEE));
+    /* block b of x[j]: 4 partial sums of accumulator 4j + b */
+    for (int i = 0; i < 4; i++)
+        x[i] = _mm512_add_ps(_mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], 0x88), _mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], 0xDD));
+    for (int i = 0; i < 2; i++)
+        y[i] = _mm512_add_ps(_mm512_unpacklo_ps(x[2 * i], x[2 * i + 1]), _mm512_unpackhi_ps(x[2 * i], x[2 * i + 1]));
+    return _mm512_add_ps(_mm512_shuffle_ps(y[0], y[1], 0x44), _mm512_shuffle_ps(y[0], y[1], 0xEE));
+}
+
+/* dot.h's tl_attn_scores_rows_fn (f16: its F16 form, keys as cached): tiles of 4 rows x 4 keys in
+ * 16 accumulators, per 16 columns 4 key loads, 4 query loads and 16 FMAs; the 16 sums reduced
+ * together, lane 4r + t holding row r, key t. Rows and keys past the ends repeat the last one and
+ * are not stored. Halves take tiles of 8 rows x 2 keys first (a decode step's group of 8 query
+ * heads), so that each key is converted once for 8 rows: lane 4b + j holds row b + 4 (j / 2), key
+ * j % 2. */
+static inline __attribute__((always_inline)) AVX512 void scores_rows_avx512(const float *q, int nr, const void *k, int nk,
+                                                                             int hd, float *s, int ld, bool f16) {
+    const size_t row = (size_t)hd * (f16 ? 2 : 4);
+    int r0 = 0;
+    for (; f16 && r0 + 8 <= nr; r0 += 8) {
+        const float *qr = q + (size_t)r0 * hd;
+        for (int t0 = 0; t0 < nk; t0 += 2) {
+            const uint8_t *k0 = (const uint8_t *)k + (size_t)t0 * row, *k1 = t0 + 1 < nk ? k0 + row : k0;
+            for (size_t b = 0; b < 2 * row; b += 64) _mm_prefetch((const char *)k0 + ATTN_PREFETCH + b, _MM_HINT_T0);
+            __m512 acc[16]; /* row r, key t: acc[4 (2 (r / 4) + t) + r % 4] */
+            for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+            for (int d = 0; d < hd; d += 16) {
+                const __m512 a = kv16_avx512(k0, d, true), b = kv16_avx512(k1, d, true);
+                for (int r = 0; r < 8; r++) {
+                    const __m512 qv = _mm512_loadu_ps(qr + (size_t)r * hd + d);
+                    acc[4 * (2 * (r / 4)) + r % 4] = _mm512_fmadd_ps(qv, a, acc[4 * (2 * (r / 4)) + r % 4]);
+                    acc[4 * (2 * (r / 4) + 1) + r % 4] = _mm512_fmadd_ps(qv, b, acc[4 * (2 * (r / 4) + 1) + r % 4]);
+                }
+            }
+            const __m512 z = sum16x16_avx512(acc);
+            float *sr = s + (size_t)r0 * ld + t0;
+            if (t0 + 2 <= nk) {
+                const __m128 z0 = _mm512_castps512_ps128(z), z1 = _mm512_extractf32x4_ps(z, 1);
+                const __m128 z2 = _mm512_extractf32x4_ps(z, 2), z3 = _mm512_extractf32x4_ps(z, 3);
+                _mm_storel_pi((__m64 *)sr, z0), _mm_storeh_pi((__m64 *)(sr + 4 * (size_t)ld), z0);
+                _mm_storel_pi((__m64 *)(sr + (size_t)ld), z1), _mm_storeh_pi((__m64 *)(sr + 5 * (size_t)ld), z1);
+                _mm_storel_pi((__m64 *)(sr + 2 * (size_t)ld), z2), _mm_storeh_pi((__m64 *)(sr + 6 * (size_t)ld), z2);
+                _mm_storel_pi((__m64 *)(sr + 3 * (size_t)ld), z3), _mm_storeh_pi((__m64 *)(sr + 7 * (size_t)ld), z3);
+            } else {
+                float zs[16];
+                _mm512_storeu_ps(zs, z);
+                for (int b = 0; b < 4; b++) sr[(size_t)b * ld] = zs[4 * b], sr[(size_t)(b + 4) * ld] = zs[4 * b + 2];
+            }
+        }
+    }
+    for (; r0 < nr; r0 += 4) {
         const float *qr[4];
         for (int r = 0; r < 4; r++) qr[r] = q + (size_t)(r0 + r < nr ? r0 + r : nr - 1) * hd;
         for (int t0 = 0; t0 < nk; t0 += 4) {
-            const float *kt[4];
-            for (int t = 0; t < 4; t++) kt[t] = k + (size_t)(t0 + t < nk ? t0 + t : nk - 1) * hd;
+            const uint8_t *kt[4];
+            for (int t = 0; t < 4; t++) kt[t] = (const uint8_t *)k + (size_t)(t0 + t < nk ? t0 + t : nk - 1) * row;
             __m512 acc[16]; /* acc[4t + r] */
             for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
             for (int d = 0; d < hd; d += 16) {
                 __m512 kv[4];
-                for (int t = 0; t < 4; t++) kv[t] = _mm512_loadu_ps(kt[t] + d);
+                for (int t = 0; t < 4; t++) kv[t] = kv16_avx512(kt[t], d, f16);
                 for (int r = 0; r < 4; r++) {
                     const __m512 qv = _mm512_loadu_ps(qr[r] + d);
                     for (int t = 0; t < 4; t++) acc[4 * t + r] = _mm512_fmadd_ps(qv, kv[t], acc[4 * t + r]);
                 }
             }
-            /* pairs: the 128-bit blocks 0+2 and 1+3 of two accumulators side by side */
-            __m512 w[8], x[4], y[2];
-            for (int i = 0; i < 8; i++)
-                w[i] = _mm512_add_ps(_mm512_shuffle_f32x4(acc[2 * i], acc[2 * i + 1], 0x44),
-                                     _mm512_shuffle_f32x4(acc[2 * i], acc[2 * i + 1], 0xEE));
-            /* block b of x[j]: 4 partial sums of accumulator 4j + b */
-            for (int i = 0; i < 4; i++)
-                x[i] = _mm512_add_ps(_mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], 0x88),
-                                     _mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], 0xDD));
-            for (int i = 0; i < 2; i++)
-                y[i] = _mm512_add_ps(_mm512_unpacklo_ps(x[2 * i], x[2 * i + 1]), _mm512_unpackhi_ps(x[2 * i], x[2 * i + 1]));
             /* lane 4b + j: accumulator 4j + b, i.e. row b, key j */
-            const __m512 z = _mm512_add_ps(_mm512_shuffle_ps(y[0], y[1], 0x44), _mm512_shuffle_ps(y[0], y[1], 0xEE));
+            const __m512 z = sum16x16_avx512(acc);
             if (r0 + 4 <= nr && t0 + 4 <= nk) {
                 _mm_storeu_ps(s + (size_t)r0 * ld + t0, _mm512_castps512_ps128(z));
                 _mm_storeu_ps(s + (size_t)(r0 + 1) * ld + t0, _mm512_extractf32x4_ps(z, 1));
@@ -570,16 +633,26 @@ AVX512 static void attn_scores_rows_avx512(const float *q, int nr, const float *
     }
 }
 
-/* R rows (a constant where it is called) of out[d0 .. d0 + 16 C) += sum_t p[r ld + t] v_t[d0 ..]:
- * per key C value loads, R broadcasts and R C FMAs */
+AVX512 static void attn_scores_rows_avx512(const float *q, int nr, const float *k, int nk, int hd, float *s, int ld) {
+    scores_rows_avx512(q, nr, k, nk, hd, s, ld, false);
+}
+AVX512 static void attn_scores_rows_f16_avx512(const float *q, int nr, const uint16_t *k, int nk, int hd, float *s, int ld) {
+    scores_rows_avx512(q, nr, k, nk, hd, s, ld, true);
+}
+
+/* R rows by C 16-column slices (constants where it is called; R C at most 16) of
+ * out[d0 .. d0 + 16 C) += sum_t p[r ld + t] v_t[d0 ..]: per key C value loads, R broadcasts and
+ * R C FMAs */
 static inline __attribute__((always_inline)) AVX512 void values_rows_avx512(float *out, int R, int C, const float *p, int ld,
-                                                                             const float *v, int nk, int hd, int d0) {
-    __m512 acc[4][4];
+                                                                             const void *v, int nk, int hd, int d0, bool f16) {
+    const size_t row = (size_t)hd * (f16 ? 2 : 4);
+    __m512 acc[8][4];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) acc[r][c] = _mm512_loadu_ps(out + (size_t)r * hd + d0 + 16 * c);
     for (int t = 0; t < nk; t++) {
         __m512 vv[4];
-        for (int c = 0; c < C; c++) vv[c] = _mm512_loadu_ps(v + (size_t)t * hd + d0 + 16 * c);
+        if (f16 && R == 8) _mm_prefetch((const char *)((const uint16_t *)v + (size_t)t * hd + d0) + ATTN_PREFETCH, _MM_HINT_T0);
+        for (int c = 0; c < C; c++) vv[c] = kv16_avx512((const uint8_t *)v + (size_t)t * row, d0 + 16 * c, f16);
         for (int r = 0; r < R; r++) {
             const __m512 pt = _mm512_set1_ps(p[(size_t)r * ld + t]);
             for (int c = 0; c < C; c++) acc[r][c] = _mm512_fmadd_ps(pt, vv[c], acc[r][c]);
@@ -589,22 +662,39 @@ static inline __attribute__((always_inline)) AVX512 void values_rows_avx512(floa
         for (int c = 0; c < C; c++) _mm512_storeu_ps(out + (size_t)r * hd + d0 + 16 * c, acc[r][c]);
 }
 
-AVX512 static void attn_values_rows_avx512(float *out, int nr, const float *p, int ld, const float *v, int nk, int hd) {
+/* dot.h's tl_attn_values_rows_fn (f16: its F16 form): 4 rows x 64 columns a key; halves take 8
+ * rows x 32 columns first, each value converted once for 8 rows */
+static inline __attribute__((always_inline)) AVX512 void values_rows_all_avx512(float *out, int nr, const float *p, int ld,
+                                                                                 const void *v, int nk, int hd, bool f16) {
     int r0 = 0;
+    for (; f16 && r0 + 8 <= nr; r0 += 8) {
+        float *o = out + (size_t)r0 * hd;
+        const float *pr = p + (size_t)r0 * ld;
+        int d0 = 0;
+        for (; d0 + 32 <= hd; d0 += 32) values_rows_avx512(o, 8, 2, pr, ld, v, nk, hd, d0, true);
+        for (; d0 < hd; d0 += 16) values_rows_avx512(o, 8, 1, pr, ld, v, nk, hd, d0, true);
+    }
     for (; r0 + 4 <= nr; r0 += 4) {
         float *o = out + (size_t)r0 * hd;
         const float *pr = p + (size_t)r0 * ld;
         int d0 = 0;
-        for (; d0 + 64 <= hd; d0 += 64) values_rows_avx512(o, 4, 4, pr, ld, v, nk, hd, d0);
-        for (; d0 < hd; d0 += 16) values_rows_avx512(o, 4, 1, pr, ld, v, nk, hd, d0);
+        for (; d0 + 64 <= hd; d0 += 64) values_rows_avx512(o, 4, 4, pr, ld, v, nk, hd, d0, f16);
+        for (; d0 < hd; d0 += 16) values_rows_avx512(o, 4, 1, pr, ld, v, nk, hd, d0, f16);
     }
     for (; r0 < nr; r0++) {
         float *o = out + (size_t)r0 * hd;
         const float *pr = p + (size_t)r0 * ld;
         int d0 = 0;
-        for (; d0 + 64 <= hd; d0 += 64) values_rows_avx512(o, 1, 4, pr, ld, v, nk, hd, d0);
-        for (; d0 < hd; d0 += 16) values_rows_avx512(o, 1, 1, pr, ld, v, nk, hd, d0);
+        for (; d0 + 64 <= hd; d0 += 64) values_rows_avx512(o, 1, 4, pr, ld, v, nk, hd, d0, f16);
+        for (; d0 < hd; d0 += 16) values_rows_avx512(o, 1, 1, pr, ld, v, nk, hd, d0, f16);
     }
+}
+
+AVX512 static void attn_values_rows_avx512(float *out, int nr, const float *p, int ld, const float *v, int nk, int hd) {
+    values_rows_all_avx512(out, nr, p, ld, v, nk, hd, false);
+}
+AVX512 static void attn_values_rows_f16_avx512(float *out, int nr, const float *p, int ld, const uint16_t *v, int nk, int hd) {
+    values_rows_all_avx512(out, nr, p, ld, v, nk, hd, true);
 }
 
 AVX512 static void attn_scores_f16_avx512(const float *q, const void *k, size_t stride, int nk, int hd, float *s) {
@@ -669,6 +759,24 @@ AVX512 static float exp_sum_avx512(float *s, int n, float m) {
     float total = _mm512_reduce_add_ps(sum);
     for (; i < n; i++) total += s[i] = expf(s[i] - m);
     return total;
+}
+
+AVX512 static float scale_max_avx512(float *s, int n, float scale) {
+    const __m512 vs = _mm512_set1_ps(scale);
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 z = _mm512_mul_ps(_mm512_loadu_ps(s + i), vs);
+        _mm512_storeu_ps(s + i, z);
+        mx = _mm512_max_ps(z, mx); /* a NaN score is passed over, as by the scalar comparison */
+    }
+    if (i < n) {
+        const __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+        const __m512 z = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, s + i), vs);
+        _mm512_mask_storeu_ps(s + i, k, z);
+        mx = _mm512_mask_max_ps(mx, k, z, mx);
+    }
+    return _mm512_reduce_max_ps(mx);
 }
 
 AVX512 static float dot_bf16_avx512(const void *w, const float *x, int64_t n) {
@@ -873,6 +981,15 @@ tl_exp_sum_fn tl_exp_sum_kernel(void) {
 #endif
 }
 
+tl_scale_max_fn tl_scale_max_kernel(void) {
+#ifdef TL_X86
+    const int use_simd = simd_level();
+    return use_simd == 2 ? scale_max_avx512 : use_simd == 1 ? scale_max_avx2 : NULL;
+#else
+    return NULL;
+#endif
+}
+
 tl_gelu_glu_fn tl_gelu_glu_kernel(void) {
 #ifdef TL_X86
     const int use_simd = simd_level();
@@ -934,6 +1051,20 @@ bool tl_attn_rows_kernels(int hd, tl_attn_scores_rows_fn *scores, tl_attn_values
     } else if (use_simd >= 1 && hd % 8 == 0) {
         *scores = attn_scores_rows_avx2;
         *values = attn_values_rows_avx2;
+    }
+#else
+    (void)hd;
+#endif
+    return *scores != NULL;
+}
+
+bool tl_attn_rows_f16_kernels(int hd, tl_attn_scores_rows_f16_fn *scores, tl_attn_values_rows_f16_fn *values) {
+    *scores = NULL;
+    *values = NULL;
+#ifdef TL_X86
+    if (simd_level() == 2 && hd % 16 == 0) {
+        *scores = attn_scores_rows_f16_avx512;
+        *values = attn_values_rows_f16_avx512;
     }
 #else
     (void)hd;

@@ -23,6 +23,11 @@ typedef void (*tl_attn_values_fn)(float *out, const float *p, const void *v, siz
  * NULL on the portable path (then expf). */
 typedef float (*tl_exp_sum_fn)(float *s, int n, float m);
 tl_exp_sum_fn tl_exp_sum_kernel(void);
+/* s[i] *= scale for n scores, returning their maximum (-INFINITY for none): the softmax's pass
+ * over a block of scores before the exp, bit for bit the scalar products. NULL on the portable
+ * path. */
+typedef float (*tl_scale_max_fn)(float *s, int n, float scale);
+tl_scale_max_fn tl_scale_max_kernel(void);
 
 /* GELU, tanh approximation (Hendrycks & Gimpel 2016; PyTorch gelu(approximate="tanh")):
  * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). The definition the vector kernel is tested against. */
@@ -56,6 +61,13 @@ bool tl_attn_kernels(tl_dtype kv, int hd, tl_attn_scores_fn *scores, tl_attn_val
 typedef void (*tl_attn_scores_rows_fn)(const float *q, int nr, const float *k, int nk, int hd, float *s, int ld);
 typedef void (*tl_attn_values_rows_fn)(float *out, int nr, const float *p, int ld, const float *v, int nk, int hd);
 bool tl_attn_rows_kernels(int hd, tl_attn_scores_rows_fn *scores, tl_attn_values_rows_fn *values);
+/* The same over nk rows of an F16 cache as they lie, for rows that read each key once (a decode
+ * step's query heads of one kv head): each key and value converted once for up to 8 rows (tiles
+ * of 8 rows by 2 keys), none widened into a tile first. AVX-512, head sizes a multiple of 16;
+ * false (and NULLs) otherwise, when the caller widens. */
+typedef void (*tl_attn_scores_rows_f16_fn)(const float *q, int nr, const uint16_t *k, int nk, int hd, float *s, int ld);
+typedef void (*tl_attn_values_rows_f16_fn)(float *out, int nr, const float *p, int ld, const uint16_t *v, int nk, int hd);
+bool tl_attn_rows_f16_kernels(int hd, tl_attn_scores_rows_f16_fn *scores, tl_attn_values_rows_f16_fn *values);
 
 /* dst[i] = src[i] for n halves (F16 to F32: exact, as tl_f16_to_f32; a signalling NaN comes back
  * quiet), in hardware: the attention widens a tile of cached keys and values once for every query

@@ -151,18 +151,28 @@ static void test_attention_kernels(void) {
     }
 }
 
-/* the row kernels over float tiles: nr query rows by nk keys and values, every tail of the 4x4
- * register tiles, against double sums; entries of s outside [0, nr) x [0, nk) stay untouched */
-static void check_attention_rows(int hd, int nr, int nk, tl_attn_scores_rows_fn scores, tl_attn_values_rows_fn values) {
-    enum { MAX_HD = 256, MAX_NK = 67, MAX_NR = 9, LD = MAX_NK + 3 };
+/* the row kernels over float tiles (or, f16, over halves as cached): nr query rows by nk keys and
+ * values, every tail of the 4x4 (8x2) register tiles, against double sums; entries of s outside
+ * [0, nr) x [0, nk) stay untouched */
+static void check_attention_rows(int hd, int nr, int nk, bool f16, tl_attn_scores_rows_fn scores, tl_attn_values_rows_fn values,
+                                 tl_attn_scores_rows_f16_fn scores_h, tl_attn_values_rows_f16_fn values_h) {
+    enum { MAX_HD = 256, MAX_NK = 67, MAX_NR = 17, LD = MAX_NK + 3 };
     static float q[MAX_NR * MAX_HD], k[MAX_NK * MAX_HD], v[MAX_NK * MAX_HD], out[MAX_NR * MAX_HD], out0[MAX_NR * MAX_HD];
+    static uint16_t kh[MAX_NK * MAX_HD], vh[MAX_NK * MAX_HD];
     static float s[MAX_NR * LD], p[MAX_NR * LD];
     fill(q, (int64_t)nr * hd, 1.0);
     fill(k, (int64_t)nk * hd, 2.0);
     fill(v, (int64_t)nk * hd, 2.0);
     fill(out0, (int64_t)nr * hd, 1.0);
+    for (int i = 0; i < nk * hd; i++) { /* the halves' values are the keys and values checked */
+        kh[i] = tl_f32_to_f16(k[i]), vh[i] = tl_f32_to_f16(v[i]);
+        if (f16) k[i] = tl_f16_to_f32(kh[i]), v[i] = tl_f16_to_f32(vh[i]);
+    }
     for (int i = 0; i < MAX_NR * LD; i++) s[i] = -7.0f, p[i] = (float)uniform();
-    scores(q, nr, k, nk, hd, s, LD);
+    if (f16)
+        scores_h(q, nr, kh, nk, hd, s, LD);
+    else
+        scores(q, nr, k, nk, hd, s, LD);
     int bad = 0;
     for (int r = 0; r < MAX_NR; r++)
         for (int t = 0; t < LD; t++) {
@@ -177,9 +187,12 @@ static void check_attention_rows(int hd, int nr, int nk, tl_attn_scores_rows_fn 
             }
             bad += !(fabs(s[r * LD + t] - ref) <= TOL * mag);
         }
-    CHECK(bad == 0, "row scores hd=%d nr=%d nk=%d: %d entries wrong", hd, nr, nk, bad);
+    CHECK(bad == 0, "row scores (%s) hd=%d nr=%d nk=%d: %d entries wrong", f16 ? "f16" : "f32", hd, nr, nk, bad);
     memcpy(out, out0, sizeof(float) * (size_t)nr * hd);
-    values(out, nr, p, LD, v, nk, hd);
+    if (f16)
+        values_h(out, nr, p, LD, vh, nk, hd);
+    else
+        values(out, nr, p, LD, v, nk, hd);
     bad = 0;
     for (int r = 0; r < nr; r++)
         for (int d = 0; d < hd; d++) {
@@ -190,19 +203,26 @@ static void check_attention_rows(int hd, int nr, int nk, tl_attn_scores_rows_fn 
             }
             bad += !(fabs(out[r * hd + d] - ref) <= TOL * mag);
         }
-    CHECK(bad == 0, "row values hd=%d nr=%d nk=%d: %d entries wrong", hd, nr, nk, bad);
+    CHECK(bad == 0, "row values (%s) hd=%d nr=%d nk=%d: %d entries wrong", f16 ? "f16" : "f32", hd, nr, nk, bad);
 }
 
 static void test_attention_rows_kernels(void) {
     tl_attn_scores_rows_fn scores;
     tl_attn_values_rows_fn values;
-    const int hds[] = {4, 8, 16, 24, 40, 64, 80, 256}, nrs[] = {1, 3, 4, 5, 8, 9}, nks[] = {1, 3, 4, 5, 64, 67};
+    tl_attn_scores_rows_f16_fn scores_h;
+    tl_attn_values_rows_f16_fn values_h;
+    const int hds[] = {4, 8, 16, 24, 40, 64, 80, 256}, nrs[] = {1, 3, 4, 5, 8, 9, 11, 16, 17}, nks[] = {1, 3, 4, 5, 64, 67};
     CHECK(!tl_attn_rows_kernels(6, &scores, &values) && !scores && !values);
+    CHECK(!tl_attn_rows_f16_kernels(6, &scores_h, &values_h) && !scores_h && !values_h);
     for (int h = 0; h < 8; h++) {
-        if (!tl_attn_rows_kernels(hds[h], &scores, &values)) continue;
-        CHECK(scores && values);
-        for (int r = 0; r < 6; r++)
-            for (int k = 0; k < 6; k++) check_attention_rows(hds[h], nrs[r], nks[k], scores, values);
+        const bool rows = tl_attn_rows_kernels(hds[h], &scores, &values), halves = tl_attn_rows_f16_kernels(hds[h], &scores_h, &values_h);
+        CHECK(!halves || rows); /* the cache's halves are read as they lie only where float tiles could be */
+        for (int f16 = 0; f16 < 2; f16++) {
+            if (!(f16 ? halves : rows)) continue;
+            CHECK(f16 ? scores_h && values_h : scores && values);
+            for (int r = 0; r < 9; r++)
+                for (int k = 0; k < 6; k++) check_attention_rows(hds[h], nrs[r], nks[k], f16, scores, values, scores_h, values_h);
+        }
     }
 }
 
@@ -286,6 +306,32 @@ static void test_exp_sum(void) {
 
 /* the vector GELU-tanh GLU against dot.h's scalar formula, within the bound dot.h states, on
  * a dense sweep of [-20, 20] (both tails and the bend) and random gates */
+/* every length to 70 (each vector tail), scores of either sign and a NaN among them: the products
+ * bit for bit s[i] * scale, and the maximum the scalar comparison's (a NaN passed over) */
+static void test_scale_max(void) {
+    const tl_scale_max_fn scale_max = tl_scale_max_kernel();
+    if (!scale_max) return;
+    enum { N = 70 };
+    float s[N + 1], want[N];
+    for (int len = 0; len <= N; len++)
+        for (int nan = 0; nan < 2; nan++) {
+            const float scale = (float)(uniform() + 0.05);
+            for (int i = 0; i <= N; i++) s[i] = (float)(uniform() * 200 - 100);
+            if (nan && len > 0) s[len / 2] = NAN;
+            float m = -INFINITY;
+            for (int i = 0; i < len; i++) {
+                want[i] = s[i] * scale;
+                m = want[i] > m ? want[i] : m;
+            }
+            const float sentinel = s[len];
+            const float got = scale_max(s, len, scale);
+            int bad = s[len] != sentinel;
+            for (int i = 0; i < len; i++) bad += memcmp(&s[i], &want[i], sizeof(float)) != 0;
+            CHECK(bad == 0 && got == m, "scale_max len=%d nan=%d: %d products wrong, max %g want %g", len, nan, bad,
+                  (double)got, (double)m);
+        }
+}
+
 static void test_gelu_glu(void) {
     const tl_gelu_glu_fn gelu_glu = tl_gelu_glu_kernel();
     if (!gelu_glu) return;
@@ -356,6 +402,7 @@ int main(void) {
     test_f16_widen();
     test_q8_0_widen();
     test_exp_sum();
+    test_scale_max();
     test_gelu_glu();
     test_silu_glu();
     return check_summary();

@@ -344,7 +344,10 @@ typedef struct {
     tl_attn_values_fn values;
     tl_attn_scores_rows_fn scores_rows; /* F32 rows only */
     tl_attn_values_rows_fn values_rows;
+    tl_attn_scores_rows_f16_fn scores_rows_h; /* an F16 cache's rows as they lie */
+    tl_attn_values_rows_f16_fn values_rows_h;
     tl_exp_sum_fn exp_sum;
+    tl_scale_max_fn scale_max;
 } attn_kernels;
 
 /* the first key position a query at pos sees: causal, and a windowed layer's last W positions */
@@ -359,11 +362,15 @@ static inline int32_t first_key(const tl_attn_args *a, int32_t pos) {
  * materialised, at any context length. */
 static void softmax_step(const tl_attn_args *a, const attn_kernels *K, float *s, int nk, float *out, float *m, float *l) {
     float bm = -INFINITY;
-    for (int t = 0; t < nk; t++) {
-        float z = s[t] * a->scale;
-        if (a->softcap > 0) z = softcap1(z, a->softcap);
-        s[t] = z;
-        if (z > bm) bm = z;
+    if (K->scale_max && !(a->softcap > 0)) {
+        bm = K->scale_max(s, nk, a->scale);
+    } else {
+        for (int t = 0; t < nk; t++) {
+            float z = s[t] * a->scale;
+            if (a->softcap > 0) z = softcap1(z, a->softcap);
+            s[t] = z;
+            if (z > bm) bm = z;
+        }
     }
     if (bm > *m) { /* a new maximum: what was summed so far shrinks by exp(m - bm) */
         const float r = expf(*m - bm);
@@ -405,19 +412,26 @@ static void attend_block(const tl_attn_args *a, const attn_kernels *K, const flo
 }
 
 /* The query rows of one token (heads of a kv group, hd floats apart in q and out) over the same
- * nk float keys and values: attend_block for every row, with the scores and the value sums of
- * all rows from the row kernels (each key and value read once for 4 rows) */
-static void attend_rows(const tl_attn_args *a, const attn_kernels *K, const float *q, float *out, int nr, const float *k,
-                        const float *v, int nk, float *m, float *l) {
+ * nk keys and values (float, or halves where half): attend_block for every row, with the scores
+ * and the value sums of all rows from the row kernels (each key and value read once for 4 rows,
+ * or 8 from halves) */
+static void attend_rows(const tl_attn_args *a, const attn_kernels *K, const float *q, float *out, int nr, const void *k,
+                        const void *v, bool half, int nk, float *m, float *l) {
     enum { ROWS = 16 };
     const int hd = a->head_dim;
     float s[ROWS * ATTN_BLOCK];
     for (int r0 = 0; r0 < nr; r0 += ROWS) {
         const int rn = nr - r0 < ROWS ? nr - r0 : ROWS;
-        K->scores_rows(q + (size_t)r0 * hd, rn, k, nk, hd, s, ATTN_BLOCK);
+        if (half)
+            K->scores_rows_h(q + (size_t)r0 * hd, rn, k, nk, hd, s, ATTN_BLOCK);
+        else
+            K->scores_rows(q + (size_t)r0 * hd, rn, k, nk, hd, s, ATTN_BLOCK);
         for (int r = 0; r < rn; r++)
             softmax_step(a, K, s + r * ATTN_BLOCK, nk, out + (size_t)(r0 + r) * hd, m + r0 + r, l + r0 + r);
-        K->values_rows(out + (size_t)r0 * hd, rn, s, ATTN_BLOCK, v, nk, hd);
+        if (half)
+            K->values_rows_h(out + (size_t)r0 * hd, rn, s, ATTN_BLOCK, v, nk, hd);
+        else
+            K->values_rows(out + (size_t)r0 * hd, rn, s, ATTN_BLOCK, v, nk, hd);
     }
 }
 
@@ -445,7 +459,8 @@ static void widen_rows(const kv_widen *w, const uint8_t *src, float *dst, int64_
 /* One work item: tokens [i0, i1) of one sequence and query heads [h0, h1) of kv head kvh, over
  * every key any of them sees, a tile of tk positions at a time. Where kt and vt are given, each
  * tile of keys and values is widened to float once, for all the item's rows (the query heads
- * of the group, each token). */
+ * of the group, each token); an item of one token (a decode step), whose rows read each key
+ * once, reads an F16 cache as it lies where the half row kernels exist. */
 static void attend_item(const tl_attn_args *a, const attn_kernels *K, const kv_widen *widen, float *kt, float *vt,
                         int tk, int i0, int i1, int kvh, int h0, int h1) {
     const int hd = a->head_dim, nh = h1 - h0;
@@ -461,10 +476,17 @@ static void attend_item(const tl_attn_args *a, const attn_kernels *K, const kv_w
         memset(a->out + (size_t)i * q_dim + (size_t)h0 * hd, 0, (size_t)nh * hd * sizeof(float));
     }
     for (int r = 0; r < (i1 - i0) * nh; r++) m[r] = -INFINITY, l[r] = 0;
+    const bool half = kt && K->scores_rows_h && i1 - i0 == 1;
+    if (half) tk = ATTN_BLOCK;
     for (int32_t tb = lo; tb <= hi; tb += tk) {
         const int nt = hi - tb + 1 < tk ? hi - tb + 1 : tk;
         const size_t at = kv_bytes(a->kv_dtype, (size_t)tb * hd);
         const uint8_t *kb = kc + at, *vb = vc + at;
+        if (half) { /* one token: every key of [lo, hi] is its own */
+            const size_t at = (size_t)i0 * q_dim + (size_t)h0 * hd;
+            attend_rows(a, K, a->q + at, a->out + at, nh, kb, vb, true, nt, m, l);
+            continue;
+        }
         if (kt) {
             widen_rows(widen, kb, kt, (int64_t)nt * hd);
             widen_rows(widen, vb, vt, (int64_t)nt * hd);
@@ -478,8 +500,8 @@ static void attend_item(const tl_attn_args *a, const attn_kernels *K, const kv_w
             if (ta > tz) continue;
             if (K->scores_rows) {
                 const size_t at = (size_t)i * q_dim + (size_t)h0 * hd, r = (size_t)(i - i0) * nh;
-                attend_rows(a, K, a->q + at, a->out + at, nh, (const float *)(kb + (size_t)(ta - tb) * row),
-                            (const float *)(vb + (size_t)(ta - tb) * row), tz - ta + 1, m + r, l + r);
+                attend_rows(a, K, a->q + at, a->out + at, nh, kb + (size_t)(ta - tb) * row, vb + (size_t)(ta - tb) * row, false,
+                            tz - ta + 1, m + r, l + r);
                 continue;
             }
             for (int h = h0; h < h1; h++) {
@@ -512,7 +534,9 @@ static void attention_worker(void *p, int ith, int nth) {
     K.dot = tl_dot_kernel(K.dt);
     tl_attn_kernels(K.dt, hd, &K.scores, &K.values);
     if (K.dt == TL_F32) tl_attn_rows_kernels(hd, &K.scores_rows, &K.values_rows);
+    if (wide && K.scores_rows && a->kv_dtype == TL_F16) tl_attn_rows_f16_kernels(hd, &K.scores_rows_h, &K.values_rows_h);
     K.exp_sum = tl_exp_sum_kernel();
+    K.scale_max = tl_scale_max_kernel();
     float *kt = wide ? j->tiles + (size_t)ith * 2 * ATTN_TILE_FLOATS : NULL, *vt = wide ? kt + ATTN_TILE_FLOATS : NULL;
     const int tk = wide && ATTN_TILE_FLOATS / hd < ATTN_BLOCK ? ATTN_TILE_FLOATS / hd : ATTN_BLOCK;
     const kv_widen widen = {a->kv_dtype, tl_f16_widen_kernel(), tl_q8_0_widen_kernel()};
