@@ -163,7 +163,7 @@ static tl_status queue_forward(tl_context *x, const fwd *f, bool checks) {
         if (L->k_norm) op->rmsnorm(st, x->k, x->k, L->k_norm, (int64_t)n * c->n_kv_heads, hd, c->norm_eps);
         /* RoPE, and this position's key and value into the cache, before anyone attends */
         const float *cs = L->windowed && f->cs_swa ? f->cs_swa : f->cs;
-        const size_t off = layer_offset(x, l) / (size_t)tl_dtype_block_size(x->kv_dtype) * tl_dtype_type_size(x->kv_dtype);
+        const size_t off = tl_dtype_row_size(x->kv_dtype, (int64_t)layer_offset(x, l)); /* whole rows: Q8_0's blocks too */
         void *kc = (uint8_t *)x->k_cache + off, *vc = (uint8_t *)x->v_cache + off;
         if (op->rope_store) {
             op->rope_store(st, x->q, x->k, x->v, cs, n, c->n_heads, c->n_kv_heads, (int32_t)hd, c->rope_dim, neox, kc, vc,

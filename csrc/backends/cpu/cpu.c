@@ -250,16 +250,11 @@ static size_t cache_index(int32_t seq, int32_t kvh, int32_t pos, int32_t kv_head
     return (((size_t)seq * kv_heads + (size_t)kvh) * max_seq_len + (size_t)pos) * hd;
 }
 
-/* bytes of the first `elems` elements of a cache of dtype dt (Q8_0: whole rows of blocks) */
-static size_t kv_bytes(tl_dtype dt, size_t elems) {
-    return elems / (size_t)tl_dtype_block_size(dt) * tl_dtype_type_size(dt);
-}
-
 static void store_row(void *cache, tl_dtype dt, size_t at, const float *src, int32_t n) {
     if (dt == TL_F32) {
         memcpy((float *)cache + at, src, (size_t)n * sizeof(float));
     } else if (dt == TL_Q8_0) {
-        tl_quantize_row_q8_0(src, (uint8_t *)cache + kv_bytes(dt, at), n);
+        tl_quantize_row_q8_0(src, (uint8_t *)cache + tl_dtype_row_size(dt, (int64_t)at), n);
     } else {
         uint16_t *d = (uint16_t *)cache + at;
         for (int32_t i = 0; i < n; i++) d[i] = tl_f32_to_f16(src[i]);
@@ -465,7 +460,7 @@ static void attend_item(const tl_attn_args *a, const attn_kernels *K, const kv_w
                         int tk, int i0, int i1, int kvh, int h0, int h1) {
     const int hd = a->head_dim, nh = h1 - h0;
     const size_t q_dim = (size_t)a->n_heads * hd, row = (size_t)hd * K->elem;
-    const size_t base = kv_bytes(a->kv_dtype, cache_index(a->seq[i0], kvh, 0, a->n_kv_heads, a->max_seq_len, hd));
+    const size_t base = tl_dtype_row_size(a->kv_dtype, (int64_t)cache_index(a->seq[i0], kvh, 0, a->n_kv_heads, a->max_seq_len, hd));
     const uint8_t *kc = (const uint8_t *)a->k_cache + base, *vc = (const uint8_t *)a->v_cache + base;
     float m[ATTN_ROWS], l[ATTN_ROWS];
     int32_t lo = a->pos[i0], hi = a->pos[i0];
@@ -480,7 +475,7 @@ static void attend_item(const tl_attn_args *a, const attn_kernels *K, const kv_w
     if (half) tk = ATTN_BLOCK;
     for (int32_t tb = lo; tb <= hi; tb += tk) {
         const int nt = hi - tb + 1 < tk ? hi - tb + 1 : tk;
-        const size_t at = kv_bytes(a->kv_dtype, (size_t)tb * hd);
+        const size_t at = tl_dtype_row_size(a->kv_dtype, (int64_t)tb * hd);
         const uint8_t *kb = kc + at, *vb = vc + at;
         if (half) { /* one token: every key of [lo, hi] is its own */
             const size_t at = (size_t)i0 * q_dim + (size_t)h0 * hd;
