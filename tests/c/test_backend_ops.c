@@ -550,6 +550,90 @@ static void top_k_case(int32_t rows, int32_t nv, int32_t k, int32_t n_ids, int k
     free(l), free(at_h), free(at_d), free(ids), free(st_h), free(st_d), free(c_h), free(c_d);
 }
 
+/* Prompts through the vendor's F16 GEMM: the F16 copy of x made once serves q, k and v (and gate
+ * and up); the norms and the GLU write it as they go; a matmul that overwrites x, or new data
+ * uploaded into it, is seen. Each result bit for bit the same as the matmul of a separate copy
+ * of its input (converted on its own), for F16 weights and for quantized ones (dequantized
+ * tiles); the CPU's result at 1e-2 (F16 activations). */
+static void test_gemm_half_rows(void) {
+    if (!gs->ops->matmul_qkv || !gs->ops->matmul_glu || !gs->ops->add_rmsnorm) {
+        printf("F16 rows for the GEMMs: %s has not the fused ops: skipped\n", gpu->ops->name);
+        return;
+    }
+    const tl_dtype types[] = {TL_F16, TL_Q4_K};
+    const int64_t n = 40, k = 512, m = 256; /* n past the GEMVs and mmq */
+    const size_t xb = (size_t)(n * k) * sizeof(float), yb = (size_t)(n * m) * sizeof(float);
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        tl_tensor h[3], d[3], hd2 = make_weight(types[ti], k, m), dd2; /* dd2: m wide, k rows (a down projection) */
+        for (int i = 0; i < 3; i++) h[i] = make_weight(types[ti], m, k), gpu->ops->weight_upload(gpu, &h[i], &d[i]);
+        gpu->ops->weight_upload(gpu, &hd2, &dd2);
+        float *x = malloc(xb), *nw = malloc((size_t)k * 4), *want = malloc(yb), *got = malloc(yb), *got2 = malloc(yb);
+        float *tmp = malloc(xb > yb ? xb : yb);
+        fill(x, (size_t)(n * k), 1.0f);
+        fill(nw, (size_t)k, 1.0f);
+        cs->ops->reserve(cs, n, k);
+        gs->ops->reserve(gs, n, k);
+        float *dx = gput(x, xb), *dnw = gput(nw, (size_t)k * 4), *dn, *dcopy, *dy[3], *dz[3], *da, *db;
+        gpu->ops->alloc(gpu, xb, (void **)&dn);
+        gpu->ops->alloc(gpu, xb, (void **)&dcopy);
+        gs->ops->upload(gs, dcopy, x, xb); /* (add_rmsnorm's y below) */
+        gpu->ops->alloc(gpu, yb, (void **)&da);
+        gpu->ops->alloc(gpu, yb, (void **)&db);
+        for (int i = 0; i < 3; i++) gpu->ops->alloc(gpu, yb, (void **)&dy[i]), gpu->ops->alloc(gpu, yb, (void **)&dz[i]);
+        const char *dt = tl_dtype_name(types[ti]);
+        /* a GEMM first: the stream now writes F16 rows where it can */
+        gs->ops->matmul(gs, &d[0], dx, n, dy[0], NULL);
+        cs->ops->matmul(cs, &h[0], x, n, want, NULL);
+        gget(got, dy[0], yb);
+        CHECK(normwise(got, want, (size_t)(n * m)) <= 1e-2, "gemm %s n=%lld: normwise %.3g against the CPU", dt, (long long)n,
+              normwise(got, want, (size_t)(n * m)));
+        for (int add = 0; add < 2; add++) { /* a norm, then q, k, v; each against its input copied apart */
+            if (add) gs->ops->add_rmsnorm(gs, dx, dcopy, dn, dnw, n, k, 1e-5f);
+            else gs->ops->rmsnorm(gs, dn, dx, dnw, n, k, 1e-5f);
+            gs->ops->matmul_qkv(gs, &d[0], &d[1], &d[2], dn, n, dy[0], dy[1], dy[2], NULL, NULL, NULL);
+            gget(tmp, dn, xb);
+            gs->ops->upload(gs, dcopy, tmp, xb);
+            for (int i = 0; i < 3; i++) {
+                gs->ops->matmul(gs, &d[i], dcopy, n, dz[i], NULL);
+                gget(got, dy[i], yb);
+                gget(got2, dz[i], yb);
+                CHECK(memcmp(got, got2, yb) == 0, "gemm %s after %s, matrix %d of q/k/v: differs from its input converted apart",
+                      dt, add ? "add_rmsnorm" : "rmsnorm", i);
+            }
+        }
+        /* gate and up, then the down projection reading the GLU's rows */
+        gs->ops->matmul_glu(gs, &d[0], &d[1], dn, n, da, db, TL_ACT_SILU);
+        gs->ops->matmul(gs, &dd2, da, n, dcopy, NULL);
+        gget(tmp, da, yb);
+        gs->ops->upload(gs, db, tmp, yb);
+        gs->ops->matmul(gs, &dd2, db, n, dx, NULL);
+        gget(got, dcopy, xb);
+        gget(tmp, dx, xb);
+        CHECK(memcmp(got, tmp, xb) == 0, "gemm %s after matmul_glu: differs from its input converted apart", dt);
+        /* a matmul (a GEMV: 4 tokens) writing into rows a norm converted: the next GEMM reads them new */
+        gs->ops->rmsnorm(gs, dn, dx, dnw, n, k, 1e-5f);
+        gs->ops->matmul(gs, &dd2, da, 4, dn, NULL);
+        gs->ops->matmul(gs, &d[0], dn, n, dy[1], NULL);
+        gget(tmp, dn, xb);
+        gs->ops->upload(gs, dcopy, tmp, xb);
+        gs->ops->matmul(gs, &d[0], dcopy, n, dy[2], NULL);
+        gget(got, dy[1], yb);
+        gget(got2, dy[2], yb);
+        CHECK(memcmp(got, got2, yb) == 0, "gemm %s: rows overwritten by a matmul not seen", dt);
+        fill(x, (size_t)(n * k), 2.0f); /* new data uploaded into the same buffer */
+        gs->ops->upload(gs, dx, x, xb);
+        gs->ops->matmul(gs, &d[0], dx, n, dy[0], NULL);
+        cs->ops->matmul(cs, &h[0], x, n, want, NULL);
+        gget(got, dy[0], yb);
+        CHECK(normwise(got, want, (size_t)(n * m)) <= 1e-2, "gemm %s after an upload: normwise %.3g against the CPU", dt,
+              normwise(got, want, (size_t)(n * m)));
+        for (int i = 0; i < 3; i++) gfree(dy[i]), gfree(dz[i]), gpu->ops->weight_free(gpu, &d[i]), free((void *)h[i].data);
+        gpu->ops->weight_free(gpu, &dd2), free((void *)hd2.data);
+        gfree(dx), gfree(dnw), gfree(dn), gfree(dcopy), gfree(da), gfree(db);
+        free(x), free(nw), free(want), free(got), free(got2), free(tmp);
+    }
+}
+
 static void test_top_k(void) {
     if (!gs->ops->top_k) {
         printf("top_k: the %s backend has none: skipped\n", gs->ops->name);
@@ -834,6 +918,7 @@ int main(int argc, char **argv) {
         test_matmul_q8();
         test_small_ops();
         test_fused();
+        test_gemm_half_rows();
         test_out_of_memory();
         test_top_k();
         test_generation_samples_on_the_device(argc > 2 ? argv[2] : "../shared/fixtures");

@@ -53,6 +53,11 @@ typedef struct gpu_stream {
     /* prefill scratch: a tile of weight rows dequantized to F16, and the activations in F16 */
     __half *w_tile, *x_half;
     size_t w_tile_elems, x_half_elems;
+    /* which rows x_half holds (as xq_src below: forgotten by every op but the matmuls), and
+     * whether a GEMM has wanted them: then the norms and the GLU write it as they go */
+    const float *xh_src;
+    int64_t xh_n, xh_k;
+    bool xh_used;
     float *part; /* attention: the splits' partial results */
     size_t part_floats;
     /* decode: the input rows quantized to 8 bits (gemv_q8.cuh), and which rows they are: the
@@ -95,6 +100,7 @@ static void forget_graphs(gpu_stream *s);
 static gpu_stream *op_begin(tl_stream *ts) {
     gpu_stream *s = (gpu_stream *)ts;
     s->xq_src[0] = s->xq_src[1] = NULL;
+    s->xh_src = NULL;
     return s;
 }
 
@@ -708,11 +714,15 @@ __global__ void embed_float_any(const uint8_t *__restrict__ w, int dt, size_t ro
 }
 
 #if GPU_HAVE_BLAS
-/* the activations for the vendor's F16 GEMM */
+/* the activations for the vendor's F16 GEMM: out = x as F16, four elements a thread (n a
+ * multiple of 4: the GEMMs' n x k) */
 __global__ void to_half_kernel(const float *__restrict__ x, int64_t n, __half *__restrict__ out) {
     grid_wait();
-    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) out[i] = __float2half(x[i]);
+    const int64_t i = 4 * ((int64_t)blockIdx.x * blockDim.x + threadIdx.x);
+    if (i >= n) return;
+    const float4 v = *(const float4 *)(x + i);
+    __half2 h[2] = {__floats2half2_rn(v.x, v.y), __floats2half2_rn(v.z, v.w)};
+    *(uint2 *)(out + i) = *(const uint2 *)h;
 }
 #endif
 
@@ -804,7 +814,8 @@ __global__ void add_kernel(float *x, const float *__restrict__ y, int64_t n) {
     if (i < n) x[i] += y[i];
 }
 
-__global__ void glu_kernel(int gelu, float *a, const float *__restrict__ b, int64_t n) {
+/* a = act(a) * b, and the same as F16 into ah where given (the next GEMM's input) */
+__global__ void glu_kernel(int gelu, float *a, const float *__restrict__ b, int64_t n, __half *ah) {
     grid_wait();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
@@ -812,7 +823,9 @@ __global__ void glu_kernel(int gelu, float *a, const float *__restrict__ b, int6
     float g;
     if (gelu) g = 0.5f * z * (1.0f + tanhf(0.79788456080286535588f * z * (1.0f + 0.044715f * z * z)));
     else g = z / (1.0f + expf(-z));
-    a[i] = g * b[i];
+    const float r = g * b[i];
+    a[i] = r;
+    if (ah) ah[i] = __float2half(r);
 }
 
 __global__ void softcap_kernel(float *x, int64_t n, float c) {
@@ -839,7 +852,7 @@ __global__ void gather_kernel(float *out, const float *x, const int32_t *__restr
  * quantizing done after a pass through memory (ncu, 4096 wide). */
 template <bool ADD>
 __global__ void norm8_kernel(float *x, const float *y, float *out, const float *__restrict__ w, int64_t dim, float eps,
-                             int8_t *q0, int8_t *qk, size_t xs) {
+                             int8_t *q0, int8_t *qk, size_t xs, __half *oh) {
     grid_wait();
     const int lane = threadIdx.x & 31;
     const int64_t row = blockIdx.x, e = 8 * (int64_t)threadIdx.x;
@@ -865,6 +878,12 @@ __global__ void norm8_kernel(float *x, const float *y, float *out, const float *
     float *o = out + row * dim + e;
     *(float4 *)o = make_float4(v[0], v[1], v[2], v[3]);
     *(float4 *)(o + 4) = make_float4(v[4], v[5], v[6], v[7]);
+    if (oh) { /* the row in F16 too, for the GEMMs that read it */
+        __half2 h[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) h[i] = __floats2half2_rn(v[2 * i], v[2 * i + 1]);
+        *(uint4 *)(oh + row * dim + e) = *(const uint4 *)h;
+    }
     if (q0) { /* Q8_0: this lane's 8 of a 32-block, its 4 lanes reduced together (q8_0_block's arithmetic) */
         float amax = 0.0f;
 #pragma unroll
@@ -914,18 +933,22 @@ __global__ void add_rmsnorm_kernel(float *x, const float *y, float *out, const f
     if (q0 || qk) q8_row_both(o, dim, q0 ? q0 + blockIdx.x * xs : NULL, qk ? qk + blockIdx.x * xs : NULL);
 }
 
-/* One block per (token, head): query heads are rotated; key heads are rotated and then stored
+/* A warp per (token, head), four to a block (a block each was ~3x slower for a 512-token prompt:
+ * blocks of 64 busy threads): query heads are rotated; key heads are rotated and then stored
  * with their value rows into the caches. */
-__global__ void rope_store_kernel(float *q, float *k, const float *__restrict__ v, const float *__restrict__ cs,
+__global__ void rope_store_kernel(float *q, float *k, const float *__restrict__ v, const float *__restrict__ cs, int32_t n,
                                   int32_t n_heads, int32_t kv_heads, int32_t hd, int32_t rope_dim, bool neox, void *kc,
                                   void *vc, int f16, const int32_t *__restrict__ pos, const int32_t *__restrict__ seq,
                                   int32_t max_seq_len) {
     grid_wait();
-    const int t = blockIdx.x / (n_heads + kv_heads), hh = blockIdx.x % (n_heads + kv_heads);
+    const int64_t item = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (item >= (int64_t)n * (n_heads + kv_heads)) return;
+    const int lane = threadIdx.x & 31;
+    const int t = (int)(item / (n_heads + kv_heads)), hh = (int)(item % (n_heads + kv_heads));
     const bool is_q = hh < n_heads;
     float *x = is_q ? q + ((size_t)t * n_heads + hh) * hd : k + ((size_t)t * kv_heads + (hh - n_heads)) * hd;
     const int half = rope_dim / 2;
-    for (int p = threadIdx.x; p < half; p += blockDim.x) {
+    for (int p = lane; p < half; p += 32) {
         const float c = cs[(size_t)t * rope_dim + 2 * p], s = cs[(size_t)t * rope_dim + 2 * p + 1];
         const int a = neox ? p : 2 * p, b = neox ? p + half : 2 * p + 1;
         const float x0 = x[a], x1 = x[b];
@@ -933,11 +956,11 @@ __global__ void rope_store_kernel(float *q, float *k, const float *__restrict__ 
         x[b] = x0 * s + x1 * c;
     }
     if (is_q) return;
-    __syncthreads();
+    __syncwarp();
     const int h = hh - n_heads;
     const float *vr = v + ((size_t)t * kv_heads + h) * hd;
     const size_t at = (((size_t)seq[t] * kv_heads + h) * max_seq_len + pos[t]) * hd;
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    for (int d = lane; d < hd; d += 32) {
         if (f16) {
             ((__half *)kc)[at + d] = __float2half(x[d]);
             ((__half *)vc)[at + d] = __float2half(vr[d]);
@@ -1652,6 +1675,14 @@ static void embed(tl_stream *ts, const tl_tensor *table, const int32_t *tokens, 
 
 static void q8_norm_targets(gpu_stream *s, const float *out, int64_t rows, int64_t dim, int8_t **q0, int8_t **qk);
 
+/* A norm about to write rows x dim floats to out: where a GEMM has read F16 rows before (a
+ * prompt) and has room, the buffer to write them into as well, remembered as out's */
+static __half *half_norm_target(gpu_stream *s, const float *out, int64_t rows, int64_t dim) {
+    if (!s->xh_used || rows <= GEMV_MAX_TOKENS || !s->x_half || s->x_half_elems < (size_t)(rows * dim)) return nullptr;
+    s->xh_src = out, s->xh_n = rows, s->xh_k = dim;
+    return s->x_half;
+}
+
 static void rmsnorm(tl_stream *ts, float *out, const float *x, const float *w, int64_t rows, int64_t dim, float eps) {
     gpu_stream *s = op_begin(ts);
     int threads = dim >= 1024 ? 1024 : dim >= 256 ? 256 : 64;
@@ -1659,7 +1690,7 @@ static void rmsnorm(tl_stream *ts, float *out, const float *x, const float *w, i
     q8_norm_targets(s, out, rows, dim, &q0, &qk);
     if (dim % 256 == 0 && dim <= 8192)
         launch(s->stream, norm8_kernel<false>, (unsigned)rows, (unsigned)(dim / 8), 0, (float *)x, nullptr, out, w, dim, eps, q0, qk,
-                                                                                  q8_stride(dim));
+                                                                                  q8_stride(dim), half_norm_target(s, out, rows, dim));
     else
         launch(s->stream, rmsnorm_kernel, (unsigned)rows, threads, 0, out, x, w, dim, eps, q0, qk, q8_stride(dim));
     LAUNCHED(s, "rmsnorm");
@@ -1751,10 +1782,11 @@ static void q8_norm_targets(gpu_stream *s, const float *out, int64_t rows, int64
     }
 }
 
-/* A matmul wrote y[0, count): the quantized rows are stale if they came from there */
-static void q8_forget_written(gpu_stream *s, const float *y, int64_t count) {
+/* A matmul wrote y[0, count): the quantized (or F16) rows are stale if they came from there */
+static void forget_written(gpu_stream *s, const float *y, int64_t count) {
     for (int i = 0; i < 2; i++)
         if (s->xq_src[i] && y < s->xq_src[i] + s->xq_n[i] * s->xq_k[i] && s->xq_src[i] < y + count) s->xq_src[i] = NULL;
+    if (s->xh_src && y < s->xh_src + s->xh_n * s->xh_k && s->xh_src < y + count) s->xh_src = NULL;
 }
 
 /* y = x W^T (+ bias) from the quantized rows; with w2, y = act(x W^T) * (x W2^T) */
@@ -1880,8 +1912,12 @@ static void gemm(gpu_stream *s, const tl_tensor *w, const float *x, int64_t n, f
         return;
     }
     if (s->blas) {
-        launch(s->stream, to_half_kernel, blocks_for(n * k, THREADS), THREADS, 0, x, n * k, s->x_half);
-        LAUNCHED(s, "activations to f16");
+        s->xh_used = true;
+        if (!(s->xh_src == x && s->xh_n == n && s->xh_k == k)) { /* (q, k and v, gate and up: one conversion) */
+            launch(s->stream, to_half_kernel, blocks_for(n * k / 4, THREADS), THREADS, 0, x, n * k, s->x_half);
+            LAUNCHED(s, "activations to f16");
+            s->xh_src = x, s->xh_n = n, s->xh_k = k;
+        }
     }
 #endif
     if (w->dtype == TL_F32) {
@@ -1933,13 +1969,14 @@ static void matmul(tl_stream *ts, const tl_tensor *w, const float *x, int64_t n,
             by_dtype<q8_launch>(w->dtype, s, w, (const tl_tensor *)NULL, n, y, bias, 0);
             LAUNCHED(s, "gemv");
         }
-        q8_forget_written(s, y, n * m);
+        forget_written(s, y, n * m);
         return;
     }
     s->xq_src[0] = s->xq_src[1] = NULL;
     if (n <= GEMV_MAX_TOKENS) {
         by_dtype<gemv_launch>(w->dtype, s, w, x, n, y, bias);
         LAUNCHED(s, "gemv");
+        forget_written(s, y, n * m);
         return;
     }
     if (!s->x_half || s->x_half_elems < (size_t)(n * k)) {
@@ -1950,6 +1987,7 @@ static void matmul(tl_stream *ts, const tl_tensor *w, const float *x, int64_t n,
         return;
     }
     gemm(s, w, x, n, y);
+    forget_written(s, y, n * m);
     if (bias) {
         launch(s->stream, add_bias_kernel, blocks_for(n * m, THREADS), THREADS, 0, y, bias, n, m);
         LAUNCHED(s, "bias");
@@ -2065,7 +2103,7 @@ static void add(tl_stream *ts, float *x, const float *y, int64_t n) {
 
 static void glu(tl_stream *ts, tl_activation act, float *a, const float *b, int64_t n) {
     gpu_stream *s = op_begin(ts);
-    launch(s->stream, glu_kernel, blocks_for(n, THREADS), THREADS, 0, act == TL_ACT_GELU_TANH, a, b, n);
+    launch(s->stream, glu_kernel, blocks_for(n, THREADS), THREADS, 0, act == TL_ACT_GELU_TANH, a, b, n, (__half *)nullptr);
     LAUNCHED(s, "glu");
 }
 
@@ -2135,7 +2173,7 @@ static void add_rmsnorm(tl_stream *ts, float *x, const float *y, float *out, con
     q8_norm_targets(s, out, rows, dim, &q0, &qk);
     if (dim % 256 == 0 && dim <= 8192)
         launch(s->stream, norm8_kernel<true>, (unsigned)rows, (unsigned)(dim / 8), 0, x, y, out, w, dim, eps, q0, qk,
-                                                                                 q8_stride(dim));
+                                                                                 q8_stride(dim), half_norm_target(s, out, rows, dim));
     else
         launch(s->stream, add_rmsnorm_kernel, (unsigned)rows, threads, 0, x, y, out, w, dim, eps, q0, qk, q8_stride(dim));
     LAUNCHED(s, "add + rmsnorm");
@@ -2145,9 +2183,9 @@ static void rope_store(tl_stream *ts, float *q, float *k, const float *v, const 
                        int32_t kv_heads, int32_t hd, int32_t rope_dim, bool neox, void *k_cache, void *v_cache,
                        tl_dtype kv_dtype, const int32_t *pos, const int32_t *seq, int32_t max_seq_len) {
     gpu_stream *s = op_begin(ts);
-    int threads = hd >= 128 ? 128 : 64;
-    launch(s->stream, rope_store_kernel, (unsigned)(n * (n_heads + kv_heads)), threads, 0,
-        q, k, v, cs, n_heads, kv_heads, hd, rope_dim, neox, k_cache, v_cache, kv_dtype == TL_F16, pos, seq, max_seq_len);
+    const int64_t items = (int64_t)n * (n_heads + kv_heads); /* a warp each, 4 to a block */
+    launch(s->stream, rope_store_kernel, (unsigned)((items + 3) / 4), 128, 0,
+        q, k, v, cs, n, n_heads, kv_heads, hd, rope_dim, neox, k_cache, v_cache, kv_dtype == TL_F16, pos, seq, max_seq_len);
     LAUNCHED(s, "rope + kv store");
 }
 
@@ -2169,9 +2207,9 @@ static void matmul_qkv(tl_stream *ts, const tl_tensor *wq, const tl_tensor *wk, 
             by_dtype<q8_three_launch>(wq->dtype, s, &m, wq->ne[1] + wk->ne[1] + wv->ne[1], width, n);
         }
         LAUNCHED(s, "q, k, v");
-        q8_forget_written(s, q, n * wq->ne[1]);
-        q8_forget_written(s, k, n * wk->ne[1]);
-        q8_forget_written(s, v, n * wv->ne[1]);
+        forget_written(s, q, n * wq->ne[1]);
+        forget_written(s, k, n * wk->ne[1]);
+        forget_written(s, v, n * wv->ne[1]);
         return;
     }
     matmul(ts, wq, x, n, q, bq);
@@ -2203,8 +2241,8 @@ static void matmul_glu(tl_stream *ts, const tl_tensor *gate, const tl_tensor *up
         float *const y[2] = {a, b};
         by_dtype<mmq_launch>(gate->dtype, s, w, 2, n, y, (const float *const *)NULL);
         LAUNCHED(s, "gate, up");
-        q8_forget_written(s, a, n * gate->ne[1]);
-        q8_forget_written(s, b, n * up->ne[1]);
+        forget_written(s, a, n * gate->ne[1]);
+        forget_written(s, b, n * up->ne[1]);
         glu(ts, act, a, b, n * gate->ne[1]);
         return;
     }
@@ -2212,17 +2250,24 @@ static void matmul_glu(tl_stream *ts, const tl_tensor *gate, const tl_tensor *up
         q8_quantize(s, gate->dtype, x, n, gate->ne[0]);
         by_dtype<q8_launch>(gate->dtype, s, gate, up, n, a, (const float *)NULL, act == TL_ACT_GELU_TANH ? 1 : 0);
         LAUNCHED(s, "gate + up");
-        q8_forget_written(s, a, n * gate->ne[1]);
+        forget_written(s, a, n * gate->ne[1]);
         return;
     }
     if (n <= 2 && gate->dtype == up->dtype && gate->ne[0] % 256 == 0) {
         by_dtype<glu_launch>(gate->dtype, s, gate, up, x, n, a, act == TL_ACT_GELU_TANH);
         LAUNCHED(s, "gate + up");
+        forget_written(s, a, n * gate->ne[1]);
         return;
     }
     matmul(ts, gate, x, n, a, NULL);
     matmul(ts, up, x, n, b, NULL);
-    glu(ts, act, a, b, n * gate->ne[1]);
+    /* the activation, writing its rows in F16 as well where a GEMM will read them (down's) */
+    const int64_t m = gate->ne[1];
+    op_begin(ts);
+    __half *ah = s->xh_used && n > GEMV_MAX_TOKENS && s->x_half && s->x_half_elems >= (size_t)(n * m) ? s->x_half : nullptr;
+    launch(s->stream, glu_kernel, blocks_for(n * m, THREADS), THREADS, 0, act == TL_ACT_GELU_TANH, a, (const float *)b, n * m, ah);
+    LAUNCHED(s, "glu");
+    if (ah) s->xh_src = a, s->xh_n = n, s->xh_k = m;
 }
 
 static tl_backend_ops make_ops(void) {
