@@ -567,8 +567,9 @@ static void test_gemm_half_rows(void) {
         tl_tensor h[3], d[3], hd2 = make_weight(types[ti], k, m), dd2; /* dd2: m wide, k rows (a down projection) */
         for (int i = 0; i < 3; i++) h[i] = make_weight(types[ti], m, k), gpu->ops->weight_upload(gpu, &h[i], &d[i]);
         gpu->ops->weight_upload(gpu, &hd2, &dd2);
-        float *x = malloc(xb), *nw = malloc((size_t)k * 4), *want = malloc(yb), *got = malloc(yb), *got2 = malloc(yb);
-        float *tmp = malloc(xb > yb ? xb : yb);
+        const size_t big = xb > yb ? xb : yb;
+        float *x = malloc(xb), *nw = malloc((size_t)k * 4), *want = malloc(yb), *got = malloc(big), *got2 = malloc(big);
+        float *tmp = malloc(big);
         fill(x, (size_t)(n * k), 1.0f);
         fill(nw, (size_t)k, 1.0f);
         cs->ops->reserve(cs, n, k);
