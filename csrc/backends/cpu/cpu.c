@@ -161,25 +161,61 @@ static void embed(tl_stream *s, const tl_tensor *table, const int32_t *tokens, i
 #define POOL_MIN_ELEMENTS 16384
 
 /* out = x / sqrt(mean(x^2) + eps) * w  (RMSNorm, Zhang & Sennrich 2019), the sum in double, in
- * 8 partial sums (independent chains: a row of 640 in ~100 cycles instead of ~2,600) */
+ * 8 partial sums (independent chains: a row of 640 in ~100 cycles instead of ~2,600), added in
+ * this order by sum8 */
+static inline double sum8(const double acc[8]) {
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+/* a row's out from its x and sum of squares ss */
+static inline void rmsnorm_scale(float *o, const float *xr, const float *w, int64_t dim, double ss, float eps) {
+    const float scale = (float)(1.0 / sqrt(ss / dim + eps));
+    for (int64_t i = 0; i < dim; i++) o[i] = xr[i] * scale * w[i];
+}
+
 static void rmsnorm_rows(float *out, const float *x, const float *w, int64_t dim, float eps, int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) {
         const float *xr = x + r * dim;
-        float *o = out + r * dim;
         double acc[8] = {0};
         int64_t i = 0;
         for (; i + 8 <= dim; i += 8)
             for (int l = 0; l < 8; l++) acc[l] += (double)xr[i + l] * xr[i + l];
-        double ss = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+        double ss = sum8(acc);
         for (; i < dim; i++) ss += (double)xr[i] * xr[i];
-        const float scale = (float)(1.0 / sqrt(ss / dim + eps));
-        for (i = 0; i < dim; i++) o[i] = xr[i] * scale * w[i];
+        rmsnorm_scale(out + r * dim, xr, w, dim, ss, eps);
+    }
+}
+
+/* x += y, then rmsnorm: the sum of squares taken as the sums are made (two sweeps of a row, not
+ * three), in rmsnorm_rows's order, so the bits are add's then rmsnorm's. out may be y: a row of
+ * y is read whole before its out is written. */
+static void add_rmsnorm_rows(float *x, const float *y, float *out, const float *w, int64_t dim, float eps, int64_t r0,
+                             int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+        float *xr = x + r * dim;
+        const float *yr = y + r * dim;
+        double acc[8] = {0};
+        int64_t i = 0;
+        for (; i + 8 <= dim; i += 8)
+            for (int l = 0; l < 8; l++) {
+                const float v = xr[i + l] + yr[i + l];
+                xr[i + l] = v;
+                acc[l] += (double)v * v;
+            }
+        double ss = sum8(acc);
+        for (; i < dim; i++) {
+            const float v = xr[i] + yr[i];
+            xr[i] = v;
+            ss += (double)v * v;
+        }
+        rmsnorm_scale(out + r * dim, xr, w, dim, ss, eps);
     }
 }
 
 typedef struct {
     float *out;
     const float *x, *w;
+    float *residual; /* add_rmsnorm's x, whose rows get the x above (its y) added first; NULL: rmsnorm */
     int64_t rows, dim;
     float eps;
 } rmsnorm_job;
@@ -188,13 +224,24 @@ static void rmsnorm_worker(void *p, int ith, int nth) {
     const rmsnorm_job *j = p;
     int64_t r0, r1;
     tl_split(j->rows, ith, nth, &r0, &r1);
-    rmsnorm_rows(j->out, j->x, j->w, j->dim, j->eps, r0, r1);
+    if (j->residual) add_rmsnorm_rows(j->residual, j->x, j->out, j->w, j->dim, j->eps, r0, r1);
+    else rmsnorm_rows(j->out, j->x, j->w, j->dim, j->eps, r0, r1);
+}
+
+static void rmsnorm_run(tl_stream *s, const rmsnorm_job *j) {
+    if (j->rows > 1 && j->rows * j->dim >= POOL_MIN_ELEMENTS) tl_pool_run(((cpu_stream *)s)->pool, rmsnorm_worker, (void *)j);
+    else rmsnorm_worker((void *)j, 0, 1);
 }
 
 static void rmsnorm(tl_stream *s, float *out, const float *x, const float *w, int64_t rows, int64_t dim, float eps) {
-    rmsnorm_job j = {out, x, w, rows, dim, eps};
-    if (rows > 1 && rows * dim >= POOL_MIN_ELEMENTS) tl_pool_run(((cpu_stream *)s)->pool, rmsnorm_worker, &j);
-    else rmsnorm_rows(out, x, w, dim, eps, 0, rows);
+    rmsnorm_job j = {out, x, w, NULL, rows, dim, eps};
+    rmsnorm_run(s, &j);
+}
+
+static void add_rmsnorm(tl_stream *s, float *x, const float *y, float *out, const float *w, int64_t rows, int64_t dim,
+                        float eps) {
+    rmsnorm_job j = {out, y, w, x, rows, dim, eps};
+    rmsnorm_run(s, &j);
 }
 
 static void add_bias(float *y, const float *bias, int64_t n, int64_t m) {
@@ -218,23 +265,26 @@ typedef struct {
     bool neox;
 } rope_job;
 
-static void rope_worker(void *p, int ith, int nth) {
-    const rope_job *j = p;
-    const int half = j->rope_dim / 2;
-    int64_t i0, i1;
-    tl_split(j->n, ith, nth, &i0, &i1);
-    for (int64_t i = i0; i < i1; i++) {
-        const float *c = j->cs + (size_t)i * j->rope_dim;
-        for (int32_t h = 0; h < j->heads; h++) {
-            float *v = j->x + ((size_t)i * j->heads + h) * j->hd;
-            for (int k = 0; k < half; k++) {
-                const int a = j->neox ? k : 2 * k, b = j->neox ? k + half : 2 * k + 1;
-                const float x0 = v[a], x1 = v[b];
-                v[a] = x0 * c[2 * k] - x1 * c[2 * k + 1];
-                v[b] = x0 * c[2 * k + 1] + x1 * c[2 * k];
-            }
+/* the heads of one token's row of x rotated by its cs (rope_dim floats: cos, sin pairs) */
+static void rope_token(float *x, const float *c, int32_t heads, int32_t hd, int32_t rope_dim, bool neox) {
+    const int half = rope_dim / 2;
+    for (int32_t h = 0; h < heads; h++) {
+        float *v = x + (size_t)h * hd;
+        for (int k = 0; k < half; k++) {
+            const int a = neox ? k : 2 * k, b = neox ? k + half : 2 * k + 1;
+            const float x0 = v[a], x1 = v[b];
+            v[a] = x0 * c[2 * k] - x1 * c[2 * k + 1];
+            v[b] = x0 * c[2 * k + 1] + x1 * c[2 * k];
         }
     }
+}
+
+static void rope_worker(void *p, int ith, int nth) {
+    const rope_job *j = p;
+    int64_t i0, i1;
+    tl_split(j->n, ith, nth, &i0, &i1);
+    for (int64_t i = i0; i < i1; i++)
+        rope_token(j->x + (size_t)i * j->heads * j->hd, j->cs + (size_t)i * j->rope_dim, j->heads, j->hd, j->rope_dim, j->neox);
 }
 
 static void rope(tl_stream *s, float *x, const float *cs, int32_t n, int32_t heads, int32_t hd, int32_t rope_dim,
@@ -269,17 +319,21 @@ typedef struct {
     int32_t n, kv_heads, hd, max_seq_len;
 } kv_store_job;
 
+/* token i's kv heads of k and v into the caches */
+static void kv_store_token(const kv_store_job *j, int64_t i) {
+    for (int32_t h = 0; h < j->kv_heads; h++) {
+        const size_t at = cache_index(j->seq[i], h, j->pos[i], j->kv_heads, j->max_seq_len, j->hd);
+        const size_t row = ((size_t)i * j->kv_heads + h) * j->hd;
+        store_row(j->k_cache, j->dt, at, j->k + row, j->hd);
+        store_row(j->v_cache, j->dt, at, j->v + row, j->hd);
+    }
+}
+
 static void kv_store_worker(void *p, int ith, int nth) {
     const kv_store_job *j = p;
     int64_t i0, i1;
     tl_split(j->n, ith, nth, &i0, &i1);
-    for (int64_t i = i0; i < i1; i++)
-        for (int32_t h = 0; h < j->kv_heads; h++) {
-            const size_t at = cache_index(j->seq[i], h, j->pos[i], j->kv_heads, j->max_seq_len, j->hd);
-            const size_t row = ((size_t)i * j->kv_heads + h) * j->hd;
-            store_row(j->k_cache, j->dt, at, j->k + row, j->hd);
-            store_row(j->v_cache, j->dt, at, j->v + row, j->hd);
-        }
+    for (int64_t i = i0; i < i1; i++) kv_store_token(j, i);
 }
 
 static void kv_store(tl_stream *s, void *k_cache, void *v_cache, tl_dtype dt, const float *k, const float *v,
@@ -287,6 +341,40 @@ static void kv_store(tl_stream *s, void *k_cache, void *v_cache, tl_dtype dt, co
     kv_store_job j = {k_cache, v_cache, dt, k, v, pos, seq, n, kv_heads, hd, max_seq_len};
     if ((int64_t)n * kv_heads * hd >= POOL_MIN_ELEMENTS) tl_pool_run(((cpu_stream *)s)->pool, kv_store_worker, &j);
     else kv_store_worker(&j, 0, 1);
+}
+
+/* RoPE of q and k and the KV store in one pass over the tokens (one pool run for a prompt, where
+ * the plain ops take three): each token's q heads, then its k heads, then its k and v rows into
+ * the caches, while they are in L1; every element computed as rope and kv_store compute it */
+typedef struct {
+    float *q, *k;
+    const float *cs;
+    int32_t n_heads, rope_dim;
+    bool neox;
+    kv_store_job kv; /* its k: the rotated keys */
+} rope_store_job;
+
+static void rope_store_worker(void *p, int ith, int nth) {
+    const rope_store_job *j = p;
+    const int32_t hd = j->kv.hd;
+    int64_t i0, i1;
+    tl_split(j->kv.n, ith, nth, &i0, &i1);
+    for (int64_t i = i0; i < i1; i++) {
+        const float *c = j->cs + (size_t)i * j->rope_dim;
+        rope_token(j->q + (size_t)i * j->n_heads * hd, c, j->n_heads, hd, j->rope_dim, j->neox);
+        rope_token(j->k + (size_t)i * j->kv.kv_heads * hd, c, j->kv.kv_heads, hd, j->rope_dim, j->neox);
+        kv_store_token(&j->kv, i);
+    }
+}
+
+static void rope_store(tl_stream *s, float *q, float *k, const float *v, const float *cs, int32_t n, int32_t n_heads,
+                       int32_t kv_heads, int32_t hd, int32_t rope_dim, bool neox, void *k_cache, void *v_cache,
+                       tl_dtype dt, const int32_t *pos, const int32_t *seq, int32_t max_seq_len) {
+    rope_store_job j = {q, k, cs, n_heads, rope_dim, neox, {k_cache, v_cache, dt, k, v, pos, seq, n, kv_heads, hd, max_seq_len}};
+    if (n > 1 && (int64_t)n * (n_heads + 2 * kv_heads) * hd >= POOL_MIN_ELEMENTS)
+        tl_pool_run(((cpu_stream *)s)->pool, rope_store_worker, &j);
+    else
+        rope_store_worker(&j, 0, 1);
 }
 
 /* ---- attention ---- */
@@ -692,6 +780,8 @@ const tl_backend_ops tl_cpu_backend = {
     .attention = attention,
     .add = add,
     .glu = glu,
+    .add_rmsnorm = add_rmsnorm,
+    .rope_store = rope_store,
     .matmul_qkv = matmul_qkv,
     .matmul_glu = matmul_glu,
     .softcap = softcap,
