@@ -947,25 +947,29 @@ __global__ void rope_store_kernel(float *q, float *k, const float *__restrict__ 
     const int t = (int)(item / (n_heads + kv_heads)), hh = (int)(item % (n_heads + kv_heads));
     const bool is_q = hh < n_heads;
     float *x = is_q ? q + ((size_t)t * n_heads + hh) * hd : k + ((size_t)t * kv_heads + (hh - n_heads)) * hd;
+    const int h = hh - n_heads;
+    const size_t at = is_q ? 0 : (((size_t)seq[t] * kv_heads + h) * max_seq_len + pos[t]) * hd;
+    /* a lane stores the keys it rotated (no lane reads another's) */
     const int half = rope_dim / 2;
     for (int p = lane; p < half; p += 32) {
         const float c = cs[(size_t)t * rope_dim + 2 * p], s = cs[(size_t)t * rope_dim + 2 * p + 1];
         const int a = neox ? p : 2 * p, b = neox ? p + half : 2 * p + 1;
         const float x0 = x[a], x1 = x[b];
-        x[a] = x0 * c - x1 * s;
-        x[b] = x0 * s + x1 * c;
+        const float ya = x0 * c - x1 * s, yb = x0 * s + x1 * c;
+        x[a] = ya;
+        x[b] = yb;
+        if (is_q) continue;
+        if (f16) ((__half *)kc)[at + a] = __float2half(ya), ((__half *)kc)[at + b] = __float2half(yb);
+        else ((float *)kc)[at + a] = ya, ((float *)kc)[at + b] = yb;
     }
     if (is_q) return;
-    __syncwarp();
-    const int h = hh - n_heads;
     const float *vr = v + ((size_t)t * kv_heads + h) * hd;
-    const size_t at = (((size_t)seq[t] * kv_heads + h) * max_seq_len + pos[t]) * hd;
     for (int d = lane; d < hd; d += 32) {
         if (f16) {
-            ((__half *)kc)[at + d] = __float2half(x[d]);
+            if (d >= rope_dim) ((__half *)kc)[at + d] = __float2half(x[d]);
             ((__half *)vc)[at + d] = __float2half(vr[d]);
         } else {
-            ((float *)kc)[at + d] = x[d];
+            if (d >= rope_dim) ((float *)kc)[at + d] = x[d];
             ((float *)vc)[at + d] = vr[d];
         }
     }
