@@ -180,7 +180,9 @@ static bool matmul_q8(tl_pool *pool, const tl_tensor *const *w, int count, const
         j.n = n - c0 < TL_MATMUL_Q8_CHUNK ? n - c0 : TL_MATMUL_Q8_CHUNK;
         j.x = x + c0 * j.k;
         for (int i = 0; i < count; i++) j.y[i] = y[i] + c0 * w[i]->ne[1];
-        tl_pool_run(pool, q8_quantize_worker, &j);
+        /* one row (decode): quantized here, after the norm that made it, not in a pool run of its own */
+        if (j.n == 1) q8_quantize_worker(&j, 0, 1);
+        else tl_pool_run(pool, q8_quantize_worker, &j);
         tl_pool_run(pool, q8_gemm_worker, &j);
     }
     return true;
