@@ -206,6 +206,116 @@ AVX2 static void attn_values_rows_avx2(float *out, int nr, const float *p, int l
     for (; r0 < nr; r0++) attn_values_avx2(out + (size_t)r0 * hd, p + (size_t)r0 * ld, v, (size_t)hd, nk, hd, false);
 }
 
+/* The row kernels for rows that read an F16 cache as it lies (dot.h's tl_attn_scores_rows_f16_fn;
+ * AVX-512's below, on 8 lanes): the scores take 2 query rows x 4 dimensions a vector against a
+ * key's 4 dimensions broadcast to both halves (vbroadcastf128, a load), 8 rows (4 pairs) x 2 keys
+ * in 8 accumulators, whose 8 scores reduce in 3 horizontal adds; each key is widened once, into
+ * a buffer that stays in L1, for 8 rows. Head sizes up to ATTN_ROWS_MAX_HD (the stack's copies
+ * of the interleaved query rows and the widened keys). */
+#define ATTN_ROWS_MAX_HD 256
+
+/* rows [0, 2P) of q (past nr: the last row again) in pairs: qi[(b P + p) 8 + 4r + j] is row
+ * 2p + r, dimension 4b + j */
+static inline __attribute__((always_inline)) AVX2 void interleave_pairs_avx2(const float *q, int nr, int hd, int P, float *qi) {
+    for (int p = 0; p < P; p++) {
+        const float *q0 = q + (size_t)(2 * p < nr ? 2 * p : nr - 1) * hd, *q1 = q + (size_t)(2 * p + 1 < nr ? 2 * p + 1 : nr - 1) * hd;
+        for (int d = 0; d < hd; d += 8) {
+            const __m256 a = _mm256_loadu_ps(q0 + d), b = _mm256_loadu_ps(q1 + d);
+            _mm256_store_ps(qi + ((size_t)(d / 4) * P + p) * 8, _mm256_permute2f128_ps(a, b, 0x20));
+            _mm256_store_ps(qi + ((size_t)(d / 4 + 1) * P + p) * 8, _mm256_permute2f128_ps(a, b, 0x31));
+        }
+    }
+}
+
+/* The scores of nr rows (at most 2P; P pairs, interleaved in qi, P 2 or 4) against nk halves'
+ * keys, 2 keys a step, widened into kw prefetching ATTN_PREFETCH ahead. Keys and rows past the
+ * ends repeat the last one and are not stored. */
+static inline __attribute__((always_inline)) AVX2 void scores_pairs_f16_avx2(const float *qi, int P, int nr, const uint16_t *k,
+                                                                              int nk, int hd, float *s, int ld, float *kw) {
+    for (int t0 = 0; t0 < nk; t0 += 2) {
+        const int kn = nk - t0 < 2 ? nk - t0 : 2;
+        const uint16_t *kh = k + (size_t)t0 * hd;
+        for (size_t b = 0; b < (size_t)kn * hd * 2; b += 64) _mm_prefetch((const char *)kh + ATTN_PREFETCH + b, _MM_HINT_T0);
+        for (int i = 0; i < kn * hd; i += 8) _mm256_store_ps(kw + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kh + i))));
+        const float *k0 = kw, *k1 = kn == 2 ? kw + hd : kw;
+        __m256 acc[4][2];
+        for (int p = 0; p < P; p++) acc[p][0] = acc[p][1] = _mm256_setzero_ps();
+        for (int b = 0; b < hd / 4; b++) {
+            const __m256 a = _mm256_broadcast_ps((const __m128 *)(k0 + 4 * b)), c = _mm256_broadcast_ps((const __m128 *)(k1 + 4 * b));
+            for (int p = 0; p < P; p++) {
+                const __m256 qv = _mm256_load_ps(qi + ((size_t)b * P + p) * 8);
+                acc[p][0] = _mm256_fmadd_ps(qv, a, acc[p][0]);
+                acc[p][1] = _mm256_fmadd_ps(qv, c, acc[p][1]);
+            }
+        }
+        for (int p = 0; p < P; p += 2) {
+            /* low half: rows 2p and 2p + 2, keys t0 and t0 + 1; high half: rows 2p + 1 and 2p + 3 */
+            const __m256 z = _mm256_hadd_ps(_mm256_hadd_ps(acc[p][0], acc[p][1]), _mm256_hadd_ps(acc[p + 1][0], acc[p + 1][1]));
+            float zs[8];
+            _mm256_storeu_ps(zs, z);
+            const int rows[4] = {2 * p, 2 * p + 2, 2 * p + 1, 2 * p + 3};
+            for (int i = 0; i < 4; i++) {
+                if (rows[i] >= nr) continue;
+                float *sr = s + (size_t)rows[i] * ld + t0;
+                sr[0] = zs[2 * i];
+                if (kn == 2) sr[1] = zs[2 * i + 1];
+            }
+        }
+    }
+}
+
+AVX2 static void attn_scores_rows_f16_avx2(const float *q, int nr, const uint16_t *k, int nk, int hd, float *s, int ld) {
+    _Alignas(32) float qi[8 * ATTN_ROWS_MAX_HD], kw[2 * ATTN_ROWS_MAX_HD];
+    int r0 = 0;
+    for (; nr - r0 > 4; r0 += 8) {
+        interleave_pairs_avx2(q + (size_t)r0 * hd, nr - r0, hd, 4, qi);
+        scores_pairs_f16_avx2(qi, 4, nr - r0 < 8 ? nr - r0 : 8, k, nk, hd, s + (size_t)r0 * ld, ld, kw);
+    }
+    if (r0 < nr) {
+        interleave_pairs_avx2(q + (size_t)r0 * hd, nr - r0, hd, 2, qi);
+        scores_pairs_f16_avx2(qi, 2, nr - r0, k, nk, hd, s + (size_t)r0 * ld, ld, kw);
+    }
+}
+
+/* R rows by C 8-column slices (constants where it is called; R C at most 8) of
+ * out[d0 .. d0 + 8 C) += sum_t p[r ld + t] v_t[d0 ..], values as cached halves: per key C
+ * conversions, R broadcasts and R C FMAs */
+static inline __attribute__((always_inline)) AVX2 void values_rows_f16_avx2(float *out, int R, int C, const float *p, int ld,
+                                                                             const uint16_t *v, int nk, int hd, int d0) {
+    __m256 acc[8][2];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) acc[r][c] = _mm256_loadu_ps(out + (size_t)r * hd + d0 + 8 * c);
+    for (int t = 0; t < nk; t++) {
+        const uint16_t *vt = v + (size_t)t * hd + d0;
+        if (d0 % 32 == 0) _mm_prefetch((const char *)vt + ATTN_PREFETCH, _MM_HINT_T0);
+        __m256 vv[2];
+        for (int c = 0; c < C; c++) vv[c] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vt + 8 * c)));
+        for (int r = 0; r < R; r++) {
+            const __m256 pt = _mm256_broadcast_ss(p + (size_t)r * ld + t);
+            for (int c = 0; c < C; c++) acc[r][c] = _mm256_fmadd_ps(pt, vv[c], acc[r][c]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) _mm256_storeu_ps(out + (size_t)r * hd + d0 + 8 * c, acc[r][c]);
+}
+
+/* 8 rows x 8 columns a key (each value converted once for 8 rows), then 4 x 16, then 1 x 16 */
+AVX2 static void attn_values_rows_f16_avx2(float *out, int nr, const float *p, int ld, const uint16_t *v, int nk, int hd) {
+    int r0 = 0;
+    for (; r0 + 8 <= nr; r0 += 8)
+        for (int d0 = 0; d0 < hd; d0 += 8) values_rows_f16_avx2(out + (size_t)r0 * hd, 8, 1, p + (size_t)r0 * ld, ld, v, nk, hd, d0);
+    for (; r0 + 4 <= nr; r0 += 4) {
+        int d0 = 0;
+        for (; d0 + 16 <= hd; d0 += 16) values_rows_f16_avx2(out + (size_t)r0 * hd, 4, 2, p + (size_t)r0 * ld, ld, v, nk, hd, d0);
+        if (d0 < hd) values_rows_f16_avx2(out + (size_t)r0 * hd, 4, 1, p + (size_t)r0 * ld, ld, v, nk, hd, d0);
+    }
+    for (; r0 < nr; r0++) {
+        int d0 = 0;
+        for (; d0 + 16 <= hd; d0 += 16) values_rows_f16_avx2(out + (size_t)r0 * hd, 1, 2, p + (size_t)r0 * ld, ld, v, nk, hd, d0);
+        if (d0 < hd) values_rows_f16_avx2(out + (size_t)r0 * hd, 1, 1, p + (size_t)r0 * ld, ld, v, nk, hd, d0);
+    }
+}
+
 AVX2 static void attn_scores_f16_avx2(const float *q, const void *k, size_t stride, int nk, int hd, float *s) {
     attn_scores_avx2(q, k, stride, nk, hd, true, s);
 }
@@ -549,7 +659,6 @@ AVX512 static void q8_0_widen_avx512(const void *src, float *dst, int64_t n) {
  * accumulators reduce to the 16 scores of 4 rows x 4 keys in 6 shuffles and 3 adds (the 16x16
  * tiles of full dot products took 45). Head sizes up to ATTN_ROWS_MAX_HD (the stack's copies of
  * the interleaved query rows and the widened keys). */
-#define ATTN_ROWS_MAX_HD 256
 #define ATTN_ROWS_KEYS 8 /* keys a step: 8 loads and 16 multiply-adds a block for 8 rows */
 
 /* rows [0, 4G) of q (past nr: the last row again) interleaved: qi[(b G + g) 16 + 4r + j] is row
@@ -1075,9 +1184,13 @@ bool tl_attn_rows_f16_kernels(int hd, tl_attn_scores_rows_f16_fn *scores, tl_att
     *scores = NULL;
     *values = NULL;
 #ifdef TL_X86
-    if (simd_level() == 2 && hd % 16 == 0 && hd <= ATTN_ROWS_MAX_HD) {
+    const int use_simd = simd_level();
+    if (use_simd == 2 && hd % 16 == 0 && hd <= ATTN_ROWS_MAX_HD) {
         *scores = attn_scores_rows_f16_avx512;
         *values = attn_values_rows_f16_avx512;
+    } else if (use_simd >= 1 && hd % 8 == 0 && hd <= ATTN_ROWS_MAX_HD) {
+        *scores = attn_scores_rows_f16_avx2;
+        *values = attn_values_rows_f16_avx2;
     }
 #else
     (void)hd;

@@ -65,8 +65,8 @@ bool tl_attn_rows_kernels(int hd, tl_attn_scores_rows_fn *scores, tl_attn_values
 /* The same over nk rows of an F16 cache as they lie, for rows that read each key once (a decode
  * step's query heads of one kv head): each key and value converted once for up to 8 rows (8 keys
  * at a time widened into a 2-8 KB buffer that stays in L1, the values straight from the cache),
- * no tile of the whole block widened first. AVX-512, head sizes a multiple of 16 up to 256;
- * false (and NULLs) otherwise, when the caller widens. */
+ * no tile of the whole block widened first. AVX-512 (head sizes a multiple of 16) and AVX2 (8),
+ * up to 256; false (and NULLs) otherwise, when the caller widens. */
 typedef void (*tl_attn_scores_rows_f16_fn)(const float *q, int nr, const uint16_t *k, int nk, int hd, float *s, int ld);
 typedef void (*tl_attn_values_rows_f16_fn)(float *out, int nr, const float *p, int ld, const uint16_t *v, int nk, int hd);
 bool tl_attn_rows_f16_kernels(int hd, tl_attn_scores_rows_f16_fn *scores, tl_attn_values_rows_f16_fn *values);
