@@ -206,6 +206,116 @@ AVX2 static void attn_values_rows_avx2(float *out, int nr, const float *p, int l
     for (; r0 < nr; r0++) attn_values_avx2(out + (size_t)r0 * hd, p + (size_t)r0 * ld, v, (size_t)hd, nk, hd, false);
 }
 
+/* The row kernels for rows that read an F16 cache as it lies (dot.h's tl_attn_scores_rows_f16_fn;
+ * AVX-512's below, on 8 lanes): the scores take 2 query rows x 4 dimensions a vector against a
+ * key's 4 dimensions broadcast to both halves (vbroadcastf128, a load), 8 rows (4 pairs) x 2 keys
+ * in 8 accumulators, whose 8 scores reduce in 3 horizontal adds; each key is widened once, into
+ * a buffer that stays in L1, for 8 rows. Head sizes up to ATTN_ROWS_MAX_HD (the stack's copies
+ * of the interleaved query rows and the widened keys). */
+#define ATTN_ROWS_MAX_HD 256
+
+/* rows [0, 2P) of q (past nr: the last row again) in pairs: qi[(b P + p) 8 + 4r + j] is row
+ * 2p + r, dimension 4b + j */
+static inline __attribute__((always_inline)) AVX2 void interleave_pairs_avx2(const float *q, int nr, int hd, int P, float *qi) {
+    for (int p = 0; p < P; p++) {
+        const float *q0 = q + (size_t)(2 * p < nr ? 2 * p : nr - 1) * hd, *q1 = q + (size_t)(2 * p + 1 < nr ? 2 * p + 1 : nr - 1) * hd;
+        for (int d = 0; d < hd; d += 8) {
+            const __m256 a = _mm256_loadu_ps(q0 + d), b = _mm256_loadu_ps(q1 + d);
+            _mm256_store_ps(qi + ((size_t)(d / 4) * P + p) * 8, _mm256_permute2f128_ps(a, b, 0x20));
+            _mm256_store_ps(qi + ((size_t)(d / 4 + 1) * P + p) * 8, _mm256_permute2f128_ps(a, b, 0x31));
+        }
+    }
+}
+
+/* The scores of nr rows (at most 2P; P pairs, interleaved in qi, P 2 or 4) against nk halves'
+ * keys, 2 keys a step, widened into kw prefetching ATTN_PREFETCH ahead. Keys and rows past the
+ * ends repeat the last one and are not stored. */
+static inline __attribute__((always_inline)) AVX2 void scores_pairs_f16_avx2(const float *qi, int P, int nr, const uint16_t *k,
+                                                                              int nk, int hd, float *s, int ld, float *kw) {
+    for (int t0 = 0; t0 < nk; t0 += 2) {
+        const int kn = nk - t0 < 2 ? nk - t0 : 2;
+        const uint16_t *kh = k + (size_t)t0 * hd;
+        for (size_t b = 0; b < (size_t)kn * hd * 2; b += 64) _mm_prefetch((const char *)kh + ATTN_PREFETCH + b, _MM_HINT_T0);
+        for (int i = 0; i < kn * hd; i += 8) _mm256_store_ps(kw + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kh + i))));
+        const float *k0 = kw, *k1 = kn == 2 ? kw + hd : kw;
+        __m256 acc[4][2];
+        for (int p = 0; p < P; p++) acc[p][0] = acc[p][1] = _mm256_setzero_ps();
+        for (int b = 0; b < hd / 4; b++) {
+            const __m256 a = _mm256_broadcast_ps((const __m128 *)(k0 + 4 * b)), c = _mm256_broadcast_ps((const __m128 *)(k1 + 4 * b));
+            for (int p = 0; p < P; p++) {
+                const __m256 qv = _mm256_load_ps(qi + ((size_t)b * P + p) * 8);
+                acc[p][0] = _mm256_fmadd_ps(qv, a, acc[p][0]);
+                acc[p][1] = _mm256_fmadd_ps(qv, c, acc[p][1]);
+            }
+        }
+        for (int p = 0; p < P; p += 2) {
+            /* low half: rows 2p and 2p + 2, keys t0 and t0 + 1; high half: rows 2p + 1 and 2p + 3 */
+            const __m256 z = _mm256_hadd_ps(_mm256_hadd_ps(acc[p][0], acc[p][1]), _mm256_hadd_ps(acc[p + 1][0], acc[p + 1][1]));
+            float zs[8];
+            _mm256_storeu_ps(zs, z);
+            const int rows[4] = {2 * p, 2 * p + 2, 2 * p + 1, 2 * p + 3};
+            for (int i = 0; i < 4; i++) {
+                if (rows[i] >= nr) continue;
+                float *sr = s + (size_t)rows[i] * ld + t0;
+                sr[0] = zs[2 * i];
+                if (kn == 2) sr[1] = zs[2 * i + 1];
+            }
+        }
+    }
+}
+
+AVX2 static void attn_scores_rows_f16_avx2(const float *q, int nr, const uint16_t *k, int nk, int hd, float *s, int ld) {
+    _Alignas(32) float qi[8 * ATTN_ROWS_MAX_HD], kw[2 * ATTN_ROWS_MAX_HD];
+    int r0 = 0;
+    for (; nr - r0 > 4; r0 += 8) {
+        interleave_pairs_avx2(q + (size_t)r0 * hd, nr - r0, hd, 4, qi);
+        scores_pairs_f16_avx2(qi, 4, nr - r0 < 8 ? nr - r0 : 8, k, nk, hd, s + (size_t)r0 * ld, ld, kw);
+    }
+    if (r0 < nr) {
+        interleave_pairs_avx2(q + (size_t)r0 * hd, nr - r0, hd, 2, qi);
+        scores_pairs_f16_avx2(qi, 2, nr - r0, k, nk, hd, s + (size_t)r0 * ld, ld, kw);
+    }
+}
+
+/* R rows by C 8-column slices (constants where it is called; R C at most 8) of
+ * out[d0 .. d0 + 8 C) += sum_t p[r ld + t] v_t[d0 ..], values as cached halves: per key C
+ * conversions, R broadcasts and R C FMAs */
+static inline __attribute__((always_inline)) AVX2 void values_rows_f16_avx2(float *out, int R, int C, const float *p, int ld,
+                                                                             const uint16_t *v, int nk, int hd, int d0) {
+    __m256 acc[8][2];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) acc[r][c] = _mm256_loadu_ps(out + (size_t)r * hd + d0 + 8 * c);
+    for (int t = 0; t < nk; t++) {
+        const uint16_t *vt = v + (size_t)t * hd + d0;
+        if (d0 % 32 == 0) _mm_prefetch((const char *)vt + ATTN_PREFETCH, _MM_HINT_T0);
+        __m256 vv[2];
+        for (int c = 0; c < C; c++) vv[c] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vt + 8 * c)));
+        for (int r = 0; r < R; r++) {
+            const __m256 pt = _mm256_broadcast_ss(p + (size_t)r * ld + t);
+            for (int c = 0; c < C; c++) acc[r][c] = _mm256_fmadd_ps(pt, vv[c], acc[r][c]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) _mm256_storeu_ps(out + (size_t)r * hd + d0 + 8 * c, acc[r][c]);
+}
+
+/* 8 rows x 8 columns a key (each value converted once for 8 rows), then 4 x 16, then 1 x 16 */
+AVX2 static void attn_values_rows_f16_avx2(float *out, int nr, const float *p, int ld, const uint16_t *v, int nk, int hd) {
+    int r0 = 0;
+    for (; r0 + 8 <= nr; r0 += 8)
+        for (int d0 = 0; d0 < hd; d0 += 8) values_rows_f16_avx2(out + (size_t)r0 * hd, 8, 1, p + (size_t)r0 * ld, ld, v, nk, hd, d0);
+    for (; r0 + 4 <= nr; r0 += 4) {
+        int d0 = 0;
+        for (; d0 + 16 <= hd; d0 += 16) values_rows_f16_avx2(out + (size_t)r0 * hd, 4, 2, p + (size_t)r0 * ld, ld, v, nk, hd, d0);
+        if (d0 < hd) values_rows_f16_avx2(out + (size_t)r0 * hd, 4, 1, p + (size_t)r0 * ld, ld, v, nk, hd, d0);
+    }
+    for (; r0 < nr; r0++) {
+        int d0 = 0;
+        for (; d0 + 16 <= hd; d0 += 16) values_rows_f16_avx2(out + (size_t)r0 * hd, 1, 2, p + (size_t)r0 * ld, ld, v, nk, hd, d0);
+        if (d0 < hd) values_rows_f16_avx2(out + (size_t)r0 * hd, 1, 1, p + (size_t)r0 * ld, ld, v, nk, hd, d0);
+    }
+}
+
 AVX2 static void attn_scores_f16_avx2(const float *q, const void *k, size_t stride, int nk, int hd, float *s) {
     attn_scores_avx2(q, k, stride, nk, hd, true, s);
 }
@@ -543,93 +653,105 @@ AVX512 static void q8_0_widen_avx512(const void *src, float *dst, int64_t n) {
     }
 }
 
-/* lane 4b + j of the result: the sum of the 16 lanes of acc[4j + b] (45 shuffles and adds instead
- * of 16 reductions of ~8) */
-static inline __attribute__((always_inline)) AVX512 __m512 sum16x16_avx512(const __m512 *acc) {
-    /* pairs: the 128-bit blocks 0+2 and 1+3 of two accumulators side by side */
-    __m512 w[8], x[4], y[2];
-    for (int i = 0; i < 8; i++)
-        w[i] = _mm512_add_ps(_mm512_shuffle_f32x4(acc[2 * i], acc[2 * i + 1], 0x44),
-                             _mm512_shuffle_f32x4(acc[2 * i], acc[2 * i + 1], 0xEE));
-    /* block b of x[j]: 4 partial sums of accumulator 4j + b */
-    for (int i = 0; i < 4; i++)
-        x[i] = _mm512_add_ps(_mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], 0x88), _mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], 0xDD));
-    for (int i = 0; i < 2; i++)
-        y[i] = _mm512_add_ps(_mm512_unpacklo_ps(x[2 * i], x[2 * i + 1]), _mm512_unpackhi_ps(x[2 * i], x[2 * i + 1]));
-    return _mm512_add_ps(_mm512_shuffle_ps(y[0], y[1], 0x44), _mm512_shuffle_ps(y[0], y[1], 0xEE));
-}
+/* The row scores' register tiles hold 4 query rows x 4 dimensions a vector (lane 4r + j: row r,
+ * dimension 4b + j of a block b of 4), against a key's 4 dimensions broadcast to the 4 lane
+ * groups (a load, vbroadcastf32x4): each key loaded serves 4 rows a multiply-add, and 4 keys'
+ * accumulators reduce to the 16 scores of 4 rows x 4 keys in 6 shuffles and 3 adds (the 16x16
+ * tiles of full dot products took 45). Head sizes up to ATTN_ROWS_MAX_HD (the stack's copies of
+ * the interleaved query rows and the widened keys). */
+#define ATTN_ROWS_KEYS 8 /* keys a step: 8 loads and 16 multiply-adds a block for 8 rows */
 
-/* dot.h's tl_attn_scores_rows_fn (f16: its F16 form, keys as cached): tiles of 4 rows x 4 keys in
- * 16 accumulators, per 16 columns 4 key loads, 4 query loads and 16 FMAs; the 16 sums reduced
- * together, lane 4r + t holding row r, key t. Rows and keys past the ends repeat the last one and
- * are not stored. Halves take tiles of 8 rows x 2 keys first (a decode step's group of 8 query
- * heads), so that each key is converted once for 8 rows: lane 4b + j holds row b + 4 (j / 2), key
- * j % 2. */
-static inline __attribute__((always_inline)) AVX512 void scores_rows_avx512(const float *q, int nr, const void *k, int nk,
-                                                                             int hd, float *s, int ld, bool f16) {
-    const size_t row = (size_t)hd * (f16 ? 2 : 4);
-    int r0 = 0;
-    for (; f16 && r0 + 8 <= nr; r0 += 8) {
-        const float *qr = q + (size_t)r0 * hd;
-        for (int t0 = 0; t0 < nk; t0 += 2) {
-            const uint8_t *k0 = (const uint8_t *)k + (size_t)t0 * row, *k1 = t0 + 1 < nk ? k0 + row : k0;
-            for (size_t b = 0; b < 2 * row; b += 64) _mm_prefetch((const char *)k0 + ATTN_PREFETCH + b, _MM_HINT_T0);
-            __m512 acc[16]; /* row r, key t: acc[4 (2 (r / 4) + t) + r % 4] */
-            for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
-            for (int d = 0; d < hd; d += 16) {
-                const __m512 a = kv16_avx512(k0, d, true), b = kv16_avx512(k1, d, true);
-                for (int r = 0; r < 8; r++) {
-                    const __m512 qv = _mm512_loadu_ps(qr + (size_t)r * hd + d);
-                    acc[4 * (2 * (r / 4)) + r % 4] = _mm512_fmadd_ps(qv, a, acc[4 * (2 * (r / 4)) + r % 4]);
-                    acc[4 * (2 * (r / 4) + 1) + r % 4] = _mm512_fmadd_ps(qv, b, acc[4 * (2 * (r / 4) + 1) + r % 4]);
-                }
-            }
-            const __m512 z = sum16x16_avx512(acc);
-            float *sr = s + (size_t)r0 * ld + t0;
-            if (t0 + 2 <= nk) {
-                const __m128 z0 = _mm512_castps512_ps128(z), z1 = _mm512_extractf32x4_ps(z, 1);
-                const __m128 z2 = _mm512_extractf32x4_ps(z, 2), z3 = _mm512_extractf32x4_ps(z, 3);
-                _mm_storel_pi((__m64 *)sr, z0), _mm_storeh_pi((__m64 *)(sr + 4 * (size_t)ld), z0);
-                _mm_storel_pi((__m64 *)(sr + (size_t)ld), z1), _mm_storeh_pi((__m64 *)(sr + 5 * (size_t)ld), z1);
-                _mm_storel_pi((__m64 *)(sr + 2 * (size_t)ld), z2), _mm_storeh_pi((__m64 *)(sr + 6 * (size_t)ld), z2);
-                _mm_storel_pi((__m64 *)(sr + 3 * (size_t)ld), z3), _mm_storeh_pi((__m64 *)(sr + 7 * (size_t)ld), z3);
-            } else {
-                float zs[16];
-                _mm512_storeu_ps(zs, z);
-                for (int b = 0; b < 4; b++) sr[(size_t)b * ld] = zs[4 * b], sr[(size_t)(b + 4) * ld] = zs[4 * b + 2];
-            }
+/* rows [0, 4G) of q (past nr: the last row again) interleaved: qi[(b G + g) 16 + 4r + j] is row
+ * 4g + r, dimension 4b + j (a 4x4 transpose of 128-bit lane groups per 16 dimensions) */
+static inline __attribute__((always_inline)) AVX512 void interleave_rows_avx512(const float *q, int nr, int hd, int G, float *qi) {
+    for (int g = 0; g < G; g++) {
+        const float *qr[4];
+        for (int r = 0; r < 4; r++) qr[r] = q + (size_t)(4 * g + r < nr ? 4 * g + r : nr - 1) * hd;
+        for (int d = 0; d < hd; d += 16) {
+            const __m512 r0 = _mm512_loadu_ps(qr[0] + d), r1 = _mm512_loadu_ps(qr[1] + d);
+            const __m512 r2 = _mm512_loadu_ps(qr[2] + d), r3 = _mm512_loadu_ps(qr[3] + d);
+            const __m512 t0 = _mm512_shuffle_f32x4(r0, r1, 0x44), t1 = _mm512_shuffle_f32x4(r0, r1, 0xEE);
+            const __m512 t2 = _mm512_shuffle_f32x4(r2, r3, 0x44), t3 = _mm512_shuffle_f32x4(r2, r3, 0xEE);
+            float *o = qi + ((size_t)(d / 4) * G + g) * 16;
+            _mm512_store_ps(o, _mm512_shuffle_f32x4(t0, t2, 0x88));
+            _mm512_store_ps(o + 16 * G, _mm512_shuffle_f32x4(t0, t2, 0xDD));
+            _mm512_store_ps(o + 32 * G, _mm512_shuffle_f32x4(t1, t3, 0x88));
+            _mm512_store_ps(o + 48 * G, _mm512_shuffle_f32x4(t1, t3, 0xDD));
         }
     }
-    for (; r0 < nr; r0 += 4) {
-        const float *qr[4];
-        for (int r = 0; r < 4; r++) qr[r] = q + (size_t)(r0 + r < nr ? r0 + r : nr - 1) * hd;
-        for (int t0 = 0; t0 < nk; t0 += 4) {
-            const uint8_t *kt[4];
-            for (int t = 0; t < 4; t++) kt[t] = (const uint8_t *)k + (size_t)(t0 + t < nk ? t0 + t : nk - 1) * row;
-            __m512 acc[16]; /* acc[4t + r] */
-            for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
-            for (int d = 0; d < hd; d += 16) {
-                __m512 kv[4];
-                for (int t = 0; t < 4; t++) kv[t] = kv16_avx512(kt[t], d, f16);
-                for (int r = 0; r < 4; r++) {
-                    const __m512 qv = _mm512_loadu_ps(qr[r] + d);
-                    for (int t = 0; t < 4; t++) acc[4 * t + r] = _mm512_fmadd_ps(qv, kv[t], acc[4 * t + r]);
-                }
-            }
-            /* lane 4b + j: accumulator 4j + b, i.e. row b, key j */
-            const __m512 z = sum16x16_avx512(acc);
-            if (r0 + 4 <= nr && t0 + 4 <= nk) {
-                _mm_storeu_ps(s + (size_t)r0 * ld + t0, _mm512_castps512_ps128(z));
-                _mm_storeu_ps(s + (size_t)(r0 + 1) * ld + t0, _mm512_extractf32x4_ps(z, 1));
-                _mm_storeu_ps(s + (size_t)(r0 + 2) * ld + t0, _mm512_extractf32x4_ps(z, 2));
-                _mm_storeu_ps(s + (size_t)(r0 + 3) * ld + t0, _mm512_extractf32x4_ps(z, 3));
-            } else {
-                float zs[16];
-                _mm512_storeu_ps(zs, z);
-                for (int r = 0; r < 4 && r0 + r < nr; r++)
-                    for (int t = 0; t < 4 && t0 + t < nk; t++) s[(size_t)(r0 + r) * ld + t0 + t] = zs[4 * r + t];
+}
+
+/* lane 4r + t: the sum of lanes 4r .. 4r + 3 of a[t] (row r's score against key t) */
+static inline __attribute__((always_inline)) AVX512 __m512 sum4x4_avx512(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+    const __m512 s01 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));
+    const __m512 s23 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
+    return _mm512_add_ps(_mm512_shuffle_ps(s01, s23, 0x44), _mm512_shuffle_ps(s01, s23, 0xEE));
+}
+
+/* The scores of nr rows (at most 4G; G groups of 4, interleaved in qi) against nk keys, 8 keys a
+ * step; keys as cached halves are widened 8 at a time into kw (in L1 for the 8 broadcasts of each
+ * block), prefetching ATTN_PREFETCH ahead. Keys and rows past the ends repeat the last one and
+ * are not stored. */
+static inline __attribute__((always_inline)) AVX512 void scores_tile_avx512(const float *qi, int G, int nr, const void *k, int nk,
+                                                                             int hd, float *s, int ld, bool f16, float *kw) {
+    enum { KEYS = ATTN_ROWS_KEYS };
+    for (int t0 = 0; t0 < nk; t0 += KEYS) {
+        const int kn = nk - t0 < KEYS ? nk - t0 : KEYS;
+        const float *kp[KEYS];
+        if (f16) {
+            const uint16_t *kh = (const uint16_t *)k + (size_t)t0 * hd;
+            for (size_t b = 0; b < (size_t)kn * hd * 2; b += 64) _mm_prefetch((const char *)kh + ATTN_PREFETCH + b, _MM_HINT_T0);
+            for (int i = 0; i < kn * hd; i += 16) _mm512_store_ps(kw + i, f16x16_avx512(kh + i));
+            for (int t = 0; t < KEYS; t++) kp[t] = kw + (size_t)(t < kn ? t : kn - 1) * hd;
+        } else {
+            for (int t = 0; t < KEYS; t++) kp[t] = (const float *)k + (size_t)(t0 + (t < kn ? t : kn - 1)) * hd;
+        }
+        __m512 acc[2][KEYS];
+        for (int g = 0; g < G; g++)
+            for (int t = 0; t < KEYS; t++) acc[g][t] = _mm512_setzero_ps();
+        for (int b = 0; b < hd / 4; b++) {
+            __m512 qv[2];
+            for (int g = 0; g < G; g++) qv[g] = _mm512_load_ps(qi + ((size_t)b * G + g) * 16);
+            for (int t = 0; t < KEYS; t++) {
+                const __m512 kb = _mm512_broadcast_f32x4(_mm_loadu_ps(kp[t] + 4 * b));
+                for (int g = 0; g < G; g++) acc[g][t] = _mm512_fmadd_ps(qv[g], kb, acc[g][t]);
             }
         }
+#pragma GCC unroll 2
+        for (int g = 0; g < G; g++)
+#pragma GCC unroll 2
+            for (int t = 0; t < KEYS; t += 4) {
+                const __m512 z = sum4x4_avx512(acc[g][t], acc[g][t + 1], acc[g][t + 2], acc[g][t + 3]);
+                float *sr = s + (size_t)4 * g * ld + t0 + t;
+                if (4 * g + 4 <= nr && t + 4 <= kn) {
+                    _mm_storeu_ps(sr, _mm512_castps512_ps128(z));
+                    _mm_storeu_ps(sr + (size_t)ld, _mm512_extractf32x4_ps(z, 1));
+                    _mm_storeu_ps(sr + 2 * (size_t)ld, _mm512_extractf32x4_ps(z, 2));
+                    _mm_storeu_ps(sr + 3 * (size_t)ld, _mm512_extractf32x4_ps(z, 3));
+                } else if (t < kn) {
+                    float zs[16];
+                    _mm512_storeu_ps(zs, z);
+                    for (int r = 0; r < 4 && 4 * g + r < nr; r++)
+                        for (int j = 0; j < 4 && t + j < kn; j++) sr[(size_t)r * ld + j] = zs[4 * r + j];
+                }
+            }
+    }
+}
+
+/* dot.h's tl_attn_scores_rows_fn (f16: its F16 form, keys as cached): 8 rows at a time (a decode
+ * step's group of 8 query heads: each key read and widened once for them), the last 1 to 4 rows
+ * as one group */
+static inline __attribute__((always_inline)) AVX512 void scores_rows_avx512(const float *q, int nr, const void *k, int nk,
+                                                                             int hd, float *s, int ld, bool f16) {
+    _Alignas(64) float qi[8 * ATTN_ROWS_MAX_HD], kw[ATTN_ROWS_KEYS * ATTN_ROWS_MAX_HD];
+    int r0 = 0;
+    for (; nr - r0 > 4; r0 += 8) {
+        interleave_rows_avx512(q + (size_t)r0 * hd, nr - r0, hd, 2, qi);
+        scores_tile_avx512(qi, 2, nr - r0 < 8 ? nr - r0 : 8, k, nk, hd, s + (size_t)r0 * ld, ld, f16, kw);
+    }
+    if (r0 < nr) {
+        interleave_rows_avx512(q + (size_t)r0 * hd, nr - r0, hd, 1, qi);
+        scores_tile_avx512(qi, 1, nr - r0, k, nk, hd, s + (size_t)r0 * ld, ld, f16, kw);
     }
 }
 
@@ -1045,7 +1167,7 @@ bool tl_attn_rows_kernels(int hd, tl_attn_scores_rows_fn *scores, tl_attn_values
 #endif
 #ifdef TL_X86
     const int use_simd = simd_level();
-    if (use_simd == 2 && hd % 16 == 0) {
+    if (use_simd == 2 && hd % 16 == 0 && hd <= ATTN_ROWS_MAX_HD) {
         *scores = attn_scores_rows_avx512;
         *values = attn_values_rows_avx512;
     } else if (use_simd >= 1 && hd % 8 == 0) {
@@ -1062,9 +1184,13 @@ bool tl_attn_rows_f16_kernels(int hd, tl_attn_scores_rows_f16_fn *scores, tl_att
     *scores = NULL;
     *values = NULL;
 #ifdef TL_X86
-    if (simd_level() == 2 && hd % 16 == 0) {
+    const int use_simd = simd_level();
+    if (use_simd == 2 && hd % 16 == 0 && hd <= ATTN_ROWS_MAX_HD) {
         *scores = attn_scores_rows_f16_avx512;
         *values = attn_values_rows_f16_avx512;
+    } else if (use_simd >= 1 && hd % 8 == 0 && hd <= ATTN_ROWS_MAX_HD) {
+        *scores = attn_scores_rows_f16_avx2;
+        *values = attn_values_rows_f16_avx2;
     }
 #else
     (void)hd;

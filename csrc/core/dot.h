@@ -55,16 +55,18 @@ bool tl_attn_kernels(tl_dtype kv, int hd, tl_attn_scores_fn *scores, tl_attn_val
 /* The same over a tile of float keys and values (an F16 cache's widened once for every query
  * head of a kv group), nr query rows at once: q and out are nr rows of hd floats, k and v nk
  * rows of hd floats; s[r ld + t] = q_r . k_t, and out_r += sum_t p[r ld + t] v_t. Each key and
- * value read serves several rows (register tiles of 4 rows), and the scores of 4 rows by 4 keys
- * come out of one horizontal reduction. For head sizes that are a multiple of 16 (AVX-512), 8
- * (AVX2) or 4 (NEON); false (and NULLs) otherwise, when the caller goes a row at a time. */
+ * value read serves several rows (register tiles of 4 rows; on AVX-512, 8 rows of 4 dimensions
+ * against 8 keys, whose 4 rows x 4 keys' scores reduce in 9 shuffles and adds). For head sizes
+ * that are a multiple of 16 up to 256 (AVX-512; larger ones take AVX2's), 8 (AVX2) or 4 (NEON);
+ * false (and NULLs) otherwise, when the caller goes a row at a time. */
 typedef void (*tl_attn_scores_rows_fn)(const float *q, int nr, const float *k, int nk, int hd, float *s, int ld);
 typedef void (*tl_attn_values_rows_fn)(float *out, int nr, const float *p, int ld, const float *v, int nk, int hd);
 bool tl_attn_rows_kernels(int hd, tl_attn_scores_rows_fn *scores, tl_attn_values_rows_fn *values);
 /* The same over nk rows of an F16 cache as they lie, for rows that read each key once (a decode
- * step's query heads of one kv head): each key and value converted once for up to 8 rows (tiles
- * of 8 rows by 2 keys), none widened into a tile first. AVX-512, head sizes a multiple of 16;
- * false (and NULLs) otherwise, when the caller widens. */
+ * step's query heads of one kv head): each key and value converted once for up to 8 rows (8 keys
+ * at a time widened into a 2-8 KB buffer that stays in L1, the values straight from the cache),
+ * no tile of the whole block widened first. AVX-512 (head sizes a multiple of 16) and AVX2 (8),
+ * up to 256; false (and NULLs) otherwise, when the caller widens. */
 typedef void (*tl_attn_scores_rows_f16_fn)(const float *q, int nr, const uint16_t *k, int nk, int hd, float *s, int ld);
 typedef void (*tl_attn_values_rows_f16_fn)(float *out, int nr, const float *p, int ld, const uint16_t *v, int nk, int hd);
 bool tl_attn_rows_f16_kernels(int hd, tl_attn_scores_rows_f16_fn *scores, tl_attn_values_rows_f16_fn *values);

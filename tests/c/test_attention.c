@@ -1,13 +1,14 @@
 /* The CPU backend's attention op against a double-precision softmax over the same cached keys
- * and values (F16 caches read back exactly with tl_f16_to_f32, Q8_0 ones as d·q), at the dispatch level this process
- * runs (ctest runs it once per level: TORCHLESS_CPU=...). The op takes tiles of queries and of
- * keys (widened to float once for every query head of a kv group); the cases are the edges of
- * that tiling: prompts that are no multiple of any tile, a chunk after a cached prefix, windows
- * that start and end inside tiles, groups of 1, 3, 4 and 8 query heads a kv head, head sizes with
- * and without block kernels, soft-capping, sequences mixed in one batch, decode steps (which read
- * an F16 cache's halves as they lie: an odd last tile, a window, soft-capping), 1 to 3 threads. Seeded (TORCHLESS_SEED replays a run); bound: normwise error over every output row
- * at most 1e-5 (float32 dot products of up to 256 terms and a vector exp within 2 ulp: measured
- * about 1e-7), and every output finite. */
+ * and values (F16 caches read back exactly with tl_f16_to_f32, Q8_0 ones as d·q), at the
+ * dispatch level this process runs (ctest runs it once per level: TORCHLESS_CPU=...). The op
+ * takes tiles of queries and of keys (widened to float once for every query head of a kv group);
+ * the cases are the edges of that tiling: prompts that are no multiple of any tile, a chunk after
+ * a cached prefix, windows that start and end inside tiles, groups of 1, 2, 3, 4, 7 and 8 query
+ * heads a kv head, head sizes with and without block kernels, soft-capping, sequences mixed in
+ * one batch, decode steps (which read an F16 cache's halves as they lie: an odd last tile, a
+ * window, soft-capping), 1 to 3 threads. Seeded (TORCHLESS_SEED replays a run); bound: normwise
+ * error over every output row at most 1e-5 (float32 dot products of up to 256 terms and a vector
+ * exp within 2 ulp: measured about 1e-7), and every output finite. */
 #include "backends/backend.h"
 #include "check.h"
 #include "core/fp16.h"
@@ -126,14 +127,15 @@ int main(void) {
         return 1;
     }
     const tl_dtype kvs[] = {TL_F16, TL_F32, TL_Q8_0};
-    /* query heads / kv heads: groups of 1, 3, 4 and 8 */
-    const int shapes[][2] = {{2, 2}, {6, 2}, {4, 1}, {16, 2}};
+    /* query heads / kv heads: groups of 1, 2, 3, 4, 7 and 8 (a decode step's row kernels take 8
+     * rows, then the last 1 to 4) */
+    const int shapes[][2] = {{2, 2}, {4, 2}, {6, 2}, {4, 1}, {14, 2}, {16, 2}};
     /* head sizes: Gemma 3's 256, LLaMA's 64 and 128, 40 (no 16-wide kernels), 12 (no block kernels) */
     const int hds[] = {256, 64, 128, 40, 12};
     /* a mixed batch: seq 0 decodes at 150, seq 1 prefills 0..6 around it, seq 0 again at 151 */
     static const int32_t mix_pos[] = {0, 1, 150, 2, 3, 4, 5, 6, 151}, mix_seq[] = {1, 1, 0, 1, 1, 1, 1, 1, 0};
     for (int k = 0; k < 3; k++)
-        for (int s = 0; s < 4; s++)
+        for (int s = 0; s < 6; s++)
             for (int hi = 0; hi < 5; hi++) {
                 const int hd = hds[hi], heads = shapes[s][0], kv_heads = shapes[s][1];
                 if (kvs[k] == TL_Q8_0 && hd % 32) continue; /* Q8_0 caches: rows of whole blocks */
