@@ -210,18 +210,18 @@ template <int DT> __device__ __forceinline__ void legacy_dm(gw w, int64_t b, flo
 }
 
 /* 6-bit scale and min j of a Q4_K/Q5_K block (ggml's get_scale_min_k4), the 12 scale bytes held
- * as three words: byte i is byte i % 4 of word i / 4 */
+ * as three words: byte i is byte i % 4 of word i / 4. Byte j % 4 of each word, by shifts: an
+ * array of the words indexed by a j known only at run time went to local memory. */
 __device__ __forceinline__ void scale_min_words(int j, uint32_t w0, uint32_t w1, uint32_t w2, int *sc, int *m) {
-    const uint32_t w[3] = {w0, w1, w2};
-#define BYTE(i) ((int)((w[(i) / 4] >> (8 * ((i) % 4))) & 0xFF))
+    const int at = 8 * (j & 3);
+    const int b0 = (int)((w0 >> at) & 0xFF), b1 = (int)((w1 >> at) & 0xFF), b2 = (int)((w2 >> at) & 0xFF);
     if (j < 4) {
-        *sc = BYTE(j) & 63;
-        *m = BYTE(j + 4) & 63;
+        *sc = b0 & 63;
+        *m = b1 & 63;
     } else {
-        *sc = (BYTE(j + 4) & 0xF) | ((BYTE(j - 4) >> 6) << 4);
-        *m = (BYTE(j + 4) >> 4) | ((BYTE(j) >> 6) << 4);
+        *sc = (b2 & 0xF) | ((b0 >> 6) << 4);
+        *m = (b2 >> 4) | ((b1 >> 6) << 4);
     }
-#undef BYTE
 }
 
 /* The four bytes of b as floats, each minus `bias`: a byte placed in the mantissa of 2^23
@@ -318,13 +318,12 @@ __device__ __forceinline__ void load8(gw w, int64_t r, int64_t c, int lane, floa
         *e0 = c * 256 + 64 * p + l;
         *e1 = *e0 + 32;
         const uint32_t q = *(const uint32_t *)(blk + (DT == TL_Q4_K ? 16 : 48) + 32 * p + l);
-        /* the 12 bytes of 6-bit scales and mins in three aligned words */
-        const uint32_t *sw = (const uint32_t *)(blk + 4);
-        const uint32_t s_lo = sw[0], s_mid = sw[1], s_hi = sw[2];
+        /* (d, dmin) and the 12 bytes of 6-bit scales and mins: one 16-byte load */
+        const uint4 hdr = *(const uint4 *)blk;
         int sc0, m0, sc1, m1;
-        scale_min_words(2 * p, s_lo, s_mid, s_hi, &sc0, &m0);
-        scale_min_words(2 * p + 1, s_lo, s_mid, s_hi, &sc1, &m1);
-        const float2 dd = __half22float2(*(const __half2 *)blk);
+        scale_min_words(2 * p, hdr.y, hdr.z, hdr.w, &sc0, &m0);
+        scale_min_words(2 * p + 1, hdr.y, hdr.z, hdr.w, &sc1, &m1);
+        const float2 dd = __half22float2(*(const __half2 *)&hdr.x);
         const float d0 = dd.x * (float)sc0, n0 = dd.y * (float)m0, d1 = dd.x * (float)sc1, n1 = dd.y * (float)m1;
         uint32_t lo = q & 0x0F0F0F0Fu, hi = (q >> 4) & 0x0F0F0F0Fu;
         if (DT == TL_Q5_K) {
@@ -511,11 +510,11 @@ __device__ __forceinline__ void load32(gw w, int64_t r, int64_t c, int j, float 
         *e0 = c * 256 + 64 * p + l;
         *e1 = *e0 + 32;
         const uint4 q = *(const uint4 *)(blk + (DT == TL_Q4_K ? 16 : 48) + 32 * p + l);
-        const uint32_t *sw = (const uint32_t *)(blk + 4);
+        const uint4 hdr = *(const uint4 *)blk; /* (d, dmin), the 12 scale bytes */
         int sc0, m0, sc1, m1;
-        scale_min_words(2 * p, sw[0], sw[1], sw[2], &sc0, &m0);
-        scale_min_words(2 * p + 1, sw[0], sw[1], sw[2], &sc1, &m1);
-        const float2 dd = __half22float2(*(const __half2 *)blk);
+        scale_min_words(2 * p, hdr.y, hdr.z, hdr.w, &sc0, &m0);
+        scale_min_words(2 * p + 1, hdr.y, hdr.z, hdr.w, &sc1, &m1);
+        const float2 dd = __half22float2(*(const __half2 *)&hdr.x);
         const float d0 = dd.x * (float)sc0, n0 = dd.y * (float)m0, d1 = dd.x * (float)sc1, n1 = dd.y * (float)m1;
         const uint32_t qw[4] = {q.x, q.y, q.z, q.w};
         uint32_t hw[4] = {0, 0, 0, 0};
@@ -765,6 +764,7 @@ __device__ __forceinline__ float block_sum(float v) {
 /* one block per row; the sum of squares in float, reduced across the block */
 __global__ void rmsnorm_kernel(float *out, const float *x, const float *__restrict__ w, int64_t dim, float eps, int8_t *q0,
                                int8_t *qk, size_t xs) {
+    grid_let_next();
     grid_wait();
     const float *xr = x + (size_t)blockIdx.x * dim;
     float *o = out + (size_t)blockIdx.x * dim;
@@ -853,6 +853,7 @@ __global__ void gather_kernel(float *out, const float *x, const int32_t *__restr
 template <bool ADD>
 __global__ void norm8_kernel(float *x, const float *y, float *out, const float *__restrict__ w, int64_t dim, float eps,
                              int8_t *q0, int8_t *qk, size_t xs, __half *oh) {
+    grid_let_next();
     grid_wait();
     const int lane = threadIdx.x & 31;
     const int64_t row = blockIdx.x, e = 8 * (int64_t)threadIdx.x;
@@ -918,6 +919,7 @@ __global__ void norm8_kernel(float *x, const float *y, float *out, const float *
  * read before its row is written) */
 __global__ void add_rmsnorm_kernel(float *x, const float *y, float *out, const float *__restrict__ w, int64_t dim, float eps,
                                    int8_t *q0, int8_t *qk, size_t xs) {
+    grid_let_next();
     grid_wait();
     float *xr = x + (size_t)blockIdx.x * dim;
     const float *yr = y + (size_t)blockIdx.x * dim;
@@ -940,6 +942,7 @@ __global__ void rope_store_kernel(float *q, float *k, const float *__restrict__ 
                                   int32_t n_heads, int32_t kv_heads, int32_t hd, int32_t rope_dim, bool neox, void *kc,
                                   void *vc, int f16, const int32_t *__restrict__ pos, const int32_t *__restrict__ seq,
                                   int32_t max_seq_len) {
+    grid_let_next();
     grid_wait();
     const int64_t item = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     if (item >= (int64_t)n * (n_heads + kv_heads)) return;
@@ -1102,6 +1105,7 @@ __device__ __forceinline__ void qk_many(const float (*q)[ATTN_MAX_HD], const flo
  * a prefill. One split: the output is written directly. */
 template <typename KV, int DPL, int QT>
 __global__ void __launch_bounds__(32 * ATTN_WARPS) attention_kernel(tl_attn_args a, int chunk, float *part) {
+    grid_let_next();
     grid_wait();
     const int h = blockIdx.x, i0 = blockIdx.y * QT, split = blockIdx.z, lane = threadIdx.x & 31, wid = threadIdx.x / 32;
     const int hd = a.head_dim, group = a.n_heads / a.n_kv_heads;
@@ -1214,6 +1218,7 @@ __global__ void __launch_bounds__(32 * ATTN_WARPS) attention_kernel(tl_attn_args
 
 /* out = the splits' partial softmaxes rescaled to their largest maximum and normalised */
 __global__ void attention_merge(const float *part, int splits, int hd, float *out) {
+    grid_let_next();
     grid_wait();
     const size_t row = blockIdx.x;
     const float *pp = part + row * splits * (size_t)(hd + 2);
@@ -1462,6 +1467,7 @@ static tl_status stream_new(tl_device *d, int n_threads, tl_stream **out) {
     st->base.device = d;
     st->dev = g->dev;
     gpuDeviceProp prop;
+    memset(&prop, 0, sizeof prop);
     st->sms = gpuGetDeviceProperties(&prop, g->dev) == gpuSuccess ? prop.multiProcessorCount : 100;
     const char *gemv = getenv("TORCHLESS_GPU_GEMV");
     st->gemv = !gemv                        ? 0
@@ -1469,6 +1475,12 @@ static tl_status stream_new(tl_device *d, int n_threads, tl_stream **out) {
                : strcmp(gemv, "wide") == 0   ? 2
                : strcmp(gemv, "narrow4") == 0 ? 3
                                               : 0;
+#ifndef TL_HIP
+    const char *early = getenv("TORCHLESS_GPU_EARLY");
+    const int early_on = !(early && strcmp(early, "0") == 0);
+    if (cudaMemcpyToSymbol(early_next, &early_on, sizeof early_on) != cudaSuccess)
+        (void)cudaGetLastError(); /* (it stays off: slower, not wrong) */
+#endif
     const char *tc = getenv("TORCHLESS_GPU_TC_ATTENTION");
     st->tc_attention = !(tc && strcmp(tc, "0") == 0);
     gpuError_t e = gpuStreamCreateWithFlags(&st->stream, gpuStreamNonBlocking);

@@ -106,6 +106,7 @@ __device__ __forceinline__ void q8_K_block(const float v[8], int lane, int8_t *q
 /* Rows of k (t = row) quantized a warp per block, `blocks` in all */
 __global__ void quantize_q8_0_kernel(const float *__restrict__ x, int64_t k, int64_t blocks, int8_t *__restrict__ xq,
                                      size_t xs) {
+    grid_let_next();
     grid_wait();
     const int64_t gb = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     if (gb >= blocks) return;
@@ -116,6 +117,7 @@ __global__ void quantize_q8_0_kernel(const float *__restrict__ x, int64_t k, int
 
 __global__ void quantize_q8_K_kernel(const float *__restrict__ x, int64_t k, int64_t blocks, int8_t *__restrict__ xq,
                                      size_t xs) {
+    grid_let_next();
     grid_wait();
     const int lane = threadIdx.x & 31;
     const int64_t gb = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
@@ -222,11 +224,11 @@ template <int DT> struct q8_k4 {
             h0 = ((const uint4 *)(blk + 16))[0];
             h1 = ((const uint4 *)(blk + 16))[1];
         }
-        const uint32_t *sw = (const uint32_t *)(blk + 4);
+        const uint4 hdr = *(const uint4 *)blk; /* (d, dmin), the 12 scale bytes */
         int sc0, m0, sc1, m1;
-        scale_min_words(2 * p, sw[0], sw[1], sw[2], &sc0, &m0);
-        scale_min_words(2 * p + 1, sw[0], sw[1], sw[2], &sc1, &m1);
-        const float2 dd = __half22float2(*(const __half2 *)blk);
+        scale_min_words(2 * p, hdr.y, hdr.z, hdr.w, &sc0, &m0);
+        scale_min_words(2 * p + 1, hdr.y, hdr.z, hdr.w, &sc1, &m1);
+        const float2 dd = __half22float2(*(const __half2 *)&hdr.x);
         a0 = dd.x * (float)sc0, b0 = -dd.y * (float)m0, a1 = dd.x * (float)sc1, b1 = -dd.y * (float)m1;
     }
     __device__ __forceinline__ float dot(const int8_t *xr, int64_t k, int64_t u, float acc) const {
@@ -270,10 +272,14 @@ template <> struct q8_unit_w<TL_Q6_K> {
         l0 = *(const uint4 *)(field<TL_Q6_K>(w, 0, b) + 64 * h + i0);
         l1 = *(const uint4 *)(field<TL_Q6_K>(w, 0, b) + 64 * h + 32 + i0);
         hb = *(const uint4 *)(field<TL_Q6_K>(w, 1, b) + 32 * h + i0);
-        const int8_t *sc = (const int8_t *)field<TL_Q6_K>(w, 2, b) + 8 * h + (j & 1);
+        /* scales 8h + (j & 1) + 2i: bytes (j & 1) and (j & 1) + 2 of two words, in one 8-byte load */
+        const uint2 sc = *(const uint2 *)(field<TL_Q6_K>(w, 2, b) + 8 * h);
+        const int at = 8 * (j & 1);
         const float d = h2f(field<TL_Q6_K>(w, 3, b));
-#pragma unroll
-        for (int i = 0; i < 4; i++) a[i] = d * (float)sc[2 * i];
+        a[0] = d * (float)(int8_t)(sc.x >> at);
+        a[1] = d * (float)(int8_t)(sc.x >> (at + 16));
+        a[2] = d * (float)(int8_t)(sc.y >> at);
+        a[3] = d * (float)(int8_t)(sc.y >> (at + 16));
     }
     __device__ __forceinline__ float dot(const int8_t *xr, int64_t k, int64_t u, float acc) const {
         const int h = j / 2, i0 = (j & 1) * 16;

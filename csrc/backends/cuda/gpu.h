@@ -140,6 +140,20 @@ __device__ __forceinline__ void grid_wait() {
 #endif
 }
 
+/* The small kernels between the GEMVs (norms, quantizing, RoPE, attention) let the next kernel
+ * start before they wait, so that a GEMV two kernels on has its blocks placed and its first
+ * weights requested while the GEMV before it and the small kernel run: its own grid_wait() still
+ * returns only once the small kernel, and so everything before it, has finished. Set at stream
+ * creation (TORCHLESS_GPU_EARLY=0: not, to compare). */
+#if !defined(TL_HIP)
+__device__ int early_next;
+#endif
+__device__ __forceinline__ void grid_let_next() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (early_next) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 #ifdef TL_HIP
 template <typename... P, typename... A>
 static void launch(gpuStream_t st, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, A &&...args) {

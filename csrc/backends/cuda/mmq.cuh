@@ -149,10 +149,10 @@ template <> struct mmq_sub<TL_Q4_K> : mmq_k4<TL_Q4_K> {};
 
 /* a Q4_K/Q5_K block's 8 sub-blocks' (a, b) = (d·scale, -dmin·min) */
 __device__ __forceinline__ float2 mmq_k4_scale(const uint8_t *blk, int u) {
-    const uint32_t *sw = (const uint32_t *)(blk + 4);
+    const uint4 hdr = *(const uint4 *)blk; /* (d, dmin), the 12 scale bytes */
     int sc, mn;
-    scale_min_words(u, sw[0], sw[1], sw[2], &sc, &mn);
-    const float2 dd = __half22float2(*(const __half2 *)blk);
+    scale_min_words(u, hdr.y, hdr.z, hdr.w, &sc, &mn);
+    const float2 dd = __half22float2(*(const __half2 *)&hdr.x);
     return make_float2(dd.x * (float)sc, -dd.y * (float)mn);
 }
 template <> struct mmq_sub<TL_Q5_K> : mmq_k4<TL_Q5_K> {};
