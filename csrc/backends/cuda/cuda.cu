@@ -764,7 +764,6 @@ __device__ __forceinline__ float block_sum(float v) {
 /* one block per row; the sum of squares in float, reduced across the block */
 __global__ void rmsnorm_kernel(float *out, const float *x, const float *__restrict__ w, int64_t dim, float eps, int8_t *q0,
                                int8_t *qk, size_t xs) {
-    grid_let_next();
     grid_wait();
     const float *xr = x + (size_t)blockIdx.x * dim;
     float *o = out + (size_t)blockIdx.x * dim;
@@ -853,7 +852,6 @@ __global__ void gather_kernel(float *out, const float *x, const int32_t *__restr
 template <bool ADD>
 __global__ void norm8_kernel(float *x, const float *y, float *out, const float *__restrict__ w, int64_t dim, float eps,
                              int8_t *q0, int8_t *qk, size_t xs, __half *oh) {
-    grid_let_next();
     grid_wait();
     const int lane = threadIdx.x & 31;
     const int64_t row = blockIdx.x, e = 8 * (int64_t)threadIdx.x;
@@ -919,7 +917,6 @@ __global__ void norm8_kernel(float *x, const float *y, float *out, const float *
  * read before its row is written) */
 __global__ void add_rmsnorm_kernel(float *x, const float *y, float *out, const float *__restrict__ w, int64_t dim, float eps,
                                    int8_t *q0, int8_t *qk, size_t xs) {
-    grid_let_next();
     grid_wait();
     float *xr = x + (size_t)blockIdx.x * dim;
     const float *yr = y + (size_t)blockIdx.x * dim;
@@ -942,7 +939,6 @@ __global__ void rope_store_kernel(float *q, float *k, const float *__restrict__ 
                                   int32_t n_heads, int32_t kv_heads, int32_t hd, int32_t rope_dim, bool neox, void *kc,
                                   void *vc, int f16, const int32_t *__restrict__ pos, const int32_t *__restrict__ seq,
                                   int32_t max_seq_len) {
-    grid_let_next();
     grid_wait();
     const int64_t item = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     if (item >= (int64_t)n * (n_heads + kv_heads)) return;
@@ -1105,7 +1101,6 @@ __device__ __forceinline__ void qk_many(const float (*q)[ATTN_MAX_HD], const flo
  * a prefill. One split: the output is written directly. */
 template <typename KV, int DPL, int QT>
 __global__ void __launch_bounds__(32 * ATTN_WARPS) attention_kernel(tl_attn_args a, int chunk, float *part) {
-    grid_let_next();
     grid_wait();
     const int h = blockIdx.x, i0 = blockIdx.y * QT, split = blockIdx.z, lane = threadIdx.x & 31, wid = threadIdx.x / 32;
     const int hd = a.head_dim, group = a.n_heads / a.n_kv_heads;
@@ -1218,7 +1213,6 @@ __global__ void __launch_bounds__(32 * ATTN_WARPS) attention_kernel(tl_attn_args
 
 /* out = the splits' partial softmaxes rescaled to their largest maximum and normalised */
 __global__ void attention_merge(const float *part, int splits, int hd, float *out) {
-    grid_let_next();
     grid_wait();
     const size_t row = blockIdx.x;
     const float *pp = part + row * splits * (size_t)(hd + 2);
@@ -1474,13 +1468,8 @@ static tl_status stream_new(tl_device *d, int n_threads, tl_stream **out) {
                : strcmp(gemv, "narrow") == 0 ? 1
                : strcmp(gemv, "wide") == 0   ? 2
                : strcmp(gemv, "narrow4") == 0 ? 3
+               : strcmp(gemv, "narrow1") == 0 ? 4
                                               : 0;
-#ifndef TL_HIP
-    const char *early = getenv("TORCHLESS_GPU_EARLY");
-    const int early_on = !(early && strcmp(early, "0") == 0);
-    if (cudaMemcpyToSymbol(early_next, &early_on, sizeof early_on) != cudaSuccess)
-        (void)cudaGetLastError(); /* (it stays off: slower, not wrong) */
-#endif
     const char *tc = getenv("TORCHLESS_GPU_TC_ATTENTION");
     st->tc_attention = !(tc && strcmp(tc, "0") == 0);
     gpuError_t e = gpuStreamCreateWithFlags(&st->stream, gpuStreamNonBlocking);
@@ -1727,11 +1716,11 @@ template <int DT> struct gemv_launch {
          * tokens would spill the wide kernel's registers */
         const bool quantized = DT != TL_F32 && DT != TL_F16 && DT != TL_BF16;
         const bool wide = quantized && (s->gemv == 2 || (s->gemv == 0 && (DT == TL_Q4_K || DT == TL_Q5_K || DT == TL_Q6_K)));
-        const unsigned b2 = (unsigned)((m + 7) / 8), b4 = (unsigned)((m + 15) / 16);
+        const unsigned b1 = (unsigned)((m + 3) / 4), b2 = (unsigned)((m + 7) / 8), b4 = (unsigned)((m + 15) / 16);
 #define WIDE(N) launch(s->stream, gemv_wide_kernel<DT, N, 2>, b2, 128, 0, v, x, k, y, bias)
-#define LAUNCH(N, R) launch(s->stream, gemv_kernel<DT, N, R>, (R) == 2 ? b2 : b4, 128, 0, v, x, k, y, bias)
+#define LAUNCH(N, R) launch(s->stream, gemv_kernel<DT, N, R>, (R) == 1 ? b1 : (R) == 2 ? b2 : b4, 128, 0, v, x, k, y, bias)
         switch (n) {
-        case 1: if (wide) WIDE(1); else if (s->gemv == 3) LAUNCH(1, 4); else LAUNCH(1, 2); break;
+        case 1: if (wide) WIDE(1); else if (s->gemv == 3) LAUNCH(1, 4); else if (s->gemv == 4) LAUNCH(1, 1); else LAUNCH(1, 2); break;
         case 2: if (wide) WIDE(2); else if (s->gemv == 3) LAUNCH(2, 4); else LAUNCH(2, 2); break;
         case 3: LAUNCH(3, 4); break;
         case 4: LAUNCH(4, 4); break;

@@ -133,24 +133,12 @@
  * the kernel before has finished and its writes are visible (and since that kernel waited too,
  * so had all before it); then it lets the next kernel's blocks start. tests/test_gpu.py checks
  * that every kernel calls it. TORCHLESS_GPU_PDL=0 launches as <<<>>> does; HIP always does.
- * (Measured on the H100: prefetching a GEMV's rows to L2 before the wait made decode slower.) */
+ * (Measured on the H100: prefetching a GEMV's rows to L2 before the wait made decode slower. On
+ * the H200: letting the next kernel start before the small kernels between the GEMVs wait, so
+ * that a GEMV's blocks and first loads would come a kernel earlier, made it slower too, by 2-6%.) */
 __device__ __forceinline__ void grid_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
-/* The small kernels between the GEMVs (norms, quantizing, RoPE, attention) let the next kernel
- * start before they wait, so that a GEMV two kernels on has its blocks placed and its first
- * weights requested while the GEMV before it and the small kernel run: its own grid_wait() still
- * returns only once the small kernel, and so everything before it, has finished. Set at stream
- * creation (TORCHLESS_GPU_EARLY=0: not, to compare). */
-#if !defined(TL_HIP)
-__device__ int early_next;
-#endif
-__device__ __forceinline__ void grid_let_next() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if (early_next) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
 
