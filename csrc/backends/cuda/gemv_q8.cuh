@@ -14,8 +14,8 @@
  * The quantized rows, per token, xs bytes apart: int8 q[k], then float (dx, s) per 32 elements
  * (for the Q8_K style dx repeats over the 8 sub-blocks of a 256-block).
  *
- * A lane takes one unit of a row at a time (32 elements: a block of the 32-block formats, half
- * of each of two Q4_K/Q5_K sub-blocks; 64 of Q6_K: four 16-element runs), a warp 32
+ * A lane takes one unit of a row at a time (32 elements of the 32-block formats, 64 of the
+ * K-quants: a pair of Q4_K/Q5_K sub-blocks, or four 16-element runs of Q6_K), a warp 32
  * consecutive units, so a warp's weight loads are contiguous; U units a lane are loaded before
  * any is used, to keep loads in flight. */
 
@@ -23,7 +23,7 @@
 #define Q8_STYLE_K 1 /* blocks of 256 */
 
 __host__ __device__ constexpr bool kquant(int dt) { return dt == TL_Q4_K || dt == TL_Q5_K || dt == TL_Q6_K; }
-__host__ __device__ constexpr int q8_unit(int dt) { return dt == TL_Q6_K ? 64 : 32; }
+__host__ __device__ constexpr int q8_unit(int dt) { return kquant(dt) ? 64 : 32; }
 /* the dtypes with 8-bit GEMVs */
 __host__ __device__ constexpr bool q8_dtype(int dt) {
     return dt == TL_Q4_0 || dt == TL_Q4_1 || dt == TL_Q5_0 || dt == TL_Q5_1 || dt == TL_Q8_0 || kquant(dt);
@@ -207,41 +207,39 @@ template <> struct q8_unit_w<TL_Q8_0> {
     }
 };
 
-/* Q4_K/Q5_K: unit u = 16-byte chunk c = u % 8 of the 128 qs bytes of block u / 8: half h = c % 2
- * of sub-block pair p = c / 2, elements 64p + 16h + i (low nibbles: sub-block 2p) and
- * 64p + 32 + 16h + i (high: 2p + 1), i < 16. Eight lanes a block, so that each load of a warp
- * is 4 blocks' qs, whole (a unit of both halves, 32 bytes a lane, left each 16-byte load of a
- * warp spread over 8 blocks, and the L1 fetched every sector twice: Q4_K ran ~30% under Q4_0's
- * bandwidth, the same bytes). A sub-block's offset term b·s is added once, by its h = 0 lane. */
+/* Q4_K/Q5_K: unit u = sub-blocks 2p and 2p+1 (p = u % 4) of block u / 4, their 32 qs bytes
+ * (2p in the low nibbles, 2p+1 in the high ones) */
 template <int DT> struct q8_k4 {
-    uint4 q, hq;
+    uint4 q0, q1, h0, h1;
     float a0, b0, a1, b1;
-    int c;
+    int p;
     __device__ __forceinline__ void load(gw w, int64_t r, int64_t u) {
-        c = (int)(u & 7);
-        const int p = c / 2, h = c & 1;
-        const uint8_t *blk = w.p + (size_t)(r * w.nb + u / 8) * (DT == TL_Q4_K ? 144 : 176);
-        q = *(const uint4 *)(blk + (DT == TL_Q4_K ? 16 : 48) + 16 * c);
-        if (DT == TL_Q5_K) hq = *(const uint4 *)(blk + 16 + 16 * h); /* fifth bits: bit j of byte e of sub-block j */
+        p = (int)(u & 3);
+        const uint8_t *blk = w.p + (size_t)(r * w.nb + u / 4) * (DT == TL_Q4_K ? 144 : 176);
+        const uint4 *qs = (const uint4 *)(blk + (DT == TL_Q4_K ? 16 : 48) + 32 * p);
+        q0 = qs[0], q1 = qs[1];
+        if (DT == TL_Q5_K) {
+            h0 = ((const uint4 *)(blk + 16))[0];
+            h1 = ((const uint4 *)(blk + 16))[1];
+        }
         const uint4 hdr = *(const uint4 *)blk; /* (d, dmin), the 12 scale bytes */
         int sc0, m0, sc1, m1;
         scale_min_words(2 * p, hdr.y, hdr.z, hdr.w, &sc0, &m0);
         scale_min_words(2 * p + 1, hdr.y, hdr.z, hdr.w, &sc1, &m1);
         const float2 dd = __half22float2(*(const __half2 *)&hdr.x);
-        a0 = dd.x * (float)sc0, a1 = dd.x * (float)sc1;
-        b0 = h ? 0.0f : -dd.y * (float)m0, b1 = h ? 0.0f : -dd.y * (float)m1;
+        a0 = dd.x * (float)sc0, b0 = -dd.y * (float)m0, a1 = dd.x * (float)sc1, b1 = -dd.y * (float)m1;
     }
     __device__ __forceinline__ float dot(const int8_t *xr, int64_t k, int64_t u, float acc) const {
-        const int p = c / 2, h = c & 1;
-        const int8_t *xb = xr + 256 * (u / 8) + 64 * p + 16 * h;
-        const int4 xl4 = *(const int4 *)xb, xh4 = *(const int4 *)(xb + 32);
-        const float4 ds = *(const float4 *)(xr + k + 64 * (u / 8) + 16 * p); /* (dx, s) of sub-blocks 2p, 2p+1 */
-        const int qw[4] = {(int)q.x, (int)q.y, (int)q.z, (int)q.w};
-        const int hw[4] = {(int)hq.x, (int)hq.y, (int)hq.z, (int)hq.w};
-        const int xl[4] = {xl4.x, xl4.y, xl4.z, xl4.w}, xh[4] = {xh4.x, xh4.y, xh4.z, xh4.w};
+        const int4 *xv = (const int4 *)(xr + 64 * u);
+        const int4 x0 = xv[0], x1 = xv[1], x2 = xv[2], x3 = xv[3];
+        const float4 ds = *(const float4 *)(xr + k + 16 * u); /* (dx, s) of sub-blocks 2p, 2p+1 */
+        const int qw[8] = {(int)q0.x, (int)q0.y, (int)q0.z, (int)q0.w, (int)q1.x, (int)q1.y, (int)q1.z, (int)q1.w};
+        const int hw[8] = {(int)h0.x, (int)h0.y, (int)h0.z, (int)h0.w, (int)h1.x, (int)h1.y, (int)h1.z, (int)h1.w};
+        const int xl[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+        const int xh[8] = {x2.x, x2.y, x2.z, x2.w, x3.x, x3.y, x3.z, x3.w};
         int s0 = 0, s1 = 0;
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
+        for (int i = 0; i < 8; i++) {
             int lo = qw[i] & 0x0F0F0F0F, hi = (qw[i] >> 4) & 0x0F0F0F0F;
             if (DT == TL_Q5_K) {
                 lo |= ((hw[i] >> (2 * p)) & 0x01010101) << 4;
@@ -369,10 +367,12 @@ __global__ void __launch_bounds__(128) gemv_q8_kernel(gw w, gw w2, const int8_t 
                                                       int gelu) {
     const int lane = threadIdx.x & 31;
     const int64_t r = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    /* 64 bytes of weights a lane in flight: 4 units (2 of Q8_0's, whose units are twice as
-     * large, would do too, but 4 measured no slower), 2 of Q6_K's (more held its registers over
-     * 90, 5 blocks an SM: two waves for 4096 rows) */
-    constexpr int U = DT == TL_Q6_K ? 2 : 4;
+    /* 64 bytes of weights a lane in flight: 4 units of the 32-block formats (2 of Q8_0's, whose
+     * units are twice as large, would do too, but 4 measured no slower), 2 of the K-quants'
+     * (more held the K-quants' registers over 90, 5 blocks an SM: two waves for 4096 rows; and
+     * Q4_K units of 16-byte chunks, 8 lanes a block, so that each load of a warp is whole
+     * blocks, took 87 registers at 4 a lane and made decode 9% slower on the H200) */
+    constexpr int U = kquant(DT) ? 2 : 4;
     q8_first<DT, U> first, first2;
     first.load(w, r, k, lane);
     grid_wait();
@@ -417,7 +417,7 @@ __global__ void __launch_bounds__(128) gemv_q8_three_kernel(q8_three m, const in
     const gw w = i == 0 ? m.w[0] : i == 1 ? m.w[1] : m.w[2];
     float *y = i == 0 ? m.y[0] : i == 1 ? m.y[1] : m.y[2];
     const float *bias = i == 0 ? m.bias[0] : i == 1 ? m.bias[1] : m.bias[2];
-    constexpr int U = DT == TL_Q6_K ? 2 : 4;
+    constexpr int U = kquant(DT) ? 2 : 4;
     q8_first<DT, U> first;
     first.load(w, r, k, lane);
     grid_wait();
