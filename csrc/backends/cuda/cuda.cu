@@ -2115,10 +2115,14 @@ static void add(tl_stream *ts, float *x, const float *y, int64_t n) {
     LAUNCHED(s, "add");
 }
 
-static void glu(tl_stream *ts, tl_activation act, float *a, const float *b, int64_t n) {
-    gpu_stream *s = op_begin(ts);
-    launch(s->stream, glu_kernel, blocks_for(n, THREADS), THREADS, 0, act == TL_ACT_GELU_TANH, a, b, n, (__half *)nullptr);
+/* a = act(a) * b over n elements, and the same in F16 into ah where given */
+static void glu_run(gpu_stream *s, tl_activation act, float *a, const float *b, int64_t n, __half *ah) {
+    launch(s->stream, glu_kernel, blocks_for(n, THREADS), THREADS, 0, act == TL_ACT_GELU_TANH, a, b, n, ah);
     LAUNCHED(s, "glu");
+}
+
+static void glu(tl_stream *ts, tl_activation act, float *a, const float *b, int64_t n) {
+    glu_run(op_begin(ts), act, a, b, n, nullptr);
 }
 
 static void softcap(tl_stream *ts, float *x, int64_t n, float c) {
@@ -2279,8 +2283,7 @@ static void matmul_glu(tl_stream *ts, const tl_tensor *gate, const tl_tensor *up
     const int64_t m = gate->ne[1];
     op_begin(ts);
     __half *ah = s->xh_used && n > GEMV_MAX_TOKENS && s->x_half && s->x_half_elems >= (size_t)(n * m) ? s->x_half : nullptr;
-    launch(s->stream, glu_kernel, blocks_for(n * m, THREADS), THREADS, 0, act == TL_ACT_GELU_TANH, a, (const float *)b, n * m, ah);
-    LAUNCHED(s, "glu");
+    glu_run(s, act, a, b, n * m, ah);
     if (ah) s->xh_src = a, s->xh_n = n, s->xh_k = m;
 }
 

@@ -299,10 +299,12 @@ static void weight_free(tl_device *td, tl_tensor *t) {
 
 /* kernels, by index: three per native dtype, then one per op */
 enum { K_GEMV = 0, K_GEMM = N_NATIVE, K_EMBED = 2 * N_NATIVE, K_RMSNORM = 3 * N_NATIVE, K_ROPE, K_KV_STORE, K_ADD,
-       K_GLU, K_SOFTCAP, K_GATHER, K_ATTN_F16, K_ATTN_F32, K_ATTN_MERGE, K_TOPK_MAX, K_TOPK_CHUNK, K_TOPK_MERGE, N_KERNELS };
+       K_GLU, K_SOFTCAP, K_GATHER, K_ATTN_F16, K_ATTN_F32, K_ATTN_MERGE, K_TOPK_MAX, K_TOPK_CHUNK, K_TOPK_MERGE,
+       K_ADD_RMSNORM, K_ROPE_STORE, N_KERNELS };
 static const char *const op_kernels[] = {"rmsnorm",       "rope",          "kv_store",        "add",       "glu",
                                          "softcap",       "gather",        "attention_f16",   "attention_f32",
-                                         "attention_merge", "top_k_max",   "top_k_chunk",     "top_k_merge"};
+                                         "attention_merge", "top_k_max",   "top_k_chunk",     "top_k_merge",
+                                         "add_rmsnorm",   "rope_store"};
 
 typedef struct ocl_stream {
     tl_stream base;
@@ -565,6 +567,50 @@ static void kv_store(tl_stream *ts, void *k_cache, void *v_cache, tl_dtype dt, c
     run1(&l, (int64_t)n * kv_heads * hd);
 }
 
+static void add_rmsnorm(tl_stream *ts, float *x, const float *y, float *out, const float *w, int64_t rows, int64_t dim,
+                        float eps) {
+    launch l;
+    if (!begin(&l, (ocl_stream *)ts, K_ADD_RMSNORM, "add + rmsnorm")) return;
+    arg_ptr(&l, x);
+    arg_ptr(&l, y);
+    arg_ptr(&l, out);
+    arg_ptr(&l, w);
+    arg_i32(&l, (int32_t)dim);
+    arg_f32(&l, eps);
+    const size_t g = (size_t)rows * 256, loc = 256;
+    run(&l, 1, &g, &loc);
+}
+
+static void rope_store(tl_stream *ts, float *q, float *k, const float *v, const float *cs, int32_t n, int32_t n_heads,
+                       int32_t kv_heads, int32_t hd, int32_t rope_dim, bool neox, void *k_cache, void *v_cache,
+                       tl_dtype kv_dtype, const int32_t *pos, const int32_t *seq, int32_t max_seq_len) {
+    if (hd % 2 || (kv_dtype != TL_F16 && kv_dtype != TL_F32)) { /* (kv_store's cases; the forward keeps to them) */
+        rope(ts, q, cs, n, n_heads, hd, rope_dim, neox);
+        rope(ts, k, cs, n, kv_heads, hd, rope_dim, neox);
+        kv_store(ts, k_cache, v_cache, kv_dtype, k, v, pos, seq, n, kv_heads, hd, max_seq_len);
+        return;
+    }
+    launch l;
+    if (!begin(&l, (ocl_stream *)ts, K_ROPE_STORE, "rope + kv store")) return;
+    arg_ptr(&l, q);
+    arg_ptr(&l, k);
+    arg_ptr(&l, v);
+    arg_ptr(&l, cs);
+    arg_i32(&l, n);
+    arg_i32(&l, n_heads);
+    arg_i32(&l, kv_heads);
+    arg_i32(&l, hd);
+    arg_i32(&l, rope_dim);
+    arg_i32(&l, neox);
+    arg_ptr(&l, k_cache);
+    arg_ptr(&l, v_cache);
+    arg_i32(&l, kv_dtype == TL_F16);
+    arg_ptr(&l, pos);
+    arg_ptr(&l, seq);
+    arg_i32(&l, max_seq_len);
+    run1(&l, (int64_t)n * (n_heads + kv_heads) * (hd / 2));
+}
+
 #define ATTN_MAX_HD 256 /* attention.cl */
 #define ATTN_MIN_CHUNK 128
 
@@ -758,6 +804,8 @@ static const tl_backend_ops opencl_ops = {
     .softcap = softcap,
     .gather = gather,
     .top_k = top_k,
+    .add_rmsnorm = add_rmsnorm,
+    .rope_store = rope_store,
 };
 
 int tl_opencl_device_count(void) {
