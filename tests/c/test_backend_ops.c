@@ -494,6 +494,38 @@ static void test_fused(void) {
                     free((void *)hg.data), free((void *)hu.data);
                 }
     }
+    if (gs->ops->matmul_qkv) { /* q, k and v of other heights (grouped keys), each with its bias */
+        const tl_dtype types[] = {TL_F16, TL_F32, TL_Q4_0, TL_Q8_0, TL_Q4_K, TL_Q6_K};
+        const int64_t k = 768, ms[3] = {70, 35, 35};
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+            for (int64_t nn = 1; nn <= 5; nn += 2) {
+                tl_tensor hw[3], dw[3];
+                float *want[3], *got[3], *dy[3], *bias[3], *db[3];
+                float *xx = malloc((size_t)(nn * k) * 4);
+                fill(xx, (size_t)(nn * k), 1.0f);
+                cs->ops->reserve(cs, nn, k);
+                gs->ops->reserve(gs, nn, k);
+                float *dx = gput(xx, (size_t)(nn * k) * 4);
+                for (int i = 0; i < 3; i++) {
+                    hw[i] = make_weight(types[ti], ms[i], k);
+                    gpu->ops->weight_upload(gpu, &hw[i], &dw[i]);
+                    bias[i] = malloc((size_t)ms[i] * 4), want[i] = malloc((size_t)(nn * ms[i]) * 4), got[i] = malloc((size_t)(nn * ms[i]) * 4);
+                    fill(bias[i], (size_t)ms[i], 1.0f);
+                    db[i] = gput(bias[i], (size_t)ms[i] * 4);
+                    gpu->ops->alloc(gpu, (size_t)(nn * ms[i]) * 4, (void **)&dy[i]);
+                    cs->ops->matmul(cs, &hw[i], xx, nn, want[i], bias[i]);
+                }
+                gs->ops->matmul_qkv(gs, &dw[0], &dw[1], &dw[2], dx, nn, dy[0], dy[1], dy[2], db[0], db[1], db[2]);
+                for (int i = 0; i < 3; i++) {
+                    gget(got[i], dy[i], (size_t)(nn * ms[i]) * 4);
+                    const double e = normwise(got[i], want[i], (size_t)(nn * ms[i]));
+                    CHECK(e <= 5e-5, "matmul_qkv %s n=%lld matrix %d: normwise %.3g", tl_dtype_name(types[ti]), (long long)nn, i, e);
+                    gfree(dy[i]), gfree(db[i]), free(want[i]), free(got[i]), free(bias[i]);
+                    gpu->ops->weight_free(gpu, &dw[i]), free((void *)hw[i].data);
+                }
+                gfree(dx), free(xx);
+            }
+    }
     free(x), free(y), free(w), free(want), free(got);
 }
 

@@ -123,14 +123,11 @@ kernel void add(ARG(x), ARG(y), long n) {
     if (i < n) AT(float, x)[i] += AT(float, y)[i];
 }
 
-/* a = act(a) * b: SiLU, or GELU with the tanh approximation (sqrt(2/pi) = 0.7978845608) */
+/* a = act(a) * b (matmul.cl's act) */
 kernel void glu(int gelu, ARG(a), ARG(b), long n) {
     const size_t i = get_global_id(0);
     if (i >= n) return;
-    const float z = AT(float, a)[i];
-    const float g = gelu ? 0.5f * z * (1.0f + tanh(0.79788456080286535588f * z * (1.0f + 0.044715f * z * z)))
-                         : z / (1.0f + exp(-z));
-    AT(float, a)[i] = g * AT(float, b)[i];
+    AT(float, a)[i] = act(gelu, AT(float, a)[i]) * AT(float, b)[i];
 }
 
 kernel void softcap(ARG(x), long n, float c) {

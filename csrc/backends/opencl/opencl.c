@@ -297,8 +297,9 @@ static void weight_free(tl_device *td, tl_tensor *t) {
 
 /* ---------------------------------------------------------------- streams */
 
-/* kernels, by index: three per native dtype, then one per op */
-enum { K_GEMV = 0, K_GEMM = N_NATIVE, K_EMBED = 2 * N_NATIVE, K_RMSNORM = 3 * N_NATIVE, K_ROPE, K_KV_STORE, K_ADD,
+/* kernels, by index: five per native dtype, then one per op */
+enum { K_GEMV = 0, K_GEMM = N_NATIVE, K_EMBED = 2 * N_NATIVE, K_GEMV3 = 3 * N_NATIVE, K_GEMV_GLU = 4 * N_NATIVE,
+       K_RMSNORM = 5 * N_NATIVE, K_ROPE, K_KV_STORE, K_ADD,
        K_GLU, K_SOFTCAP, K_GATHER, K_ATTN_F16, K_ATTN_F32, K_ATTN_MERGE, K_TOPK_MAX, K_TOPK_CHUNK, K_TOPK_MERGE,
        K_ADD_RMSNORM, K_ROPE_STORE, N_KERNELS };
 static const char *const op_kernels[] = {"rmsnorm",       "rope",          "kv_store",        "add",       "glu",
@@ -437,8 +438,10 @@ static bool begin(launch *l, ocl_stream *s, int kernel, const char *what) {
     if (!s->kernels[kernel]) {
         char name[32];
         if (kernel >= K_RMSNORM) snprintf(name, sizeof name, "%s", op_kernels[kernel - K_RMSNORM]);
-        else snprintf(name, sizeof name, "%s_%s", kernel < K_GEMM ? "gemv" : kernel < K_EMBED ? "gemm" : "embed",
-                      native[kernel % N_NATIVE].name);
+        else {
+            static const char *const kinds[] = {"gemv", "gemm", "embed", "gemv3", "gemv_glu"};
+            snprintf(name, sizeof name, "%s_%s", kinds[kernel / N_NATIVE], native[kernel % N_NATIVE].name);
+        }
         cl_int e;
         s->kernels[kernel] = clCreateKernel(s->dev->program, name, &e);
         if (e != CL_SUCCESS) {
@@ -534,6 +537,67 @@ static void matmul(tl_stream *ts, const tl_tensor *w, const float *x, int64_t n,
         const size_t g[2] = {round_up((size_t)m, 64) / 4, round_up((size_t)n, 64) / 4}, loc[2] = {16, 16};
         run(&l, 2, g, loc);
     }
+}
+
+/* q, k and v of up to GEMV_MAX_TOKENS tokens in one launch where the three share dtype and
+ * width; the plain matmuls otherwise */
+static void matmul_qkv(tl_stream *ts, const tl_tensor *wq, const tl_tensor *wk, const tl_tensor *wv, const float *x,
+                       int64_t n, float *q, float *k, float *v, const float *bq, const float *bk, const float *bv) {
+    const int64_t width = wq->ne[0];
+    if (n > GEMV_MAX_TOKENS || wk->dtype != wq->dtype || wv->dtype != wq->dtype || wk->ne[0] != width || wv->ne[0] != width) {
+        matmul(ts, wq, x, n, q, bq);
+        matmul(ts, wk, x, n, k, bk);
+        matmul(ts, wv, x, n, v, bv);
+        return;
+    }
+    launch l;
+    if (!begin(&l, (ocl_stream *)ts, K_GEMV3 + native_index(wq->dtype), "q, k, v")) return;
+    arg_ptr(&l, wq->data);
+    arg_ptr(&l, wk->data);
+    arg_ptr(&l, wv->data);
+    arg_u64(&l, tl_dtype_row_size(wq->dtype, width));
+    arg_ptr(&l, x);
+    arg_i32(&l, (int32_t)width);
+    arg_i32(&l, (int32_t)wq->ne[1]);
+    arg_i32(&l, (int32_t)wk->ne[1]);
+    arg_i32(&l, (int32_t)wv->ne[1]);
+    arg_i32(&l, (int32_t)n);
+    arg_ptr(&l, q);
+    arg_ptr(&l, k);
+    arg_ptr(&l, v);
+    arg_ptr(&l, bq);
+    arg_ptr(&l, bk);
+    arg_ptr(&l, bv);
+    const size_t groups = (size_t)((wq->ne[1] + 3) / 4 + (wk->ne[1] + 3) / 4 + (wv->ne[1] + 3) / 4);
+    const size_t g = groups * 64, loc = 64; /* matmul.cl: GEMV_WG work-items for GEMV_ROWS = 4 rows */
+    run(&l, 1, &g, &loc);
+}
+
+static void glu(tl_stream *ts, tl_activation act, float *a, const float *b, int64_t n);
+
+/* gate and up of up to GEMV_MAX_TOKENS tokens in one pass with the activation (b untouched);
+ * the plain ops otherwise */
+static void matmul_glu(tl_stream *ts, const tl_tensor *gate, const tl_tensor *up, const float *x, int64_t n, float *a,
+                       float *b, tl_activation act) {
+    if (n > GEMV_MAX_TOKENS || up->dtype != gate->dtype || up->ne[0] != gate->ne[0] || up->ne[1] != gate->ne[1]) {
+        matmul(ts, gate, x, n, a, NULL);
+        matmul(ts, up, x, n, b, NULL);
+        glu(ts, act, a, b, n * gate->ne[1]);
+        return;
+    }
+    launch l;
+    if (!begin(&l, (ocl_stream *)ts, K_GEMV_GLU + native_index(gate->dtype), "gate + up")) return;
+    arg_ptr(&l, gate->data);
+    arg_ptr(&l, up->data);
+    arg_u64(&l, tl_dtype_row_size(gate->dtype, gate->ne[0]));
+    arg_ptr(&l, x);
+    arg_i32(&l, (int32_t)gate->ne[0]);
+    arg_i32(&l, (int32_t)gate->ne[1]);
+    arg_i32(&l, (int32_t)n);
+    arg_ptr(&l, a);
+    arg_i32(&l, act == TL_ACT_GELU_TANH);
+    const size_t g = round_up((size_t)gate->ne[1], 4) * 16, loc = 64;
+    run(&l, 1, &g, &loc);
 }
 
 static void rope(tl_stream *ts, float *x, const float *cs, int32_t n, int32_t heads, int32_t hd, int32_t rope_dim, bool neox) {
@@ -806,6 +870,8 @@ static const tl_backend_ops opencl_ops = {
     .top_k = top_k,
     .add_rmsnorm = add_rmsnorm,
     .rope_store = rope_store,
+    .matmul_qkv = matmul_qkv,
+    .matmul_glu = matmul_glu,
 };
 
 int tl_opencl_device_count(void) {
