@@ -3,7 +3,20 @@
 
 #define NORM_WG 256
 
-/* a work-group per row: out = x / sqrt(mean(x^2) + eps) * w, the sum reduced in local memory */
+/* 1 / sqrt(mean + eps) of a row from the work-items' partial sums of squares (a tree in local
+ * memory: every work-item gets it) */
+static inline float norm_scale(local float *red, float ss, int dim, float eps) {
+    const int lid = get_local_id(0);
+    red[lid] = ss;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int s = NORM_WG / 2; s > 0; s >>= 1) {
+        if (lid < s) red[lid] += red[lid + s];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    return 1.0f / sqrt(red[0] / (float)dim + eps);
+}
+
+/* a work-group per row: out = x / sqrt(mean(x^2) + eps) * w */
 kernel __attribute__((reqd_work_group_size(NORM_WG, 1, 1))) void rmsnorm(ARG(out), ARG(x), ARG(w), int dim, float eps) {
     local float red[NORM_WG];
     const int lid = get_local_id(0);
@@ -11,13 +24,7 @@ kernel __attribute__((reqd_work_group_size(NORM_WG, 1, 1))) void rmsnorm(ARG(out
     global float *o = AT(float, out) + (size_t)get_group_id(0) * dim;
     float ss = 0.0f;
     for (int i = lid; i < dim; i += NORM_WG) ss += xr[i] * xr[i];
-    red[lid] = ss;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int s = NORM_WG / 2; s > 0; s >>= 1) {
-        if (lid < s) red[lid] += red[lid + s];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    const float scale = 1.0f / sqrt(red[0] / (float)dim + eps);
+    const float scale = norm_scale(red, ss, dim, eps);
     for (int i = lid; i < dim; i += NORM_WG) o[i] = xr[i] * scale * wt[i];
 }
 
@@ -37,13 +44,7 @@ kernel __attribute__((reqd_work_group_size(NORM_WG, 1, 1))) void add_rmsnorm(ARG
         xr[i] = v;
         ss += v * v;
     }
-    red[lid] = ss;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int s = NORM_WG / 2; s > 0; s >>= 1) {
-        if (lid < s) red[lid] += red[lid + s];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    const float scale = 1.0f / sqrt(red[0] / (float)dim + eps);
+    const float scale = norm_scale(red, ss, dim, eps);
     for (int i = lid; i < dim; i += NORM_WG) o[i] = xr[i] * scale * wt[i];
 }
 
