@@ -224,6 +224,17 @@ __device__ __forceinline__ void scale_min_words(int j, uint32_t w0, uint32_t w1,
     }
 }
 
+/* sub-blocks 2p and 2p + 1 of a Q4_K/Q5_K block: (d·scale, dmin·min) of each, from one 16-byte
+ * load of the block's header (d, dmin, the 12 scale bytes) */
+__device__ __forceinline__ float4 k4_pair_scales(const uint8_t *blk, int p) {
+    const uint4 hdr = *(const uint4 *)blk;
+    int sc0, m0, sc1, m1;
+    scale_min_words(2 * p, hdr.y, hdr.z, hdr.w, &sc0, &m0);
+    scale_min_words(2 * p + 1, hdr.y, hdr.z, hdr.w, &sc1, &m1);
+    const float2 dd = __half22float2(*(const __half2 *)&hdr.x);
+    return make_float4(dd.x * (float)sc0, dd.y * (float)m0, dd.x * (float)sc1, dd.y * (float)m1);
+}
+
 /* The four bytes of b as floats, each minus `bias`: a byte placed in the mantissa of 2^23
  * (0x4B0000bb = 8388608 + bb) less 8388608 + bias is bb - bias exactly. One byte permute and one
  * add per element, at full rate, where an int-to-float conversion runs at a quarter of it. */
@@ -318,13 +329,8 @@ __device__ __forceinline__ void load8(gw w, int64_t r, int64_t c, int lane, floa
         *e0 = c * 256 + 64 * p + l;
         *e1 = *e0 + 32;
         const uint32_t q = *(const uint32_t *)(blk + (DT == TL_Q4_K ? 16 : 48) + 32 * p + l);
-        /* (d, dmin) and the 12 bytes of 6-bit scales and mins: one 16-byte load */
-        const uint4 hdr = *(const uint4 *)blk;
-        int sc0, m0, sc1, m1;
-        scale_min_words(2 * p, hdr.y, hdr.z, hdr.w, &sc0, &m0);
-        scale_min_words(2 * p + 1, hdr.y, hdr.z, hdr.w, &sc1, &m1);
-        const float2 dd = __half22float2(*(const __half2 *)&hdr.x);
-        const float d0 = dd.x * (float)sc0, n0 = dd.y * (float)m0, d1 = dd.x * (float)sc1, n1 = dd.y * (float)m1;
+        const float4 ab = k4_pair_scales(blk, p);
+        const float d0 = ab.x, n0 = ab.y, d1 = ab.z, n1 = ab.w;
         uint32_t lo = q & 0x0F0F0F0Fu, hi = (q >> 4) & 0x0F0F0F0Fu;
         if (DT == TL_Q5_K) {
             const uint32_t hb = *(const uint32_t *)(blk + 16 + l);
@@ -510,12 +516,8 @@ __device__ __forceinline__ void load32(gw w, int64_t r, int64_t c, int j, float 
         *e0 = c * 256 + 64 * p + l;
         *e1 = *e0 + 32;
         const uint4 q = *(const uint4 *)(blk + (DT == TL_Q4_K ? 16 : 48) + 32 * p + l);
-        const uint4 hdr = *(const uint4 *)blk; /* (d, dmin), the 12 scale bytes */
-        int sc0, m0, sc1, m1;
-        scale_min_words(2 * p, hdr.y, hdr.z, hdr.w, &sc0, &m0);
-        scale_min_words(2 * p + 1, hdr.y, hdr.z, hdr.w, &sc1, &m1);
-        const float2 dd = __half22float2(*(const __half2 *)&hdr.x);
-        const float d0 = dd.x * (float)sc0, n0 = dd.y * (float)m0, d1 = dd.x * (float)sc1, n1 = dd.y * (float)m1;
+        const float4 ab = k4_pair_scales(blk, p);
+        const float d0 = ab.x, n0 = ab.y, d1 = ab.z, n1 = ab.w;
         const uint32_t qw[4] = {q.x, q.y, q.z, q.w};
         uint32_t hw[4] = {0, 0, 0, 0};
         if (DT == TL_Q5_K) {
@@ -1717,17 +1719,18 @@ template <int DT> struct gemv_launch {
          * tokens would spill the wide kernel's registers */
         const bool quantized = DT != TL_F32 && DT != TL_F16 && DT != TL_BF16;
         const bool wide = quantized && (s->gemv == 2 || (s->gemv == 0 && (DT == TL_Q4_K || DT == TL_Q5_K || DT == TL_Q6_K)));
+        /* rows a group for one token: one for float weights (twice the groups of 2 rows, each
+         * with the same loads in flight: F16 decode +8% on the H200), two for the others;
+         * TORCHLESS_GPU_GEMV=narrow4|narrow1|narrow2 forces 4, 1 or 2, to compare */
+        const int rows1 = s->gemv == 3 ? 4 : s->gemv == 4 ? 1 : s->gemv == 5 ? 2 : quantized ? 2 : 1;
         const unsigned b1 = (unsigned)((m + 3) / 4), b2 = (unsigned)((m + 7) / 8), b4 = (unsigned)((m + 15) / 16);
 #define WIDE(N) launch(s->stream, gemv_wide_kernel<DT, N, 2>, b2, 128, 0, v, x, k, y, bias)
 #define LAUNCH(N, R) launch(s->stream, gemv_kernel<DT, N, R>, (R) == 1 ? b1 : (R) == 2 ? b2 : b4, 128, 0, v, x, k, y, bias)
         switch (n) {
         case 1:
-            /* float weights of one token: a row a group (twice the groups of 2 rows, each with
-             * the same loads in flight: F16 decode +8% on the H200; TORCHLESS_GPU_GEMV=narrow2
-             * for 2 rows, to compare) */
             if (wide) WIDE(1);
-            else if (s->gemv == 3) LAUNCH(1, 4);
-            else if (s->gemv == 4 || (!quantized && s->gemv != 5)) LAUNCH(1, 1);
+            else if (rows1 == 4) LAUNCH(1, 4);
+            else if (rows1 == 1) LAUNCH(1, 1);
             else LAUNCH(1, 2);
             break;
         case 2: if (wide) WIDE(2); else if (s->gemv == 3) LAUNCH(2, 4); else LAUNCH(2, 2); break;

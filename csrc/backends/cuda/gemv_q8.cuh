@@ -222,12 +222,8 @@ template <int DT> struct q8_k4 {
             h0 = ((const uint4 *)(blk + 16))[0];
             h1 = ((const uint4 *)(blk + 16))[1];
         }
-        const uint4 hdr = *(const uint4 *)blk; /* (d, dmin), the 12 scale bytes */
-        int sc0, m0, sc1, m1;
-        scale_min_words(2 * p, hdr.y, hdr.z, hdr.w, &sc0, &m0);
-        scale_min_words(2 * p + 1, hdr.y, hdr.z, hdr.w, &sc1, &m1);
-        const float2 dd = __half22float2(*(const __half2 *)&hdr.x);
-        a0 = dd.x * (float)sc0, b0 = -dd.y * (float)m0, a1 = dd.x * (float)sc1, b1 = -dd.y * (float)m1;
+        const float4 ab = k4_pair_scales(blk, p);
+        a0 = ab.x, b0 = -ab.y, a1 = ab.z, b1 = -ab.w;
     }
     __device__ __forceinline__ float dot(const int8_t *xr, int64_t k, int64_t u, float acc) const {
         const int4 *xv = (const int4 *)(xr + 64 * u);

@@ -28,75 +28,52 @@ static inline float8 x8(global const float *xr, int e, int k) {
     return vload8(0, v);
 }
 
-/* GEMV_ROWS rows a work-group (rows GEMV_ROWS * grp on): each work-item decodes eight weights of
- * each row at a time and dots them with every token's x; then work-item (row, token) sums the
- * row's partial sums. */
-static inline void gemv(const int dt, global const uchar *w, ulong row_bytes, global const float *x, int k, int m, int n,
-                        global float *y, global const float *bias, local float *red, int grp) {
-    const int r0 = grp * GEMV_ROWS, lid = get_local_id(0);
-    float acc[GEMV_ROWS][GEMV_NT];
-    for (int i = 0; i < GEMV_ROWS; i++)
-        for (int t = 0; t < GEMV_NT; t++) acc[i][t] = 0.0f;
-    for (int e = lid * 8; e < k; e += GEMV_WG * 8) {
-        float8 v[GEMV_ROWS];
-        for (int i = 0; i < GEMV_ROWS; i++) /* rows past m repeat the last one, unused */
-            v[i] = tile8(dt, w + (size_t)min(r0 + i, m - 1) * row_bytes, e, k);
-        for (int t = 0; t < GEMV_NT; t++) {
-            if (t >= n) break;
-            const float8 xv = x8(x + (size_t)t * k, e, k);
-            for (int i = 0; i < GEMV_ROWS; i++) acc[i][t] += dot8(v[i], xv);
-        }
-    }
-    for (int i = 0; i < GEMV_ROWS; i++)
-        for (int t = 0; t < GEMV_NT; t++) red[(i * GEMV_NT + t) * GEMV_WG + lid] = acc[i][t];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    const int i = lid / GEMV_NT, t = lid % GEMV_NT;
-    if (lid >= GEMV_ROWS * GEMV_NT || t >= n || r0 + i >= m) return;
-    float sum = 0.0f;
-    for (int j = 0; j < GEMV_WG; j++) sum += red[lid * GEMV_WG + j];
-    y[(size_t)t * m + r0 + i] = sum + (bias ? bias[r0 + i] : 0.0f);
-}
-
 /* SiLU, or GELU with the tanh approximation (sqrt(2/pi) = 0.7978845608); glu() in elementwise.cl too */
 static inline float act(int gelu, float z) {
     return gelu ? 0.5f * z * (1.0f + tanh(0.79788456080286535588f * z * (1.0f + 0.044715f * z * z))) : z / (1.0f + exp(-z));
 }
 
-/* a = act(gate . x) * (up . x) for GEMV_ROWS rows of both a work-group: gemv()'s sums (the
- * same order, so its results bit for bit), x read once for the two */
-static inline void gemv_glu(const int dt, global const uchar *g, global const uchar *u, ulong row_bytes,
-                            global const float *x, int k, int m, int n, global float *a, int gelu, local float *red) {
-    const int r0 = get_group_id(0) * GEMV_ROWS, lid = get_local_id(0);
-    float ag[GEMV_ROWS][GEMV_NT], au[GEMV_ROWS][GEMV_NT];
+/* GEMV_ROWS rows a work-group (rows GEMV_ROWS * grp on): each work-item decodes eight weights of
+ * each row at a time and dots them with every token's x; then work-item (row, token) sums the
+ * row's partial sums. With u (gate + up: w is the gate, red twice the size), the same rows of u
+ * against the same x loads, and y = act(w . x) * (u . x) without bias. */
+static inline void gemv(const int dt, global const uchar *w, global const uchar *u, ulong row_bytes, global const float *x,
+                        int k, int m, int n, global float *y, global const float *bias, int gelu, local float *red,
+                        int grp) {
+    const int r0 = grp * GEMV_ROWS, lid = get_local_id(0);
+    float acc[GEMV_ROWS][GEMV_NT], accu[GEMV_ROWS][GEMV_NT];
     for (int i = 0; i < GEMV_ROWS; i++)
-        for (int t = 0; t < GEMV_NT; t++) ag[i][t] = au[i][t] = 0.0f;
+        for (int t = 0; t < GEMV_NT; t++) acc[i][t] = accu[i][t] = 0.0f;
     for (int e = lid * 8; e < k; e += GEMV_WG * 8) {
-        float8 vg[GEMV_ROWS], vu[GEMV_ROWS];
+        float8 v[GEMV_ROWS], vu[GEMV_ROWS];
         for (int i = 0; i < GEMV_ROWS; i++) { /* rows past m repeat the last one, unused */
-            vg[i] = tile8(dt, g + (size_t)min(r0 + i, m - 1) * row_bytes, e, k);
-            vu[i] = tile8(dt, u + (size_t)min(r0 + i, m - 1) * row_bytes, e, k);
+            v[i] = tile8(dt, w + (size_t)min(r0 + i, m - 1) * row_bytes, e, k);
+            if (u) vu[i] = tile8(dt, u + (size_t)min(r0 + i, m - 1) * row_bytes, e, k);
         }
         for (int t = 0; t < GEMV_NT; t++) {
             if (t >= n) break;
             const float8 xv = x8(x + (size_t)t * k, e, k);
             for (int i = 0; i < GEMV_ROWS; i++) {
-                ag[i][t] += dot8(vg[i], xv);
-                au[i][t] += dot8(vu[i], xv);
+                acc[i][t] += dot8(v[i], xv);
+                if (u) accu[i][t] += dot8(vu[i], xv);
             }
         }
     }
-    local float *red2 = red + GEMV_ROWS * GEMV_NT * GEMV_WG;
+    local float *redu = red + GEMV_ROWS * GEMV_NT * GEMV_WG;
     for (int i = 0; i < GEMV_ROWS; i++)
         for (int t = 0; t < GEMV_NT; t++) {
-            red[(i * GEMV_NT + t) * GEMV_WG + lid] = ag[i][t];
-            red2[(i * GEMV_NT + t) * GEMV_WG + lid] = au[i][t];
+            red[(i * GEMV_NT + t) * GEMV_WG + lid] = acc[i][t];
+            if (u) redu[(i * GEMV_NT + t) * GEMV_WG + lid] = accu[i][t];
         }
     barrier(CLK_LOCAL_MEM_FENCE);
     const int i = lid / GEMV_NT, t = lid % GEMV_NT;
     if (lid >= GEMV_ROWS * GEMV_NT || t >= n || r0 + i >= m) return;
-    float sg = 0.0f, su = 0.0f;
-    for (int j = 0; j < GEMV_WG; j++) sg += red[lid * GEMV_WG + j], su += red2[lid * GEMV_WG + j];
-    a[(size_t)t * m + r0 + i] = act(gelu, sg) * su;
+    float sum = 0.0f, sumu = 0.0f;
+    for (int j = 0; j < GEMV_WG; j++) {
+        sum += red[lid * GEMV_WG + j];
+        if (u) sumu += redu[lid * GEMV_WG + j];
+    }
+    y[(size_t)t * m + r0 + i] = u ? act(gelu, sum) * sumu : sum + (bias ? bias[r0 + i] : 0.0f);
 }
 
 /* A work-group of 16 x 16 computes a tile of 64 rows x 64 tokens, each work-item 4 x 4 of it
@@ -162,7 +139,7 @@ static inline void embed(const int dt, global const uchar *w, ulong row_bytes, i
     kernel __attribute__((reqd_work_group_size(GEMV_WG, 1, 1))) void gemv_##name(                                      \
         ARG(w), ulong row_bytes, ARG(x), int k, int m, int n, ARG(y), ARG(bias)) {                                     \
         local float red[GEMV_ROWS * GEMV_NT * GEMV_WG];                                                                            \
-        gemv(DT, AT(uchar, w), row_bytes, AT(float, x), k, m, n, AT(float, y), bias_b ? AT(float, bias) : 0, red,      \
+        gemv(DT, AT(uchar, w), 0, row_bytes, AT(float, x), k, m, n, AT(float, y), bias_b ? AT(float, bias) : 0, 0, red, \
              get_group_id(0));                                                                                         \
     }                                                                                                                  \
     /* q, k and v (rows m0, m1, m2) in one launch: the work-groups of each in turn */                                \
@@ -173,19 +150,20 @@ static inline void embed(const int dt, global const uchar *w, ulong row_bytes, i
         const int g0 = (m0 + GEMV_ROWS - 1) / GEMV_ROWS, g1 = (m1 + GEMV_ROWS - 1) / GEMV_ROWS;                       \
         const int grp = get_group_id(0);                                                                               \
         if (grp < g0)                                                                                                  \
-            gemv(DT, AT(uchar, w0), row_bytes, AT(float, x), k, m0, n, AT(float, y0), b0_b ? AT(float, b0) : 0, red,   \
+            gemv(DT, AT(uchar, w0), 0, row_bytes, AT(float, x), k, m0, n, AT(float, y0), b0_b ? AT(float, b0) : 0, 0, red,   \
                  grp);                                                                                                 \
         else if (grp < g0 + g1)                                                                                        \
-            gemv(DT, AT(uchar, w1), row_bytes, AT(float, x), k, m1, n, AT(float, y1), b1_b ? AT(float, b1) : 0, red,   \
+            gemv(DT, AT(uchar, w1), 0, row_bytes, AT(float, x), k, m1, n, AT(float, y1), b1_b ? AT(float, b1) : 0, 0, red,   \
                  grp - g0);                                                                                            \
         else                                                                                                           \
-            gemv(DT, AT(uchar, w2), row_bytes, AT(float, x), k, m2, n, AT(float, y2), b2_b ? AT(float, b2) : 0, red,   \
+            gemv(DT, AT(uchar, w2), 0, row_bytes, AT(float, x), k, m2, n, AT(float, y2), b2_b ? AT(float, b2) : 0, 0, red,   \
                  grp - g0 - g1);                                                                                       \
     }                                                                                                                  \
     kernel __attribute__((reqd_work_group_size(GEMV_WG, 1, 1))) void gemv_glu_##name(                                 \
         ARG(g), ARG(u), ulong row_bytes, ARG(x), int k, int m, int n, ARG(a), int gelu) {                              \
         local float red[2 * GEMV_ROWS * GEMV_NT * GEMV_WG];                                                            \
-        gemv_glu(DT, AT(uchar, g), AT(uchar, u), row_bytes, AT(float, x), k, m, n, AT(float, a), gelu, red);           \
+        gemv(DT, AT(uchar, g), AT(uchar, u), row_bytes, AT(float, x), k, m, n, AT(float, a), 0, gelu, red,             \
+             get_group_id(0));                                                                                         \
     }                                                                                                                  \
     kernel __attribute__((reqd_work_group_size(16, 16, 1))) void gemm_##name(                                          \
         ARG(w), ulong row_bytes, ARG(x), int k, int m, int n, ARG(y), ARG(bias)) {                                     \

@@ -648,7 +648,7 @@ static void add_rmsnorm(tl_stream *ts, float *x, const float *y, float *out, con
 static void rope_store(tl_stream *ts, float *q, float *k, const float *v, const float *cs, int32_t n, int32_t n_heads,
                        int32_t kv_heads, int32_t hd, int32_t rope_dim, bool neox, void *k_cache, void *v_cache,
                        tl_dtype kv_dtype, const int32_t *pos, const int32_t *seq, int32_t max_seq_len) {
-    if (hd % 2 || (kv_dtype != TL_F16 && kv_dtype != TL_F32)) { /* (kv_store's cases; the forward keeps to them) */
+    if (hd % 2) { /* (the kernel takes dimensions in pairs) */
         rope(ts, q, cs, n, n_heads, hd, rope_dim, neox);
         rope(ts, k, cs, n, kv_heads, hd, rope_dim, neox);
         kv_store(ts, k_cache, v_cache, kv_dtype, k, v, pos, seq, n, kv_heads, hd, max_seq_len);
